@@ -1,0 +1,49 @@
+# Two commands for a newcomer: `make fit` and `make test`. Both create .venv on first use.
+SHELL := /bin/bash
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+# pyenv reads .python-version (3.12); fall back to an explicit python3.12 on PATH.
+SYSTEM_PYTHON ?= $(shell command -v python3.12 2>/dev/null || command -v python 2>/dev/null)
+export PYTHONHASHSEED := 0
+export MPLBACKEND := Agg
+
+.PHONY: fit test test-all validate bench report-check lint format simulate clean-venv
+
+$(STAMP): pyproject.toml requirements.lock
+	@$(SYSTEM_PYTHON) -c 'import sys; sys.exit(0 if sys.version_info[:2] == (3, 12) else "error: Python 3.12 is needed (found " + sys.version.split()[0] + "); install it (pyenv install 3.12) or set SYSTEM_PYTHON=/path/to/python3.12")'
+	@echo "== creating $(VENV) and installing the pinned stack (requirements.lock)"
+	$(SYSTEM_PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --disable-pip-version-check uv==0.13.9
+	$(VENV)/bin/uv pip install -q --python $(PY) -r requirements.lock
+	$(VENV)/bin/uv pip install -q --python $(PY) --no-deps -e .
+	@touch $(STAMP)
+
+fit: $(STAMP)
+	$(PY) scripts/fit.py
+
+test: $(STAMP)
+	$(PY) -m pytest -m "not statistical and not bench" -q
+
+validate: $(STAMP)
+	$(PY) scripts/validate.py
+
+bench: $(STAMP)
+	$(PY) bench/bench_fit.py
+
+report-check: $(STAMP)
+	$(PY) scripts/report_check.py
+
+simulate: $(STAMP)
+	$(PY) scripts/simulate.py
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check src scripts tests bench
+	$(VENV)/bin/ruff format --check src scripts tests bench
+
+format: $(STAMP)
+	$(VENV)/bin/ruff format src scripts tests bench
+	$(VENV)/bin/ruff check --fix src scripts tests bench
+
+clean-venv:
+	rm -rf $(VENV)

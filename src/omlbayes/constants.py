@@ -1,0 +1,27 @@
+"""One source for every default of the project."""
+
+from __future__ import annotations
+
+CI_PROB = 0.95  # we report 95% intervals; ArviZ's own default is 0.89
+CI_KIND = "eti"  # "eti" or "hdi"
+MIN_ITEMS = 4  # an index needs at least this many of the six items answered
+ITEM_MIN, ITEM_MAX = 1, 5
+ITEM_COLUMNS = tuple(f"item_{k}" for k in range(1, 7))
+MIN_CELL_N = 10  # disclosure control: cells with fewer students are suppressed
+MIN_CELL_N_FLOOR = 5  # the threshold may be configured, never below this
+AGE_RANGE = (10.0, 22.0)  # ages outside this range are impossible for grade-3 students
+
+# Diagnostics gate (diagnose.py)
+RHAT_MAX = 1.01
+ESS_BULK_MIN = 400
+ESS_TAIL_MIN = 400
+BFMI_MIN = 0.3
+MAX_DIVERGENCES = 0
+
+# Plain-language thresholds for probability of direction (report findings)
+PD_VERY_LIKELY = 0.975
+PD_LIKELY = 0.90
+
+DEFAULT_SEED = 20221
+EXIT_USER_ERROR = 2
+EXIT_DIAGNOSTICS_FAILED = 3

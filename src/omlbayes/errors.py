@@ -1,0 +1,23 @@
+"""Typed exceptions carrying one actionable line for the user."""
+
+from __future__ import annotations
+
+
+class ProjectError(Exception):
+    """Base class: the message is shown to the user as is, without a traceback."""
+
+
+class InputError(ProjectError):
+    """Bad input data or column map: names the file, column, rows and the fix."""
+
+
+class SpecError(ProjectError):
+    """A model spec or command-line option that cannot be honoured."""
+
+
+class RunError(ProjectError):
+    """A run folder that is missing, incomplete or unreadable."""
+
+
+class DiagnosticsFailed(ProjectError):
+    """The sampler diagnostics gate failed (exit code 3 unless allowed)."""
