@@ -1,0 +1,115 @@
+"""Scale construction: the relations index per student and its reliability."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from omlbayes.constants import ITEM_COLUMNS, MIN_ITEMS
+from omlbayes.errors import InputError
+
+EXCLUSION_TOO_FEW_ITEMS = "fewer than {k} of 6 items answered"
+
+
+@dataclass(frozen=True)
+class ScaledSurvey:
+    """The survey with ``index_raw`` (item mean) and ``index`` (standardized) columns."""
+
+    frame: pd.DataFrame
+    exclusions: dict[str, int]
+    raw_mean: float  # standardization constants, kept for the run record
+    raw_sd: float
+    min_items: int
+
+
+def build_index(
+    frame: pd.DataFrame, *, min_items: int = MIN_ITEMS, items: tuple[str, ...] = ITEM_COLUMNS
+) -> ScaledSurvey:
+    """Mean of the answered items where at least ``min_items`` are answered, standardized.
+
+    Rows with fewer answered items are excluded and counted, never silently dropped.
+    Standardization is over all remaining students, waves and school types.
+    """
+    if not 1 <= min_items <= len(items):
+        raise InputError(f"min_items must be between 1 and {len(items)}, got {min_items}")
+    answers = frame[list(items)].astype("float64")
+    n_answered = answers.notna().sum(axis=1)
+    keep = n_answered >= min_items
+    if not keep.any():
+        raise InputError(
+            f"no student answered at least {min_items} of the {len(items)} items; "
+            "check the item columns or lower min_items"
+        )
+    kept = frame.loc[keep].copy()
+    raw = answers.loc[keep].mean(axis=1)
+    raw_mean, raw_sd = float(raw.mean()), float(raw.std(ddof=1))
+    if not raw_sd > 0:
+        raise InputError("the index has no variation: every student has the same item mean")
+    kept["index_raw"] = raw
+    kept["index"] = (raw - raw_mean) / raw_sd
+    n_excluded = int((~keep).sum())
+    exclusions = {EXCLUSION_TOO_FEW_ITEMS.format(k=min_items): n_excluded} if n_excluded else {}
+    return ScaledSurvey(kept, exclusions, raw_mean, raw_sd, min_items)
+
+
+def cronbach_alpha(items: pd.DataFrame) -> float:
+    """Cronbach's alpha on complete cases: k/(k-1) * (1 - sum item var / var of the sum)."""
+    complete = items.dropna().astype("float64").to_numpy()
+    k = complete.shape[1]
+    item_var = complete.var(axis=0, ddof=1).sum()
+    total_var = complete.sum(axis=1).var(ddof=1)
+    return float(k / (k - 1) * (1.0 - item_var / total_var))
+
+
+def mcdonald_omega(items: pd.DataFrame) -> float:
+    """McDonald's omega (total) of a one-factor model fitted to the item correlations.
+
+    Loadings by iterated principal-axis factoring on complete cases:
+    omega = (sum l)^2 / ((sum l)^2 + sum(1 - l^2)).
+    """
+    corr = np.corrcoef(items.dropna().astype("float64").to_numpy(), rowvar=False)
+    communality = 1.0 - 1.0 / np.diag(np.linalg.inv(corr))  # squared multiple correlations
+    for _ in range(500):
+        reduced = corr.copy()
+        np.fill_diagonal(reduced, communality)
+        eigval, eigvec = np.linalg.eigh(reduced)
+        loadings = eigvec[:, -1] * np.sqrt(max(eigval[-1], 0.0))
+        new = loadings**2
+        if np.max(np.abs(new - communality)) < 1e-10:
+            break
+        communality = new
+    loadings = np.abs(loadings)
+    common = loadings.sum() ** 2
+    return float(common / (common + np.sum(1.0 - loadings**2)))
+
+
+def item_total_correlations(items: pd.DataFrame) -> pd.Series:
+    """Corrected item-total correlation: each item against the sum of the other items."""
+    complete = items.dropna().astype("float64")
+    total = complete.sum(axis=1)
+    return pd.Series(
+        {name: float(np.corrcoef(complete[name], total - complete[name])[0, 1]) for name in items}
+    )
+
+
+def reliability(
+    frame: pd.DataFrame, *, by: str | None = "wave", items: tuple[str, ...] = ITEM_COLUMNS
+) -> pd.DataFrame:
+    """Alpha, omega and n (complete cases) overall and per level of ``by``."""
+    rows = [("all", frame)]
+    if by is not None:
+        rows += [(str(lvl), sub) for lvl, sub in frame.groupby(by, observed=True)]
+    records = []
+    for label, sub in rows:
+        answers = sub[list(items)]
+        records.append(
+            {
+                "group": label,
+                "n_complete": int(answers.dropna().shape[0]),
+                "alpha": cronbach_alpha(answers),
+                "omega": mcdonald_omega(answers),
+            }
+        )
+    return pd.DataFrame.from_records(records)
