@@ -25,3 +25,6 @@ PD_LIKELY = 0.90
 DEFAULT_SEED = 20221
 EXIT_USER_ERROR = 2
 EXIT_DIAGNOSTICS_FAILED = 3
+
+# Waves whose label starts with this are the covid-split 2020 waves (marked in figures).
+COVID_WAVE_PREFIX = "2020"

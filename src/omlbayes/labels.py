@@ -127,3 +127,62 @@ def column(name: str, lang: str) -> str:
     """Display name of a column or a cross breakdown ``a x b``."""
     table = COLUMN_TEXT[check_lang(lang)]
     return " × ".join(table.get(part, part) for part in name.split(" x "))
+
+
+# --- figure texts (plots/*) ---
+
+INDEX_TEXT = {
+    "nl": "Sociale relaties met leraren",
+    "en": "Social relations with teachers",
+}
+
+SD_UNITS_TEXT = {"nl": "SD-eenheden", "en": "SD units"}
+
+COVID_BAND_TEXT = {"nl": "2020 (covid)", "en": "2020 (covid)"}
+
+WAVE_ALL_TEXT = {"nl": "alle metingen", "en": "all waves"}
+
+FOREST_CAPTION = {
+    "nl": (
+        "Ruit = afwijking van het gemiddelde over alle scholen en jaren, gecorrigeerd voor "
+        "schooltype, geslacht, leeftijd, opleiding ouders en regio; "
+        "lijn = 95%-interval (posterior)"
+    ),
+    "en": (
+        "Diamond = deviation from the mean over all schools and years, adjusted for "
+        "school type, gender, age, parental education and region; "
+        "line = 95% interval (posterior)"
+    ),
+}
+
+SUPPRESSED_TEXT = {"nl": "n < {n}", "en": "n < {n}"}
+
+ITEM_FIGURE_TITLE = {
+    "nl": "Antwoorden op de zes stellingen over leraren",
+    "en": "Answers to the six statements about teachers",
+}
+
+PERCENT_TEXT = {"nl": "% van de leerlingen", "en": "% of students"}
+
+PPC_TEXT = {
+    "nl": {
+        "title": "Posterior predictive check: verdeling van de index",
+        "prior_title": "Prior predictive check: verdeling van de index",
+        "xlabel": "index (SD-eenheden)",
+        "ylabel": "dichtheid",
+        "observed": "waargenomen",
+        "replicated": "gesimuleerd (posterior)",
+        "prior": "gesimuleerd (prior)",
+        "draws": "{k} trekkingen",
+    },
+    "en": {
+        "title": "Posterior predictive check: distribution of the index",
+        "prior_title": "Prior predictive check: distribution of the index",
+        "xlabel": "index (SD units)",
+        "ylabel": "density",
+        "observed": "observed",
+        "replicated": "replicated (posterior)",
+        "prior": "simulated (prior)",
+        "draws": "{k} draws",
+    },
+}

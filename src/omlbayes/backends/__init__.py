@@ -1,0 +1,1 @@
+"""Fitting backends: ``collapsed`` (exact, sufficient statistics) and ``bambi`` (reference)."""

@@ -1,0 +1,173 @@
+"""The design of a linear multilevel model, built sparse and streamed in chunks.
+
+One layout serves both backends: coefficient names follow Bambi's (``wave[2016]``,
+``1|wave:gender[2014:boy]``) so summaries read the same whichever path fitted them.
+Group terms get a column for every combination of declared levels (not only the
+observed ones): an empty cell's coefficient is then simply drawn from its prior, which
+is what g-computation needs for a counterfactual cell.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from itertools import product
+
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+
+from omlbayes.errors import SpecError
+from omlbayes.spec import ModelSpec, group_term_name
+
+CHUNK_ROWS = 200_000
+
+
+@dataclass(frozen=True)
+class Term:
+    """One model term: its Bambi variable name, kind, data columns and coordinates."""
+
+    name: str
+    kind: str  # "intercept" | "categorical" | "numeric" | "group"
+    columns: tuple[str, ...]
+    coords: tuple[str, ...]  # coefficient labels; () for a scalar term
+    dim: str | None
+
+    @property
+    def size(self) -> int:
+        return max(len(self.coords), 1)
+
+    def coef_names(self) -> list[str]:
+        if not self.coords:
+            return [self.name]
+        return [f"{self.name}[{c}]" for c in self.coords]
+
+
+@dataclass(frozen=True)
+class DesignLayout:
+    """The ordered terms of a model and the category levels its columns use."""
+
+    terms: tuple[Term, ...]
+    levels: dict[str, tuple[str, ...]]
+
+    @property
+    def n_coef(self) -> int:
+        return sum(t.size for t in self.terms)
+
+    @property
+    def coef_names(self) -> list[str]:
+        return [name for t in self.terms for name in t.coef_names()]
+
+    def slices(self) -> dict[str, slice]:
+        out, start = {}, 0
+        for t in self.terms:
+            out[t.name] = slice(start, start + t.size)
+            start += t.size
+        return out
+
+    @property
+    def group_terms(self) -> tuple[Term, ...]:
+        return tuple(t for t in self.terms if t.kind == "group")
+
+
+def _levels(frame: pd.DataFrame, column: str) -> tuple[str, ...]:
+    values = frame[column]
+    if isinstance(values.dtype, pd.CategoricalDtype):
+        present = set(values.dropna().unique())
+        # declared order, restricted to levels present in the data (Bambi codes only those)
+        return tuple(str(c) for c in values.cat.categories if c in present)
+    return tuple(sorted(str(v) for v in values.dropna().unique()))
+
+
+def build_layout(frame: pd.DataFrame, spec: ModelSpec) -> DesignLayout:
+    """Lay out the coefficients of ``spec`` for the categories present in ``frame``."""
+    missing = [c for c in spec.columns if c not in frame.columns]
+    if missing:
+        raise SpecError(f"model {spec.name}: data lack column(s) {', '.join(missing)}")
+    levels: dict[str, tuple[str, ...]] = {}
+    terms = [Term("Intercept", "intercept", (), (), None)]
+    for col in spec.common:
+        if pd.api.types.is_numeric_dtype(frame[col]) and not isinstance(
+            frame[col].dtype, pd.CategoricalDtype
+        ):
+            terms.append(Term(col, "numeric", (col,), (), None))
+            continue
+        levels[col] = _levels(frame, col)
+        if len(levels[col]) < 2:
+            raise SpecError(f"column {col!r} has fewer than two levels in the data; drop it")
+        terms.append(Term(col, "categorical", (col,), levels[col][1:], f"{col}_dim"))
+    for cols in spec.group_terms:
+        for col in cols:
+            levels.setdefault(col, _levels(frame, col))
+        name = group_term_name(cols)
+        cells = tuple(":".join(combo) for combo in product(*(levels[c] for c in cols)))
+        terms.append(Term(f"1|{name}", "group", cols, cells, f"{name}__factor_dim"))
+    return DesignLayout(tuple(terms), levels)
+
+
+def _codes(values: pd.Series, levels: tuple[str, ...], column: str) -> np.ndarray:
+    codes = pd.Categorical(values.astype("string"), categories=list(levels)).codes
+    if (codes < 0).any():
+        bad = values[codes < 0].iloc[0]
+        raise SpecError(f"column {column!r} has level {bad!r} unknown to the fitted model")
+    return codes.astype(np.int64)
+
+
+def design_matrix(frame: pd.DataFrame, layout: DesignLayout) -> sp.csr_matrix:
+    """The sparse design matrix (rows of ``frame`` x coefficients of ``layout``)."""
+    n = len(frame)
+    rows, cols, vals = [], [], []
+    start = 0
+    for term in layout.terms:
+        if term.kind == "intercept":
+            rows.append(np.arange(n))
+            cols.append(np.full(n, start))
+            vals.append(np.ones(n))
+        elif term.kind == "numeric":
+            rows.append(np.arange(n))
+            cols.append(np.full(n, start))
+            vals.append(frame[term.columns[0]].to_numpy(dtype=np.float64))
+        else:
+            col_levels = [layout.levels[c] for c in term.columns]
+            cell = np.zeros(n, dtype=np.int64)
+            for col, lv in zip(term.columns, col_levels, strict=True):
+                cell = cell * len(lv) + _codes(frame[col], lv, col)
+            if term.kind == "categorical":
+                keep = cell > 0  # the first level is the reference
+                rows.append(np.flatnonzero(keep))
+                cols.append(start + cell[keep] - 1)
+                vals.append(np.ones(int(keep.sum())))
+            else:
+                rows.append(np.arange(n))
+                cols.append(start + cell)
+                vals.append(np.ones(n))
+        start += term.size
+    return sp.csr_matrix(
+        (np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))),
+        shape=(n, layout.n_coef),
+    )
+
+
+@dataclass(frozen=True)
+class SufficientStats:
+    """Everything a Gaussian linear model's likelihood needs: W'W, W'y, y'y and n."""
+
+    wtw: np.ndarray
+    wty: np.ndarray
+    yty: float
+    n: int
+
+
+def sufficient_stats(
+    frame: pd.DataFrame, layout: DesignLayout, response: str, *, chunk_rows: int = CHUNK_ROWS
+) -> SufficientStats:
+    """One pass over the data in chunks, so memory stays flat in the number of students."""
+    p = layout.n_coef
+    wtw, wty, yty = np.zeros((p, p)), np.zeros(p), 0.0
+    for start in range(0, len(frame), chunk_rows):
+        chunk = frame.iloc[start : start + chunk_rows]
+        w = design_matrix(chunk, layout)
+        y = chunk[response].to_numpy(dtype=np.float64)
+        wtw += (w.T @ w).toarray()
+        wty += w.T @ y
+        yty += float(y @ y)
+    return SufficientStats(wtw, wty, yty, len(frame))

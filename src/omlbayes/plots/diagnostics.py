@@ -1,0 +1,206 @@
+"""Sampler and model-check figures drawn with arviz-plots from a saved posterior.
+
+Each function reads a DataTree (or plain arrays already drawn by the fit stage) and saves
+one PNG; nothing is sampled or fitted here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import arviz_base as azb
+import arviz_plots as azp
+import matplotlib.pyplot as plt
+import numpy as np
+import xarray as xr
+from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
+from matplotlib.ticker import MaxNLocator
+
+from omlbayes import labels
+from omlbayes.errors import SpecError
+
+PPC_NUM_SAMPLES = 50  # replicated densities drawn over the observed one
+DPI = 150
+INDEX_VAR = "index"
+
+
+def _figure(pc: azp.PlotCollection) -> Figure:
+    return pc.viz["figure"].item()
+
+
+def _save(pc: azp.PlotCollection, path: Path | str) -> Path:
+    out = Path(path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig = _figure(pc)
+    fig.savefig(out, dpi=DPI, bbox_inches="tight")
+    plt.close(fig)  # arviz-plots creates figures through pyplot; free them
+    return out
+
+
+def _group(dt: xr.DataTree, name: str, what: str) -> xr.Dataset:
+    if name not in dt.children:
+        raise SpecError(
+            f"{what}: the posterior has no {name!r} group (groups: "
+            f"{', '.join(dt.children) or 'none'}); re-run the fit or load the full posterior.nc"
+        )
+    return dt[name].to_dataset()
+
+
+def plot_rank_hyper(dt: xr.DataTree, var_names: Sequence[str], path: Path | str) -> Path:
+    """Marginal densities per chain and fractional-rank ECDF plots of hyper-parameters.
+
+    Parameters
+    ----------
+    dt : xarray.DataTree
+        Posterior with a ``posterior`` group (dims ``chain``, ``draw``).
+    var_names : sequence of str
+        Variables to show, e.g. ``("sigma", "1|school_sigma", "1|wave:gender_sigma")``.
+    path : path-like
+        PNG to write.
+
+    Returns
+    -------
+    pathlib.Path
+        The written file. Chains that disagree show as separated densities and rank
+        ECDFs leaving the envelope (with the test's p-value per variable).
+    """
+    posterior = _group(dt, "posterior", "plot_rank_hyper")
+    names = list(var_names)
+    if not names:
+        raise SpecError("plot_rank_hyper: var_names is empty; name at least one hyper-parameter")
+    unknown = [v for v in names if v not in posterior.data_vars]
+    if unknown:
+        raise SpecError(
+            f"plot_rank_hyper: unknown variable(s) {', '.join(unknown)}; the posterior has "
+            f"{', '.join(map(str, posterior.data_vars))}"
+        )
+    pc = azp.plot_rank_dist(dt, var_names=names, backend="matplotlib")
+    _figure(pc).suptitle("Rank plots (hyper-parameters)", fontsize=11)
+    return _save(pc, path)
+
+
+def plot_energy(dt: xr.DataTree, path: Path | str) -> Path:
+    """Marginal vs transition energy and E-BFMI per chain (from ``sample_stats.energy``)."""
+    stats = _group(dt, "sample_stats", "plot_energy")
+    if "energy" not in stats.data_vars:
+        raise SpecError(
+            "plot_energy: sample_stats has no 'energy'; this sampler did not record it "
+            "(use an HMC/NUTS sampler, or skip the energy plot)"
+        )
+    pc = azp.plot_energy(dt, backend="matplotlib")
+    fig = _figure(pc)
+    for ax in fig.axes:
+        if ax.get_ylabel() == "Chain":  # chains are integers, not 0.5 steps
+            ax.yaxis.set_major_locator(MaxNLocator(integer=True))
+    fig.suptitle(
+        "Energy: marginal vs transition (E-BFMI per chain, threshold dashed)",
+        x=0.01,
+        y=1.04,
+        ha="left",
+        fontsize=11,
+    )
+    return _save(pc, path)
+
+
+def _predictive_tree(group: str, draws: np.ndarray, observed: np.ndarray) -> xr.DataTree:
+    observed = np.asarray(observed, dtype=float)
+    draws = np.asarray(draws, dtype=float)
+    if observed.ndim != 1 or draws.ndim != 2 or draws.shape[1] != observed.size:
+        raise SpecError(
+            f"expected observed as (n,) and draws as (draws, n); got {observed.shape} "
+            f"and {draws.shape}"
+        )
+    if np.isnan(observed).any() or np.isnan(draws).any():
+        raise SpecError("predictive check: observed or simulated values contain NaN")
+    return azb.from_dict(
+        {group: {INDEX_VAR: draws[np.newaxis]}, "observed_data": {INDEX_VAR: observed}},
+        dims={INDEX_VAR: ["student"]},
+    )
+
+
+def _predictive_plot(
+    dt: xr.DataTree, group: str, path: Path | str, *, lang: str, title: str, draws_text: str
+) -> Path:
+    n_shown = min(PPC_NUM_SAMPLES, dt[group].sizes["draw"])
+    pc = azp.plot_ppc_dist(
+        dt,
+        group=group,
+        kind="kde",
+        num_samples=n_shown,
+        backend="matplotlib",
+        visuals={"observed_dist": {"color": "black", "linewidth": 2}, "title": False},
+        figure_kwargs={"figsize": (7.0, 3.8)},
+    )
+    text = labels.PPC_TEXT[lang]
+    fig = _figure(pc)
+    ax = pc.viz["plot"][INDEX_VAR].item()
+    ax.set_xlabel(text["xlabel"])
+    ax.legend(
+        handles=[
+            Line2D([], [], color="black", linewidth=2, label=text["observed"]),
+            Line2D(
+                [],
+                [],
+                color="C0",
+                alpha=0.5,
+                label=f"{draws_text}, {text['draws'].format(k=n_shown)}",
+            ),
+        ],
+        frameon=False,
+        fontsize=8,
+        loc="upper right",
+    )
+    fig.suptitle(title, fontsize=11)
+    return _save(pc, path)
+
+
+def plot_ppc_index(
+    observed: np.ndarray, replicated: np.ndarray, path: Path | str, *, lang: str
+) -> Path:
+    """Posterior predictive check: observed index density over ~50 replicated densities.
+
+    Parameters
+    ----------
+    observed : numpy.ndarray
+        The standardized index per student, shape ``(n,)``.
+    replicated : numpy.ndarray
+        Posterior predictive draws, shape ``(draws, n)``.
+    path : path-like
+        PNG to write.
+    lang : {"nl", "en"}
+        Language of the texts.
+    """
+    labels.check_lang(lang)
+    dt = _predictive_tree("posterior_predictive", replicated, observed)
+    text = labels.PPC_TEXT[lang]
+    return _predictive_plot(
+        dt,
+        "posterior_predictive",
+        path,
+        lang=lang,
+        title=text["title"],
+        draws_text=text["replicated"],
+    )
+
+
+def plot_prior_predictive(
+    prior_draws: np.ndarray, observed: np.ndarray, path: Path | str, *, lang: str
+) -> Path:
+    """Prior predictive check: densities simulated from the priors, with the observed index.
+
+    ``prior_draws`` has shape ``(draws, n)``; ``observed`` shape ``(n,)``. The priors should
+    put mass on plausible index values (a few SD around 0), not on impossible ones.
+    """
+    labels.check_lang(lang)
+    dt = _predictive_tree("prior_predictive", prior_draws, observed)
+    text = labels.PPC_TEXT[lang]
+    return _predictive_plot(
+        dt,
+        "prior_predictive",
+        path,
+        lang=lang,
+        title=text["prior_title"],
+        draws_text=text["prior"],
+    )
