@@ -105,32 +105,37 @@ def build_layout(frame: pd.DataFrame, spec: ModelSpec) -> DesignLayout:
 
 
 def _codes(values: pd.Series, levels: tuple[str, ...], column: str) -> np.ndarray:
-    codes = pd.Categorical(values.astype("string"), categories=list(levels)).codes
+    codes = pd.Index(levels).get_indexer(values.astype("string"))
     if (codes < 0).any():
         bad = values[codes < 0].iloc[0]
         raise SpecError(f"column {column!r} has level {bad!r} unknown to the fitted model")
     return codes.astype(np.int64)
 
 
-def design_matrix(frame: pd.DataFrame, layout: DesignLayout) -> sp.csr_matrix:
-    """The sparse design matrix (rows of ``frame`` x coefficients of ``layout``)."""
-    n = len(frame)
+def encode(frame: pd.DataFrame, layout: DesignLayout) -> dict[str, np.ndarray]:
+    """Level codes of the categorical columns and values of the numeric ones."""
+    out = {col: _codes(frame[col], lv, col) for col, lv in layout.levels.items()}
+    for term in layout.terms:
+        if term.kind == "numeric":
+            out[term.columns[0]] = frame[term.columns[0]].to_numpy(dtype=np.float64)
+    return out
+
+
+def design_from_codes(
+    encoded: dict[str, np.ndarray], n: int, layout: DesignLayout
+) -> sp.csr_matrix:
+    """The sparse design matrix from :func:`encode`'s arrays (each of length ``n``)."""
     rows, cols, vals = [], [], []
     start = 0
     for term in layout.terms:
-        if term.kind == "intercept":
+        if term.kind in ("intercept", "numeric"):
             rows.append(np.arange(n))
             cols.append(np.full(n, start))
-            vals.append(np.ones(n))
-        elif term.kind == "numeric":
-            rows.append(np.arange(n))
-            cols.append(np.full(n, start))
-            vals.append(frame[term.columns[0]].to_numpy(dtype=np.float64))
+            vals.append(np.ones(n) if term.kind == "intercept" else encoded[term.columns[0]])
         else:
-            col_levels = [layout.levels[c] for c in term.columns]
             cell = np.zeros(n, dtype=np.int64)
-            for col, lv in zip(term.columns, col_levels, strict=True):
-                cell = cell * len(lv) + _codes(frame[col], lv, col)
+            for col in term.columns:
+                cell = cell * len(layout.levels[col]) + encoded[col]
             if term.kind == "categorical":
                 keep = cell > 0  # the first level is the reference
                 rows.append(np.flatnonzero(keep))
@@ -145,6 +150,32 @@ def design_matrix(frame: pd.DataFrame, layout: DesignLayout) -> sp.csr_matrix:
         (np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))),
         shape=(n, layout.n_coef),
     )
+
+
+def weighted_mean_row(
+    encoded: dict[str, np.ndarray], weights: np.ndarray, layout: DesignLayout
+) -> np.ndarray:
+    """``weights @ design_from_codes(encoded)`` without building the matrix (weights sum to 1)."""
+    parts = []
+    for term in layout.terms:
+        if term.kind == "intercept":
+            parts.append(np.array([weights.sum()]))
+        elif term.kind == "numeric":
+            parts.append(np.array([weights @ encoded[term.columns[0]]]))
+        else:
+            cell = np.zeros(len(weights), dtype=np.int64)
+            for col in term.columns:
+                cell = cell * len(layout.levels[col]) + encoded[col]
+            counts = np.bincount(
+                cell, weights=weights, minlength=term.size + (term.kind == "categorical")
+            )
+            parts.append(counts[1:] if term.kind == "categorical" else counts)
+    return np.concatenate(parts)
+
+
+def design_matrix(frame: pd.DataFrame, layout: DesignLayout) -> sp.csr_matrix:
+    """The sparse design matrix (rows of ``frame`` x coefficients of ``layout``)."""
+    return design_from_codes(encode(frame, layout), len(frame), layout)
 
 
 @dataclass(frozen=True)

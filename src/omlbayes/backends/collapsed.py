@@ -16,6 +16,7 @@ the same posterior as the plain model, not an approximation.
 
 from __future__ import annotations
 
+import os
 import time
 
 import numpy as np
@@ -23,7 +24,9 @@ import pymc as pm
 import pytensor.tensor as pt
 import scipy.linalg as sla
 import xarray as xr
+from threadpoolctl import threadpool_limits
 
+from omlbayes.backends.marginal import MarginalLoglik
 from omlbayes.backends.priors import pymc_prior
 from omlbayes.design import DesignLayout, SufficientStats
 from omlbayes.errors import SpecError
@@ -52,7 +55,7 @@ def _fixed_prior_variances(layout: DesignLayout, spec: ModelSpec) -> np.ndarray:
 def build_model(stats: SufficientStats, layout: DesignLayout, spec: ModelSpec) -> pm.Model:
     """The collapsed PyMC model: only sigma and the group SDs are free parameters."""
     if spec.family != "gaussian":
-        raise SpecError(f"the collapsed backend fits Gaussian models only; use --backend bambi")
+        raise SpecError("the collapsed backend fits Gaussian models only; use --backend bambi")
     fixed_var = _fixed_prior_variances(layout, spec)
     group_terms = layout.group_terms
     with pm.Model() as model:
@@ -66,20 +69,7 @@ def build_model(stats: SufficientStats, layout: DesignLayout, spec: ModelSpec) -
             [pt.log(pt.as_tensor(fixed_var))]
             + [pt.repeat(2.0 * pt.log(tau), size) for tau, size in zip(taus, sizes, strict=True)]
         )
-        wtw = pt.as_tensor(stats.wtw)
-        wty = pt.as_tensor(stats.wty)
-        sigma2 = sigma**2
-        m = wtw + pt.diag(sigma2 * pt.exp(-log_var))
-        chol = pt.linalg.cholesky(m)
-        z = pt.linalg.solve_triangular(chol, wty, lower=True)
-        p = layout.n_coef
-        logdet_p = 2.0 * pt.sum(pt.log(pt.diag(chol))) - p * pt.log(sigma2)
-        loglik = (
-            -0.5 * stats.n * pt.log(2.0 * np.pi * sigma2)
-            - 0.5 * pt.sum(log_var)
-            - 0.5 * logdet_p
-            - 0.5 * (stats.yty - pt.sum(z**2)) / sigma2
-        )
+        loglik, _, _ = MarginalLoglik(stats)(2.0 * pt.log(sigma), log_var)
         pm.Potential(MARGINAL, loglik)
     return model
 
@@ -139,17 +129,20 @@ def fit_collapsed(
     t0 = time.perf_counter()
     model = build_model(stats, layout, spec)
     settings = spec.sampler
-    dt = pm.sample(
-        model=model,
-        draws=settings.draws,
-        tune=settings.tune,
-        chains=settings.chains,
-        cores=min(settings.chains, 2),
-        random_seed=seed,
-        nuts_sampler=settings.sampler,
-        progressbar=progressbar,
-        compute_convergence_checks=False,
-    )
+    # One BLAS thread per chain: nutpie runs chains in parallel threads, and a
+    # multithreaded BLAS inside each of them oversubscribes the cores many times over.
+    with threadpool_limits(1, user_api="blas"):
+        dt = pm.sample(
+            model=model,
+            draws=settings.draws,
+            tune=settings.tune,
+            chains=settings.chains,
+            cores=min(settings.chains, os.cpu_count() or 1),
+            random_seed=seed,
+            nuts_sampler=settings.sampler,
+            progressbar=progressbar,
+            compute_convergence_checks=False,
+        )
     timings["sample_s"] = time.perf_counter() - t0
     t1 = time.perf_counter()
     posterior = dt["posterior"].to_dataset()

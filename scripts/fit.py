@@ -1,0 +1,69 @@
+#!/usr/bin/env python
+"""Fit a model and write a run folder under outputs/.
+
+With no arguments: the flagship model on the shipped synthetic OML data.
+`--formula` switches to generic mode: any Bambi formula on any table.
+`--replot RUN` redraws the tables and figures of a saved run without refitting.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from omlbayes import constants as C
+from omlbayes.errors import DiagnosticsFailed, ProjectError
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument(
+        "--data", type=Path, help="survey file (.csv .parquet .sav .dta); default: shipped data"
+    )
+    p.add_argument(
+        "--columns", type=Path, help="column map (TOML) for a real file's names and codes"
+    )
+    p.add_argument("--model", default="flagship", help="model spec: a name in models/ or a path")
+    p.add_argument("--formula", help="generic mode: a Bambi formula, e.g. 'y ~ x + (1|school)'")
+    p.add_argument("--family", help="generic mode: response family (default gaussian)")
+    p.add_argument(
+        "--backend", choices=("collapsed", "bambi"), help="fitting path (default from spec)"
+    )
+    p.add_argument("--sampler", choices=("nutpie", "pymc", "numpyro"))
+    p.add_argument("--draws", type=int)
+    p.add_argument("--tune", type=int)
+    p.add_argument("--chains", type=int)
+    p.add_argument("--seed", type=int, default=C.DEFAULT_SEED)
+    p.add_argument("--out", type=Path, help="folder for run folders (default outputs/)")
+    p.add_argument("--name", help="run folder name (default: timestamp_model)")
+    p.add_argument("--lang", choices=("nl", "en"), default="nl")
+    p.add_argument("--interval", choices=("eti", "hdi"), default=C.CI_KIND)
+    p.add_argument("--prob", type=float, default=C.CI_PROB)
+    p.add_argument("--min-cell-n", type=int, default=C.MIN_CELL_N)
+    p.add_argument("--school-by-wave", action="store_true", help="add a school x wave term")
+    p.add_argument("--allow-failed", action="store_true", help="exit 0 even if diagnostics fail")
+    p.add_argument("--no-progress", action="store_true", help="no sampler progress bar")
+    p.add_argument("--replot", type=Path, metavar="RUN", help="redo tables and figures of RUN")
+    return p.parse_args(argv)
+
+
+def main(argv: list[str]) -> int:
+    args = parse_args(argv)
+    try:
+        from omlbayes import cli
+
+        return cli.run_fit(args)
+    except DiagnosticsFailed as err:
+        print(f"error: {err}", file=sys.stderr)
+        return C.EXIT_DIAGNOSTICS_FAILED
+    except ProjectError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return C.EXIT_USER_ERROR
+    except KeyboardInterrupt:
+        print("interrupted: no run folder was written", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,234 @@
+"""The collapsed Gaussian marginal likelihood and its analytic gradient, as a PyTensor Op.
+
+For y ~ N(W b, s2 I) with b ~ N(0, diag(lam)), integrating b out gives
+
+    ll = -n/2 log(2 pi s2) - 1/2 sum log lam - 1/2 log|M| + p/2 log s2
+         - (y'y - w'bhat) / (2 s2),   M = W'W + s2 diag(1/lam),  w = W'y,  bhat = M^-1 w.
+
+With d_j = s2 / lam_j and S = M^-1 (only its diagonal is needed):
+
+    d ll / d log lam_j = -1/2 + s2 S_jj / (2 lam_j) + bhat_j^2 / (2 lam_j)
+    d ll / d log s2    = -(n - p)/2 - 1/2 sum_j S_jj s2/lam_j + (y'y - w'bhat)/(2 s2)
+                         - 1/2 sum_j bhat_j^2 / lam_j
+
+One Cholesky factor and one triangular inverse per evaluation: O(p^3), independent of n.
+Autodiff through PyTensor's Cholesky gives the same numbers at several times the cost.
+
+Two implementations of the same arithmetic:
+
+* ``MarginalLoglik.perform`` (via ``marginal_loglik``) is the Python/scipy reference, used by
+  the default C/Python linkers and by tests.
+* a numba nopython kernel registered with ``numba_funcify``, used when the graph is compiled
+  with the numba backend (``mode="NUMBA"``, and nutpie's default). Without it numba would run
+  ``perform`` in object mode, holding the GIL, so parallel nutpie chains would serialise. The
+  kernel calls scipy's Cython LAPACK (dpotrf, dpotrs, dtrtri) through ctypes function
+  pointers, so no GIL is taken. LAPACK is column-major; the C-order arrays it is handed are
+  seen transposed, which is harmless for the symmetric M and accounted for when reading the
+  triangular factors back (the Fortran lower triangle is the C upper triangle).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import math
+
+import numpy as np
+import pytensor.tensor as pt
+from numba.extending import get_cython_function_address
+from pytensor.graph import Apply, Op
+from pytensor.link.numba.dispatch import numba_funcify
+from pytensor.link.numba.dispatch.basic import numba_njit
+from scipy.linalg import lapack
+
+from omlbayes.design import SufficientStats
+
+
+def marginal_loglik(
+    stats: SufficientStats, log_s2: float, log_lam: np.ndarray
+) -> tuple[float, float, np.ndarray]:
+    """Log marginal likelihood and its gradient w.r.t. log s2 and each log lam_j."""
+    s2 = np.exp(log_s2)
+    lam = np.exp(log_lam)
+    p = lam.size
+    m = stats.wtw + np.diag(s2 / lam)
+    chol, info = lapack.dpotrf(m, lower=1, clean=1)
+    if info != 0:
+        return -np.inf, 0.0, np.zeros(p)
+    bhat, _ = lapack.dpotrs(chol, stats.wty, lower=1)
+    inv_chol, _ = lapack.dtrtri(chol, lower=1)
+    s_diag = np.einsum("ij,ij->j", inv_chol, inv_chol)  # diag(M^-1) = col sums of L^-T L^-1
+    resid = stats.yty - stats.wty @ bhat
+    logdet_m = 2.0 * np.sum(np.log(np.diag(chol)))
+    n = stats.n
+    ll = (
+        -0.5 * n * np.log(2.0 * np.pi * s2)
+        - 0.5 * np.sum(log_lam)
+        - 0.5 * logdet_m
+        + 0.5 * p * log_s2
+        - 0.5 * resid / s2
+    )
+    g_lam = -0.5 + 0.5 * s2 * s_diag / lam + 0.5 * bhat**2 / lam
+    g_s2 = (
+        -0.5 * (n - p)
+        - 0.5 * np.sum(s_diag * s2 / lam)
+        + 0.5 * resid / s2
+        - 0.5 * np.sum(bhat**2 / lam)
+    )
+    return float(ll), float(g_s2), g_lam
+
+
+class MarginalLoglik(Op):
+    """``(log_s2, log_lam) -> (ll, d ll/d log_s2, d ll/d log_lam)`` for fixed statistics."""
+
+    __props__ = ()
+
+    def __init__(self, stats: SufficientStats):
+        self.stats = stats
+
+    def make_node(self, log_s2, log_lam):
+        log_s2 = pt.as_tensor(log_s2, dtype="float64")
+        log_lam = pt.as_tensor(log_lam, dtype="float64")
+        outputs = [pt.dscalar(), pt.dscalar(), pt.dvector()]
+        return Apply(self, [log_s2, log_lam], outputs)
+
+    def perform(self, node, inputs, output_storage):
+        ll, g_s2, g_lam = marginal_loglik(self.stats, float(inputs[0]), np.asarray(inputs[1]))
+        output_storage[0][0] = np.asarray(ll)
+        output_storage[1][0] = np.asarray(g_s2)
+        output_storage[2][0] = g_lam
+
+    def grad(self, inputs, output_grads):
+        _, g_s2, g_lam = self(*inputs)
+        return [output_grads[0] * g_s2, output_grads[0] * g_lam]
+
+    # Ops compare by props; the statistics make each instance distinct.
+    def __eq__(self, other):
+        return self is other
+
+    def __hash__(self):
+        return id(self)
+
+
+# --- numba nopython kernel ---------------------------------------------------------------
+
+_UPLO_L = ord("L")
+_DIAG_N = ord("N")
+
+
+def _lapack_fn(name: str, n_args: int):
+    """A ctypes pointer to scipy's Cython LAPACK routine ``name`` (all arguments by pointer)."""
+    addr = get_cython_function_address("scipy.linalg.cython_lapack", name)
+    return ctypes.CFUNCTYPE(None, *([ctypes.c_void_p] * n_args))(addr)
+
+
+# void dpotrf(char *uplo, int *n, double *a, int *lda, int *info)
+_dpotrf = _lapack_fn("dpotrf", 5)
+# void dpotrs(char *uplo, int *n, int *nrhs, double *a, int *lda, double *b, int *ldb, int *info)
+_dpotrs = _lapack_fn("dpotrs", 8)
+# void dtrtri(char *uplo, char *diag, int *n, double *a, int *lda, int *info)
+_dtrtri = _lapack_fn("dtrtri", 6)
+
+
+def make_numba_kernel(stats: SufficientStats, *, final_function: bool = False):
+    """A numba-jitted ``(log_s2 (0-d array), log_lam) -> (ll, g_s2, g_lam)`` closed over ``stats``.
+
+    Same arithmetic and outputs as ``marginal_loglik`` (0-d arrays for the scalars, as PyTensor's
+    numba backend expects). ``final_function=True`` makes it callable from Python (benchmarks);
+    the version registered for PyTensor is only callable from other jitted code.
+    """
+    wtw = np.ascontiguousarray(stats.wtw, dtype=np.float64)
+    wty = np.ascontiguousarray(stats.wty, dtype=np.float64)
+    yty = float(stats.yty)
+    n_obs = float(stats.n)
+    p = wtw.shape[0]
+    if wtw.shape != (p, p) or wty.shape != (p,):
+        raise ValueError(f"inconsistent statistics: W'W {wtw.shape}, W'y {wty.shape}")
+    log_2pi = math.log(2.0 * math.pi)
+    dpotrf, dpotrs, dtrtri = _dpotrf, _dpotrs, _dtrtri
+    uplo_l, diag_n = _UPLO_L, _DIAG_N
+
+    @numba_njit(final_function=final_function)
+    def marginal_loglik_numba(log_s2_arr, log_lam):
+        if log_lam.shape[0] != p:
+            raise ValueError("log_lam has the wrong length for these statistics")
+        log_s2 = log_s2_arr.item()
+        s2 = math.exp(log_s2)
+        lam = np.exp(log_lam)
+        g_lam = np.zeros(p)
+
+        # M = W'W + diag(s2 / lam); symmetric, so its C layout is also its Fortran layout.
+        m = wtw.copy()
+        for j in range(p):
+            m[j, j] += s2 / lam[j]
+
+        uplo = np.full(1, uplo_l, dtype=np.uint8)
+        diag = np.full(1, diag_n, dtype=np.uint8)
+        ints = np.full(4, p, dtype=np.int32)  # [n, lda, nrhs (set below), info]
+        ints[2] = 1
+        ints[3] = 0
+        n_ = ints[0:1]
+        nrhs = ints[2:3]
+        info = ints[3:4]
+
+        # Fortran sees M and returns its lower factor L; in C order that is L' (upper triangle).
+        dpotrf(uplo.ctypes, n_.ctypes, m.ctypes, n_.ctypes, info.ctypes)
+        if info[0] != 0:
+            return np.asarray(-np.inf), np.asarray(0.0), g_lam
+        logdet_m = 0.0
+        for j in range(p):
+            logdet_m += math.log(m[j, j])
+        logdet_m *= 2.0
+
+        bhat = wty.copy()
+        dpotrs(
+            uplo.ctypes,
+            n_.ctypes,
+            nrhs.ctypes,
+            m.ctypes,
+            n_.ctypes,
+            bhat.ctypes,
+            n_.ctypes,
+            info.ctypes,
+        )
+        if info[0] != 0:
+            return np.asarray(-np.inf), np.asarray(0.0), g_lam
+
+        # In place: Fortran lower triangle <- L^-1, i.e. C row j, columns j.. hold (L^-1)[j:, j].
+        dtrtri(uplo.ctypes, diag.ctypes, n_.ctypes, m.ctypes, n_.ctypes, info.ctypes)
+        if info[0] != 0:
+            return np.asarray(-np.inf), np.asarray(0.0), g_lam
+
+        resid = yty
+        sum_log_lam = 0.0
+        sum_s = 0.0
+        sum_b = 0.0
+        for j in range(p):
+            s_jj = 0.0  # diag(M^-1)_j = sum_i (L^-1)_ij^2
+            for i in range(j, p):
+                s_jj += m[j, i] * m[j, i]
+            resid -= wty[j] * bhat[j]
+            sum_log_lam += log_lam[j]
+            b2_over_lam = bhat[j] * bhat[j] / lam[j]
+            s_over_lam = s2 * s_jj / lam[j]
+            sum_s += s_over_lam
+            sum_b += b2_over_lam
+            g_lam[j] = -0.5 + 0.5 * s_over_lam + 0.5 * b2_over_lam
+
+        ll = (
+            -0.5 * n_obs * (log_2pi + log_s2)
+            - 0.5 * sum_log_lam
+            - 0.5 * logdet_m
+            + 0.5 * p * log_s2
+            - 0.5 * resid / s2
+        )
+        g_s2 = -0.5 * (n_obs - p) - 0.5 * sum_s + 0.5 * resid / s2 - 0.5 * sum_b
+        return np.asarray(ll), np.asarray(g_s2), g_lam
+
+    return marginal_loglik_numba
+
+
+@numba_funcify.register(MarginalLoglik)
+def _numba_funcify_marginal_loglik(op, node=None, **kwargs):
+    # Registered on the legacy dispatcher only: the kernel embeds the statistics and raw LAPACK
+    # addresses, so PyTensor gets no cache key and never caches it (nor the graph around it).
+    return make_numba_kernel(op.stats)

@@ -1,0 +1,94 @@
+"""The diagnostics gate: R-hat, ESS bulk/tail, divergences, E-BFMI, as named pass/fail checks."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import arviz as az
+import numpy as np
+import xarray as xr
+
+from omlbayes import constants as C
+
+
+@dataclass(frozen=True)
+class Thresholds:
+    rhat_max: float = C.RHAT_MAX
+    ess_bulk_min: float = C.ESS_BULK_MIN
+    ess_tail_min: float = C.ESS_TAIL_MIN
+    bfmi_min: float = C.BFMI_MIN
+    max_divergences: int = C.MAX_DIVERGENCES
+
+
+def _extreme(values: xr.Dataset, *, largest: bool) -> tuple[float, str]:
+    """The worst value over every variable and coordinate, with the parameter's name."""
+    worst_value, worst_name = (-np.inf, "") if largest else (np.inf, "")
+    for name, var in values.data_vars.items():
+        arr = var.to_numpy()
+        if arr.size == 0 or np.all(np.isnan(arr)):
+            continue
+        flat = np.nanargmax(arr) if largest else np.nanargmin(arr)
+        value = float(arr.ravel()[flat])
+        if (value > worst_value) if largest else (value < worst_value):
+            label = name
+            if var.dims:
+                idx = np.unravel_index(flat, arr.shape)
+                coords = [str(var[d].to_numpy()[i]) for d, i in zip(var.dims, idx, strict=True)]
+                label = f"{name}[{', '.join(coords)}]"
+            worst_value, worst_name = value, label
+    return worst_value, worst_name
+
+
+def check(dt: xr.DataTree, *, thresholds: Thresholds | None = None) -> dict:
+    """Diagnostics of every posterior variable; ``passed`` is true only if every check is."""
+    th = thresholds or Thresholds()
+    posterior = dt["posterior"].to_dataset()
+    n_chains = posterior.sizes["chain"]
+    rhat, rhat_at = _extreme(az.rhat(posterior), largest=True)
+    ess_bulk, bulk_at = _extreme(az.ess(posterior, method="bulk"), largest=False)
+    ess_tail, tail_at = _extreme(az.ess(posterior, method="tail"), largest=False)
+    stats = dt["sample_stats"].to_dataset() if "sample_stats" in dt.children else xr.Dataset()
+    divergences = int(stats["diverging"].sum()) if "diverging" in stats else 0
+    bfmi = (
+        np.atleast_1d(az.bfmi(stats["energy"]).to_numpy())
+        if "energy" in stats
+        else np.array([np.nan])
+    )
+    min_bfmi = float(np.nanmin(bfmi)) if np.isfinite(bfmi).any() else float("nan")
+    checks = {
+        "r_hat_below_1_01": bool(rhat <= th.rhat_max) if n_chains > 1 else False,
+        "ess_bulk_at_least_400": bool(ess_bulk >= th.ess_bulk_min),
+        "ess_tail_at_least_400": bool(ess_tail >= th.ess_tail_min),
+        "no_divergences": divergences <= th.max_divergences,
+        "bfmi_above_0_3": bool(np.isnan(min_bfmi) or min_bfmi >= th.bfmi_min),
+    }
+    return {
+        "passed": all(checks.values()),
+        "checks": checks,
+        "max_r_hat": rhat,
+        "max_r_hat_at": rhat_at,
+        "min_ess_bulk": ess_bulk,
+        "min_ess_bulk_at": bulk_at,
+        "min_ess_tail": ess_tail,
+        "min_ess_tail_at": tail_at,
+        "divergences": divergences,
+        "min_bfmi": min_bfmi,
+        "chains": n_chains,
+        "draws": int(posterior.sizes["draw"]),
+        "thresholds": asdict(th),
+        "note": "" if n_chains > 1 else "R-hat needs at least two chains",
+    }
+
+
+def verdict_line(diagnostics: dict) -> str:
+    """One line for the terminal and the report."""
+    d = diagnostics
+    numbers = (
+        f"max R-hat {d['max_r_hat']:.3f}, min ESS bulk {d['min_ess_bulk']:.0f}, "
+        f"min ESS tail {d['min_ess_tail']:.0f}, divergences {d['divergences']}, "
+        f"min E-BFMI {d['min_bfmi']:.2f}"
+    )
+    if d["passed"]:
+        return f"diagnostics PASSED ({numbers})"
+    failed = ", ".join(k for k, ok in d["checks"].items() if not ok)
+    return f"DIAGNOSTICS FAILED: {failed} ({numbers}); do not trust these results"

@@ -1,0 +1,133 @@
+"""Posterior draws -> tidy tables (effects.csv, contrasts.csv, summary.csv)."""
+
+from __future__ import annotations
+
+import arviz as az
+import numpy as np
+import pandas as pd
+import xarray as xr
+
+from omlbayes.constants import CI_KIND, CI_PROB, MIN_CELL_N
+from omlbayes.errors import SpecError
+
+EFFECT_COLUMNS = ["breakdown", "group", "wave", "mean", "lower", "upper", "n"]
+CONTRAST_COLUMNS = [
+    "breakdown",
+    "group",
+    "wave",
+    "reference",
+    "reference_group",
+    "kind",
+    "mean",
+    "lower",
+    "upper",
+    "p_direction",
+]
+
+
+def interval(
+    draws: xr.DataArray, *, kind: str | None = None, prob: float | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Lower and upper bounds over (chain, draw); ETI or HDI, 95% unless told otherwise."""
+    kind = kind or CI_KIND
+    prob = CI_PROB if prob is None else prob
+    if not 0 < prob < 1:
+        raise SpecError(f"interval probability must be between 0 and 1, got {prob}")
+    if kind == "eti":
+        bounds = az.eti(draws, prob=prob, dim=["chain", "draw"])
+    elif kind == "hdi":
+        bounds = az.hdi(draws, prob=prob, dim=["chain", "draw"])
+    else:
+        raise SpecError(f"interval kind {kind!r} unknown; use eti or hdi")
+    return bounds.sel(ci_bound="lower").to_numpy(), bounds.sel(ci_bound="upper").to_numpy()
+
+
+def p_direction(draws: xr.DataArray) -> np.ndarray:
+    """Probability of direction: the posterior mass on the side of the median's sign."""
+    positive = (draws > 0).mean(["chain", "draw"]).to_numpy()
+    return np.maximum(positive, 1.0 - positive)
+
+
+def effects_table(
+    effects: xr.DataArray,
+    n: np.ndarray,
+    *,
+    kind: str | None = None,
+    prob: float | None = None,
+    min_cell_n: int = MIN_CELL_N,
+) -> pd.DataFrame:
+    """One row per target; cells with fewer than ``min_cell_n`` students are suppressed."""
+    lower, upper = interval(effects, kind=kind, prob=prob)
+    table = pd.DataFrame(
+        {
+            "breakdown": effects["breakdown"].to_numpy(),
+            "group": effects["group"].to_numpy(),
+            "wave": effects["wave"].to_numpy(),
+            "mean": effects.mean(["chain", "draw"]).to_numpy(),
+            "lower": lower,
+            "upper": upper,
+            "n": np.asarray(n, dtype=np.int64),
+        }
+    )
+    return suppress_small_cells(table, min_cell_n=min_cell_n)
+
+
+def suppress_small_cells(table: pd.DataFrame, *, min_cell_n: int = MIN_CELL_N) -> pd.DataFrame:
+    """Blank estimates and counts of cells under the disclosure threshold, and mark them."""
+    small = table["n"] < min_cell_n
+    out = table.copy()
+    out["n"] = out["n"].astype("Int64").mask(small)
+    out.loc[small, ["mean", "lower", "upper"]] = np.nan
+    out["suppressed"] = small.to_numpy()
+    return out
+
+
+def contrasts_table(
+    contrasts: xr.DataArray,
+    *,
+    suppressed: set[tuple[str, str, str]] = frozenset(),
+    kind: str | None = None,
+    prob: float | None = None,
+) -> pd.DataFrame:
+    """One row per contrast; a contrast touching a suppressed cell is suppressed too."""
+    lower, upper = interval(contrasts, kind=kind, prob=prob)
+    table = pd.DataFrame(
+        {
+            "breakdown": contrasts["breakdown"].to_numpy(),
+            "group": contrasts["group"].to_numpy(),
+            "wave": contrasts["wave"].to_numpy(),
+            "reference": contrasts["reference"].to_numpy(),
+            "reference_group": contrasts["reference_group"].to_numpy(),
+            "kind": contrasts["kind"].to_numpy(),
+            "mean": contrasts.mean(["chain", "draw"]).to_numpy(),
+            "lower": lower,
+            "upper": upper,
+            "p_direction": p_direction(contrasts),
+        }
+    )
+    hidden = np.array(
+        [
+            (b, g, w) in suppressed or (b, rg, r) in suppressed
+            for b, g, w, rg, r in zip(
+                table.breakdown,
+                table.group,
+                table.wave,
+                table.reference_group,
+                table.reference,
+                strict=True,
+            )
+        ],
+        dtype=bool,
+    )
+    table.loc[hidden, ["mean", "lower", "upper", "p_direction"]] = np.nan
+    table["suppressed"] = hidden
+    return table
+
+
+def parameter_summary(
+    posterior: xr.Dataset, *, kind: str | None = None, prob: float | None = None
+) -> pd.DataFrame:
+    """ArviZ summary, index = parameter names as Bambi names them."""
+    kind = kind or CI_KIND
+    prob = CI_PROB if prob is None else prob
+    return az.summary(posterior, ci_prob=prob, ci_kind=kind, round_to="none")

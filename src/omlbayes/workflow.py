@@ -1,0 +1,302 @@
+"""The one place that chains the stages: read -> scale -> fit -> diagnose -> summarise -> plot.
+
+Every stage after the fit reads only the run folder, so ``summarise_run`` also serves
+``--replot`` without refitting.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import matplotlib
+import pandas as pd
+import xarray as xr
+
+from omlbayes import descriptives, diagnose, estimands, runs, scale, summarise
+from omlbayes.constants import CI_KIND, CI_PROB, DEFAULT_SEED, MIN_CELL_N
+from omlbayes.errors import SpecError
+from omlbayes.ingest import read_survey
+from omlbayes.spec import ModelSpec
+
+matplotlib.use("Agg")
+
+ROOT = runs.ROOT
+DEFAULT_DATA = ROOT / "data" / "oml_synthetic.csv"
+DEFAULT_OUT = ROOT / "outputs"
+PREDICTIVE_ROWS = 4000
+PREDICTIVE_DRAWS = 100
+
+Progress = Callable[[str], None]
+
+
+def _stderr(message: str) -> None:
+    print(f"[omlbayes] {message}", file=sys.stderr, flush=True)
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    seed: int = DEFAULT_SEED
+    out_dir: Path = DEFAULT_OUT
+    lang: str = "nl"
+    interval: str = CI_KIND
+    prob: float = CI_PROB
+    min_cell_n: int = MIN_CELL_N
+    progressbar: bool = True
+    name: str | None = None
+
+
+@dataclass(frozen=True)
+class RunResult:
+    path: Path
+    diagnostics: dict
+    headline: pd.DataFrame
+
+
+def fit_survey_run(
+    spec: ModelSpec,
+    *,
+    data: Path | str = DEFAULT_DATA,
+    column_map: Path | str | None = None,
+    options: RunOptions = RunOptions(),
+    progress: Progress = _stderr,
+) -> RunResult:
+    """The flagship job: a survey file in, a complete run folder out."""
+    timings: dict[str, float] = {}
+    t0 = time.perf_counter()
+    progress(f"reading {data}")
+    survey = read_survey(data, column_map=column_map)
+    scaled = scale.build_index(survey.frame)
+    frame = scaled.frame
+    age_mean = float(frame["age"].mean())
+    frame = frame.assign(age_c=frame["age"] - age_mean)
+    exclusions = {**survey.exclusions, **scaled.exclusions}
+    progress(
+        f"{survey.n_read} rows read, {len(frame)} students analysed"
+        + (f"; excluded: {exclusions}" if exclusions else "; nothing excluded")
+    )
+    timings["read_scale_s"] = time.perf_counter() - t0
+
+    name = options.name or runs.run_name(spec.name)
+    staging = runs.new_staging(options.out_dir, name)
+    try:
+        tree, fit_info = _fit(frame, spec, options, progress, timings)
+        progress("computing adjusted means (g-computation weights)")
+        tree["gcomp"] = xr.DataTree(fit_info["gcomp"])
+        diagnostics = diagnose.check(tree)
+        progress(diagnose.verdict_line(diagnostics))
+        runs.write_posterior(tree, staging / runs.POSTERIOR)
+        runs.write_json(staging / runs.DIAGNOSTICS, diagnostics)
+        summarise.parameter_summary(tree["posterior"].to_dataset()).to_csv(
+            staging / "summary.csv", index_label="parameter"
+        )
+        _write_descriptives(frame, staging, min_cell_n=options.min_cell_n)
+        figures = staging / "figures"
+        figures.mkdir()
+        _predictive_figures(frame, spec, fit_info, tree, figures, options)
+        record = {
+            "model": spec.name,
+            "kind": "survey",
+            "spec": spec.to_dict(),
+            "spec_sha256": spec.sha256(),
+            "data": {
+                "source": survey.source,
+                "sha256": survey.sha256,
+                "column_map": str(column_map) if column_map else None,
+                "n_read": survey.n_read,
+                "n_analysed": len(frame),
+                "exclusions": exclusions,
+                "notes": survey.notes,
+            },
+            "scale": {
+                "min_items": scaled.min_items,
+                "raw_mean": scaled.raw_mean,
+                "raw_sd": scaled.raw_sd,
+                "age_mean": age_mean,
+            },
+            "seed": options.seed,
+            "sampler": {**spec.sampler.__dict__},
+            "priors": {k: str(v) for k, v in spec.priors.items()},
+            "formula": spec.formula(),
+            "n_coefficients": fit_info["n_coef"],
+            "options": {
+                "lang": options.lang,
+                "interval": options.interval,
+                "prob": options.prob,
+                "min_cell_n": options.min_cell_n,
+            },
+            "versions": runs.package_versions(),
+            "git_commit": runs.git_commit(),
+            "python": sys.version.split()[0],
+            "command": sys.argv,
+            "timings": timings,
+        }
+        runs.write_json(staging / runs.RUN_JSON, record)
+        progress("summarising and drawing figures")
+        headline = summarise_run(staging, options=options)
+        timings["total_s"] = time.perf_counter() - t0
+        runs.write_json(staging / runs.RUN_JSON, record)
+        path = runs.publish(staging, options.out_dir, name)
+    except BaseException:
+        runs.discard(staging)
+        raise
+    return RunResult(path, diagnostics, headline)
+
+
+def _fit(frame, spec, options, progress, timings):
+    from omlbayes.design import build_layout, sufficient_stats
+
+    layout = build_layout(frame, spec)
+    sampler = spec.sampler
+    progress(
+        f"fitting {spec.name}: backend {sampler.backend}, sampler {sampler.sampler}, "
+        f"{sampler.chains} chains x ({sampler.tune} tune + {sampler.draws} draws), "
+        f"{layout.n_coef} coefficients"
+    )
+    t = time.perf_counter()
+    if sampler.backend == "collapsed":
+        from omlbayes.backends.collapsed import fit_collapsed
+
+        stats = sufficient_stats(frame, layout, spec.response)
+        timings["sufficient_stats_s"] = time.perf_counter() - t
+        tree, fit_timings = fit_collapsed(
+            stats, layout, spec, seed=options.seed, progressbar=options.progressbar
+        )
+    else:
+        from omlbayes.backends.bambi_backend import fit_bambi
+
+        tree, fit_timings = fit_bambi(
+            frame, spec, seed=options.seed, progressbar=options.progressbar
+        )
+    timings.update(fit_timings)
+    timings["fit_s"] = time.perf_counter() - t
+    gcomp = estimands.gcomp_weights(frame, layout, spec)
+    return tree, {"layout": layout, "gcomp": gcomp, "n_coef": layout.n_coef}
+
+
+def _write_descriptives(frame: pd.DataFrame, folder: Path, *, min_cell_n: int) -> None:
+    """Aggregated tables only (no student rows); school x wave counts under the
+    disclosure threshold are blanked."""
+    descriptives.composition_table(frame, by_wave=True).to_csv(folder / "table1.csv", index=False)
+    descriptives.item_distribution(frame).to_csv(folder / "items.csv", index=False)
+    scale.reliability(frame).to_csv(folder / "reliability.csv", index=False)
+    items = [c for c in frame.columns if c.startswith("item_")]
+    scale.item_total_correlations(frame[items]).rename("item_total_r").to_csv(
+        folder / "item_total.csv", index_label="item"
+    )
+    schools = (
+        frame.groupby(["school_id", "region", "wave"], observed=True)
+        .size()
+        .rename("n")
+        .reset_index()
+    )
+    schools["suppressed"] = schools["n"] < min_cell_n
+    schools["n"] = schools["n"].astype("Int64").mask(schools["suppressed"])
+    schools.to_csv(folder / "schools.csv", index=False)
+
+
+def _predictive_figures(frame, spec, fit_info, tree, figures: Path, options: RunOptions) -> None:
+    from omlbayes import predictive
+    from omlbayes.plots import diagnostics as diag_plots
+
+    layout = fit_info["layout"]
+    sub = predictive.subsample(frame, size=PREDICTIVE_ROWS, seed=options.seed)
+    observed = sub[spec.response].to_numpy()
+    prior = predictive.prior_predictive(
+        sub, layout, spec, draws=PREDICTIVE_DRAWS, seed=options.seed
+    )
+    diag_plots.plot_prior_predictive(
+        prior, observed, figures / "prior_predictive.png", lang=options.lang
+    )
+    post = predictive.posterior_predictive(
+        sub, layout, tree["posterior"].to_dataset(), draws=PREDICTIVE_DRAWS, seed=options.seed
+    )
+    diag_plots.plot_ppc_index(observed, post, figures / "ppc_index.png", lang=options.lang)
+    hyper = [v for v in tree["posterior"].data_vars if v == "sigma" or v.endswith("_sigma")]
+    diag_plots.plot_rank_hyper(tree, hyper, figures / "rank_hyper.png")
+    diag_plots.plot_energy(tree, figures / "energy.png")
+
+
+def summarise_run(path: Path | str, *, options: RunOptions | None = None) -> pd.DataFrame:
+    """Tables and forest plots from a run folder (fit or ``--replot``); returns headline rows."""
+    from omlbayes.plots.forest import write_forest_figures
+    from omlbayes.plots.items import plot_item_distribution
+
+    path = Path(path)
+    record = json.loads((path / runs.RUN_JSON).read_text())
+    if options is None:
+        opts = record.get("options", {})
+        options = RunOptions(
+            lang=opts.get("lang", "nl"),
+            interval=opts.get("interval", CI_KIND),
+            prob=opts.get("prob", CI_PROB),
+            min_cell_n=opts.get("min_cell_n", MIN_CELL_N),
+        )
+    tree = xr.open_datatree(path / runs.POSTERIOR, engine="h5netcdf").load()
+    if "gcomp" not in tree.children:
+        raise SpecError(f"{path}: this run has no adjusted-mean weights (a --formula run)")
+    posterior = tree["posterior"].to_dataset()
+    gcomp = tree["gcomp"].to_dataset()
+    effects = estimands.effect_draws(posterior, gcomp, seed=record.get("seed", 0))
+    effects_table = summarise.effects_table(
+        effects,
+        gcomp["n"].to_numpy(),
+        kind=options.interval,
+        prob=options.prob,
+        min_cell_n=options.min_cell_n,
+    )
+    effects_table.to_csv(path / "effects.csv", index=False)
+    spec_waves = tuple(
+        w for w in dict.fromkeys(gcomp["wave"].to_numpy()) if w != estimands.ALL_WAVES
+    )
+    wave_pairs = tuple(tuple(p) for p in record["spec"].get("wave_contrasts", ()))
+    contrast_defs = estimands.contrast_list(
+        effects_table[["breakdown", "group"]], waves=spec_waves, wave_pairs=wave_pairs
+    )
+    suppressed = {
+        (r.breakdown, r.group, r.wave) for r in effects_table.itertuples() if r.suppressed
+    }
+    contrasts = summarise.contrasts_table(
+        estimands.contrast_draws(effects, contrast_defs),
+        suppressed=suppressed,
+        kind=options.interval,
+        prob=options.prob,
+    )
+    contrasts.to_csv(path / "contrasts.csv", index=False)
+    figures = path / "figures"
+    figures.mkdir(exist_ok=True)
+    write_forest_figures(effects_table, figures, lang=options.lang)
+    items_csv = path / "items.csv"
+    if items_csv.exists():
+        import matplotlib.pyplot as plt
+
+        fig = plot_item_distribution(pd.read_csv(items_csv), lang=options.lang)
+        fig.savefig(figures / "fig1_items.png", dpi=150, bbox_inches="tight")
+        plt.close(fig)
+    return headline_contrasts(contrasts, wave_pairs)
+
+
+def headline_contrasts(contrasts: pd.DataFrame, wave_pairs) -> pd.DataFrame:
+    """The overall factsheet comparisons, for the terminal summary."""
+    overall = contrasts[(contrasts.breakdown == "overall") & (contrasts.kind != "between_groups")]
+    keys = {(w, r) for w, r in wave_pairs}
+    rows = overall[[(w, r) in keys for w, r in zip(overall.wave, overall.reference, strict=True)]]
+    return rows.drop_duplicates(["wave", "reference"])
+
+
+def with_overrides(spec: ModelSpec, **sampler_changes) -> ModelSpec:
+    """The spec with command-line sampler settings applied (validated)."""
+    from omlbayes.spec import check_sampler
+
+    changes = {k: v for k, v in sampler_changes.items() if v is not None}
+    new = spec.with_sampler(**changes)
+    check_sampler(new.sampler)
+    return new
+
+
+def with_school_by_wave(spec: ModelSpec, enabled: bool) -> ModelSpec:
+    return replace(spec, school_by_wave=spec.school_by_wave or enabled)
