@@ -186,3 +186,549 @@ PPC_TEXT = {
         "draws": "{k} draws",
     },
 }
+
+
+# --- report texts (report.py, schools.py) ---
+
+DIRECTION_TEXT = {
+    "nl": {
+        "very_likely_higher": "zeer waarschijnlijk hoger",
+        "very_likely_lower": "zeer waarschijnlijk lager",
+        "probably_higher": "waarschijnlijk hoger",
+        "probably_lower": "waarschijnlijk lager",
+        "no_clear_difference": "geen duidelijk verschil",
+    },
+    "en": {
+        "very_likely_higher": "very likely higher",
+        "very_likely_lower": "very likely lower",
+        "probably_higher": "probably higher",
+        "probably_lower": "probably lower",
+        "no_clear_difference": "no clear difference",
+    },
+}
+
+REPORT_TEXT = {
+    "nl": {
+        "title": "Belang van sociale relaties op school: relaties met leraren (3VO), 2014-2022",
+        "subtitle": (
+            "Bayesiaanse heranalyse van de factsheet van de OnderwijsMonitor Limburg. "
+            "Alle cijfers in dit rapport komen uit de run-map {run}."
+        ),
+        "banner_failed": "LET OP: DE DIAGNOSTIEK VAN DE SAMPLER IS NIET GESLAAGD",
+        "banner_failed_body": (
+            "Niet geslaagd: {failed}. De posterior is mogelijk niet betrouwbaar; gebruik de "
+            "cijfers en bevindingen in dit rapport niet voordat het model opnieuw is geschat "
+            "met meer trekkingen of een aangepast model."
+        ),
+        "banner_passed": "Diagnostiek van de sampler geslaagd",
+        "toc": "Inhoud",
+        "measurement": "1. De meting",
+        "measurement_intro": (
+            "Leerlingen gaven bij zes stellingen aan in hoeverre ze het ermee eens zijn "
+            "(1 = helemaal mee oneens ... 5 = helemaal mee eens). De zes antwoorden vormen "
+            "samen de index 'sociale relaties met leraren' (gemiddelde van de beantwoorde "
+            "stellingen, minstens {min_items} van de 6), gestandaardiseerd naar gemiddelde 0 en "
+            "SD 1 over alle leerlingen, jaren en schooltypen. Het gemiddelde van de "
+            "oorspronkelijke antwoorden is {raw_mean} (SD {raw_sd})."
+        ),
+        "item": "Stelling",
+        "item_mean": "Gemiddelde",
+        "item_agree": "% (helemaal) mee eens",
+        "item_neutral": "% neutraal",
+        "item_total": "Item-totaal r",
+        "reliability": "Betrouwbaarheid per meting",
+        "wave": "Meting",
+        "n_complete": "n (volledig)",
+        "alpha": "Cronbachs alfa",
+        "omega": "McDonalds omega",
+        "composition": "2. Samenstelling van de steekproef (tabel 1)",
+        "composition_intro": "Percentages per meting en over alle metingen.",
+        "variable": "Kenmerk",
+        "level": "Categorie",
+        "all_waves": "Alle metingen",
+        "figures": "3. Figuren",
+        "figures_intro": (
+            "Ruit = afwijking van het gemiddelde over alle scholen en jaren (in SD-eenheden), "
+            "gecorrigeerd voor schooltype, geslacht, leeftijd, opleiding ouders en regio en "
+            "voor verschillen in samenstelling tussen cohorten; lijn = {interval}. Cellen met "
+            "minder dan {min_cell_n} leerlingen worden niet getoond (n < {min_cell_n})."
+        ),
+        "fig1": "Figuur 1. Antwoorden op de zes stellingen, 2014-2022",
+        "fig2": "Figuur 2. Index per meting",
+        "fig3": "Figuur 3. Index per meting en schooltype",
+        "fig4": "Figuur 4. Index per meting en geslacht",
+        "fig5": "Figuur 5. Index per meting en opleiding ouders",
+        "fig6": "Figuur 6. Index per meting en regio",
+        "fig_cross": "Figuur niet in de factsheet: {what}",
+        "results": "4. Resultaten in het kort",
+        "results_intro": (
+            "Elke zin hieronder is berekend uit de posterior (contrasts.csv en effects.csv): "
+            "de richting, de grootte in SD-eenheden, het {interval} en de kans op de richting "
+            "(probability of direction). 'Zeer waarschijnlijk' = kans op de richting minstens "
+            "{very_likely}; 'waarschijnlijk' = minstens {likely}; anders 'geen duidelijk "
+            "verschil'. Grijs: wat de factsheet (2022) zelf vond, ter vergelijking."
+        ),
+        "factsheet_said": "Factsheet: ",
+        "methods": "5. Verantwoording",
+        "data": "Gegevens en uitsluitingen",
+        "source": "Bestand",
+        "sha256": "SHA-256 van het bestand",
+        "column_map": "Kolomtoewijzing",
+        "n_read": "Rijen gelezen",
+        "n_analysed": "Leerlingen geanalyseerd",
+        "excluded": "Uitgesloten: {reason}",
+        "no_exclusions": "Geen rijen uitgesloten.",
+        "notes": "Opmerkingen bij het inlezen",
+        "model": "Model",
+        "formula": "Formule",
+        "model_text": (
+            "Eén gezamenlijk multilevelmodel (normale verdeling op de gestandaardiseerde "
+            "index): vaste effecten voor meting, geslacht, schooltype, opleiding ouders, regio "
+            "en leeftijd; gedeeltelijk gepoolde afwijkingen per meting x subgroep en voor de "
+            "kruisingen; een intercept per school (scholen binnen regio's). De ruiten zijn "
+            "g-computatie-gemiddelden: de verwachte index met iedere leerling op de gegeven "
+            "meting en groep gezet en de overige kenmerken zoals in de gepoolde steekproef, "
+            "voor een gemiddelde school, min het gepoolde gemiddelde."
+        ),
+        "priors": "Priors",
+        "prior_term": "Parameter",
+        "prior_dist": "Prior",
+        "sampler": "Sampler",
+        "sampler_text": (
+            "{backend}-schatter, sampler {sampler}: {chains} ketens x ({tune} opwarm- + "
+            "{draws} bewaarde trekkingen), seed {seed}."
+        ),
+        "diagnostics": "Diagnostiek",
+        "check": "Controle",
+        "value": "Waarde",
+        "verdict": "Oordeel",
+        "passed": "geslaagd",
+        "failed": "NIET geslaagd",
+        "interval_head": "Intervallen en 'significant'",
+        "interval_text": (
+            "Alle intervallen zijn {interval}s van de posterior. De kans op de richting is "
+            "het deel van de posterior aan de kant van het teken van het verschil. Een kans "
+            "op de richting van minstens {very_likely} betekent (bij een equal-tailed "
+            "interval) dat het 95%-interval 0 niet bevat: dat is wat de factsheet "
+            "'significant' noemt. Drempels in de tekst: 'zeer waarschijnlijk' >= "
+            "{very_likely}, 'waarschijnlijk' >= {likely}, anders 'geen duidelijk verschil'."
+        ),
+        "eti": "{prob}%-interval (equal-tailed, ETI)",
+        "hdi": "{prob}%-interval (hoogste posteriordichtheid, HDI)",
+        "disclosure": (
+            "Onthulling: dit rapport bevat geen gegevens op leerlingniveau; cellen met minder "
+            "dan {min_cell_n} leerlingen zijn onderdrukt en gemarkeerd met 'n < {min_cell_n}'."
+        ),
+        "diag_figures": "Diagnostische figuren",
+        "software": "Software",
+        "package": "Pakket",
+        "version": "Versie",
+        "provenance": "Herkomst: git commit {commit}, Python {python}, seed {seed}.",
+        "timings": "Rekentijd: {total} s in totaal, waarvan schatten {fit} s.",
+        "footer": "Gemaakt met omlbayes uit {run}. Geen externe bronnen; offline leesbaar.",
+        "suppressed": "n < {n}",
+        "sd": "SD",
+        "vs": "t.o.v.",
+    },
+    "en": {
+        "title": "Why social relations at school matter: relations with teachers (grade 3), "
+        "2014-2022",
+        "subtitle": (
+            "Bayesian re-analysis of the OnderwijsMonitor Limburg factsheet. Every number in "
+            "this report comes from the run folder {run}."
+        ),
+        "banner_failed": "WARNING: THE SAMPLER DIAGNOSTICS FAILED",
+        "banner_failed_body": (
+            "Failed: {failed}. The posterior may not be reliable; do not use the numbers and "
+            "findings in this report until the model has been refitted with more draws or a "
+            "changed model."
+        ),
+        "banner_passed": "Sampler diagnostics passed",
+        "toc": "Contents",
+        "measurement": "1. The measurement",
+        "measurement_intro": (
+            "Students rated six statements (1 = strongly disagree ... 5 = strongly agree). "
+            "The six answers are combined into the index 'social relations with teachers' "
+            "(mean of the answered items, at least {min_items} of 6), standardised to mean 0 "
+            "and SD 1 over all students, years and school types. The mean of the original "
+            "answers is {raw_mean} (SD {raw_sd})."
+        ),
+        "item": "Statement",
+        "item_mean": "Mean",
+        "item_agree": "% (strongly) agree",
+        "item_neutral": "% neutral",
+        "item_total": "Item-total r",
+        "reliability": "Reliability per wave",
+        "wave": "Wave",
+        "n_complete": "n (complete)",
+        "alpha": "Cronbach's alpha",
+        "omega": "McDonald's omega",
+        "composition": "2. Sample composition (Table 1)",
+        "composition_intro": "Percentages per wave and over all waves.",
+        "variable": "Variable",
+        "level": "Level",
+        "all_waves": "All waves",
+        "figures": "3. Figures",
+        "figures_intro": (
+            "Diamond = deviation from the mean over all schools and years (in SD units), "
+            "adjusted for school type, gender, age, parental education and region and for "
+            "differences in cohort composition; line = {interval}. Cells with fewer than "
+            "{min_cell_n} students are not shown (n < {min_cell_n})."
+        ),
+        "fig1": "Figure 1. Answers to the six statements, 2014-2022",
+        "fig2": "Figure 2. Index by wave",
+        "fig3": "Figure 3. Index by wave and school type",
+        "fig4": "Figure 4. Index by wave and gender",
+        "fig5": "Figure 5. Index by wave and parental education",
+        "fig6": "Figure 6. Index by wave and region",
+        "fig_cross": "Figure not in the factsheet: {what}",
+        "results": "4. Results in brief",
+        "results_intro": (
+            "Every sentence below is computed from the posterior (contrasts.csv and "
+            "effects.csv): the direction, the size in SD units, the {interval} and the "
+            "probability of direction. 'Very likely' = probability of direction at least "
+            "{very_likely}; 'probably' = at least {likely}; otherwise 'no clear difference'. "
+            "In grey: what the factsheet (2022) itself found, for comparison."
+        ),
+        "factsheet_said": "Factsheet: ",
+        "methods": "5. Methods",
+        "data": "Data and exclusions",
+        "source": "File",
+        "sha256": "SHA-256 of the file",
+        "column_map": "Column map",
+        "n_read": "Rows read",
+        "n_analysed": "Students analysed",
+        "excluded": "Excluded: {reason}",
+        "no_exclusions": "No rows excluded.",
+        "notes": "Notes from reading the file",
+        "model": "Model",
+        "formula": "Formula",
+        "model_text": (
+            "One joint multilevel model (Gaussian on the standardised index): fixed effects "
+            "for wave, gender, school type, parental education, region and age; partially "
+            "pooled wave x subgroup deviations and cross-breakdown terms; an intercept per "
+            "school (schools nested in regions). The diamonds are g-computation means: the "
+            "expected index with every student set to the given wave and group and the other "
+            "characteristics as in the pooled sample, for an average school, minus the "
+            "pooled mean."
+        ),
+        "priors": "Priors",
+        "prior_term": "Parameter",
+        "prior_dist": "Prior",
+        "sampler": "Sampler",
+        "sampler_text": (
+            "{backend} backend, sampler {sampler}: {chains} chains x ({tune} tuning + {draws} "
+            "kept draws), seed {seed}."
+        ),
+        "diagnostics": "Diagnostics",
+        "check": "Check",
+        "value": "Value",
+        "verdict": "Verdict",
+        "passed": "passed",
+        "failed": "FAILED",
+        "interval_head": "Intervals and 'significant'",
+        "interval_text": (
+            "All intervals are posterior {interval}s. The probability of direction is the "
+            "share of the posterior on the side of the sign of the difference. A probability "
+            "of direction of at least {very_likely} means (for an equal-tailed interval) that "
+            "the 95% interval excludes 0: this is what the factsheet calls 'significant'. "
+            "Thresholds in the text: 'very likely' >= {very_likely}, 'probably' >= {likely}, "
+            "otherwise 'no clear difference'."
+        ),
+        "eti": "{prob}% interval (equal-tailed, ETI)",
+        "hdi": "{prob}% interval (highest posterior density, HDI)",
+        "disclosure": (
+            "Disclosure control: this report holds no student-level data; cells with fewer "
+            "than {min_cell_n} students are suppressed and marked 'n < {min_cell_n}'."
+        ),
+        "diag_figures": "Diagnostic figures",
+        "software": "Software",
+        "package": "Package",
+        "version": "Version",
+        "provenance": "Provenance: git commit {commit}, Python {python}, seed {seed}.",
+        "timings": "Computing time: {total} s in all, of which fitting {fit} s.",
+        "footer": "Made with omlbayes from {run}. No external resources; readable offline.",
+        "suppressed": "n < {n}",
+        "sd": "SD",
+        "vs": "vs",
+    },
+}
+
+CHECK_TEXT = {
+    "nl": {
+        "r_hat_below_1_01": "R-hat hoogstens 1,01",
+        "ess_bulk_at_least_400": "ESS (bulk) minstens 400",
+        "ess_tail_at_least_400": "ESS (staart) minstens 400",
+        "no_divergences": "geen divergente overgangen",
+        "bfmi_above_0_3": "E-BFMI minstens 0,3",
+    },
+    "en": {
+        "r_hat_below_1_01": "R-hat at most 1.01",
+        "ess_bulk_at_least_400": "ESS (bulk) at least 400",
+        "ess_tail_at_least_400": "ESS (tail) at least 400",
+        "no_divergences": "no divergent transitions",
+        "bfmi_above_0_3": "E-BFMI at least 0.3",
+    },
+}
+
+# One sentence: "<subject>: <comparison>: <phrase> (<mean> SD; <interval> <lo> to <hi>;
+# probability of direction <pd>)."
+SENTENCE_TEXT = {
+    "nl": {
+        "sentence": (
+            "{subject}, {comparison}: {phrase} ({mean} SD; {interval_short} {lower} tot "
+            "{upper}; kans op de richting {pd})."
+        ),
+        "interval_short": "95%-interval",
+        "wave_vs": "{wave} vergeleken met {reference}",
+        "group_vs": "{group} vergeleken met {reference_group} ({wave})",
+        "suppressed": "{subject}, {comparison}: niet getoond (n < {n}).",
+        "highest": (
+            "{subject}: de hoogste score heeft {best} ({best_mean} SD), de laagste {worst} "
+            "({worst_mean} SD), over alle metingen."
+        ),
+        "largest_gap": "Het verschil {what} is het grootst bij {where} ({mean} SD).",
+        "all_waves": "alle metingen",
+        "within": "{group} binnen {within}",
+    },
+    "en": {
+        "sentence": (
+            "{subject}, {comparison}: {phrase} ({mean} SD; {interval_short} {lower} to "
+            "{upper}; probability of direction {pd})."
+        ),
+        "interval_short": "95% interval",
+        "wave_vs": "{wave} compared with {reference}",
+        "group_vs": "{group} compared with {reference_group} ({wave})",
+        "suppressed": "{subject}, {comparison}: not shown (n < {n}).",
+        "highest": (
+            "{subject}: highest score {best} ({best_mean} SD), lowest {worst} "
+            "({worst_mean} SD), over all waves."
+        ),
+        "largest_gap": "The gap {what} is largest in {where} ({mean} SD).",
+        "all_waves": "all waves",
+        "within": "{group} within {within}",
+    },
+}
+
+# The findings of the factsheet (factsheet/README.md), for comparison next to ours.
+FINDING_TEXT = {
+    "nl": {
+        "trend": (
+            "Trend 2014-2018",
+            "2014-2018 een lichte daling; 2018 significant lager dan 2014.",
+        ),
+        "closure": (
+            "2020: voor en na de schoolsluiting, en na de zomer",
+            "Direct na de sluiting (2020_1) hoger dan na de zomer (2020_2).",
+        ),
+        "recovery": (
+            "2022: herstel",
+            "2022 weer verbeterd, ongeveer op het niveau van voor covid (vergelijkbaar met 2018).",
+        ),
+        "school_type": (
+            "Schooltypen",
+            "Vwo-leerlingen rapporteren doorgaans iets betere relaties; vwo daalde 2016-2018 "
+            "en is stabiel na 2018.",
+        ),
+        "school_type_2020": (
+            "Schooltypen in 2020",
+            "Vmbo b/k: een dip na de zomer van 2020; vmbo g/t en havo: geen grote veranderingen.",
+        ),
+        "gender": (
+            "Jongens en meisjes",
+            "Jongens rapporteren betere relaties dan meisjes, in elk schooltype; het grootste "
+            "verschil in het vwo.",
+        ),
+        "gender_trend": (
+            "Jongens en meisjes over de metingen",
+            "Beide dalen na de zomer van 2020 (meisjes meer); meisjes in 2020_1 significant "
+            "hoger dan in 2020_0; meisjes in 2022 significant beter dan in 2020.",
+        ),
+        "parent_edu": (
+            "Opleiding ouders",
+            "De daling 2014-2018 vooral bij leerlingen met hbo- of wo-opgeleide ouders; in "
+            "2022 stijgen alle groepen licht, significant alleen bij mbo-opgeleide ouders.",
+        ),
+        "parent_edu_cross": (
+            "Opleiding ouders x schooltype en geslacht",
+            "In vmbo b/k rapporteren leerlingen met wo-opgeleide ouders de zwakste relaties; "
+            "jongens scoren hoger dan meisjes op elk opleidingsniveau van de ouders.",
+        ),
+        "region": (
+            "Regio's",
+            "De daling 2014-2018 alleen in Sittard-Geleen en Maastricht-Heuvelland; het "
+            "verschil voor/na de zomer 2020 niet zichtbaar in Noord-Limburg en Parkstad; 2022: "
+            "lichte stijging in Noord-, Midden-Limburg en Parkstad, lichte (niet significante) "
+            "daling in Sittard-Geleen en Maastricht-Heuvelland.",
+        ),
+        "region_type": (
+            "Regio x schooltype",
+            "Vmbo b/k in Maastricht-Heuvelland slechter dan elders; vmbo g/t in "
+            "Maastricht-Heuvelland het best; vwo in Noord-Limburg slechter dan in Midden-"
+            "Limburg, Sittard-Geleen en Parkstad.",
+        ),
+        "region_parent_edu": (
+            "Opleiding ouders x regio",
+            "Kinderen van ouders met onbekende opleiding scoren lager in Maastricht-Heuvelland.",
+        ),
+    },
+    "en": {
+        "trend": (
+            "Trend 2014-2018",
+            "2014-2018: slight decline; 2018 significantly lower than 2014.",
+        ),
+        "closure": (
+            "2020: before and after the school closure, and after the summer",
+            "Just after the closure (2020_1) higher than after the summer (2020_2).",
+        ),
+        "recovery": (
+            "2022: recovery",
+            "2022 improved again, about the pre-covid level (comparable to 2018).",
+        ),
+        "school_type": (
+            "School types",
+            "vwo students generally report slightly better relations; vwo declined 2016-2018 "
+            "and is stable after 2018.",
+        ),
+        "school_type_2020": (
+            "School types in 2020",
+            "vmbo b/k: a dip after the summer of 2020; vmbo g/t and havo: no large changes.",
+        ),
+        "gender": (
+            "Boys and girls",
+            "Boys report better relations than girls, in every school type; largest gap in vwo.",
+        ),
+        "gender_trend": (
+            "Boys and girls over the waves",
+            "Both decline after summer 2020 (girls more); girls in 2020_1 significantly higher "
+            "than in 2020_0; girls in 2022 significantly better than in 2020.",
+        ),
+        "parent_edu": (
+            "Parental education",
+            "The 2014-2018 decline mainly among students with hbo- or wo-educated parents; in "
+            "2022 all groups rise slightly, significantly only with mbo-educated parents.",
+        ),
+        "parent_edu_cross": (
+            "Parental education x school type and gender",
+            "In vmbo b/k, students with wo-educated parents report the weakest relations; boys "
+            "score higher than girls at every parental education level.",
+        ),
+        "region": (
+            "Regions",
+            "The 2014-2018 decline only in Sittard-Geleen and Maastricht-Heuvelland; the 2020 "
+            "before/after-summer difference not visible in Noord-Limburg and Parkstad; 2022: "
+            "slight rise in Noord-, Midden-Limburg and Parkstad, slight (non-significant) fall "
+            "in Sittard-Geleen and Maastricht-Heuvelland.",
+        ),
+        "region_type": (
+            "Region x school type",
+            "vmbo b/k in Maastricht-Heuvelland worse than elsewhere; vmbo g/t in "
+            "Maastricht-Heuvelland the best; vwo in Noord-Limburg worse than vwo in "
+            "Midden-Limburg, Sittard-Geleen and Parkstad.",
+        ),
+        "region_parent_edu": (
+            "Parental education x region",
+            "Children of parents with unknown education score lower in Maastricht-Heuvelland.",
+        ),
+    },
+}
+
+SCHOOL_TEXT = {
+    "nl": {
+        "title": "Terugkoppeling voor {school}",
+        "region_title": "Terugkoppeling voor regio {region}",
+        "index_title": "Terugkoppeling per school en regio",
+        "intro": (
+            "De gecorrigeerde index 'sociale relaties met leraren' van deze school per meting "
+            "(in SD-eenheden, afwijking van het provinciale gemiddelde over alle jaren), met "
+            "95%-intervallen, naast de regio {region} en de provincie Limburg."
+        ),
+        "shrinkage": (
+            "Krimp naar het gemiddelde: het model trekt de schatting van een school naar die "
+            "van haar regio, sterker naarmate de school minder leerlingen heeft, zodat een "
+            "kleine school niet door toeval bovenaan of onderaan belandt."
+        ),
+        "rank": (
+            "Positie: deze school staat (over alle metingen) met 95% zekerheid tussen plaats "
+            "{low} en {high} van de {n} scholen (1 = beste relaties; meest waarschijnlijke "
+            "plaats {median})."
+        ),
+        "rank_note": (
+            "De rangorde is per posterior-trekking berekend; de breedte van het interval laat "
+            "zien hoe onzeker een plaats in de ranglijst is."
+        ),
+        "school": "School",
+        "region": "Regio",
+        "province": "Limburg",
+        "wave": "Meting",
+        "n": "n",
+        "estimate": "Schatting (95%-interval)",
+        "rank_head": "Plaats (95%-interval)",
+        "all_waves": "Alle metingen",
+        "not_surveyed": "niet gemeten",
+        "suppressed": "n < {n}",
+        "all_suppressed": (
+            "Voor deze school worden geen schattingen getoond: in geen enkele meting deden "
+            "{n} of meer leerlingen mee."
+        ),
+        "schools_in_region": "Scholen in deze regio",
+        "back": "Terug naar het overzicht",
+        "diagnostics_failed": (
+            "LET OP: de diagnostiek van de sampler is niet geslaagd; gebruik deze cijfers niet."
+        ),
+        "disclosure": (
+            "Geen gegevens op leerlingniveau; metingen met minder dan {n} leerlingen zijn "
+            "onderdrukt (n < {n})."
+        ),
+        "xlabel": "index (SD-eenheden)",
+        "schools": "Scholen",
+        "regions": "Regio's",
+    },
+    "en": {
+        "title": "Feedback for {school}",
+        "region_title": "Feedback for region {region}",
+        "index_title": "Feedback per school and region",
+        "intro": (
+            "This school's adjusted index 'social relations with teachers' per wave (in SD "
+            "units, deviation from the province mean over all years), with 95% intervals, "
+            "next to its region {region} and the province of Limburg."
+        ),
+        "shrinkage": (
+            "Shrinkage: the model pulls a school's estimate towards its region's, the more "
+            "so the fewer students the school has, so that a small school does not end up at "
+            "the top or bottom by chance."
+        ),
+        "rank": (
+            "Position: over all waves this school ranks, with 95% certainty, between "
+            "{low} and {high} of {n} schools (1 = best relations; most likely rank {median})."
+        ),
+        "rank_note": (
+            "The rank is computed for every posterior draw; the width of the interval shows "
+            "how uncertain a place in a league table is."
+        ),
+        "school": "School",
+        "region": "Region",
+        "province": "Limburg",
+        "wave": "Wave",
+        "n": "n",
+        "estimate": "Estimate (95% interval)",
+        "rank_head": "Rank (95% interval)",
+        "all_waves": "All waves",
+        "not_surveyed": "not surveyed",
+        "suppressed": "n < {n}",
+        "all_suppressed": (
+            "No estimates are shown for this school: no wave had {n} or more students."
+        ),
+        "schools_in_region": "Schools in this region",
+        "back": "Back to the overview",
+        "diagnostics_failed": (
+            "WARNING: the sampler diagnostics failed; do not use these numbers."
+        ),
+        "disclosure": (
+            "No student-level data; waves with fewer than {n} students are suppressed (n < {n})."
+        ),
+        "xlabel": "index (SD units)",
+        "schools": "Schools",
+        "regions": "Regions",
+    },
+}

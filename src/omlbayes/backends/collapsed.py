@@ -22,7 +22,7 @@ import time
 import numpy as np
 import pymc as pm
 import pytensor.tensor as pt
-import scipy.linalg as sla
+from scipy.linalg import lapack
 import xarray as xr
 from threadpoolctl import threadpool_limits
 
@@ -89,19 +89,23 @@ def draw_coefficients(
     taus = [posterior[f"{t.name}_sigma"].to_numpy() for t in layout.group_terms]
     sizes = [t.size for t in layout.group_terms]
     rng = np.random.default_rng(seed)
+    noise = rng.standard_normal((n_chain, n_draw, layout.n_coef))
     coef = np.empty((n_chain, n_draw, layout.n_coef))
-    for c in range(n_chain):
-        for d in range(n_draw):
-            var = np.concatenate(
-                [fixed_var]
-                + [np.full(s, tau[c, d] ** 2) for tau, s in zip(taus, sizes, strict=True)]
-            )
-            s2 = sigma[c, d] ** 2
-            m = stats.wtw + np.diag(s2 / var)
-            chol = sla.cholesky(m, lower=True)
-            mean = sla.cho_solve((chol, True), stats.wty)
-            noise = sla.solve_triangular(chol.T, rng.standard_normal(layout.n_coef), lower=False)
-            coef[c, d] = mean + sigma[c, d] * noise
+    with threadpool_limits(1, user_api="blas"):  # small matrices: threads only add overhead
+        for c in range(n_chain):
+            for d in range(n_draw):
+                var = np.concatenate(
+                    [fixed_var]
+                    + [np.full(s, tau[c, d] ** 2) for tau, s in zip(taus, sizes, strict=True)]
+                )
+                m = stats.wtw + np.diag(sigma[c, d] ** 2 / var)
+                chol, info = lapack.dpotrf(m, lower=1, clean=1)
+                if info != 0:
+                    raise FloatingPointError(f"Cholesky failed at chain {c}, draw {d}")
+                mean, _ = lapack.dpotrs(chol, stats.wty, lower=1)
+                # b = mean + sigma L^-T z has covariance sigma^2 M^-1
+                offset, _ = lapack.dtrtrs(chol, noise[c, d], lower=1, trans=1)
+                coef[c, d] = mean + sigma[c, d] * offset
     out = {}
     for term, sl in zip(layout.terms, layout.slices().values(), strict=True):
         values = coef[:, :, sl]

@@ -97,9 +97,10 @@ class MarginalLoglik(Op):
         output_storage[1][0] = np.asarray(g_s2)
         output_storage[2][0] = g_lam
 
-    def grad(self, inputs, output_grads):
-        _, g_s2, g_lam = self(*inputs)
-        return [output_grads[0] * g_s2, output_grads[0] * g_lam]
+    def pullback(self, inputs, outputs, cotangents):
+        # The gradient outputs are the node's own outputs: no second evaluation.
+        _, g_s2, g_lam = outputs
+        return [cotangents[0] * g_s2, cotangents[0] * g_lam]
 
     # Ops compare by props; the statistics make each instance distinct.
     def __eq__(self, other):

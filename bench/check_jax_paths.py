@@ -1,0 +1,66 @@
+"""Which fits run under the JAX samplers (numpyro)? A quick, honest check.
+
+Needs jax + numpyro importable (``pip install -e .[jax]``, or a PYTHONPATH holding them).
+Tries, on a small simulated survey:
+
+1. the collapsed backend with ``sampler="numpyro"`` (expected to fail: the marginal
+   likelihood Op has a numba kernel and a numpy ``perform``, no JAX implementation);
+2. the Bambi backend with ``sampler="numpyro"`` (expected to work, on CPU or GPU).
+
+    python bench/check_jax_paths.py [--n 2000] [--draws 200]
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+import traceback
+import warnings
+
+
+def main() -> None:
+    p = argparse.ArgumentParser()
+    p.add_argument("--n", type=int, default=2000)
+    p.add_argument("--draws", type=int, default=200)
+    p.add_argument("--chains", type=int, default=2)
+    args = p.parse_args()
+    warnings.filterwarnings("ignore")
+
+    import jax
+
+    from omlbayes import diagnose, scale
+    from omlbayes.backends.bambi_backend import fit_bambi
+    from omlbayes.backends.collapsed import fit_collapsed
+    from omlbayes.design import build_layout, sufficient_stats
+    from omlbayes.simulate import simulate_survey
+    from omlbayes.spec import load_spec
+
+    print(f"jax {jax.__version__}, devices: {jax.devices()}")
+    frame = scale.build_index(simulate_survey(n_students=args.n, n_schools=80).frame).frame
+    frame = frame.assign(age_c=frame["age"] - frame["age"].mean())
+    base = load_spec("flagship")
+    layout = build_layout(frame, base)
+    stats = sufficient_stats(frame, layout, base.response)
+    kw = {"draws": args.draws, "tune": args.draws, "chains": args.chains}
+
+    for backend in ("collapsed", "bambi"):
+        spec = base.with_sampler(backend=backend, sampler="numpyro", **kw)
+        t0 = time.perf_counter()
+        try:
+            if backend == "collapsed":
+                tree, _ = fit_collapsed(stats, layout, spec, seed=1, progressbar=False)
+            else:
+                tree, _ = fit_bambi(frame, spec, seed=1, progressbar=False)
+            d = diagnose.check(tree)
+            print(
+                f"{backend} + numpyro: OK in {time.perf_counter() - t0:.1f} s; "
+                f"max R-hat {d['max_r_hat']:.3f}, min ESS bulk {d['min_ess_bulk']:.0f}, "
+                f"{d['divergences']} divergences"
+            )
+        except Exception as err:  # report, do not hide
+            last = traceback.format_exception_only(err)[-1].strip()
+            print(f"{backend} + numpyro: FAILS ({type(err).__name__}): {last[:300]}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,45 @@
+#!/usr/bin/env python
+"""Statistical validation -> outputs/validation/validation.md (tables and plots).
+
+Runs recovery/coverage, SBC, REML agreement on mlmRev data and a three-level check
+(see src/omlbayes/validation.py). Parts can run separately (--only) and in parallel
+processes; each writes its CSV under outputs/validation/, and --report (also run at the
+end of a full run) assembles validation.md from whatever CSVs are there.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from omlbayes import validation
+
+PARTS = ("recovery", "sbc", "reml", "three_level")
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__)
+    p.add_argument("--only", choices=PARTS, action="append", help="run only these parts")
+    p.add_argument("--report", action="store_true", help="only assemble validation.md")
+    p.add_argument("--out", type=Path, default=validation.OUT)
+    p.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3])
+    p.add_argument("--sbc-sims", type=int, default=100)
+    p.add_argument("--quick", action="store_true", help="one seed, small sizes (smoke run)")
+    return p.parse_args(argv)
+
+
+def main(argv: list[str]) -> int:
+    args = parse_args(argv)
+    if not args.report:
+        parts = args.only or PARTS
+        validation.run_parts(
+            parts, out=args.out, seeds=tuple(args.seeds), sbc_sims=args.sbc_sims, quick=args.quick
+        )
+    verdict = validation.write_report(args.out)
+    print(f"{args.out / 'validation.md'}: {'PASS' if verdict else 'FAIL'}")
+    return 0 if verdict else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,571 @@
+"""School feedback: one self-contained HTML page per school and per region.
+
+The factsheet's schools get a private digital feedback; this is ours, from the run folder
+alone. For school s in region r at wave w the adjusted index is
+
+    effect(region = r, wave = w) + u[s] (+ u[s, w] when the model has a school x wave term)
+
+as posterior draws (``estimands.effect_draws`` gives the region and province effects;
+``1|school_id`` and ``1|school_id:wave`` the school deviations), next to the region
+(``effect(region = r, wave = w)``) and the province (``effect(overall, w)``). Ranks are
+computed per draw, so their 95% interval shows how uncertain a league-table place is.
+
+Disclosure control: a school x wave cell with fewer than ``min_cell_n`` students (or a
+count the run already blanked) shows no estimate and no rank, only the mark "n < 10".
+No student-level data is read or written.
+"""
+
+from __future__ import annotations
+
+import io
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+import xarray as xr  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
+
+from omlbayes import estimands, labels, runs, schema  # noqa: E402
+from omlbayes.errors import RunError  # noqa: E402
+from omlbayes.report import (  # noqa: E402
+    CSS,
+    effective_min_cell_n,
+    esc,
+    figure_html,
+    fmt_number,
+    suppressed_mark,
+    table_html,
+)
+
+SCHOOLS_DIR = "schools"
+SCHOOL_TERM = "1|school_id"
+SCHOOL_WAVE_TERM = "1|school_id:wave"
+ALL = estimands.ALL_WAVES
+COLOURS = {"school": "#1f3b73", "region": "#D55E00", "province": "#7f7f7f"}
+DPI = 150
+
+PAGE_CSS = CSS + "td a{color:#1f3b73}.legend span{margin-right:14px}"
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One school (or region, province) x wave: summary of the draws, or suppressed."""
+
+    wave: str
+    n: int | None  # None when suppressed or not surveyed
+    status: str  # "shown" | "suppressed" | "not_surveyed"
+    mean: float = float("nan")
+    lower: float = float("nan")
+    upper: float = float("nan")
+    rank_low: int | None = None
+    rank_high: int | None = None
+    n_ranked: int | None = None  # schools ranked in this wave
+
+
+@dataclass(frozen=True)
+class SchoolFeedback:
+    school: str
+    region: str
+    cells: tuple[Cell, ...]
+    region_cells: tuple[Cell, ...]
+    province_cells: tuple[Cell, ...]
+    overall: Cell  # all waves: value and rank among all shown schools
+    n_ranked: int
+
+
+def _summary(draws: np.ndarray) -> tuple[float, float, float]:
+    """Mean and 95% equal-tailed interval over the flattened draws."""
+    flat = draws.reshape(-1)
+    lo, hi = np.quantile(flat, [0.025, 0.975])
+    return float(flat.mean()), float(lo), float(hi)
+
+
+def _rank_interval(ranks: np.ndarray) -> tuple[int, int, int]:
+    lo, med, hi = np.quantile(ranks.reshape(-1), [0.025, 0.5, 0.975])
+    return int(np.floor(lo)), int(np.round(med)), int(np.ceil(hi))
+
+
+def ranks_per_draw(values: np.ndarray) -> np.ndarray:
+    """Rank of each school (last axis) in each draw; 1 = highest value."""
+    order = np.argsort(-values, axis=-1, kind="stable")
+    ranks = np.empty_like(order)
+    np.put_along_axis(ranks, order, np.arange(1, values.shape[-1] + 1), axis=-1)
+    return ranks
+
+
+def _target(effects: xr.DataArray, breakdown: str, group: str, wave: str) -> np.ndarray | None:
+    mask = (
+        (effects["breakdown"].to_numpy() == breakdown)
+        & (effects["group"].to_numpy() == group)
+        & (effects["wave"].to_numpy() == wave)
+    )
+    idx = np.flatnonzero(mask)
+    if len(idx) == 0:
+        return None
+    return effects.isel(target=int(idx[0])).to_numpy()
+
+
+def _school_term(posterior: xr.Dataset, term: str, coord: str) -> np.ndarray | None:
+    if term not in posterior:
+        return None
+    var = posterior[term]
+    dim = next(d for d in var.dims if d not in ("chain", "draw"))
+    if coord not in var[dim].to_numpy():
+        return None
+    return var.sel({dim: coord}).to_numpy()
+
+
+def school_feedback(
+    posterior: xr.Dataset,
+    gcomp: xr.Dataset,
+    schools: pd.DataFrame,
+    *,
+    min_cell_n: int,
+    seed: int = 0,
+) -> list[SchoolFeedback]:
+    """Every school's adjusted index per wave, its region's and the province's, with ranks.
+
+    Parameters
+    ----------
+    posterior, gcomp : xarray.Dataset
+        The run's ``posterior`` and ``gcomp`` groups.
+    schools : pandas.DataFrame
+        ``schools.csv``: school_id, region, wave, n (blank when under the run's threshold),
+        suppressed.
+    min_cell_n : int
+        School x wave cells with fewer students (or blank counts) are suppressed.
+    seed : int
+        The run's seed (``effect_draws`` draws unsampled cells with it, as summarise did).
+    """
+    if SCHOOL_TERM not in posterior:
+        raise RunError(f"the posterior has no {SCHOOL_TERM!r} term: no school feedback possible")
+    effects = estimands.effect_draws(posterior, gcomp, seed=seed)
+    table = schools.assign(
+        school_id=schools["school_id"].astype(str),
+        region=schools["region"].astype(str),
+        wave=schools["wave"].astype(str),
+    )
+    n = pd.to_numeric(table["n"], errors="coerce")
+    table["shown"] = n.notna() & (n >= min_cell_n) & ~table["suppressed"].astype(bool)
+    table["n"] = n
+    present_waves = set(table["wave"])
+    gwaves = [w for w in dict.fromkeys(gcomp["wave"].to_numpy().astype(str)) if w != ALL]
+    waves = [w for w in schema.WAVES if w in gwaves] + [w for w in gwaves if w not in schema.WAVES]
+    waves = [w for w in waves if w in present_waves] or waves
+
+    school_region = table.groupby("school_id", sort=True)["region"].first()
+    shown_any = table.groupby("school_id")["shown"].any()
+    ids = list(school_region.index)
+
+    def value(school: str, region: str, wave: str) -> np.ndarray:
+        base = _target(effects, "region", region, wave)
+        if base is None:
+            raise RunError(f"the run has no region effect for {region!r} at wave {wave!r}")
+        u = _school_term(posterior, SCHOOL_TERM, school)
+        if u is None:
+            raise RunError(f"the posterior has no school effect for {school!r}")
+        out = base + u
+        if (
+            wave != ALL
+            and (uw := _school_term(posterior, SCHOOL_WAVE_TERM, f"{school}:{wave}")) is not None
+        ):
+            out = out + uw
+        return out
+
+    # Ranks over all waves among schools with at least one shown wave; per wave among the
+    # schools shown in that wave.
+    ranked = [s for s in ids if shown_any.get(s, False)]
+    overall_rank: dict[str, tuple[int, int, int]] = {}
+    if ranked:
+        stacked = np.stack([value(s, school_region[s], ALL) for s in ranked], axis=-1)
+        ranks = ranks_per_draw(stacked)
+        for k, s in enumerate(ranked):
+            overall_rank[s] = _rank_interval(ranks[..., k])
+    wave_rank: dict[tuple[str, str], tuple[int, int, int]] = {}
+    wave_members: dict[str, int] = {}
+    shown_cells = table[table["shown"]]
+    for wave in waves:
+        members = list(shown_cells.loc[shown_cells["wave"] == wave, "school_id"])
+        if len(members) < 2:
+            continue
+        stacked = np.stack([value(s, school_region[s], wave) for s in members], axis=-1)
+        ranks = ranks_per_draw(stacked)
+        wave_members[wave] = len(members)
+        for k, s in enumerate(members):
+            wave_rank[(s, wave)] = _rank_interval(ranks[..., k])
+
+    def context_cells(breakdown: str, group: str) -> tuple[Cell, ...]:
+        cells = []
+        for wave in (*waves, ALL):
+            draws = _target(effects, breakdown, group, wave)
+            if draws is None:
+                cells.append(Cell(wave, None, "not_surveyed"))
+                continue
+            m, lo, hi = _summary(draws)
+            cells.append(Cell(wave, None, "shown", m, lo, hi))
+        return tuple(cells)
+
+    province = context_cells("overall", "all")
+    region_cache: dict[str, tuple[Cell, ...]] = {}
+    out = []
+    for s in ids:
+        region = school_region[s]
+        if region not in region_cache:
+            region_cache[region] = context_cells("region", region)
+        rows = table[table["school_id"] == s].set_index("wave")
+        cells = []
+        for wave in waves:
+            if wave not in rows.index:
+                cells.append(Cell(wave, None, "not_surveyed"))
+                continue
+            row = rows.loc[wave]
+            if not bool(row["shown"]):
+                cells.append(Cell(wave, None, "suppressed"))
+                continue
+            m, lo, hi = _summary(value(s, region, wave))
+            rank = wave_rank.get((s, wave))
+            cells.append(
+                Cell(
+                    wave,
+                    int(row["n"]),
+                    "shown",
+                    m,
+                    lo,
+                    hi,
+                    rank[0] if rank else None,
+                    rank[2] if rank else None,
+                    wave_members.get(wave),
+                )
+            )
+        if s in overall_rank:
+            m, lo, hi = _summary(value(s, region, ALL))
+            lo_r, med_r, hi_r = overall_rank[s]
+            overall = Cell(ALL, med_r, "shown", m, lo, hi, lo_r, hi_r, len(ranked))
+        else:
+            overall = Cell(ALL, None, "suppressed")
+        out.append(
+            SchoolFeedback(
+                s, region, tuple(cells), region_cache[region], province, overall, len(ranked)
+            )
+        )
+    return out
+
+
+# ---------------------------------------------------------------------------------------
+# Figures and pages.
+
+
+def _wave_text(wave: str, lang: str) -> str:
+    return labels.SCHOOL_TEXT[lang]["all_waves"] if wave == ALL else labels.level(wave, lang)
+
+
+def forest_png(
+    series: list[tuple[str, str, tuple[Cell, ...]]], *, lang: str, min_cell_n: int, title: str
+) -> bytes:
+    """A forest figure: waves top to bottom, one marker + 95% line per series.
+
+    ``series`` holds (label, colour, cells); cells of each series are in the same wave order.
+    """
+    waves = [c.wave for c in series[0][2]]
+    k = len(series)
+    step = 0.22 if k > 1 else 0.0
+    fig = Figure(figsize=(7.2, 0.42 * len(waves) + 1.5), dpi=DPI, layout="constrained")
+    ax = fig.subplots()
+    ax.axvline(0.0, color="#555555", linewidth=0.9, zorder=1)
+    finite = [
+        v for _, _, cells in series for c in cells for v in (c.lower, c.upper) if np.isfinite(v)
+    ]
+    limit = max(0.25, 1.1 * max((abs(v) for v in finite), default=0.25))
+    for j, (name, colour, cells) in enumerate(series):
+        offset = (j - (k - 1) / 2) * step
+        for y, cell in enumerate(cells):
+            yy = y + offset
+            if cell.status == "suppressed":
+                ax.text(
+                    0.0,
+                    yy,
+                    labels.SUPPRESSED_TEXT[lang].format(n=min_cell_n),
+                    ha="center",
+                    va="center",
+                    fontsize=7.5,
+                    color="#777777",
+                    style="italic",
+                )
+                continue
+            if cell.status != "shown" or not np.isfinite(cell.mean):
+                continue
+            ax.hlines(yy, cell.lower, cell.upper, color=colour, linewidth=1.8, zorder=2)
+            ax.plot(
+                cell.mean,
+                yy,
+                marker="D",
+                markersize=6,
+                color=colour,
+                markeredgecolor="white",
+                markeredgewidth=0.6,
+                zorder=3,
+                label=name if y == 0 or not any(c.status == "shown" for c in cells[:y]) else None,
+            )
+    ax.set_yticks(range(len(waves)), [_wave_text(w, lang) for w in waves], fontsize=9)
+    ax.set_ylim(len(waves) - 0.5, -0.5)
+    ax.set_xlim(-limit, limit)
+    ax.set_xlabel(labels.SCHOOL_TEXT[lang]["xlabel"], fontsize=9)
+    ax.grid(axis="x", color="#e5e5e5", linewidth=0.6)
+    ax.tick_params(axis="y", length=0)
+    for spine in ("top", "right"):
+        ax.spines[spine].set_visible(False)
+    handles, names = ax.get_legend_handles_labels()
+    unique = dict(zip(names, handles, strict=True))
+    if unique:
+        fig.legend(
+            unique.values(),
+            unique.keys(),
+            loc="outside lower center",
+            ncols=len(unique),
+            frameon=False,
+            fontsize=8.5,
+        )
+    fig.suptitle(title, x=0.01, ha="left", fontsize=10.5)
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=DPI)
+    return buf.getvalue()
+
+
+def safe_name(value: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_-]+", "_", str(value)).strip("_") or "x"
+
+
+def school_file(school: str) -> str:
+    return f"school-{safe_name(school)}.html"
+
+
+def region_file(region: str) -> str:
+    return f"region-{safe_name(region)}.html"
+
+
+def _estimate_text(cell: Cell, lang: str) -> str:
+    return (
+        f"{fmt_number(cell.mean, lang=lang, sign=True)} "
+        f"({fmt_number(cell.lower, lang=lang, sign=True)} – "
+        f"{fmt_number(cell.upper, lang=lang, sign=True)})"
+    )
+
+
+def _page(title: str, body: str, *, lang: str) -> str:
+    return (
+        f"<!DOCTYPE html><html lang='{lang}'><head><meta charset='utf-8'>"
+        f"<meta name='viewport' content='width=device-width, initial-scale=1'>"
+        f"<title>{esc(title)}</title><style>{PAGE_CSS}</style></head>"
+        f"<body><main>{body}</main></body></html>\n"
+    )
+
+
+def _banner(diagnostics: dict, lang: str) -> str:
+    if diagnostics.get("passed"):
+        return ""
+    text = labels.SCHOOL_TEXT[lang]["diagnostics_failed"]
+    return (
+        "<div class='banner failed' role='alert' id='diagnostics-failed'>"
+        f"<strong>{esc(text)}</strong></div>"
+    )
+
+
+def school_page(fb: SchoolFeedback, *, lang: str, min_cell_n: int, diagnostics: dict) -> str:
+    tx = labels.SCHOOL_TEXT[lang]
+    region = labels.level(fb.region, lang)
+    title = tx["title"].format(school=fb.school)
+    body = [_banner(diagnostics, lang), f"<h1>{esc(title)}</h1>"]
+    body.append(f"<p>{esc(tx['intro'].format(region=region))}</p>")
+    body.append(f"<p>{esc(tx['shrinkage'])}</p>")
+    shown = [c for c in fb.cells if c.status == "shown"]
+    if not shown:
+        body.append(f"<p class='sup'>{esc(tx['all_suppressed'].format(n=min_cell_n))}</p>")
+    else:
+        o = fb.overall
+        body.append(
+            "<p class='rank'><strong>"
+            + esc(tx["rank"].format(low=o.rank_low, high=o.rank_high, n=fb.n_ranked, median=o.n))
+            + f"</strong> {esc(tx['rank_note'])}</p>"
+        )
+        school_cells = (*fb.cells, fb.overall)
+        png = forest_png(
+            [
+                (fb.school, COLOURS["school"], school_cells),
+                (region, COLOURS["region"], fb.region_cells),
+                (tx["province"], COLOURS["province"], fb.province_cells),
+            ],
+            lang=lang,
+            min_cell_n=min_cell_n,
+            title=f"{labels.INDEX_TEXT[lang]} — {fb.school}",
+        )
+        body.append(figure_html(png, caption=title, name=school_file(fb.school)))
+    rows = []
+    region_by_wave = {c.wave: c for c in fb.region_cells}
+    province_by_wave = {c.wave: c for c in fb.province_cells}
+    for cell in (*fb.cells, fb.overall):
+        if cell.status == "shown":
+            n_text = f"<span class='n'>{cell.n}</span>" if cell.wave != ALL else ""
+            est = esc(_estimate_text(cell, lang))
+            rank = (
+                f"{cell.rank_low}–{cell.rank_high} / {cell.n_ranked}"
+                if cell.rank_low is not None
+                else ""
+            )
+        elif cell.status == "suppressed":
+            n_text, est, rank = suppressed_mark(min_cell_n, lang), "", ""
+        else:
+            n_text, est, rank = f"<span class='sup'>{esc(tx['not_surveyed'])}</span>", "", ""
+        reg, prov = region_by_wave.get(cell.wave), province_by_wave.get(cell.wave)
+        rows.append(
+            [
+                esc(_wave_text(cell.wave, lang)),
+                n_text,
+                est,
+                esc(rank),
+                esc(_estimate_text(reg, lang)) if reg and reg.status == "shown" else "",
+                esc(_estimate_text(prov, lang)) if prov and prov.status == "shown" else "",
+            ]
+        )
+    body.append(
+        table_html(
+            [
+                tx["wave"],
+                tx["n"],
+                f"{esc(fb.school)}: {tx['estimate']}",
+                tx["rank_head"],
+                f"{esc(region)}",
+                esc(tx["province"]),
+            ],
+            rows,
+            numeric={1, 2, 3, 4, 5},
+            cls="school",
+        )
+    )
+    body.append(f"<p class='small'>{esc(tx['disclosure'].format(n=min_cell_n))}</p>")
+    body.append(
+        f"<p><a href='{region_file(fb.region)}'>{esc(region)}</a> · "
+        f"<a href='index.html'>{esc(tx['back'])}</a></p>"
+    )
+    return _page(title, "".join(body), lang=lang)
+
+
+def region_page(
+    region: str, members: list[SchoolFeedback], *, lang: str, min_cell_n: int, diagnostics: dict
+) -> str:
+    tx = labels.SCHOOL_TEXT[lang]
+    name = labels.level(region, lang)
+    title = tx["region_title"].format(region=name)
+    body = [_banner(diagnostics, lang), f"<h1>{esc(title)}</h1>"]
+    first = members[0]
+    png = forest_png(
+        [
+            (name, COLOURS["region"], first.region_cells),
+            (tx["province"], COLOURS["province"], first.province_cells),
+        ],
+        lang=lang,
+        min_cell_n=min_cell_n,
+        title=f"{labels.INDEX_TEXT[lang]} — {name}",
+    )
+    body.append(figure_html(png, caption=title, name=region_file(region)))
+    body.append(f"<p>{esc(tx['shrinkage'])}</p><h2>{esc(tx['schools_in_region'])}</h2>")
+    rows = []
+    for fb in sorted(members, key=lambda f: f.school):
+        o = fb.overall
+        link = f"<a href='{school_file(fb.school)}'>{esc(fb.school)}</a>"
+        if o.status == "shown":
+            rows.append(
+                [
+                    link,
+                    esc(_estimate_text(o, lang)),
+                    esc(f"{o.rank_low}–{o.rank_high} / {fb.n_ranked}"),
+                ]
+            )
+        else:
+            rows.append([link, suppressed_mark(min_cell_n, lang), ""])
+    body.append(
+        table_html(
+            [tx["school"], f"{tx['all_waves']}: {tx['estimate']}", tx["rank_head"]],
+            rows,
+            numeric={1, 2},
+            cls="region",
+        )
+    )
+    body.append(f"<p class='small'>{esc(tx['disclosure'].format(n=min_cell_n))}</p>")
+    body.append(f"<p><a href='index.html'>{esc(tx['back'])}</a></p>")
+    return _page(title, "".join(body), lang=lang)
+
+
+def index_page(feedback: list[SchoolFeedback], *, lang: str, diagnostics: dict) -> str:
+    tx = labels.SCHOOL_TEXT[lang]
+    regions = list(dict.fromkeys(fb.region for fb in feedback))
+    order = [r for r in schema.REGIONS if r in regions] + [
+        r for r in regions if r not in schema.REGIONS
+    ]
+    body = [_banner(diagnostics, lang), f"<h1>{esc(tx['index_title'])}</h1>"]
+    for r in order:
+        body.append(
+            f"<h2><a href='{region_file(r)}'>{esc(labels.level(r, lang))}</a></h2><p>"
+            + " · ".join(
+                f"<a href='{school_file(fb.school)}'>{esc(fb.school)}</a>"
+                for fb in sorted(feedback, key=lambda f: f.school)
+                if fb.region == r
+            )
+            + "</p>"
+        )
+    return _page(tx["index_title"], "".join(body), lang=lang)
+
+
+def write_school_pages(
+    run_dir: Path | str, *, lang: str | None = None, min_cell_n: int | None = None
+) -> list[Path]:
+    """Write ``schools/`` in a run folder: index.html, one page per region and per school.
+
+    Returns the paths written (index first, then regions, then schools).
+    """
+    path = Path(run_dir)
+    run = runs.read_run(path)
+    record = run.record
+    lang = labels.check_lang(lang or record.get("options", {}).get("lang", "nl"))
+    threshold = effective_min_cell_n(record, min_cell_n)
+    if "gcomp" not in run.tree.children:
+        raise RunError(f"{path}: this run has no adjusted-mean weights (a --formula run)")
+    if not (path / "schools.csv").is_file():
+        raise RunError(f"{path}: no schools.csv in this run")
+    schools = pd.read_csv(path / "schools.csv", dtype={"school_id": str, "wave": str})
+    feedback = school_feedback(
+        run.tree["posterior"].to_dataset(),
+        run.tree["gcomp"].to_dataset(),
+        schools,
+        min_cell_n=threshold,
+        seed=int(record.get("seed", 0)),
+    )
+    out = path / SCHOOLS_DIR
+    out.mkdir(exist_ok=True)
+    written = []
+    index = out / "index.html"
+    index.write_text(index_page(feedback, lang=lang, diagnostics=run.diagnostics), encoding="utf-8")
+    written.append(index)
+    for region in dict.fromkeys(fb.region for fb in feedback):
+        members = [fb for fb in feedback if fb.region == region]
+        page = out / region_file(region)
+        page.write_text(
+            region_page(
+                region, members, lang=lang, min_cell_n=threshold, diagnostics=run.diagnostics
+            ),
+            encoding="utf-8",
+        )
+        written.append(page)
+    for fb in feedback:
+        page = out / school_file(fb.school)
+        page.write_text(
+            school_page(fb, lang=lang, min_cell_n=threshold, diagnostics=run.diagnostics),
+            encoding="utf-8",
+        )
+        written.append(page)
+    return written

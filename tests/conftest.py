@@ -1,0 +1,60 @@
+"""Shared fixtures: a small simulated survey and one real end-to-end fit through the CLI."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SMALL_FIT_ARGS = ("--draws", "250", "--tune", "250", "--chains", "2", "--no-progress")
+
+
+def run_script(script: str, *args: str, timeout: int = 600) -> subprocess.CompletedProcess:
+    """Run one of scripts/*.py as a user would, capturing its output."""
+    env = {**os.environ, "MPLBACKEND": "Agg", "PYTHONWARNINGS": "ignore"}
+    return subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / script), *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=env,
+        cwd=ROOT,
+    )
+
+
+@pytest.fixture(scope="session")
+def small_survey(tmp_path_factory) -> Path:
+    """1,500 simulated students in 16 schools, with the truth file beside it."""
+    from omlbayes.simulate import simulate_survey, write_simulation
+
+    folder = tmp_path_factory.mktemp("survey")
+    sim = simulate_survey(n_students=1500, n_schools=16, seed=11)
+    survey_path, _ = write_simulation(sim, folder / "small.csv")
+    return survey_path
+
+
+@pytest.fixture(scope="session")
+def small_run(small_survey, tmp_path_factory) -> tuple[Path, subprocess.CompletedProcess]:
+    """The flagship fitted end to end through scripts/fit.py on the small survey."""
+    out = tmp_path_factory.mktemp("runs")
+    result = run_script(
+        "fit.py",
+        "--data",
+        str(small_survey),
+        *SMALL_FIT_ARGS,
+        "--seed",
+        "3",
+        "--out",
+        str(out),
+        "--name",
+        "small",
+        "--allow-failed",
+        "--lang",
+        "en",
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    return out / "small", result

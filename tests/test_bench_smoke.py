@@ -1,0 +1,58 @@
+"""Smoke test of the benchmark script: a tiny quick run writes a complete RESULTS table."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SCRIPT = ROOT / "bench" / "bench_fit.py"
+
+
+@pytest.mark.bench
+def test_bench_quick_writes_results(tmp_path: Path) -> None:
+    cmd = [
+        sys.executable,
+        str(SCRIPT),
+        "--quick",
+        "--sizes",
+        "2000",
+        "--skip-reference",
+        "--out",
+        str(tmp_path),
+    ]
+    done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+
+    sys.path.insert(0, str(ROOT / "bench"))
+    try:
+        import bench_fit
+    finally:
+        sys.path.remove(str(ROOT / "bench"))
+
+    report = (tmp_path / "RESULTS.md").read_text()
+    header = "| " + " | ".join(bench_fit.COLUMNS) + " |"
+    assert header in report
+    lines = report.splitlines()
+    body = lines[lines.index(header) + 2]
+    cells = [c.strip() for c in body.strip("|").split("|")]
+    assert len(cells) == len(bench_fit.COLUMNS)
+    row = dict(zip(bench_fit.COLUMNS, cells, strict=True))
+    assert row["config"] == bench_fit.OURS[0]
+    assert row["n_students"] == "2,000"
+    assert row["status"] == "ok"
+    for col in ("wall_s", "min_ess_bulk", "ess_bulk_per_s", "max_rhat", "peak_rss_mb"):
+        assert row[col] not in ("", "-"), col
+    for section in ("## Machine", "Load average at start", "Command:", "## Targets"):
+        assert section in report
+
+    data = json.loads((tmp_path / "results.json").read_text())
+    (rec,) = data["rows"]
+    assert rec["n_coef"] > 100
+    assert rec["wall_s"] > 0 and rec["min_ess_bulk"] > 0 and rec["peak_rss_mb"] > 0
+    assert rec["divergences"] >= 0
+    assert "design.sufficient_stats" in rec["stages"]

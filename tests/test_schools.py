@@ -1,0 +1,100 @@
+"""School feedback pages from a fake run folder (no sampling)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+import xarray as xr
+from test_report import SCHOOLS, make_fake_run, parse
+
+from omlbayes import estimands
+from omlbayes.constants import MIN_CELL_N
+from omlbayes.schools import (
+    ranks_per_draw,
+    region_file,
+    school_feedback,
+    school_file,
+    write_school_pages,
+)
+
+
+@pytest.fixture(scope="module")
+def fake_run(tmp_path_factory):
+    return make_fake_run(tmp_path_factory.mktemp("schools") / "fake", passed=False)
+
+
+@pytest.fixture(scope="module")
+def pages(fake_run):
+    return write_school_pages(fake_run, lang="en")
+
+
+def test_ranks_per_draw():
+    values = np.array([[[0.1, 0.5, -0.2], [0.3, 0.2, 0.1]]])
+    assert ranks_per_draw(values).tolist() == [[[2, 1, 3], [1, 2, 3]]]
+
+
+def test_one_page_per_school_and_region(fake_run, pages):
+    names = {p.name for p in pages}
+    assert "index.html" in names
+    assert {school_file(s) for s in SCHOOLS} <= names
+    assert {region_file(r) for r in set(SCHOOLS.values())} <= names
+    assert all(p.parent == fake_run / "schools" for p in pages)
+    for p in pages:
+        text = p.read_text()
+        assert "http://" not in text and "https://" not in text and "<script" not in text
+
+
+def _tree(run):
+    tree = xr.open_datatree(run / "posterior.nc", engine="h5netcdf").load()
+    return tree["posterior"].to_dataset(), tree["gcomp"].to_dataset()
+
+
+def test_school_value_is_region_effect_plus_school_intercept(fake_run):
+    posterior, gcomp = _tree(fake_run)
+    schools = pd.read_csv(fake_run / "schools.csv", dtype={"wave": str})
+    feedback = {f.school: f for f in school_feedback(posterior, gcomp, schools,
+                                                      min_cell_n=MIN_CELL_N, seed=3)}
+    fb = feedback["sch02"]
+    cell = next(c for c in fb.cells if c.status == "shown")
+    effects = estimands.effect_draws(posterior, gcomp, seed=3)
+    mask = ((effects["breakdown"] == "region") & (effects["group"] == fb.region)
+            & (effects["wave"] == cell.wave)).to_numpy()
+    expected = effects.isel(target=int(np.flatnonzero(mask)[0])).to_numpy() + posterior[
+        "1|school_id"].sel(school_id__factor_dim="sch02").to_numpy()
+    assert cell.mean == pytest.approx(expected.mean())
+    assert cell.lower == pytest.approx(np.quantile(expected, 0.025))
+    region_cell = next(c for c in fb.region_cells if c.wave == cell.wave)
+    assert region_cell.mean == pytest.approx(expected.mean() - posterior["1|school_id"].sel(
+        school_id__factor_dim="sch02").mean().item(), abs=1e-9)
+    # ranks: an interval within 1..n, among the schools with something shown
+    o = fb.overall
+    assert 1 <= o.rank_low <= o.n <= o.rank_high <= fb.n_ranked == len(SCHOOLS) - 1
+
+
+def test_suppressed_waves_show_no_estimate(fake_run, pages):
+    schools = pd.read_csv(fake_run / "schools.csv", dtype={"wave": str})
+    page = parse(fake_run / "schools" / school_file("sch03"))
+    rows = page.find("tr")[1:]
+    small = set(schools.loc[(schools.school_id == "sch03") & schools.suppressed, "wave"])
+    assert small, "the fake data should give sch03 a suppressed wave"
+    texts = [r["text"] for r in rows]
+    marked = [t for t in texts if f"n < {MIN_CELL_N}" in t]
+    assert len(marked) == len(small)
+    for t in marked:
+        assert "(" not in t  # no estimate, no interval
+    assert page.find("img")  # the forest figure
+    assert "between" in page.find("p", cls="rank")[0]["text"]
+
+
+def test_school_with_every_wave_small_shows_nothing(fake_run, pages):
+    page = parse(fake_run / "schools" / school_file("sch01"))
+    assert not page.find("img")
+    assert not page.find("p", cls="rank")
+    text = (fake_run / "schools" / school_file("sch01")).read_text()
+    assert "No estimates are shown" in text
+
+
+def test_failed_diagnostics_banner_on_school_pages(fake_run, pages):
+    page = parse(fake_run / "schools" / school_file("sch02"))
+    assert page.first_in_main["attrs"].get("id") == "diagnostics-failed"
