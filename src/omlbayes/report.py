@@ -945,14 +945,6 @@ def _methods_html(ctx: _Context) -> str:
         )
         rows.append([esc(labels.CHECK_TEXT[lang].get(check, check)), shown, verdict])
     parts.append(table_html([rt["check"], rt["value"], rt["verdict"]], rows, cls="diagnostics"))
-    from omlbayes.diagnose import verdict_line
-
-    with_numbers = all(
-        k in diag for k in ("max_r_hat", "min_ess_bulk", "min_ess_tail", "divergences", "min_bfmi")
-    )
-    if with_numbers:
-        parts.append(f"<p class='small'><code>{esc(verdict_line(diag))}</code></p>")
-
     parts.append(f"<h3>{esc(rt['interval_head'])}</h3>")
     parts.append(
         "<p>"

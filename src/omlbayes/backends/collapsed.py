@@ -22,8 +22,8 @@ import time
 import numpy as np
 import pymc as pm
 import pytensor.tensor as pt
-from scipy.linalg import lapack
 import xarray as xr
+from scipy.linalg import lapack
 from threadpoolctl import threadpool_limits
 
 from omlbayes.backends.marginal import MarginalLoglik
@@ -129,6 +129,11 @@ def fit_collapsed(
     progressbar: bool = True,
 ) -> tuple[xr.DataTree, dict[str, float]]:
     """Sample the variance parameters with NUTS, then draw the coefficients exactly."""
+    if spec.sampler.sampler == "numpyro":
+        raise SpecError(
+            "the collapsed backend samples with nutpie or pymc (its likelihood is a numba "
+            "kernel, not JAX); for numpyro/GPU use --backend bambi --sampler numpyro"
+        )
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
     model = build_model(stats, layout, spec)

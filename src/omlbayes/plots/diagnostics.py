@@ -77,8 +77,31 @@ def plot_rank_hyper(dt: xr.DataTree, var_names: Sequence[str], path: Path | str)
             f"{', '.join(map(str, posterior.data_vars))}"
         )
     pc = azp.plot_rank_dist(dt, var_names=names, backend="matplotlib")
-    _figure(pc).suptitle("Rank plots (hyper-parameters)", fontsize=11)
+    fig = _figure(pc)
+    fig.suptitle("Rank plots (hyper-parameters)", fontsize=11)
+    _names_as_row_titles(fig)
     return _save(pc, path)
+
+
+def _names_as_row_titles(fig: Figure) -> None:
+    """Long parameter names overlap as rotated y labels: show each as its row's title."""
+    axes = fig.axes
+    for ax in axes:
+        label = ax.get_ylabel()
+        if not label:
+            continue
+        ax.set_ylabel("")
+        row = ax.get_position()
+        left = [
+            other
+            for other in axes
+            if abs(other.get_position().y0 - row.y0) < 1e-3 and other.get_position().x0 < row.x0
+        ]
+        (left[0] if left else ax).set_title(label, fontsize=9, loc="left", pad=2)
+    if fig.get_layout_engine() is None:
+        fig.subplots_adjust(hspace=0.9, top=0.95)
+    else:
+        fig.get_layout_engine().set(h_pad=0.15)
 
 
 def plot_energy(dt: xr.DataTree, path: Path | str) -> Path:
