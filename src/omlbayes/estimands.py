@@ -56,14 +56,18 @@ def _targets(frame: pd.DataFrame, spec: ModelSpec, levels: dict[str, tuple[str, 
 
 def _cell_counts(frame: pd.DataFrame, targets: list[Target]) -> np.ndarray:
     """Students observed in each target cell (the wave x group n of effects.csv)."""
-    columns = {col for t in targets for col, _ in t.substitute}
-    values = {col: frame[col].astype("string").to_numpy() for col in columns}
+    tables: dict[tuple[str, ...], pd.Series] = {}
     counts = np.empty(len(targets), dtype=np.int64)
     for i, t in enumerate(targets):
-        mask = np.ones(len(frame), dtype=bool)
-        for col, lvl in t.substitute:
-            mask &= values[col] == lvl
-        counts[i] = int(mask.sum())
+        columns = tuple(col for col, _ in t.substitute)
+        if not columns:
+            counts[i] = len(frame)
+            continue
+        if columns not in tables:  # one groupby per set of columns, not one scan per target
+            table = frame.groupby(list(columns), observed=True).size()
+            table.index = table.index.map(lambda key: tuple(map(str, np.atleast_1d(key))))
+            tables[columns] = table
+        counts[i] = int(tables[columns].get(tuple(lvl for _, lvl in t.substitute), 0))
     return counts
 
 
