@@ -104,9 +104,9 @@ def test_back_transform_is_the_inverse_of_the_standardization():
     )
     back = generic._back_transform(post, st, layout)
     a, b = np.polynomial.polynomial.polyfit(frame["x"], frame["y"], 1)
-    assert float(back["x"]) == pytest.approx(b)
-    assert float(back["Intercept"]) == pytest.approx(a)
-    assert float(back["sigma"]) == pytest.approx(0.5 * frame["y"].std())
+    assert back["x"].item() == pytest.approx(b)
+    assert back["Intercept"].item() == pytest.approx(a)
+    assert back["sigma"].item() == pytest.approx(0.5 * frame["y"].std())
 
 
 def test_formula_run_writes_a_complete_folder(tmp_path):

@@ -9,8 +9,8 @@ import pandas as pd
 import pytest
 import statsmodels.formula.api as smf
 import xarray as xr
-
 from conftest import SMALL_FIT_ARGS, run_script
+
 from omlbayes import constants
 from omlbayes.design import build_layout
 from omlbayes.estimands import effect_draws, gcomp_weights

@@ -1001,8 +1001,20 @@ def _methods_html(ctx: _Context) -> str:
     return "".join(parts)
 
 
+def run_label(path: Path) -> str:
+    """The run's name, also while it is still assembled in a ``.staging-<name>-<pid>`` folder."""
+    name = path.name
+    if name.startswith(".staging-"):
+        return name.removeprefix(".staging-").rsplit("-", 1)[0]
+    return name
+
+
 def render_report(
-    run_dir: Path | str, *, lang: str | None = None, min_cell_n: int | None = None
+    run_dir: Path | str,
+    *,
+    lang: str | None = None,
+    min_cell_n: int | None = None,
+    redraw_figures: bool | None = None,
 ) -> str:
     """The report of a run folder as one HTML string (see :func:`write_report`)."""
     path = Path(run_dir)
@@ -1037,12 +1049,14 @@ def render_report(
         )
         for b in blocks
     ]
-    figures = _figure_bytes(ctx, effects, redraw=(lang != run_lang or threshold != run_threshold))
+    if redraw_figures is None:  # the run's PNGs are in its language, at its threshold
+        redraw_figures = lang != run_lang or threshold != run_threshold
+    figures = _figure_bytes(ctx, effects, redraw=redraw_figures)
 
     rt = labels.REPORT_TEXT[lang]
     body = [banner_html(diagnostics, lang=lang)]
     body.append(f"<h1>{esc(rt['title'])}</h1>")
-    body.append(f"<p class='subtitle'>{esc(rt['subtitle'].format(run=path.name))}</p>")
+    body.append(f"<p class='subtitle'>{esc(rt['subtitle'].format(run=run_label(path)))}</p>")
     body.append(
         f"<nav><strong>{esc(rt['toc'])}</strong><ol>"
         + "".join(
@@ -1078,7 +1092,7 @@ def render_report(
     ]
     body.append(_findings_html(ctx, blocks))
     body.append(_methods_html(ctx))
-    body.append(f"<footer>{esc(rt['footer'].format(run=path.name))}</footer>")
+    body.append(f"<footer>{esc(rt['footer'].format(run=run_label(path)))}</footer>")
     return (
         f"<!DOCTYPE html><html lang='{lang}'><head><meta charset='utf-8'>"
         f"<meta name='viewport' content='width=device-width, initial-scale=1'>"
@@ -1104,7 +1118,11 @@ def report_filename(record: dict, lang: str) -> str:
 
 
 def write_report(
-    run_dir: Path | str, *, lang: str | None = None, min_cell_n: int | None = None
+    run_dir: Path | str,
+    *,
+    lang: str | None = None,
+    min_cell_n: int | None = None,
+    redraw_figures: bool | None = None,
 ) -> Path:
     """Write the self-contained HTML report of a run folder and return its path.
 
@@ -1118,9 +1136,12 @@ def write_report(
     min_cell_n : int, optional
         Disclosure threshold; may raise the run's, never lower it, never below
         ``MIN_CELL_N_FLOOR``.
+    redraw_figures : bool, optional
+        Redraw Figures 1-6 and the crosses in memory; default: when ``lang`` or the
+        threshold differs from the run's (the saved PNGs would not match).
     """
     path = Path(run_dir)
-    text = render_report(path, lang=lang, min_cell_n=min_cell_n)
+    text = render_report(path, lang=lang, min_cell_n=min_cell_n, redraw_figures=redraw_figures)
     record = json.loads((path / runs.RUN_JSON).read_text())
     out = path / report_filename(
         record, labels.check_lang(lang or record.get("options", {}).get("lang", "nl"))

