@@ -27,7 +27,8 @@ def _problem(seed: int = 0, n: int = 40, p: int = 6):
 def _numba_fn(stats: SufficientStats):
     log_s2 = pt.dscalar("log_s2")
     log_lam = pt.dvector("log_lam")
-    outs = MarginalLoglik(stats)(log_s2, log_lam)
+    data = (stats.wtw, stats.wty, np.asarray(stats.yty), np.asarray(float(stats.n)))
+    outs = MarginalLoglik()(log_s2, log_lam, *(pt.constant(d) for d in data))
     with warnings.catch_warnings():
         # An object-mode fallback would warn; make that a failure.
         warnings.filterwarnings("error", message=".*object mode.*")

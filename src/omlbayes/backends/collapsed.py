@@ -69,7 +69,16 @@ def build_model(stats: SufficientStats, layout: DesignLayout, spec: ModelSpec) -
             [pt.log(pt.as_tensor(fixed_var))]
             + [pt.repeat(2.0 * pt.log(tau), size) for tau, size in zip(taus, sizes, strict=True)]
         )
-        loglik, _, _ = MarginalLoglik(stats)(2.0 * pt.log(sigma), log_var)
+        data = [
+            pm.Data(name, value)
+            for name, value in (
+                ("wtw", stats.wtw),
+                ("wty", stats.wty),
+                ("yty", np.asarray(stats.yty)),
+                ("n_obs", np.asarray(float(stats.n))),
+            )
+        ]
+        loglik, _, _ = MarginalLoglik()(2.0 * pt.log(sigma), log_var, *data)
         pm.Potential(MARGINAL, loglik)
     return model
 
@@ -159,3 +168,42 @@ def fit_collapsed(
     dt["posterior"] = xr.DataTree(xr.merge([coefs, posterior]))
     timings["conditional_draws_s"] = time.perf_counter() - t1
     return dt, timings
+
+
+class CollapsedRefitter:
+    """One compiled model refitted to new data of the same layout (no recompilation).
+
+    Simulation-based calibration and recovery studies fit hundreds of data sets with the
+    same design; the statistics are ``pm.Data``, so nutpie swaps them in place.
+    """
+
+    def __init__(self, stats: SufficientStats, layout: DesignLayout, spec: ModelSpec):
+        import nutpie
+
+        self.layout, self.spec = layout, spec
+        self.compiled = nutpie.compile_pymc_model(build_model(stats, layout, spec))
+
+    def fit(self, stats: SufficientStats, *, seed: int) -> xr.DataTree:
+        import nutpie
+
+        compiled = self.compiled.with_data(
+            wtw=stats.wtw,
+            wty=stats.wty,
+            yty=np.asarray(stats.yty),
+            n_obs=np.asarray(float(stats.n)),
+        )
+        settings = self.spec.sampler
+        with threadpool_limits(1, user_api="blas"):
+            tree = nutpie.sample(
+                compiled,
+                draws=settings.draws,
+                tune=settings.tune,
+                chains=settings.chains,
+                cores=min(settings.chains, os.cpu_count() or 1),
+                seed=seed,
+                progress_bar=False,
+            )
+        posterior = tree["posterior"].to_dataset()
+        coefs = draw_coefficients(posterior, stats, self.layout, self.spec, seed=seed + 1)
+        tree["posterior"] = xr.DataTree(xr.merge([coefs, posterior]))
+        return tree

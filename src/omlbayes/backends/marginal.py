@@ -35,6 +35,7 @@ import math
 import numpy as np
 import pytensor.tensor as pt
 from numba.extending import get_cython_function_address
+from pytensor.gradient import DisconnectedType
 from pytensor.graph import Apply, Op
 from pytensor.link.numba.dispatch import numba_funcify
 from pytensor.link.numba.dispatch.basic import numba_njit
@@ -78,36 +79,43 @@ def marginal_loglik(
 
 
 class MarginalLoglik(Op):
-    """``(log_s2, log_lam) -> (ll, d ll/d log_s2, d ll/d log_lam)`` for fixed statistics."""
+    """``(log_s2, log_lam, W'W, W'y, y'y, n) -> (ll, d ll/d log_s2, d ll/d log_lam)``.
+
+    The statistics are inputs (not constants) so a compiled model can be refitted to new
+    data (``pm.Data`` + nutpie's ``with_data``), e.g. for simulation-based calibration.
+    """
 
     __props__ = ()
 
-    def __init__(self, stats: SufficientStats):
-        self.stats = stats
-
-    def make_node(self, log_s2, log_lam):
-        log_s2 = pt.as_tensor(log_s2, dtype="float64")
-        log_lam = pt.as_tensor(log_lam, dtype="float64")
+    def make_node(self, log_s2, log_lam, wtw, wty, yty, n_obs):
+        inputs = [
+            pt.as_tensor(log_s2, dtype="float64"),
+            pt.as_tensor(log_lam, dtype="float64"),
+            pt.as_tensor(wtw, dtype="float64"),
+            pt.as_tensor(wty, dtype="float64"),
+            pt.as_tensor(yty, dtype="float64"),
+            pt.as_tensor(n_obs, dtype="float64"),
+        ]
         outputs = [pt.dscalar(), pt.dscalar(), pt.dvector()]
-        return Apply(self, [log_s2, log_lam], outputs)
+        return Apply(self, inputs, outputs)
 
     def perform(self, node, inputs, output_storage):
-        ll, g_s2, g_lam = marginal_loglik(self.stats, float(inputs[0]), np.asarray(inputs[1]))
+        log_s2, log_lam, wtw, wty, yty, n_obs = inputs
+        stats = SufficientStats(np.asarray(wtw), np.asarray(wty), float(yty), float(n_obs))
+        ll, g_s2, g_lam = marginal_loglik(stats, float(log_s2), np.asarray(log_lam))
         output_storage[0][0] = np.asarray(ll)
         output_storage[1][0] = np.asarray(g_s2)
         output_storage[2][0] = g_lam
 
+    def connection_pattern(self, node):
+        # only the parameters carry gradients; the data statistics are constants
+        return [[True, True, True], [True, True, True]] + [[False, False, False]] * 4
+
     def pullback(self, inputs, outputs, cotangents):
         # The gradient outputs are the node's own outputs: no second evaluation.
         _, g_s2, g_lam = outputs
-        return [cotangents[0] * g_s2, cotangents[0] * g_lam]
-
-    # Ops compare by props; the statistics make each instance distinct.
-    def __eq__(self, other):
-        return self is other
-
-    def __hash__(self):
-        return id(self)
+        data_grads = [DisconnectedType()() for _ in inputs[2:]]
+        return [cotangents[0] * g_s2, cotangents[0] * g_lam, *data_grads]
 
 
 # --- numba nopython kernel ---------------------------------------------------------------
@@ -130,35 +138,31 @@ _dpotrs = _lapack_fn("dpotrs", 8)
 _dtrtri = _lapack_fn("dtrtri", 6)
 
 
-def make_numba_kernel(stats: SufficientStats, *, final_function: bool = False):
-    """A numba-jitted ``(log_s2 (0-d array), log_lam) -> (ll, g_s2, g_lam)`` closed over ``stats``.
+def make_numba_kernel(*, final_function: bool = False):
+    """A numba-jitted ``(log_s2, log_lam, W'W, W'y, y'y, n) -> (ll, g_s2, g_lam)``.
 
     Same arithmetic and outputs as ``marginal_loglik`` (0-d arrays for the scalars, as PyTensor's
     numba backend expects). ``final_function=True`` makes it callable from Python (benchmarks);
     the version registered for PyTensor is only callable from other jitted code.
     """
-    wtw = np.ascontiguousarray(stats.wtw, dtype=np.float64)
-    wty = np.ascontiguousarray(stats.wty, dtype=np.float64)
-    yty = float(stats.yty)
-    n_obs = float(stats.n)
-    p = wtw.shape[0]
-    if wtw.shape != (p, p) or wty.shape != (p,):
-        raise ValueError(f"inconsistent statistics: W'W {wtw.shape}, W'y {wty.shape}")
     log_2pi = math.log(2.0 * math.pi)
     dpotrf, dpotrs, dtrtri = _dpotrf, _dpotrs, _dtrtri
     uplo_l, diag_n = _UPLO_L, _DIAG_N
 
     @numba_njit(final_function=final_function)
-    def marginal_loglik_numba(log_s2_arr, log_lam):
-        if log_lam.shape[0] != p:
-            raise ValueError("log_lam has the wrong length for these statistics")
+    def marginal_loglik_numba(log_s2_arr, log_lam, wtw, wty, yty_arr, n_arr):
+        p = wtw.shape[0]
+        yty = yty_arr.item()
+        n_obs = n_arr.item()
+        if log_lam.shape[0] != p or wty.shape[0] != p or wtw.shape[1] != p:
+            raise ValueError("log_lam, W'W and W'y have inconsistent sizes")
         log_s2 = log_s2_arr.item()
         s2 = math.exp(log_s2)
         lam = np.exp(log_lam)
         g_lam = np.zeros(p)
 
         # M = W'W + diag(s2 / lam); symmetric, so its C layout is also its Fortran layout.
-        m = wtw.copy()
+        m = np.ascontiguousarray(wtw).copy()
         for j in range(p):
             m[j, j] += s2 / lam[j]
 
@@ -180,7 +184,7 @@ def make_numba_kernel(stats: SufficientStats, *, final_function: bool = False):
             logdet_m += math.log(m[j, j])
         logdet_m *= 2.0
 
-        bhat = wty.copy()
+        bhat = np.ascontiguousarray(wty).copy()
         dpotrs(
             uplo.ctypes,
             n_.ctypes,
@@ -230,6 +234,6 @@ def make_numba_kernel(stats: SufficientStats, *, final_function: bool = False):
 
 @numba_funcify.register(MarginalLoglik)
 def _numba_funcify_marginal_loglik(op, node=None, **kwargs):
-    # Registered on the legacy dispatcher only: the kernel embeds the statistics and raw LAPACK
-    # addresses, so PyTensor gets no cache key and never caches it (nor the graph around it).
-    return make_numba_kernel(op.stats)
+    # Registered on the legacy dispatcher only: the kernel embeds raw LAPACK addresses, so
+    # PyTensor gets no cache key and never caches it (nor the graph around it).
+    return make_numba_kernel()
