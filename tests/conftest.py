@@ -37,24 +37,18 @@ def small_survey(tmp_path_factory) -> Path:
     return survey_path
 
 
+def fit_small(survey: Path, out: Path, name: str) -> subprocess.CompletedProcess:
+    """scripts/fit.py with the small-fit settings and seed 3 (same call, same numbers)."""
+    return run_script(
+        "fit.py", "--data", str(survey), *SMALL_FIT_ARGS, "--seed", "3",
+        "--out", str(out), "--name", name, "--allow-failed", "--lang", "en",
+    )  # fmt: skip
+
+
 @pytest.fixture(scope="session")
 def small_run(small_survey, tmp_path_factory) -> tuple[Path, subprocess.CompletedProcess]:
     """The flagship fitted end to end through scripts/fit.py on the small survey."""
     out = tmp_path_factory.mktemp("runs")
-    result = run_script(
-        "fit.py",
-        "--data",
-        str(small_survey),
-        *SMALL_FIT_ARGS,
-        "--seed",
-        "3",
-        "--out",
-        str(out),
-        "--name",
-        "small",
-        "--allow-failed",
-        "--lang",
-        "en",
-    )
+    result = fit_small(small_survey, out, "small")
     assert result.returncode == 0, result.stderr[-3000:]
     return out / "small", result

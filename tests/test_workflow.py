@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 import statsmodels.formula.api as smf
 import xarray as xr
-from conftest import SMALL_FIT_ARGS, run_script
+from conftest import fit_small, run_script
 
 from omlbayes import constants
 from omlbayes.design import build_layout
@@ -114,21 +114,7 @@ def test_replot_redraws_from_disk_without_refitting(small_run, tmp_path):
 
 def test_same_seed_same_numbers(small_run, small_survey, tmp_path):
     path, _ = small_run
-    again = run_script(
-        "fit.py",
-        "--data",
-        str(small_survey),
-        *SMALL_FIT_ARGS,
-        "--seed",
-        "3",
-        "--out",
-        str(tmp_path),
-        "--name",
-        "again",
-        "--allow-failed",
-        "--lang",
-        "en",
-    )
+    again = fit_small(small_survey, tmp_path, "again")
     assert again.returncode == 0, again.stderr[-2000:]
     first = pd.read_csv(path / "summary.csv", index_col=0)
     second = pd.read_csv(tmp_path / "again" / "summary.csv", index_col=0)

@@ -38,9 +38,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import json
 import re
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -338,11 +336,8 @@ def _fit_bambi(table, parsed, spec, family, seed, progressbar, timings):
         )
         timings.update(fit_timings)
         return tree, {"priors": {k: str(v) for k, v in spec.priors.items()}}
-    import os
-
     import bambi as bmb
 
-    method = bb._check_installed(spec.sampler.sampler)
     data = bb.model_frame(table.frame, parsed.text)
     t0 = time.perf_counter()
     try:
@@ -351,28 +346,16 @@ def _fit_bambi(table, parsed, spec, family, seed, progressbar, timings):
     except Exception as err:
         raise SpecError(f"Bambi cannot build {parsed.text!r}: {err}") from None
     timings["build_s"] = time.perf_counter() - t0
-    t1 = time.perf_counter()
-    settings = spec.sampler
-    dt = model.fit(
-        inference_method=method,
-        draws=settings.draws,
-        tune=settings.tune,
-        chains=settings.chains,
-        cores=min(settings.chains, os.cpu_count() or 1),
-        random_seed=seed,
-        progressbar=progressbar,
-        omit_offsets=True,
-        include_response_params=False,
-        compute_convergence_checks=False,
+    dt, timings["sample_s"] = bb.sample_model(
+        model, spec.sampler, seed=seed, progressbar=progressbar
     )
-    timings["sample_s"] = time.perf_counter() - t1
     priors = {}
     for comp in model.distributional_components.values():
         for name, term in comp.terms.items():
             priors[name] = str(getattr(term, "prior", ""))
     for name, prior in getattr(model.family.likelihood, "priors", {}).items() or {}:
         priors[name] = str(prior)
-    return bb.strip_student_rows(dt), {"priors": priors, "priors_scale": "Bambi defaults"}
+    return dt, {"priors": priors, "priors_scale": "Bambi defaults"}
 
 
 # --- the run ------------------------------------------------------------------------
@@ -482,14 +465,10 @@ def fit_formula_run(
             "seed": options.seed,
             "sampler": {**spec.sampler.__dict__, "backend": backend},
             "options": {"interval": options.interval, "prob": options.prob},
-            "versions": runs.package_versions(),
-            "git_commit": runs.git_commit(),
-            "python": sys.version.split()[0],
-            "command": sys.argv,
+            **runs.provenance(),
             "timings": timings,
         }
         runs.write_json(staging / runs.RUN_JSON, record)
-        json.dumps(record, default=str)
         path = runs.publish(staging, options.out_dir, name)
     except BaseException:
         runs.discard(staging)

@@ -48,6 +48,18 @@ def git_commit() -> str:
     return result.stdout.strip() or "unknown"
 
 
+def provenance() -> dict:
+    """What produced a run: package versions, git commit, Python, the command line."""
+    import sys
+
+    return {
+        "versions": package_versions(),
+        "git_commit": git_commit(),
+        "python": sys.version.split()[0],
+        "command": sys.argv,
+    }
+
+
 def run_name(model: str, *, now: dt.datetime | None = None) -> str:
     now = now or dt.datetime.now()
     return f"{now:%Y%m%d-%H%M%S}_{model}"

@@ -130,10 +130,7 @@ def fit_survey_run(
                 "prob": options.prob,
                 "min_cell_n": options.min_cell_n,
             },
-            "versions": runs.package_versions(),
-            "git_commit": runs.git_commit(),
-            "python": sys.version.split()[0],
-            "command": sys.argv,
+            **runs.provenance(),
             "timings": timings,
         }
         runs.write_json(staging / runs.RUN_JSON, record)

@@ -28,7 +28,7 @@ import pandas as pd
 import xarray as xr
 
 from omlbayes.errors import SpecError
-from omlbayes.spec import ModelSpec, Prior
+from omlbayes.spec import ModelSpec, Prior, SamplerSettings
 
 # Our family names -> Bambi's (the same words today; one table so they can diverge).
 FAMILY_NAMES = {
@@ -196,13 +196,21 @@ def fit_bambi(
         ``sigma``) and ``sample_stats``; no student rows. ``timings`` has ``build_s`` and
         ``sample_s``.
     """
-    settings = spec.sampler
-    method = _check_installed(settings.sampler)
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
     model = build_bambi_model(frame, spec, formula=formula)
     timings["build_s"] = time.perf_counter() - t0
-    t1 = time.perf_counter()
+    dt, sample_s = sample_model(model, spec.sampler, seed=seed, progressbar=progressbar)
+    timings["sample_s"] = sample_s
+    return dt, timings
+
+
+def sample_model(
+    model: bmb.Model, settings: SamplerSettings, *, seed: int, progressbar: bool = True
+) -> tuple[xr.DataTree, float]:
+    """Sample a built Bambi model with every setting explicit; no student rows returned."""
+    method = _check_installed(settings.sampler)
+    t0 = time.perf_counter()
     dt = model.fit(
         inference_method=method,
         draws=settings.draws,
@@ -215,5 +223,4 @@ def fit_bambi(
         include_response_params=False,
         compute_convergence_checks=False,
     )
-    timings["sample_s"] = time.perf_counter() - t1
-    return strip_student_rows(dt), timings
+    return strip_student_rows(dt), time.perf_counter() - t0
