@@ -23,7 +23,7 @@ fit: $(STAMP)
 	$(PY) scripts/fit.py
 
 test: $(STAMP)
-	$(PY) -m pytest -m "not statistical and not bench" -q
+	$(PY) -m pytest -m "not statistical and not bench" -q -rP
 
 validate: $(STAMP)
 	$(PY) scripts/validate.py

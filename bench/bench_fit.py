@@ -63,6 +63,8 @@ COLUMNS = (
     "sample_s",
     "min_ess_bulk",
     "ess_bulk_per_s",
+    "cpu_s",
+    "ess_per_cpu_s",
     "max_rhat",
     "divergences",
     "peak_rss_mb",
@@ -207,6 +209,8 @@ def worker(args: argparse.Namespace) -> None:
         from omlbayes.backends.bambi_backend import fit_bambi
     stages.mark("imports", time.perf_counter() - t_import)
 
+    usage0 = resource.getrusage(resource.RUSAGE_SELF)
+    cpu0 = usage0.ru_utime + usage0.ru_stime
     t0 = time.perf_counter()
     t = t0
     survey = read_survey(args.data)
@@ -262,6 +266,7 @@ def worker(args: argparse.Namespace) -> None:
         "children_maxrss_mb": usage_children.ru_maxrss / 1024.0,
         "cpu_user_s": usage_self.ru_utime + usage_children.ru_utime,
         "cpu_sys_s": usage_self.ru_stime + usage_children.ru_stime,
+        "cpu_before_clock_s": cpu0,
         "stages": stages.stages,
         "hwm_reset_supported": stages.can_reset,
     }
@@ -375,12 +380,16 @@ def versions() -> dict:
     return out
 
 
+def add_cpu(rows: list[dict]) -> None:
+    """CPU seconds (user + sys, worker processes included) from the start of the clock."""
+    for r in rows:
+        if r.get("status") == "ok" and "cpu_user_s" in r:
+            r["cpu_s"] = r["cpu_user_s"] + r["cpu_sys_s"] - r.get("cpu_before_clock_s", 0.0)
+            r["ess_per_cpu_s"] = r["min_ess_bulk"] / r["cpu_s"]
+
+
 def add_ratios(rows: list[dict]) -> None:
-    base = {
-        r["n_students"]: r
-        for r in rows
-        if r["config"] == BASELINE and r["status"] == "ok"
-    }
+    base = {r["n_students"]: r for r in rows if r["config"] == BASELINE and r["status"] == "ok"}
     for r in rows:
         b = base.get(r["n_students"])
         if r.get("status") == "ok" and b is not None:
@@ -398,7 +407,7 @@ def _fmt(value, col) -> str:
         return f"{value:.4f}"
     if col in ("ess_s_vs_pymc",):
         return f"{value:.1f}x"
-    if col in ("ess_bulk_per_s",):
+    if col in ("ess_bulk_per_s", "ess_per_cpu_s"):
         return f"{value:.2f}" if value < 10 else f"{value:.0f}"
     if isinstance(value, float):
         return f"{value:.1f}" if value < 1000 else f"{value:.0f}"
@@ -425,12 +434,17 @@ def targets(rows: list[dict], quick: bool) -> list[tuple[str, str, str]]:
     if o and b:
         ratio = o["ess_bulk_per_s"] / b["ess_bulk_per_s"]
         ok = ratio >= SPEEDUP_TARGET and o["max_rhat"] <= RHAT_TARGET and o["divergences"] == 0
+        cpu_ratio = (
+            f"; per CPU second {o['ess_per_cpu_s'] / b['ess_per_cpu_s']:.1f}x"
+            if o.get("ess_per_cpu_s") and b.get("ess_per_cpu_s")
+            else ""
+        )
         out.append(
             (
                 name,
                 "PASS" if ok else "FAIL",
-                f"ratio {ratio:.1f}x; ours R-hat {o['max_rhat']:.4f}, "
-                f"{o['divergences']} divergences",
+                f"ratio {ratio:.1f}x (ESS per wall second){cpu_ratio}; ours R-hat "
+                f"{o['max_rhat']:.4f}, {o['divergences']} divergences",
             )
         )
     else:
@@ -451,9 +465,7 @@ def targets(rows: list[dict], quick: bool) -> list[tuple[str, str, str]]:
     name = f"peak RSS < {RSS_LIMIT_MB / 1024:g} GB (ours, every size)"
     if ours:
         worst = max(ours.values(), key=lambda r: r["peak_rss_mb"])
-        ok = all(
-            max(r["peak_rss_mb"], r["peak_tree_rss_mb"]) < RSS_LIMIT_MB for r in ours.values()
-        )
+        ok = all(max(r["peak_rss_mb"], r["peak_tree_rss_mb"]) < RSS_LIMIT_MB for r in ours.values())
         out.append(
             (
                 name,
@@ -475,11 +487,14 @@ def stage_table(rows: list[dict]) -> str:
         lines.append("| stage | seconds | peak RSS in stage (MB) | RSS after (MB) |")
         lines.append("|---|---|---|---|")
         for stage, s in r["stages"].items():
-            lines.append(f"| {stage} | {s['seconds']:.2f} | {s['peak_mb']:.0f} | {s['after_mb']:.0f} |")
+            lines.append(
+                f"| {stage} | {s['seconds']:.2f} | {s['peak_mb']:.0f} | {s['after_mb']:.0f} |"
+            )
     return "\n".join(lines)
 
 
 def write_report(out: Path, rows, meta, quick: bool) -> str:
+    add_cpu(rows)
     add_ratios(rows)
     verdicts = targets(rows, quick)
     text = [
@@ -512,6 +527,10 @@ def write_report(out: Path, rows, meta, quick: bool) -> str:
         "+ sampling of the variance parameters, without the exact coefficient draws); "
         "`min_ess_bulk` = smallest bulk ESS over every posterior variable and coordinate "
         "(coefficients and SDs); `ess_bulk_per_s` = min_ess_bulk / wall_s; "
+        "`cpu_s` = CPU seconds (user + sys, chain worker processes included) over the same "
+        "span as wall_s (the first rows of an interrupted run may include imports); "
+        "`ess_per_cpu_s` = min_ess_bulk / cpu_s, less sensitive to other jobs on a shared "
+        "machine than ESS per wall second; "
         "`peak_rss_mb` = peak resident memory of the fitting process (kernel high-water "
         "mark); `peak_tree_rss_mb` = peak of the summed RSS of the process and its worker "
         "processes, sampled every 0.1 s (PyMC's default sampler runs chains in processes); "
@@ -529,8 +548,14 @@ def write_report(out: Path, rows, meta, quick: bool) -> str:
     if failed:
         text += ["## Failures", ""]
         for r in failed:
-            text += [f"- {r['config']} N={r['n_students']:,}: {r['status']}", "", "```",
-                     r.get("error_tail", ""), "```", ""]
+            text += [
+                f"- {r['config']} N={r['n_students']:,}: {r['status']}",
+                "",
+                "```",
+                r.get("error_tail", ""),
+                "```",
+                "",
+            ]
     report = "\n".join(text)
     out.mkdir(parents=True, exist_ok=True)
     (out / "RESULTS.md").write_text(report)
@@ -543,14 +568,20 @@ def write_report(out: Path, rows, meta, quick: bool) -> str:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--sizes", type=int, nargs="+", default=list(DEFAULT_SIZES))
-    p.add_argument("--reference-sizes", type=int, nargs="+", default=list(REFERENCE_SIZES),
-                   help="sizes (among --sizes) at which the Bambi references also run")
+    p.add_argument(
+        "--reference-sizes",
+        type=int,
+        nargs="+",
+        default=list(REFERENCE_SIZES),
+        help="sizes (among --sizes) at which the Bambi references also run",
+    )
     p.add_argument("--skip-reference", action="store_true", help="only our backend")
     p.add_argument("--quick", action="store_true", help="2 chains x (100 tune + 100 draws)")
     p.add_argument("--out", type=Path, default=HERE, help="folder for RESULTS.md")
     p.add_argument("--schools", type=int, default=N_SCHOOLS)
     p.add_argument("--format", choices=("csv", "parquet"), default="csv")
     p.add_argument("--timeout", type=float, default=3600.0, help="seconds per configuration")
+    p.add_argument("--report-from", type=Path, help="re-render RESULTS.md from a results.json")
     # worker mode (internal)
     p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--backend", help=argparse.SUPPRESS)
@@ -565,6 +596,11 @@ def main(argv: list[str] | None = None) -> int:
         worker(args)
         return 0
 
+    if args.report_from:
+        saved = json.loads(args.report_from.read_text())
+        quick = saved["meta"]["settings"].get("draws", 1000) < 1000
+        print(write_report(args.out, saved["rows"], saved["meta"], quick))
+        return 0
     sys.path.insert(0, str(ROOT / "src"))
     from omlbayes.spec import load_spec
 
@@ -587,8 +623,10 @@ def main(argv: list[str] | None = None) -> int:
     def log(msg: str) -> None:
         print(msg, flush=True)
 
-    log(f"bench: {meta['machine']['cpu_model']}, {meta['machine']['cores']} cores, "
-        f"load {meta['loadavg_start']}")
+    log(
+        f"bench: {meta['machine']['cpu_model']}, {meta['machine']['cores']} cores, "
+        f"load {meta['loadavg_start']}"
+    )
     plan = [(OURS, n) for n in args.sizes]
     if not args.skip_reference:
         plan += [(ref, n) for ref in REFERENCES for n in args.sizes if n in args.reference_sizes]
