@@ -21,7 +21,9 @@ from omlbayes import descriptives, diagnose, estimands, runs, scale, summarise
 from omlbayes.constants import CI_KIND, CI_PROB, DEFAULT_SEED, MIN_CELL_N
 from omlbayes.errors import SpecError
 from omlbayes.ingest import read_survey
+from omlbayes.labels import LANGS
 from omlbayes.report import write_report
+from omlbayes.schools import write_school_pages
 from omlbayes.spec import ModelSpec
 
 matplotlib.use("Agg")
@@ -136,8 +138,10 @@ def fit_survey_run(
         runs.write_json(staging / runs.RUN_JSON, record)
         progress("summarising and drawing figures")
         headline = summarise_run(staging, options=options)
-        progress("writing report.html")
-        write_report(staging, lang=options.lang)
+        progress("writing report.html (both languages) and the school feedback pages")
+        for lang in (options.lang, *(other for other in LANGS if other != options.lang)):
+            write_report(staging, lang=lang)
+        write_school_pages(staging, lang=options.lang)
         timings["total_s"] = time.perf_counter() - t0
         runs.write_json(staging / runs.RUN_JSON, record)
         path = runs.publish(staging, options.out_dir, name)
