@@ -522,7 +522,7 @@ def run_parts(
     out.mkdir(parents=True, exist_ok=True)
     work = out / "_work"
     if "recovery" in parts:
-        spec = flagship_spec(draws=500, tune=500, chains=2)
+        spec = flagship_spec(draws=500, tune=500, chains=4)
         sizes = QUICK_SIZES if quick else RECOVERY_SIZES
         rows, fits = recovery(sizes=sizes, seeds=seeds[:1] if quick else seeds, spec=spec, log=_log)
         rows.to_csv(out / "recovery_contrasts.csv", index=False)
