@@ -36,6 +36,8 @@ def _extreme(values: xr.Dataset, *, largest: bool) -> tuple[float, str]:
                 coords = [str(var[d].to_numpy()[i]) for d, i in zip(var.dims, idx, strict=True)]
                 label = f"{name}[{', '.join(coords)}]"
             worst_value, worst_name = value, label
+    if not worst_name:  # nothing computable (e.g. R-hat of a single chain)
+        return float("nan"), ""
     return worst_value, worst_name
 
 
