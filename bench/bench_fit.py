@@ -53,6 +53,7 @@ REFERENCES = (
     ("Bambi + PyMC default", "bambi", "pymc"),
 )
 BASELINE = "Bambi + PyMC default"
+CONFIG_KEYS = {"ours": OURS, "bambi-nutpie": REFERENCES[0], "bambi-pymc": REFERENCES[1]}
 
 COLUMNS = (
     "config",
@@ -512,6 +513,7 @@ def write_report(out: Path, rows, meta, quick: bool) -> str:
         "the machine is shared, so other jobs may have competed for the cores.",
         f"- Versions: {', '.join(f'{k} {v}' for k, v in meta['versions'].items())}",
         f"- Command: `{meta['command']}`",
+        *[f"- Merged from: {m}" for m in meta.get("merged_from", [])],
         f"- Settings: {meta['settings']['chains']} chains x ({meta['settings']['tune']} tune + "
         f"{meta['settings']['draws']} draws); {meta['settings']['n_schools']} schools; "
         f"data as {meta['settings']['format']}; seed {SEED}",
@@ -581,7 +583,20 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--schools", type=int, default=N_SCHOOLS)
     p.add_argument("--format", choices=("csv", "parquet"), default="csv")
     p.add_argument("--timeout", type=float, default=3600.0, help="seconds per configuration")
-    p.add_argument("--report-from", type=Path, help="re-render RESULTS.md from a results.json")
+    p.add_argument(
+        "--configs",
+        nargs="+",
+        choices=tuple(CONFIG_KEYS),
+        default=list(CONFIG_KEYS),
+        help="which configurations to run (default: all)",
+    )
+    p.add_argument(
+        "--report-from",
+        type=Path,
+        nargs="+",
+        help="re-render RESULTS.md from results.json file(s) (rows concatenated; the first "
+        "file gives the machine description)",
+    )
     # worker mode (internal)
     p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--backend", help=argparse.SUPPRESS)
@@ -597,9 +612,17 @@ def main(argv: list[str] | None = None) -> int:
         return 0
 
     if args.report_from:
-        saved = json.loads(args.report_from.read_text())
-        quick = saved["meta"]["settings"].get("draws", 1000) < 1000
-        print(write_report(args.out, saved["rows"], saved["meta"], quick))
+        saved = [json.loads(f.read_text()) for f in args.report_from]
+        meta = saved[0]["meta"]
+        rows = [r for s in saved for r in s["rows"]]
+        if len(saved) > 1:
+            meta["merged_from"] = [
+                f"{f} (started {s['meta']['date']}, load {s['meta']['loadavg_start']}, "
+                f"`{s['meta']['command']}`)"
+                for f, s in zip(args.report_from, saved, strict=True)
+            ]
+        quick = meta["settings"].get("draws", 1000) < 1000
+        print(write_report(args.out, rows, meta, quick))
         return 0
     sys.path.insert(0, str(ROOT / "src"))
     from omlbayes.spec import load_spec
@@ -627,9 +650,10 @@ def main(argv: list[str] | None = None) -> int:
         f"bench: {meta['machine']['cpu_model']}, {meta['machine']['cores']} cores, "
         f"load {meta['loadavg_start']}"
     )
-    plan = [(OURS, n) for n in args.sizes]
+    plan = [(OURS, n) for n in args.sizes] if "ours" in args.configs else []
     if not args.skip_reference:
-        plan += [(ref, n) for ref in REFERENCES for n in args.sizes if n in args.reference_sizes]
+        refs = [CONFIG_KEYS[k] for k in ("bambi-nutpie", "bambi-pymc") if k in args.configs]
+        plan += [(ref, n) for ref in refs for n in args.sizes if n in args.reference_sizes]
     rows: list[dict] = []
     for (label, backend, sampler_name), n in plan:
         t = time.perf_counter()
