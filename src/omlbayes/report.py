@@ -32,6 +32,7 @@ from omlbayes.constants import (
     PD_VERY_LIKELY,
 )
 from omlbayes.errors import RunError, SpecError
+from omlbayes.summarise import touches_cells
 
 REPORT_FILE = "report.html"
 ALL = "all"
@@ -635,23 +636,7 @@ def resuppress(
         (r.breakdown, str(r.group), str(r.wave)) for r in eff[small].itertuples(index=False)
     }
     con = contrasts.copy()
-    hidden = (
-        np.array(
-            [
-                (b, str(g), str(w)) in hidden_cells or (b, str(rg), str(r)) in hidden_cells
-                for b, g, w, rg, r in zip(
-                    con.breakdown,
-                    con.group,
-                    con.wave,
-                    con.reference_group,
-                    con.reference,
-                    strict=True,
-                )
-            ],
-            dtype=bool,
-        )
-        | con["suppressed"].astype(bool).to_numpy()
-    )
+    hidden = touches_cells(con, hidden_cells) | con["suppressed"].astype(bool).to_numpy()
     con.loc[hidden, ["mean", "lower", "upper", "p_direction"]] = np.nan
     con["suppressed"] = hidden
     return eff, con
@@ -835,20 +820,21 @@ def _composition_html(ctx: _Context) -> str:
     return "".join(parts)
 
 
-def _findings_html(ctx: _Context, blocks: list[Block]) -> str:
-    rt, lang = labels.REPORT_TEXT[ctx.lang], ctx.lang
-    parts = [f"<h2 id='results'>{esc(rt['results'])}</h2>"]
-    parts.append(
-        "<p>"
-        + esc(
-            rt["results_intro"].format(
-                interval=_interval_name(ctx.interval, ctx.prob, lang),
-                very_likely=fmt_number(PD_VERY_LIKELY, lang=lang, digits=3),
-                likely=fmt_number(PD_LIKELY, lang=lang, digits=2),
-            )
-        )
-        + "</p>"
+def _thresholds_paragraph(ctx: _Context, key: str) -> str:
+    """A paragraph naming the interval and the probability thresholds of the phrases."""
+    lang = ctx.lang
+    text = labels.REPORT_TEXT[lang][key].format(
+        interval=_interval_name(ctx.interval, ctx.prob, lang),
+        very_likely=fmt_number(PD_VERY_LIKELY, lang=lang, digits=3),
+        likely=fmt_number(PD_LIKELY, lang=lang, digits=2),
     )
+    return f"<p>{esc(text)}</p>"
+
+
+def _findings_html(ctx: _Context, blocks: list[Block]) -> str:
+    rt = labels.REPORT_TEXT[ctx.lang]
+    parts = [f"<h2 id='results'>{esc(rt['results'])}</h2>"]
+    parts.append(_thresholds_paragraph(ctx, "results_intro"))
     for k, b in enumerate(blocks, start=1):
         items = []
         for s in b.sentences:
@@ -946,17 +932,7 @@ def _methods_html(ctx: _Context) -> str:
         rows.append([esc(labels.CHECK_TEXT[lang].get(check, check)), shown, verdict])
     parts.append(table_html([rt["check"], rt["value"], rt["verdict"]], rows, cls="diagnostics"))
     parts.append(f"<h3>{esc(rt['interval_head'])}</h3>")
-    parts.append(
-        "<p>"
-        + esc(
-            rt["interval_text"].format(
-                interval=_interval_name(ctx.interval, ctx.prob, lang),
-                very_likely=fmt_number(PD_VERY_LIKELY, lang=lang, digits=3),
-                likely=fmt_number(PD_LIKELY, lang=lang, digits=2),
-            )
-        )
-        + "</p>"
-    )
+    parts.append(_thresholds_paragraph(ctx, "interval_text"))
     parts.append(f"<p>{esc(rt['disclosure'].format(min_cell_n=ctx.min_cell_n))}</p>")
 
     diag_figs = [ctx.path / "figures" / n for n in DIAGNOSTIC_FIGURES]

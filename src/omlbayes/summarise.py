@@ -105,23 +105,28 @@ def contrasts_table(
             "p_direction": p_direction(contrasts),
         }
     )
-    hidden = np.array(
+    hidden = touches_cells(table, suppressed)
+    table.loc[hidden, ["mean", "lower", "upper", "p_direction"]] = np.nan
+    table["suppressed"] = hidden
+    return table
+
+
+def touches_cells(contrasts: pd.DataFrame, cells: set[tuple[str, str, str]]) -> np.ndarray:
+    """Which contrasts have either side, (breakdown, group, wave), among ``cells``."""
+    return np.array(
         [
-            (b, g, w) in suppressed or (b, rg, r) in suppressed
+            (b, str(g), str(w)) in cells or (b, str(rg), str(r)) in cells
             for b, g, w, rg, r in zip(
-                table.breakdown,
-                table.group,
-                table.wave,
-                table.reference_group,
-                table.reference,
+                contrasts.breakdown,
+                contrasts.group,
+                contrasts.wave,
+                contrasts.reference_group,
+                contrasts.reference,
                 strict=True,
             )
         ],
         dtype=bool,
     )
-    table.loc[hidden, ["mean", "lower", "upper", "p_direction"]] = np.nan
-    table["suppressed"] = hidden
-    return table
 
 
 def parameter_summary(
