@@ -361,6 +361,19 @@ def _cross_level(t: _Tables, b: str, position: int) -> list[str]:
     return [v for v in declared if v in present] + [v for v in present if v not in declared]
 
 
+def _lowest_against_the_rest(
+    t: _Tables, cross: str, cells: list[str], level: str, lang: str
+) -> list[Sentence | None]:
+    """The extremes among ``cells`` (all sharing ``level``), then the lowest against each other."""
+    sentence, ext = _extremes_sentence(
+        t, cross, cells, subject=labels.level(level, lang), strip=level
+    )
+    if ext is None:
+        return [sentence]
+    worst = ext[1]
+    return [sentence] + [_between_sentence(t, cross, worst, g) for g in cells if g != worst]
+
+
 def build_findings(effects: pd.DataFrame, contrasts: pd.DataFrame, *, lang: str) -> list[Block]:
     """The factsheet's kinds of statement, each written from the posterior tables.
 
@@ -466,13 +479,7 @@ def build_findings(effects: pd.DataFrame, contrasts: pd.DataFrame, *, lang: str)
     if cross_types:
         first_type = cross_types[0]  # vmbo b/k in the OML data: the factsheet's statement
         cells = _cells_with(t, cross, first_type, 1)
-        sentence, ext = _extremes_sentence(
-            t, cross, cells, subject=labels.level(first_type, lang), strip=first_type
-        )
-        pe_lines.append(sentence)
-        if ext is not None:
-            worst = ext[1]
-            pe_lines += [_between_sentence(t, cross, worst, g) for g in cells if g != worst]
+        pe_lines += _lowest_against_the_rest(t, cross, cells, first_type, lang)
     cross = "parent_edu x gender"
     pg = _cross_level(t, cross, 1)
     if len(pg) == 2:
@@ -509,13 +516,7 @@ def build_findings(effects: pd.DataFrame, contrasts: pd.DataFrame, *, lang: str)
     if edu_levels:
         target = "unknown" if "unknown" in edu_levels else edu_levels[-1]
         cells = _cells_with(t, cross, target, 0)
-        sentence, ext = _extremes_sentence(
-            t, cross, cells, subject=labels.level(target, lang), strip=target
-        )
-        pr_lines.append(sentence)
-        if ext is not None:
-            worst = ext[1]
-            pr_lines += [_between_sentence(t, cross, worst, g) for g in cells if g != worst]
+        pr_lines += _lowest_against_the_rest(t, cross, cells, target, lang)
     block("region_parent_edu", pr_lines)
     return blocks
 
