@@ -652,7 +652,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     plan = [(OURS, n) for n in args.sizes] if "ours" in args.configs else []
     if not args.skip_reference:
-        refs = [CONFIG_KEYS[k] for k in ("bambi-nutpie", "bambi-pymc") if k in args.configs]
+        refs = [CONFIG_KEYS[k] for k in ("bambi-pymc", "bambi-nutpie") if k in args.configs]
         plan += [(ref, n) for ref in refs for n in args.sizes if n in args.reference_sizes]
     rows: list[dict] = []
     for (label, backend, sampler_name), n in plan:

@@ -7,7 +7,7 @@ Tries, on a small simulated survey:
    likelihood Op has a numba kernel and a numpy ``perform``, no JAX implementation);
 2. the Bambi backend with ``sampler="numpyro"`` (expected to work, on CPU or GPU).
 
-    python bench/check_jax_paths.py [--n 2000] [--draws 200]
+    python bench/check_jax_paths.py [--n 2000] [--draws 200] [--backends bambi] [--progress]
 """
 
 from __future__ import annotations
@@ -23,6 +23,8 @@ def main() -> None:
     p.add_argument("--n", type=int, default=2000)
     p.add_argument("--draws", type=int, default=200)
     p.add_argument("--chains", type=int, default=2)
+    p.add_argument("--backends", nargs="+", default=["collapsed", "bambi"])
+    p.add_argument("--progress", action="store_true", help="show the sampler's progress bar")
     args = p.parse_args()
     warnings.filterwarnings("ignore")
 
@@ -43,20 +45,24 @@ def main() -> None:
     stats = sufficient_stats(frame, layout, base.response)
     kw = {"draws": args.draws, "tune": args.draws, "chains": args.chains}
 
-    for backend in ("collapsed", "bambi"):
+    for backend in args.backends:
         spec = base.with_sampler(backend=backend, sampler="numpyro", **kw)
         t0 = time.perf_counter()
         try:
             if backend == "collapsed":
-                tree, _ = fit_collapsed(stats, layout, spec, seed=1, progressbar=False)
+                tree, _ = fit_collapsed(stats, layout, spec, seed=1, progressbar=args.progress)
             else:
-                tree, _ = fit_bambi(frame, spec, seed=1, progressbar=False)
+                tree, _ = fit_bambi(frame, spec, seed=1, progressbar=args.progress)
             d = diagnose.check(tree)
             print(
                 f"{backend} + numpyro: OK in {time.perf_counter() - t0:.1f} s; "
                 f"max R-hat {d['max_r_hat']:.3f}, min ESS bulk {d['min_ess_bulk']:.0f}, "
                 f"{d['divergences']} divergences"
             )
+            stats_ds = tree["sample_stats"].to_dataset()
+            for name in ("n_steps", "tree_depth", "step_size"):
+                if name in stats_ds:
+                    print(f"   mean {name}: {float(stats_ds[name].mean()):.3g}")
         except Exception as err:  # report, do not hide
             last = traceback.format_exception_only(err)[-1].strip()
             print(f"{backend} + numpyro: FAILS ({type(err).__name__}): {last[:300]}")
