@@ -87,6 +87,22 @@ def test_run_tables_follow_the_contract(small_run):
     pairs = set(zip(contrasts.wave, contrasts.reference, strict=True))
     assert {("2018", "2014"), ("2020_1", "2020_2"), ("2022", "2020_2")} <= pairs
     assert contrasts.p_direction.dropna().between(0.5, 1.0).all()
+    # A gap change is the difference in differences of four adjusted means, and is hidden
+    # exactly when one of its four cells is.
+    cell = {(r.breakdown, r.group, r.wave): r for r in effects.itertuples()}
+    gaps = contrasts[contrasts.kind == "gap_change"]
+    assert {"gender", "gender x school_type", "region x school_type"} <= set(gaps.breakdown)
+    for r in gaps.itertuples():
+        four = [
+            cell[(r.breakdown, r.group, r.wave)],
+            cell[(r.breakdown, r.group, r.reference)],
+            cell[(r.breakdown, r.reference_group, r.wave)],
+            cell[(r.breakdown, r.reference_group, r.reference)],
+        ]
+        assert r.suppressed == any(c.suppressed for c in four)
+        if not r.suppressed:
+            dd = four[0].mean - four[1].mean - four[2].mean + four[3].mean
+            assert r.mean == pytest.approx(dd, abs=1e-9)
     summary = pd.read_csv(path / "summary.csv", index_col=0)
     assert {"Intercept", "sigma", "1|school_id_sigma", "wave[2018]"} <= set(summary.index)
     assert {"eti95_lb", "eti95_ub", "ess_bulk", "r_hat"} <= set(summary.columns)

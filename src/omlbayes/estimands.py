@@ -157,14 +157,35 @@ def effect_draws(posterior: xr.Dataset, gcomp: xr.Dataset, *, seed: int = 0) -> 
     )
 
 
+GAP_CHANGE = "gap_change"
+
+
 @dataclass(frozen=True)
 class Contrast:
+    """effect(group, wave) - effect(reference_group, reference); for ``kind == "gap_change"``
+    a difference in differences: the change of ``group`` from ``reference`` to ``wave``
+    minus the change of ``reference_group`` over the same waves."""
+
     breakdown: str
     group: str
     wave: str
     reference_group: str
     reference: str
-    kind: str  # "vs_first" | "vs_previous" | "factsheet" | "between_groups"
+    kind: str  # "vs_first" | "vs_previous" | "factsheet" | "between_groups" | "gap_change"
+
+
+def contrast_terms(
+    breakdown: str, group: str, wave: str, reference_group: str, reference: str, kind: str
+) -> tuple[tuple[int, tuple[str, str, str]], ...]:
+    """The signed cells (breakdown, group, wave) whose effects a contrast adds up."""
+    if kind == GAP_CHANGE:
+        return (
+            (1, (breakdown, group, wave)),
+            (-1, (breakdown, group, reference)),
+            (-1, (breakdown, reference_group, wave)),
+            (1, (breakdown, reference_group, reference)),
+        )
+    return ((1, (breakdown, group, wave)), (-1, (breakdown, reference_group, reference)))
 
 
 def contrast_list(
@@ -174,16 +195,18 @@ def contrast_list(
     wave_pairs: tuple[tuple[str, str], ...] = (),
 ) -> list[Contrast]:
     """Every wave against the first and the previous one (per breakdown and group), the
-    factsheet's wave pairs, and groups against each other within each wave.
+    factsheet's wave pairs, groups against each other within each wave, and how the gap
+    between two groups changed from each wave to the next and over the factsheet's pairs
+    (``gap_change``: did girls fall more than boys after the summer of 2020?).
 
     For a cross breakdown ``a x b`` the groups compared share one factor: levels of ``a``
     within each level of ``b`` and levels of ``b`` within each level of ``a``.
     """
-    seen: set[tuple[str, str, str, str, str]] = set()
+    seen: set[tuple[str, str, str, str, str, str]] = set()
     out: list[Contrast] = []
 
     def add(c: Contrast) -> None:
-        key = (c.breakdown, c.group, c.wave, c.reference_group, c.reference)
+        key = (c.breakdown, c.group, c.wave, c.reference_group, c.reference, c.kind)
         if key not in seen:
             seen.add(key)
             out.append(c)
@@ -195,6 +218,9 @@ def contrast_list(
         for wave, ref in wave_pairs:
             if wave in waves and ref in waves:
                 add(Contrast(breakdown, group, wave, group, ref, "factsheet"))
+    changes = [(waves[i], waves[i - 1]) for i in range(1, len(waves))]
+    changes += [(w, r) for w, r in wave_pairs if w in waves and r in waves]
+    changes = list(dict.fromkeys(changes))
     for breakdown, sub in targets.groupby("breakdown", sort=False):
         groups = list(dict.fromkeys(sub["group"]))
         if breakdown == "overall":
@@ -206,11 +232,13 @@ def contrast_list(
                 continue  # compare cells that share all but one factor
             for wave in (*waves, ALL_WAVES):
                 add(Contrast(breakdown, ga, wave, gb, wave, "between_groups"))
+            for wave, ref in changes:
+                add(Contrast(breakdown, ga, wave, gb, ref, GAP_CHANGE))
     return out
 
 
 def contrast_draws(effects: xr.DataArray, contrasts: list[Contrast]) -> xr.DataArray:
-    """Draws of effect(group, wave) - effect(reference_group, reference)."""
+    """Draws of each contrast: the signed sum of its cells' effects (``contrast_terms``)."""
     index = {
         (b, g, w): i
         for i, (b, g, w) in enumerate(
@@ -222,11 +250,19 @@ def contrast_draws(effects: xr.DataArray, contrasts: list[Contrast]) -> xr.DataA
             )
         )
     }
-    a = [index[(c.breakdown, c.group, c.wave)] for c in contrasts]
-    b = [index[(c.breakdown, c.reference_group, c.reference)] for c in contrasts]
     values = effects.to_numpy()
+    out = np.zeros((*values.shape[:-1], len(contrasts)))
+    terms = [
+        contrast_terms(c.breakdown, c.group, c.wave, c.reference_group, c.reference, c.kind)
+        for c in contrasts
+    ]
+    for position in range(max((len(t) for t in terms), default=0)):
+        which = [k for k, t in enumerate(terms) if len(t) > position]
+        signs = np.array([terms[k][position][0] for k in which], dtype=float)
+        cells = [index[terms[k][position][1]] for k in which]
+        out[..., which] += signs * values[..., cells]
     return xr.DataArray(
-        values[..., a] - values[..., b],
+        out,
         dims=("chain", "draw", "contrast"),
         coords={
             "contrast": np.arange(len(contrasts)),

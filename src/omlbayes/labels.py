@@ -490,6 +490,8 @@ SENTENCE_TEXT = {
         "largest_gap": "Het verschil {what} is het grootst bij {where} ({mean} SD).",
         "all_waves": "alle metingen",
         "within": "{group} binnen {within}",
+        "change": "verandering van {reference} naar {wave}",
+        "groups_vs": "{group} vergeleken met {reference_group}",
     },
     "en": {
         "sentence": (
@@ -507,6 +509,8 @@ SENTENCE_TEXT = {
         "largest_gap": "The gap {what} is largest in {where} ({mean} SD).",
         "all_waves": "all waves",
         "within": "{group} within {within}",
+        "change": "change from {reference} to {wave}",
+        "groups_vs": "{group} compared with {reference_group}",
     },
 }
 

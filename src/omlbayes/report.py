@@ -32,6 +32,7 @@ from omlbayes.constants import (
     PD_VERY_LIKELY,
 )
 from omlbayes.errors import RunError, SpecError
+from omlbayes.estimands import GAP_CHANGE
 from omlbayes.summarise import touches_cells
 
 REPORT_FILE = "report.html"
@@ -183,10 +184,11 @@ class _Tables:
             reference=contrasts["reference"].astype(str),
             reference_group=contrasts["reference_group"].astype(str),
         )
-        self.contrast_index = {
-            (r.breakdown, r.group, r.wave, r.reference_group, r.reference): r
-            for r in c.itertuples(index=False)
-        }
+        self.contrast_index = {}
+        self.gap_change_index = {}
+        for r in c.itertuples(index=False):
+            index = self.gap_change_index if r.kind == GAP_CHANGE else self.contrast_index
+            index[(r.breakdown, r.group, r.wave, r.reference_group, r.reference)] = r
         self.effect_index = {
             (r.breakdown, r.group, r.wave): r for r in self.effects.itertuples(index=False)
         }
@@ -212,6 +214,17 @@ class _Tables:
             return row, True
         return None, False
 
+    def gap_change(self, b: str, g: str, w: str, rg: str, r: str):
+        """(row, flipped) for the change of g from r to w minus that of rg; flipped when
+        stored as rg against g (the same waves), which negates it."""
+        row = self.gap_change_index.get((b, g, w, rg, r))
+        if row is not None:
+            return row, False
+        row = self.gap_change_index.get((b, rg, w, g, r))
+        if row is not None:
+            return row, True
+        return None, False
+
     def effect(self, b: str, g: str, w: str):
         return self.effect_index.get((b, g, w))
 
@@ -229,11 +242,21 @@ def _interval_name(kind: str, prob: float, lang: str) -> str:
 
 
 def _contrast_sentence(
-    t: _Tables, b: str, g: str, w: str, rg: str, r: str, *, subject: str, comparison: str
+    t: _Tables,
+    b: str,
+    g: str,
+    w: str,
+    rg: str,
+    r: str,
+    *,
+    subject: str,
+    comparison: str,
+    gap_change: bool = False,
 ) -> Sentence | None:
-    """A sentence for effect(g, w) - effect(rg, r); None if the run does not have it."""
+    """A sentence for effect(g, w) - effect(rg, r), or with ``gap_change`` for the change
+    of g from r to w minus that of rg; None if the run does not have it."""
     lang = t.lang
-    row, flipped = t.contrast(b, g, w, rg, r)
+    row, flipped = (t.gap_change if gap_change else t.contrast)(b, g, w, rg, r)
     if row is None:
         return None
     keys = {
@@ -280,6 +303,18 @@ def _wave_sentence(t: _Tables, b: str, g: str, w: str, ref: str) -> Sentence | N
         wave=_wave_label(w, lang), reference=_wave_label(ref, lang)
     )
     return _contrast_sentence(t, b, g, w, g, ref, subject=subject, comparison=comparison)
+
+
+def _gap_change_sentence(t: _Tables, b: str, g: str, rg: str, w: str, r: str) -> Sentence | None:
+    """Did g change more than rg from wave r to wave w (a difference in differences)?"""
+    st = labels.SENTENCE_TEXT[t.lang]
+    subject = st["change"].format(wave=_wave_label(w, t.lang), reference=_wave_label(r, t.lang))
+    comparison = st["groups_vs"].format(
+        group=labels.level(g, t.lang), reference_group=labels.level(rg, t.lang)
+    )
+    return _contrast_sentence(
+        t, b, g, w, rg, r, subject=subject, comparison=comparison, gap_change=True
+    )
 
 
 def _between_sentence(t: _Tables, b: str, g: str, rg: str, *, wave: str = ALL) -> Sentence | None:
@@ -448,16 +483,13 @@ def build_findings(effects: pd.DataFrame, contrasts: pd.DataFrame, *, lang: str)
             )
             g_lines.append(Sentence(_cap(text), "largest_gap", dict(s.keys)))
     block("gender", g_lines)
-    block(
-        "gender_trend",
-        [
-            s
-            for g in genders
-            for s in waves(
-                "gender", g, [("2020_1", "2020_0"), ("2020_2", "2020_1"), ("2022", "2020_2")]
-            )
-        ],
-    )
+    gender_pairs = [("2020_1", "2020_0"), ("2020_2", "2020_1"), ("2022", "2020_2")]
+    gender_changes = [s for g in genders for s in waves("gender", g, gender_pairs)]
+    if len(genders) == 2:  # "girls fall more": the change of one gender minus the other's
+        gender_changes += [
+            _gap_change_sentence(t, "gender", genders[1], genders[0], w, r) for w, r in gender_pairs
+        ]
+    block("gender_trend", gender_changes)
 
     # 8-9: parental education.
     edu = _levels_of(t, "parent_edu")

@@ -9,6 +9,7 @@ import xarray as xr
 
 from omlbayes.constants import CI_KIND, CI_PROB, MIN_CELL_N
 from omlbayes.errors import SpecError
+from omlbayes.estimands import contrast_terms
 
 EFFECT_COLUMNS = ["breakdown", "group", "wave", "mean", "lower", "upper", "n"]
 CONTRAST_COLUMNS = [
@@ -112,16 +113,21 @@ def contrasts_table(
 
 
 def touches_cells(contrasts: pd.DataFrame, cells: set[tuple[str, str, str]]) -> np.ndarray:
-    """Which contrasts have either side, (breakdown, group, wave), among ``cells``."""
+    """Which contrasts use any cell (breakdown, group, wave) among ``cells``."""
+    kinds = contrasts["kind"] if "kind" in contrasts else [""] * len(contrasts)
     return np.array(
         [
-            (b, str(g), str(w)) in cells or (b, str(rg), str(r)) in cells
-            for b, g, w, rg, r in zip(
+            any(
+                cell in cells
+                for _, cell in contrast_terms(b, str(g), str(w), str(rg), str(r), str(k))
+            )
+            for b, g, w, rg, r, k in zip(
                 contrasts.breakdown,
                 contrasts.group,
                 contrasts.wave,
                 contrasts.reference_group,
                 contrasts.reference,
+                kinds,
                 strict=True,
             )
         ],
