@@ -204,25 +204,16 @@ class _Tables:
             return [g for g in declared if g in present] + [g for g in present if g not in declared]
         return present
 
-    def contrast(self, b: str, g: str, w: str, rg: str, r: str):
-        """(row, flipped) for effect(g, w) - effect(rg, r), from either stored direction."""
-        row = self.contrast_index.get((b, g, w, rg, r))
-        if row is not None:
-            return row, False
-        row = self.contrast_index.get((b, rg, r, g, w))
-        if row is not None:
-            return row, True
-        return None, False
-
-    def gap_change(self, b: str, g: str, w: str, rg: str, r: str):
-        """(row, flipped) for the change of g from r to w minus that of rg; flipped when
-        stored as rg against g (the same waves), which negates it."""
-        row = self.gap_change_index.get((b, g, w, rg, r))
-        if row is not None:
-            return row, False
-        row = self.gap_change_index.get((b, rg, w, g, r))
-        if row is not None:
-            return row, True
+    def contrast(self, b: str, g: str, w: str, rg: str, r: str, *, gap_change: bool = False):
+        """(row, flipped) for effect(g, w) - effect(rg, r), or with ``gap_change`` for the
+        change of g from r to w minus that of rg, from either stored direction; flipped
+        rows hold the negated value (a gap change is stored as rg against g, same waves)."""
+        index = self.gap_change_index if gap_change else self.contrast_index
+        reverse = (b, rg, w, g, r) if gap_change else (b, rg, r, g, w)
+        for key, flipped in (((b, g, w, rg, r), False), (reverse, True)):
+            row = index.get(key)
+            if row is not None:
+                return row, flipped
         return None, False
 
     def effect(self, b: str, g: str, w: str):
@@ -256,7 +247,7 @@ def _contrast_sentence(
     """A sentence for effect(g, w) - effect(rg, r), or with ``gap_change`` for the change
     of g from r to w minus that of rg; None if the run does not have it."""
     lang = t.lang
-    row, flipped = (t.gap_change if gap_change else t.contrast)(b, g, w, rg, r)
+    row, flipped = t.contrast(b, g, w, rg, r, gap_change=gap_change)
     if row is None:
         return None
     keys = {
