@@ -39,7 +39,6 @@ def main() -> None:
 
     print(f"jax {jax.__version__}, devices: {jax.devices()}")
     frame = scale.build_index(simulate_survey(n_students=args.n, n_schools=80).frame).frame
-    frame = frame.assign(age_c=frame["age"] - frame["age"].mean())
     base = load_spec("flagship")
     layout = build_layout(frame, base)
     stats = sufficient_stats(frame, layout, base.response)

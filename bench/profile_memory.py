@@ -77,12 +77,8 @@ def main() -> None:
     def stage_read():
         state["survey"] = read_survey(args.data)
 
-    def stage_scale():
-        state["scaled"] = scale.build_index(state.pop("survey").frame)
-
-    def stage_age():
-        frame = state.pop("scaled").frame
-        state["frame"] = frame.assign(age_c=frame["age"] - float(frame["age"].mean()))
+    def stage_scale():  # the index and age_c
+        state["frame"] = scale.build_index(state.pop("survey").frame).frame
 
     def stage_layout():
         state["layout"] = build_layout(state["frame"], spec)
@@ -101,7 +97,6 @@ def main() -> None:
     stages = [
         ("ingest.read_survey", stage_read),
         ("scale.build_index", stage_scale),
-        ("age_c (frame.assign)", stage_age),
         ("design.build_layout", stage_layout),
         ("design.sufficient_stats", stage_stats),
     ]

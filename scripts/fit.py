@@ -24,7 +24,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument(
         "--columns", type=Path, help="column map (TOML) for a real file's names and codes"
     )
-    p.add_argument("--model", default="flagship", help="model spec: a name in models/ or a path")
+    p.add_argument("--model", help="model spec: a name in models/ or a path (default flagship)")
     p.add_argument("--formula", help="generic mode: a Bambi formula, e.g. 'y ~ x + (1|school)'")
     p.add_argument("--family", help="generic mode: response family (default gaussian)")
     p.add_argument(
@@ -37,15 +37,23 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--seed", type=int, default=C.DEFAULT_SEED)
     p.add_argument("--out", type=Path, help="folder for run folders (default outputs/)")
     p.add_argument("--name", help="run folder name (default: timestamp_model)")
-    p.add_argument("--lang", choices=("nl", "en"), default="nl")
-    p.add_argument("--interval", choices=("eti", "hdi"), default=C.CI_KIND)
-    p.add_argument("--prob", type=float, default=C.CI_PROB)
-    p.add_argument("--min-cell-n", type=int, default=C.MIN_CELL_N)
+    p.add_argument("--lang", choices=("nl", "en"), help="report language (default nl)")
+    p.add_argument(
+        "--interval", choices=("eti", "hdi"), help=f"interval kind (default {C.CI_KIND})"
+    )
+    p.add_argument("--prob", type=float, help=f"interval probability (default {C.CI_PROB})")
+    p.add_argument("--min-cell-n", type=int, help=f"disclosure threshold (default {C.MIN_CELL_N})")
     p.add_argument("--school-by-wave", action="store_true", help="add a school x wave term")
     p.add_argument("--allow-failed", action="store_true", help="exit 0 even if diagnostics fail")
     p.add_argument("--no-progress", action="store_true", help="no sampler progress bar")
     p.add_argument("--replot", type=Path, metavar="RUN", help="redo tables and figures of RUN")
-    return p.parse_args(argv)
+    loud = p.add_mutually_exclusive_group()
+    loud.add_argument("--quiet", action="store_true", help="only warnings and the summary")
+    loud.add_argument("--verbose", action="store_true", help="also debugging detail")
+    args = p.parse_args(argv)
+    args.model_given = args.model is not None
+    args.model = args.model or "flagship"
+    return args
 
 
 def main(argv: list[str]) -> int:

@@ -48,8 +48,7 @@ SD_RTOL = 0.15
 
 def _frame() -> pd.DataFrame:
     sim = simulate_survey(n_students=2000, n_schools=20, seed=SEED)
-    frame = build_index(sim.frame).frame
-    return frame.assign(age_c=frame["age"] - frame["age"].mean())
+    return build_index(sim.frame).frame  # with age_c, centred by scale
 
 
 def _spec() -> ModelSpec:

@@ -24,6 +24,8 @@ from matplotlib.figure import Figure  # noqa: E402
 from omlbayes import estimands, runs, schema, summarise  # noqa: E402
 from omlbayes.constants import MIN_CELL_N, PD_LIKELY, PD_VERY_LIKELY  # noqa: E402
 from omlbayes.errors import SpecError  # noqa: E402
+from omlbayes.findings import load_findings  # noqa: E402
+from omlbayes.options import OutputOptions  # noqa: E402
 from omlbayes.report import (  # noqa: E402
     direction_key,
     direction_phrase,
@@ -87,7 +89,14 @@ def _true_mean(breakdown: str, group: str, wave: str, rng) -> float:
     return float(rng.uniform(-0.3, 0.3))
 
 
-def make_fake_run(folder: Path, *, passed: bool = True, lang: str = "nl", seed: int = 3) -> Path:
+def make_fake_run(
+    folder: Path,
+    *,
+    passed: bool = True,
+    lang: str = "nl",
+    seed: int = 3,
+    school_ids: tuple[str, ...] | None = None,
+) -> Path:
     """A complete run folder without fitting: a posterior whose coefficients are the target
     effects themselves (identity g-computation weights) plus school intercepts."""
     rng = np.random.default_rng(seed)
@@ -96,7 +105,12 @@ def make_fake_run(folder: Path, *, passed: bool = True, lang: str = "nl", seed: 
     sds = rng.uniform(0.02, 0.08, len(targets))
     means = np.array([_true_mean(b, g, w, rng) for b, g, w in targets])
     eff = means + sds * rng.standard_normal((chains, draws, len(targets)))
-    schools = list(SCHOOLS)
+    school_region = (
+        SCHOOLS
+        if school_ids is None
+        else {s: schema.REGIONS[k % len(schema.REGIONS)] for k, s in enumerate(school_ids)}
+    )
+    schools = list(school_region)
     u = 0.15 * rng.standard_normal((chains, draws, len(schools))) + np.linspace(
         -0.3, 0.3, len(schools)
     )
@@ -157,7 +171,7 @@ def make_fake_run(folder: Path, *, passed: bool = True, lang: str = "nl", seed: 
     ).to_csv(folder / "contrasts.csv", index=False)
 
     school_rows = []
-    for k, (s, region) in enumerate(SCHOOLS.items()):
+    for k, (s, region) in enumerate(school_region.items()):
         for j, wave in enumerate(schema.WAVES):
             if (k + j) % 4 == 3:
                 continue  # not surveyed this wave
@@ -245,38 +259,40 @@ def make_fake_run(folder: Path, *, passed: bool = True, lang: str = "nl", seed: 
             "draws": draws,
         },
     )
-    runs.write_json(
-        folder / runs.RUN_JSON,
-        {
-            "model": "fake",
-            "kind": "survey",
-            "spec": {"wave_contrasts": [list(p) for p in WAVE_PAIRS]},
-            "data": {
-                "source": "/somewhere/fake.csv",
-                "sha256": "ab" * 32,
-                "n_read": 210,
-                "n_analysed": 199,
-                "exclusions": {"fewer than 4 of 6 items answered": 11},
-                "notes": {},
-            },
-            "scale": {"min_items": 4, "raw_mean": 2.99, "raw_sd": 0.8, "age_mean": 14.9},
-            "seed": seed,
-            "sampler": {
-                "backend": "collapsed",
-                "sampler": "nutpie",
-                "draws": draws,
-                "tune": 100,
-                "chains": chains,
-            },
-            "priors": {"common": "Normal(mu=0, sigma=1)", "sigma": "HalfNormal(sigma=1)"},
-            "formula": "index ~ 1 + wave + (1|school_id)",
-            "options": {"lang": lang, "interval": "eti", "prob": 0.95, "min_cell_n": MIN_CELL_N},
-            "versions": {"omlbayes": "0.1.0", "pymc": "6.4.0"},
-            "git_commit": "0" * 40,
-            "python": "3.12",
-            "timings": {"total_s": 12.0, "fit_s": 8.0},
+    levels = schema.Levels()
+    options = OutputOptions(lang=lang, monitor="OnderwijsMonitor Limburg", area="Limburg")
+    record = runs.RunRecord(
+        model="fake",
+        kind="survey",
+        options=options.to_dict(),
+        seed=seed,
+        levels={c: list(levels.of(c)) for c in schema.CATEGORICAL_COLUMNS},
+        spec={"wave_contrasts": [list(p) for p in WAVE_PAIRS]},
+        data={
+            "source": "/somewhere/fake.csv",
+            "sha256": "ab" * 32,
+            "n_read": 210,
+            "n_analysed": 199,
+            "exclusions": {"fewer than 4 of 6 items answered": 11},
+            "notes": {},
         },
+        scale={"min_items": 4, "raw_mean": 2.99, "raw_sd": 0.8, "age_mean": 14.9},
+        sampler={
+            "backend": "collapsed",
+            "sampler": "nutpie",
+            "draws": draws,
+            "tune": 100,
+            "chains": chains,
+        },
+        priors={"common": "Normal(mu=0, sigma=1)", "sigma": "HalfNormal(sigma=1)"},
+        formula="index ~ 1 + wave + (1|school_id)",
+        findings=load_findings(ROOT / "models" / "findings" / "oml.toml").to_dict(),
+        versions={"omlbayes": "0.1.0", "pymc": "6.4.0"},
+        git_commit="0" * 40,
+        python="3.12",
+        timings={"total_s": 12.0, "fit_s": 8.0},
     )
+    runs.write_json(folder / runs.RUN_JSON, record.to_dict())
     return folder
 
 

@@ -8,8 +8,9 @@ import pytest
 import xarray as xr
 from test_report import SCHOOLS, make_fake_run, parse
 
-from omlbayes import estimands
+from omlbayes import estimands, runs, schema
 from omlbayes.constants import MIN_CELL_N
+from omlbayes.options import OutputOptions, draw_interval
 from omlbayes.schools import (
     ranks_per_draw,
     region_file,
@@ -53,9 +54,12 @@ def _tree(run):
 def test_school_value_is_region_effect_plus_school_intercept(fake_run):
     posterior, gcomp = _tree(fake_run)
     schools = pd.read_csv(fake_run / "schools.csv", dtype={"wave": str})
+    levels = runs.read_record(fake_run).levels
     feedback = {
         f.school: f
-        for f in school_feedback(posterior, gcomp, schools, min_cell_n=MIN_CELL_N, seed=3)
+        for f in school_feedback(
+            posterior, gcomp, schools, options=OutputOptions(), levels=levels, seed=3
+        )
     }
     fb = feedback["sch02"]
     cell = next(c for c in fb.cells if c.status == "shown")
@@ -107,3 +111,67 @@ def test_school_with_every_wave_small_shows_nothing(fake_run, pages):
 def test_failed_diagnostics_banner_on_school_pages(fake_run, pages):
     page = parse(fake_run / "schools" / school_file("sch02"))
     assert page.first_in_main["attrs"].get("id") == "diagnostics-failed"
+
+
+def test_school_intervals_follow_the_run_options(fake_run):
+    """A 90% HDI run gives 90% HDIs on the school pages (not the default 2.5/97.5%)."""
+    posterior, gcomp = _tree(fake_run)
+    schools = pd.read_csv(fake_run / "schools.csv", dtype={"wave": str})
+    levels = runs.read_record(fake_run).levels
+    hdi90 = OutputOptions(interval="hdi", prob=0.9)
+    fb = next(
+        f
+        for f in school_feedback(posterior, gcomp, schools, options=hdi90, levels=levels, seed=3)
+        if f.school == "sch02"
+    )
+    cell = next(c for c in fb.cells if c.status == "shown")
+    effects = estimands.effect_draws(posterior, gcomp, seed=3)
+    mask = (
+        (effects["breakdown"] == "region")
+        & (effects["group"] == fb.region)
+        & (effects["wave"] == cell.wave)
+    ).to_numpy()
+    draws = (
+        effects.isel(target=int(np.flatnonzero(mask)[0])).to_numpy()
+        + posterior["1|school_id"].sel(school_id__factor_dim="sch02").to_numpy()
+    ).ravel()
+    lo, hi = draw_interval(draws, "hdi", 0.9)
+    assert (cell.lower, cell.upper) == pytest.approx((lo, hi))
+    assert np.mean((draws >= lo) & (draws <= hi)) == pytest.approx(0.9, abs=1 / draws.size)
+    # the shortest such interval: narrower than the equal-tailed one
+    eti = np.quantile(draws, [0.05, 0.95])
+    assert hi - lo <= eti[1] - eti[0] + 1e-12
+
+
+def test_hdi_of_a_skewed_sample_is_the_shortest_interval():
+    rng = np.random.default_rng(0)
+    draws = rng.exponential(1.0, 20000)
+    lo, hi = draw_interval(draws, "hdi", 0.9)
+    assert lo == pytest.approx(0.0, abs=0.01)  # mass piles up at 0
+    assert hi == pytest.approx(-np.log(0.1), rel=0.05)  # exponential: [0, -log(1 - p)]
+
+
+ADVERSARIAL_IDS = ("A/B", "A_B", "A B", "<b>x</b>", "../../etc", "Ünïcødé", "école", "ecole", "NA")
+
+
+def test_every_school_gets_its_own_page_whatever_its_id(tmp_path):
+    """Ids that collide after sanitising, markup, path separators, non-ASCII letters:
+    one file per school, inside schools/, and the index links each to its own page."""
+    run = make_fake_run(tmp_path / "fake", school_ids=ADVERSARIAL_IDS)
+    pages = write_school_pages(run, lang="en")
+    folder = run / "schools"
+    assert all(p.parent == folder for p in pages)
+    files = {school_file(s) for s in ADVERSARIAL_IDS}
+    assert len(files) == len(ADVERSARIAL_IDS)  # "A/B" and "A_B" do not share a file
+    assert files <= {p.name for p in folder.iterdir()}
+    assert school_file("A/B") == school_file("A/B")  # stable
+    for school in ADVERSARIAL_IDS:
+        page = (folder / school_file(school)).read_text(encoding="utf-8")
+        title = parse(folder / school_file(school)).find("h1")[0]["text"]
+        assert title == f"Feedback for {school}"  # its own page: its own name, escaped
+        assert "<b>x</b>" not in page
+    index = parse(folder / "index.html")
+    links = {
+        a["text"]: a["attrs"]["href"] for a in index.find("a") if "school-" in a["attrs"]["href"]
+    }
+    assert links == {s: school_file(s) for s in ADVERSARIAL_IDS}

@@ -3,38 +3,64 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
+from dataclasses import replace
 
-from omlbayes import workflow
-from omlbayes.constants import MIN_CELL_N_FLOOR
+from omlbayes import constants, runs, workflow
 from omlbayes.diagnose import verdict_line
 from omlbayes.errors import DiagnosticsFailed, SpecError
+from omlbayes.options import OutputOptions
 from omlbayes.spec import load_spec
+
+OUTPUT_FLAGS = ("lang", "interval", "prob", "min_cell_n")
+
+
+def configure_logging(*, quiet: bool = False, verbose: bool = False) -> None:
+    """Progress lines on stderr: INFO by default, WARNING with --quiet, DEBUG with --verbose."""
+    level = logging.WARNING if quiet else (logging.DEBUG if verbose else logging.INFO)
+    logger = logging.getLogger("omlbayes")
+    logger.setLevel(level)
+    if not logger.handlers:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("[omlbayes] %(message)s"))
+        logger.addHandler(handler)
+    logger.propagate = False
 
 
 def _options(args: argparse.Namespace) -> workflow.RunOptions:
-    if args.min_cell_n < MIN_CELL_N_FLOOR:
-        raise SpecError(f"--min-cell-n must be at least {MIN_CELL_N_FLOOR} (disclosure control)")
-    if not 0 < args.prob < 1:
-        raise SpecError(f"--prob must be between 0 and 1, got {args.prob}")
-    return workflow.RunOptions(
+    defaults = {
+        "lang": "nl",
+        "interval": constants.CI_KIND,
+        "prob": constants.CI_PROB,
+        "min_cell_n": constants.MIN_CELL_N,
+    }
+    given = {k: getattr(args, k) for k in OUTPUT_FLAGS if getattr(args, k) is not None}
+    options = workflow.RunOptions(
         seed=args.seed,
         out_dir=args.out or workflow.DEFAULT_OUT,
-        lang=args.lang,
-        interval=args.interval,
-        prob=args.prob,
-        min_cell_n=args.min_cell_n,
-        progressbar=not args.no_progress,
+        progressbar=not args.no_progress and not args.quiet,
         name=args.name,
+        **{**defaults, **given},
     )
+    options.output()  # validates interval, prob, threshold and language (one line each)
+    return options
+
+
+def _replot_options(args: argparse.Namespace) -> OutputOptions:
+    """The run's options, with the output flags given on this command line."""
+    run = runs.read_record(args.replot).output_options
+    given = {k: getattr(args, k) for k in OUTPUT_FLAGS if getattr(args, k) is not None}
+    return replace(run, **given)
 
 
 def run_fit(args: argparse.Namespace) -> int:
-    options = _options(args)
+    configure_logging(quiet=args.quiet, verbose=args.verbose)
     if args.replot:
-        workflow.summarise_run(args.replot, options=options)
+        workflow.summarise_run(args.replot, options=_replot_options(args))
         print(f"redrawn: {args.replot}")
         return 0
+    options = _options(args)
     spec = load_spec(args.model)
     spec = workflow.with_overrides(
         spec,
@@ -53,6 +79,7 @@ def run_fit(args: argparse.Namespace) -> int:
             family=args.family or "gaussian",
             spec=spec,
             options=options,
+            spec_priors=args.model_given,
         )
     else:
         if args.family and args.family != spec.family:
@@ -75,7 +102,10 @@ def print_summary(result: workflow.RunResult) -> None:
     print("=" * 72)
     print(verdict_line(result.diagnostics))
     if len(result.headline):
-        print("Main contrasts (overall, SD units, 95% interval, probability of direction):")
+        print(
+            f"Main contrasts (overall, SD units, {result.output.interval_short('en')}, "
+            "probability of direction):"
+        )
         for row in result.headline.itertuples():
             print(
                 f"  {row.wave} vs {row.reference}: {row.mean:+.3f} "

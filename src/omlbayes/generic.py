@@ -23,11 +23,11 @@ as they stand on a raw response such as ``mAch`` (SD about 7):
   is transformed back to the data's scale (slopes ``* sd_y / sd_x``, group effects,
   group SDs and sigma ``* sd_y``, the Intercept ``mean_y + sd_y * a - sum b_j mean_x_j``).
   These are the same priors, up to the HalfNormal for the scales, that Bambi's
-  autoscaling picks, so both paths fit comparable models. A spec other than the flagship
-  (``--model other``) supplies its own priors instead, read on the standardized scale.
-- Bambi path: Bambi's own default priors (scaled to the data) for the flagship
-  default; a spec other than the flagship supplies its priors through
-  ``bambi_backend.spec_priors`` (on the data's scale, as that spec's author wrote them).
+  autoscaling picks, so both paths fit comparable models. A spec named with ``--model``
+  (``spec_priors=True``) supplies its own priors instead, read on the standardized scale.
+- Bambi path: Bambi's own default priors (scaled to the data) unless a spec is named
+  with ``--model``; then its priors go through ``bambi_backend.spec_priors`` (on the
+  data's scale, as that spec's author wrote them).
 
 Rows with a missing value in a column the formula reads are excluded and counted per
 column (a row is counted under the first such column in formula order), never dropped
@@ -52,7 +52,6 @@ from omlbayes.errors import InputError, SpecError
 from omlbayes.spec import FAMILIES, ModelSpec, Prior
 
 SUFFIXES = (".csv", ".tsv", ".parquet", ".pq")
-DEFAULT_SPEC_NAME = "flagship"
 # Weakly informative priors on the standardized scale (response and numeric predictors
 # in SD units): an effect of 5 SD is already extreme.
 GENERIC_PRIORS = {
@@ -288,12 +287,12 @@ def _back_transform(posterior: xr.Dataset, st: Standardization, layout) -> xr.Da
     return xr.Dataset(ordered, coords={"chain": posterior["chain"], "draw": posterior["draw"]})
 
 
-def _fit_collapsed(table, parsed, spec, seed, progressbar, timings):
+def _fit_collapsed(table, parsed, spec, seed, progressbar, timings, spec_priors):
     from omlbayes.backends.collapsed import fit_collapsed
     from omlbayes.design import build_layout, sufficient_stats
 
     frame, st, group = _collapsed_frame(table.frame, parsed)
-    priors = GENERIC_PRIORS if spec.name == DEFAULT_SPEC_NAME else dict(spec.priors)
+    priors = dict(spec.priors) if spec_priors else GENERIC_PRIORS
     model = dataclasses.replace(
         spec,
         name="generic",
@@ -326,11 +325,11 @@ def _fit_collapsed(table, parsed, spec, seed, progressbar, timings):
 # --- the Bambi path -----------------------------------------------------------------
 
 
-def _fit_bambi(table, parsed, spec, family, seed, progressbar, timings):
+def _fit_bambi(table, parsed, spec, family, seed, progressbar, timings, spec_priors):
     from omlbayes.backends import bambi_backend as bb
 
     model_spec = dataclasses.replace(spec, family=family)
-    if spec.name != DEFAULT_SPEC_NAME:
+    if spec_priors:
         tree, fit_timings = bb.fit_bambi(
             table.frame, model_spec, seed=seed, formula=parsed.text, progressbar=progressbar
         )
@@ -380,6 +379,7 @@ def fit_formula_run(
     family: str = "gaussian",
     spec: ModelSpec,
     options,
+    spec_priors: bool = False,
     progress=None,
 ):
     """Fit any formula on any table and write a run folder (no factsheet parts).
@@ -393,7 +393,10 @@ def fit_formula_run(
     family
         Response family (``spec.FAMILIES``).
     spec
-        Sampler settings (and priors when not the flagship: see the module docstring).
+        Sampler settings (and priors with ``spec_priors``: see the module docstring).
+    spec_priors
+        Use the spec's priors (the user named a spec with ``--model``) instead of the
+        generic defaults.
     options
         ``workflow.RunOptions`` (seed, out_dir, name, progressbar).
 
@@ -405,7 +408,7 @@ def fit_formula_run(
     from omlbayes import workflow
     from omlbayes.plots import diagnostics as diag_plots
 
-    progress = progress or workflow._stderr
+    progress = progress or workflow.log.info
     if family not in FAMILIES:
         raise SpecError(f"family {family!r} unknown; use one of {', '.join(FAMILIES)}")
     timings: dict[str, float] = {}
@@ -419,23 +422,25 @@ def fit_formula_run(
     backend, reason = choose_backend(parsed, family, spec)
     progress(f"backend {backend}: {reason}")
     name = options.name or runs.run_name("generic")
-    staging = runs.new_staging(options.out_dir, name)
-    try:
+    output = options.output()
+    with runs.staged_run(options.out_dir, name) as stage:
+        staging = stage.path
         if backend == "collapsed":
             tree, info = _fit_collapsed(
-                table, parsed, spec, options.seed, options.progressbar, timings
+                table, parsed, spec, options.seed, options.progressbar, timings, spec_priors
             )
         else:
             tree, info = _fit_bambi(
-                table, parsed, spec, family, options.seed, options.progressbar, timings
-            )
+                table, parsed, spec, family, options.seed, options.progressbar, timings,
+                spec_priors,
+            )  # fmt: skip
         timings["fit_s"] = time.perf_counter() - t0
         diagnostics = diagnose.check(tree)
         progress(diagnose.verdict_line(diagnostics))
         runs.write_posterior(tree, staging / runs.POSTERIOR)
         runs.write_json(staging / runs.DIAGNOSTICS, diagnostics)
         posterior = tree["posterior"].to_dataset()
-        summarise.parameter_summary(posterior, prob=options.prob, kind=options.interval).to_csv(
+        summarise.parameter_summary(posterior, prob=output.prob, kind=output.interval).to_csv(
             staging / "summary.csv", index_label="parameter"
         )
         figures = staging / "figures"
@@ -446,31 +451,28 @@ def fit_formula_run(
         if "sample_stats" in tree.children and "energy" in tree["sample_stats"].dataset:
             diag_plots.plot_energy(tree, figures / "energy.png")
         timings["total_s"] = time.perf_counter() - t0
-        record = {
-            "model": "generic",
-            "kind": "formula",
-            "formula": formula,
-            "family": family,
-            "backend": backend,
-            "backend_reason": reason,
-            "spec_source": spec.source,
-            "data": {
-                "source": table.source,
-                "sha256": table.sha256,
-                "n_read": table.n_read,
-                "n_analysed": len(table.frame),
-                "exclusions": table.exclusions,
-            },
-            **info,
-            "seed": options.seed,
-            "sampler": {**spec.sampler.__dict__, "backend": backend},
-            "options": {"interval": options.interval, "prob": options.prob},
-            **runs.provenance(),
-            "timings": timings,
-        }
-        runs.write_json(staging / runs.RUN_JSON, record)
-        path = runs.publish(staging, options.out_dir, name)
-    except BaseException:
-        runs.discard(staging)
-        raise
-    return workflow.RunResult(path, diagnostics, pd.DataFrame())
+        priors = info.pop("priors", {})
+        stage.write_record(
+            runs.RunRecord.new(
+                model="generic",
+                kind="formula",
+                options=output.to_dict(),
+                seed=options.seed,
+                data={
+                    "source": table.source,
+                    "sha256": table.sha256,
+                    "n_read": table.n_read,
+                    "n_analysed": len(table.frame),
+                    "exclusions": table.exclusions,
+                },
+                spec={"source": spec.source, "family": family},
+                sampler={**spec.sampler.__dict__, "backend": backend},
+                priors=priors,
+                formula=formula,
+                n_coefficients=info.pop("n_coefficients", None),
+                timings=timings,
+                fit={"backend": backend, "backend_reason": reason, **info},
+            )
+        )
+    path = stage.final
+    return workflow.RunResult(path, diagnostics, pd.DataFrame(), output)

@@ -87,7 +87,11 @@ _MAP_KEYS = (
     "rename",
     "levels",
     "recode",
+    "monitor",
 )
+_MONITOR_KEYS = ("name", "area")
+# The shipped OML data (no column map) name their monitor; a column map names its own.
+OML_MONITOR = ("OnderwijsMonitor Limburg", "Limburg")
 
 # Resolution codes for categorical values (non-negative codes are level positions).
 _MISSING, _UNKNOWN, _AMBIGUOUS = -1, -2, -3
@@ -109,6 +113,8 @@ class ColumnMap:
     encoding: str = "utf-8"  # CSV text encoding
     levels_from_data: tuple[str, ...] = ()  # columns whose levels are the values found
     source: str = "the default column map"  # for messages
+    monitor: str = OML_MONITOR[0]  # the survey's name for the report ("" names none)
+    area: str = OML_MONITOR[1]  # the area all schools together cover ("" names none)
 
 
 @dataclass(frozen=True)
@@ -122,6 +128,8 @@ class Survey:
     n_read: int
     exclusions: dict[str, int]  # reason -> rows removed at ingest
     notes: dict[str, int] = field(default_factory=dict)  # recodes that kept rows
+    monitor: str = ""  # from the column map's [monitor]
+    area: str = ""
 
 
 # --------------------------------------------------------------------------- column map
@@ -168,6 +176,8 @@ def load_column_map(path: Path | str | None) -> ColumnMap:
         delimiter=_delimiter(doc.get("delimiter", "auto"), name),
         encoding=_encoding(doc.get("encoding", "utf-8"), name),
         source=name,
+        monitor=_monitor(doc, "name", name),
+        area=_monitor(doc, "area", name),
     )
     levels_doc = doc.get("levels", {})
     if not isinstance(levels_doc, dict):
@@ -195,6 +205,22 @@ def load_column_map(path: Path | str | None) -> ColumnMap:
     cmap = replace(cmap, levels=replace(Levels(), **declared), levels_from_data=tuple(from_data))
     _check_map(cmap)
     return cmap
+
+
+def _monitor(doc: dict, key: str, name: str) -> str:
+    """``[monitor] name`` / ``area`` of a column map; "" when not given (names none)."""
+    table = doc.get("monitor", {})
+    if not isinstance(table, dict):
+        raise InputError(f"{name}: 'monitor' must be a table ([monitor] name = ..., area = ...)")
+    unknown = sorted(set(table) - set(_MONITOR_KEYS))
+    if unknown:
+        raise InputError(
+            f"{name}: [monitor] has unknown key {unknown[0]!r}; allowed: {', '.join(_MONITOR_KEYS)}"
+        )
+    value = table.get(key, "")
+    if not isinstance(value, str):
+        raise InputError(f"{name}: [monitor] {key} must be text")
+    return value.strip()
 
 
 def _check_map(cmap: ColumnMap) -> None:
@@ -724,7 +750,7 @@ def _validate(
         out[col] = pd.array(items[col][keep], dtype="Int64")
     out = out[list(REQUIRED_COLUMNS)]
     final_levels = replace(cmap.levels, **levels)
-    return Survey(out, final_levels, name, sha, n_read, exclusions, notes)
+    return Survey(out, final_levels, name, sha, n_read, exclusions, notes, cmap.monitor, cmap.area)
 
 
 def _check_school_regions(

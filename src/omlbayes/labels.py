@@ -146,16 +146,39 @@ FOREST_CAPTION = {
     "nl": (
         "Ruit = afwijking van het gemiddelde over alle scholen en jaren, gecorrigeerd voor "
         "schooltype, geslacht, leeftijd, opleiding ouders en regio; "
-        "lijn = 95%-interval (posterior)"
+        "lijn = {interval} (posterior); {suppressed}: minder dan {n} leerlingen, niet getoond"
     ),
     "en": (
         "Diamond = deviation from the mean over all schools and years, adjusted for "
         "school type, gender, age, parental education and region; "
-        "line = 95% interval (posterior)"
+        "line = {interval} (posterior); {suppressed}: fewer than {n} students, not shown"
     ),
 }
 
 SUPPRESSED_TEXT = {"nl": "n < {n}", "en": "n < {n}"}
+
+# Interval names, formatted with the run's probability (options.OutputOptions).
+INTERVAL_TEXT = {
+    "nl": {
+        "eti": "{prob}%-interval (equal-tailed, ETI)",
+        "hdi": "{prob}%-interval (hoogste posteriordichtheid, HDI)",
+        "short": "{prob}%-interval",
+    },
+    "en": {
+        "eti": "{prob}% interval (equal-tailed, ETI)",
+        "hdi": "{prob}% interval (highest posterior density, HDI)",
+        "short": "{prob}% interval",
+    },
+}
+
+# What the line of a forest marker shows.
+LINE_IS_TEXT = {"nl": "lijn = {interval}", "en": "line = {interval}"}
+
+# All schools together: the monitor's area when the config names one.
+AREA_TEXT = {
+    "nl": {"area": "heel {area}", "none": "alle scholen samen", "none_short": "Alle scholen"},
+    "en": {"area": "all of {area}", "none": "all schools together", "none_short": "All schools"},
+}
 
 ITEM_FIGURE_TITLE = {
     "nl": "Antwoorden op de zes stellingen over leraren",
@@ -209,11 +232,13 @@ DIRECTION_TEXT = {
 
 REPORT_TEXT = {
     "nl": {
-        "title": "Belang van sociale relaties op school: relaties met leraren (3VO), 2014-2022",
+        "title": "Belang van sociale relaties op school: relaties met leraren, {years}",
         "subtitle": (
-            "Bayesiaanse heranalyse van de factsheet van de OnderwijsMonitor Limburg. "
+            "Bayesiaanse heranalyse van {source}. "
             "Alle cijfers in dit rapport komen uit de run-map {run}."
         ),
+        "source_monitor": "de enquête van de {monitor}",
+        "source_none": "een schoolmonitor-enquête",
         "banner_failed": "LET OP: DE DIAGNOSTIEK VAN DE SAMPLER IS NIET GESLAAGD",
         "banner_failed_body": (
             "Niet geslaagd: {failed}. De posterior is mogelijk niet betrouwbaar; gebruik de "
@@ -253,7 +278,7 @@ REPORT_TEXT = {
             "voor verschillen in samenstelling tussen cohorten; lijn = {interval}. Cellen met "
             "minder dan {min_cell_n} leerlingen worden niet getoond (n < {min_cell_n})."
         ),
-        "fig1": "Figuur 1. Antwoorden op de zes stellingen, 2014-2022",
+        "fig1": "Figuur 1. Antwoorden op de zes stellingen, {years}",
         "fig2": "Figuur 2. Index per meting",
         "fig3": "Figuur 3. Index per meting en schooltype",
         "fig4": "Figuur 4. Index per meting en geslacht",
@@ -266,8 +291,10 @@ REPORT_TEXT = {
             "de richting, de grootte in SD-eenheden, het {interval} en de kans op de richting "
             "(probability of direction). 'Zeer waarschijnlijk' = kans op de richting minstens "
             "{very_likely}; 'waarschijnlijk' = minstens {likely}; anders 'geen duidelijk "
-            "verschil'. Grijs: wat de factsheet (2022) zelf vond, ter vergelijking."
+            "verschil'."
         ),
+        "results_factsheet": "Grijs: wat de factsheet zelf vond, ter vergelijking.",
+        "results_skipped": "Niet in deze run (de gegevens hebben die metingen niet): {pairs}.",
         "factsheet_said": "Factsheet: ",
         "methods": "5. Verantwoording",
         "data": "Gegevens en uitsluitingen",
@@ -308,13 +335,10 @@ REPORT_TEXT = {
         "interval_text": (
             "Alle intervallen zijn {interval}s van de posterior. De kans op de richting is "
             "het deel van de posterior aan de kant van het teken van het verschil. Een kans "
-            "op de richting van minstens {very_likely} betekent (bij een equal-tailed "
-            "interval) dat het 95%-interval 0 niet bevat: dat is wat de factsheet "
+            "op de richting van minstens {very_likely} is wat een tweezijdige toets "
             "'significant' noemt. Drempels in de tekst: 'zeer waarschijnlijk' >= "
             "{very_likely}, 'waarschijnlijk' >= {likely}, anders 'geen duidelijk verschil'."
         ),
-        "eti": "{prob}%-interval (equal-tailed, ETI)",
-        "hdi": "{prob}%-interval (hoogste posteriordichtheid, HDI)",
         "disclosure": (
             "Onthulling: dit rapport bevat geen gegevens op leerlingniveau; cellen met minder "
             "dan {min_cell_n} leerlingen zijn onderdrukt en gemarkeerd met 'n < {min_cell_n}'."
@@ -331,12 +355,13 @@ REPORT_TEXT = {
         "vs": "t.o.v.",
     },
     "en": {
-        "title": "Why social relations at school matter: relations with teachers (grade 3), "
-        "2014-2022",
+        "title": "Why social relations at school matter: relations with teachers, {years}",
         "subtitle": (
-            "Bayesian re-analysis of the OnderwijsMonitor Limburg factsheet. Every number in "
+            "Bayesian re-analysis of {source}. Every number in "
             "this report comes from the run folder {run}."
         ),
+        "source_monitor": "the {monitor} survey",
+        "source_none": "a school monitor survey",
         "banner_failed": "WARNING: THE SAMPLER DIAGNOSTICS FAILED",
         "banner_failed_body": (
             "Failed: {failed}. The posterior may not be reliable; do not use the numbers and "
@@ -375,7 +400,7 @@ REPORT_TEXT = {
             "differences in cohort composition; line = {interval}. Cells with fewer than "
             "{min_cell_n} students are not shown (n < {min_cell_n})."
         ),
-        "fig1": "Figure 1. Answers to the six statements, 2014-2022",
+        "fig1": "Figure 1. Answers to the six statements, {years}",
         "fig2": "Figure 2. Index by wave",
         "fig3": "Figure 3. Index by wave and school type",
         "fig4": "Figure 4. Index by wave and gender",
@@ -388,8 +413,9 @@ REPORT_TEXT = {
             "effects.csv): the direction, the size in SD units, the {interval} and the "
             "probability of direction. 'Very likely' = probability of direction at least "
             "{very_likely}; 'probably' = at least {likely}; otherwise 'no clear difference'. "
-            "In grey: what the factsheet (2022) itself found, for comparison."
         ),
+        "results_factsheet": "In grey: what the factsheet itself found, for comparison.",
+        "results_skipped": "Not in this run (the data lack those waves): {pairs}.",
         "factsheet_said": "Factsheet: ",
         "methods": "5. Methods",
         "data": "Data and exclusions",
@@ -430,13 +456,11 @@ REPORT_TEXT = {
         "interval_text": (
             "All intervals are posterior {interval}s. The probability of direction is the "
             "share of the posterior on the side of the sign of the difference. A probability "
-            "of direction of at least {very_likely} means (for an equal-tailed interval) that "
-            "the 95% interval excludes 0: this is what the factsheet calls 'significant'. "
+            "of direction of at least {very_likely} is what a two-sided test calls "
+            "'significant'. "
             "Thresholds in the text: 'very likely' >= {very_likely}, 'probably' >= {likely}, "
             "otherwise 'no clear difference'."
         ),
-        "eti": "{prob}% interval (equal-tailed, ETI)",
-        "hdi": "{prob}% interval (highest posterior density, HDI)",
         "disclosure": (
             "Disclosure control: this report holds no student-level data; cells with fewer "
             "than {min_cell_n} students are suppressed and marked 'n < {min_cell_n}'."
@@ -479,7 +503,6 @@ SENTENCE_TEXT = {
             "{subject}, {comparison}: {phrase} ({mean} SD; {interval_short} {lower} tot "
             "{upper}; kans op de richting {pd})."
         ),
-        "interval_short": "95%-interval",
         "wave_vs": "{wave} vergeleken met {reference}",
         "group_vs": "{group} vergeleken met {reference_group} ({wave})",
         "suppressed": "{subject}, {comparison}: niet getoond (n < {n}).",
@@ -498,7 +521,6 @@ SENTENCE_TEXT = {
             "{subject}, {comparison}: {phrase} ({mean} SD; {interval_short} {lower} to "
             "{upper}; probability of direction {pd})."
         ),
-        "interval_short": "95% interval",
         "wave_vs": "{wave} compared with {reference}",
         "group_vs": "{group} compared with {reference_group} ({wave})",
         "suppressed": "{subject}, {comparison}: not shown (n < {n}).",
@@ -644,8 +666,8 @@ SCHOOL_TEXT = {
         "index_title": "Terugkoppeling per school en regio",
         "intro": (
             "De gecorrigeerde index 'sociale relaties met leraren' van deze school per meting "
-            "(in SD-eenheden, afwijking van het provinciale gemiddelde over alle jaren), met "
-            "95%-intervallen, naast de regio {region} en de provincie Limburg."
+            "(in SD-eenheden, afwijking van het gemiddelde over alle scholen en jaren), met "
+            "{interval}len, naast de regio {region} en {whole}."
         ),
         "shrinkage": (
             "Krimp naar het gemiddelde: het model trekt de schatting van een school naar die "
@@ -653,7 +675,7 @@ SCHOOL_TEXT = {
             "kleine school niet door toeval bovenaan of onderaan belandt."
         ),
         "rank": (
-            "Positie: deze school staat (over alle metingen) met 95% zekerheid tussen plaats "
+            "Positie: deze school staat (over alle metingen) met {prob}% zekerheid tussen plaats "
             "{low} en {high} van de {n} scholen (1 = beste relaties; meest waarschijnlijke "
             "plaats {median})."
         ),
@@ -663,11 +685,10 @@ SCHOOL_TEXT = {
         ),
         "school": "School",
         "region": "Regio",
-        "province": "Limburg",
         "wave": "Meting",
         "n": "n",
-        "estimate": "Schatting (95%-interval)",
-        "rank_head": "Plaats (95%-interval)",
+        "estimate": "Schatting ({interval})",
+        "rank_head": "Plaats ({interval})",
         "all_waves": "Alle metingen",
         "not_surveyed": "niet gemeten",
         "suppressed": "n < {n}",
@@ -694,8 +715,8 @@ SCHOOL_TEXT = {
         "index_title": "Feedback per school and region",
         "intro": (
             "This school's adjusted index 'social relations with teachers' per wave (in SD "
-            "units, deviation from the province mean over all years), with 95% intervals, "
-            "next to its region {region} and the province of Limburg."
+            "units, deviation from the mean over all schools and years), with {interval}s, "
+            "next to its region {region} and {whole}."
         ),
         "shrinkage": (
             "Shrinkage: the model pulls a school's estimate towards its region's, the more "
@@ -703,7 +724,7 @@ SCHOOL_TEXT = {
             "the top or bottom by chance."
         ),
         "rank": (
-            "Position: over all waves this school ranks, with 95% certainty, between "
+            "Position: over all waves this school ranks, with {prob}% probability, between "
             "{low} and {high} of {n} schools (1 = best relations; most likely rank {median})."
         ),
         "rank_note": (
@@ -712,11 +733,10 @@ SCHOOL_TEXT = {
         ),
         "school": "School",
         "region": "Region",
-        "province": "Limburg",
         "wave": "Wave",
         "n": "n",
-        "estimate": "Estimate (95% interval)",
-        "rank_head": "Rank (95% interval)",
+        "estimate": "Estimate ({interval})",
+        "rank_head": "Rank ({interval})",
         "all_waves": "All waves",
         "not_surveyed": "not surveyed",
         "suppressed": "n < {n}",

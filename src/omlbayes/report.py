@@ -1,10 +1,11 @@
 """Run folder -> ``report.html``: one self-contained page in the factsheet's structure.
 
-Everything comes from the run folder (run.json, diagnostics.json, the tables and the
-figures); nothing is fitted here. The findings ("Resultaten in het kort") are written from
-``contrasts.csv`` and ``effects.csv`` by :func:`build_findings`, with the plain-language
-direction of :func:`direction_phrase`, so they follow whatever data the run was fitted on.
-Figures are embedded as base64 PNG and the CSS is inline: the file needs nothing else.
+HTML rendering only. Everything comes from the run folder (the run record, diagnostics,
+the tables and the figures); nothing is fitted here. What the findings say is decided by
+``findings.py`` (declared statements, written from ``contrasts.csv`` and ``effects.csv``);
+what may be shown by ``disclosure.py``; every interval and threshold named in the text is
+formatted from the run's :class:`~omlbayes.options.OutputOptions`. Figures are embedded as
+base64 PNG and the CSS is inline: the file needs nothing else.
 """
 
 from __future__ import annotations
@@ -13,32 +14,31 @@ import base64
 import html
 import io
 import json
-import math
-import re
-from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from omlbayes import labels, runs, schema
-from omlbayes.constants import (
-    CI_KIND,
-    CI_PROB,
-    MIN_CELL_N,
-    MIN_CELL_N_FLOOR,
-    PD_LIKELY,
-    PD_VERY_LIKELY,
+from omlbayes import disclosure, labels, runs
+from omlbayes.constants import PD_LIKELY, PD_VERY_LIKELY
+from omlbayes.disclosure import disclosure_problems  # noqa: F401  (re-exported)
+from omlbayes.errors import RunError
+from omlbayes.findings import (  # noqa: F401  (re-exported for schools.py and tests)
+    Block,
+    Findings,
+    build_findings,
+    direction_key,
+    direction_phrase,
+    fmt_number,
+    fmt_pd,
+    parse_findings,
+    parse_number,
 )
-from omlbayes.errors import RunError, SpecError
-from omlbayes.estimands import GAP_CHANGE
-from omlbayes.summarise import touches_cells
+from omlbayes.options import OutputOptions
 
 REPORT_FILE = "report.html"
 ALL = "all"
-OVERALL = "overall"
-MINUS = "\u2212"
 DISPLAY_SCALE = 0.72  # CSS px per PNG px for the 150-dpi figures
 
 # Figures in the order of the factsheet; anything else found in figures/ follows.
@@ -75,7 +75,7 @@ figure img{max-width:100%;height:auto;border:1px solid #e3e6ea}
 figcaption{font-size:.9em;color:#333;margin-top:4px;font-weight:600}
 .finding-block{margin:12px 0 18px}
 .finding-block h3{margin-bottom:2px}
-p.factsheet{color:#6b7280;font-size:.9em;margin:2px 0 6px;font-style:italic}
+p.factsheet,p.factsheet-intro{color:#6b7280;font-size:.9em;margin:2px 0 6px;font-style:italic}
 ul.findings{margin:4px 0;padding-left:22px}
 ul.findings li{margin:3px 0}
 .ph-vh{font-weight:700}
@@ -86,462 +86,6 @@ overflow-wrap:anywhere}
 .small{font-size:.85em;color:#555}
 footer{margin-top:30px;font-size:.8em;color:#777}
 """
-
-
-# ---------------------------------------------------------------------------------------
-# Plain-language direction: the one place that maps p_direction to words.
-
-
-def direction_key(mean: float, p_direction: float) -> str:
-    """``very_likely_higher`` ... ``no_clear_difference`` for a difference and its pd.
-
-    ``p_direction >= PD_VERY_LIKELY`` (0.975; with an equal-tailed 95% interval the same as
-    "the interval excludes 0", the factsheet's "significant") -> very likely;
-    ``>= PD_LIKELY`` (0.90) -> probably; otherwise no clear difference.
-    """
-    if not (np.isfinite(mean) and np.isfinite(p_direction)):
-        raise SpecError("direction_key needs a finite mean and p_direction (suppressed cell?)")
-    if not 0.0 <= p_direction <= 1.0:
-        raise SpecError(f"p_direction must be between 0 and 1, got {p_direction}")
-    side = "higher" if mean > 0 else "lower"
-    if p_direction >= PD_VERY_LIKELY and mean != 0:
-        return f"very_likely_{side}"
-    if p_direction >= PD_LIKELY and mean != 0:
-        return f"probably_{side}"
-    return "no_clear_difference"
-
-
-def direction_phrase(mean: float, p_direction: float, *, lang: str) -> str:
-    """The words for :func:`direction_key` in ``lang`` ("very likely higher", ...)."""
-    return labels.DIRECTION_TEXT[labels.check_lang(lang)][direction_key(mean, p_direction)]
-
-
-# ---------------------------------------------------------------------------------------
-# Number formatting (shared with schools.py and the tests).
-
-
-def fmt_number(value: float, *, lang: str, digits: int = 2, sign: bool = False) -> str:
-    """``-0.123`` -> ``"−0.12"`` (en) / ``"−0,12"`` (nl); ``sign`` adds ``+`` to positives."""
-    if not np.isfinite(value):
-        return "–"
-    rounded = round(float(value), digits)
-    if rounded == 0:
-        rounded = 0.0  # no "-0.00"
-    text = f"{abs(rounded):.{digits}f}"
-    if lang == "nl":
-        text = text.replace(".", ",")
-    if rounded < 0:
-        return MINUS + text
-    return ("+" + text) if sign else text
-
-
-def fmt_pd(p_direction: float, *, lang: str) -> str:
-    """Probability of direction as a percentage, rounded DOWN to 0.1 so that the shown
-    number is never above a threshold the value does not reach (97.49% -> "97.4%")."""
-    pct = math.floor(float(p_direction) * 1000 + 1e-9) / 10
-    text = f"{pct:.1f}%"
-    return text.replace(".", ",") if lang == "nl" else text
-
-
-def parse_number(text: str) -> float:
-    """Inverse of :func:`fmt_number` (for tests and checks)."""
-    return float(text.replace(MINUS, "-").replace(",", ".").replace("+", "").rstrip("%"))
-
-
-# ---------------------------------------------------------------------------------------
-# Findings from the posterior tables.
-
-
-@dataclass(frozen=True)
-class Sentence:
-    """One finding sentence and the table row(s) it was written from."""
-
-    text: str
-    kind: str  # "contrast" | "extremes" | "largest_gap" | "suppressed"
-    keys: dict[str, str] = field(default_factory=dict)
-    phrase_key: str = ""
-
-
-@dataclass(frozen=True)
-class Block:
-    key: str
-    title: str
-    factsheet: str
-    sentences: tuple[Sentence, ...]
-
-
-class _Tables:
-    """Lookups into effects.csv and contrasts.csv."""
-
-    def __init__(self, effects: pd.DataFrame, contrasts: pd.DataFrame, *, lang: str) -> None:
-        self.lang = lang
-        self.effects = effects.assign(
-            group=effects["group"].astype(str), wave=effects["wave"].astype(str)
-        )
-        c = contrasts.assign(
-            group=contrasts["group"].astype(str),
-            wave=contrasts["wave"].astype(str),
-            reference=contrasts["reference"].astype(str),
-            reference_group=contrasts["reference_group"].astype(str),
-        )
-        self.contrast_index = {}
-        self.gap_change_index = {}
-        for r in c.itertuples(index=False):
-            index = self.gap_change_index if r.kind == GAP_CHANGE else self.contrast_index
-            index[(r.breakdown, r.group, r.wave, r.reference_group, r.reference)] = r
-        self.effect_index = {
-            (r.breakdown, r.group, r.wave): r for r in self.effects.itertuples(index=False)
-        }
-        self.min_cell_n = MIN_CELL_N
-
-    def groups(self, breakdown: str) -> list[str]:
-        present = list(
-            dict.fromkeys(self.effects.loc[self.effects.breakdown == breakdown, "group"])
-        )
-        parts = breakdown.split(" x ") if breakdown != OVERALL else []
-        if len(parts) == 1:
-            declared = schema.Levels().of(parts[0]) if hasattr(schema.Levels(), parts[0]) else ()
-            return [g for g in declared if g in present] + [g for g in present if g not in declared]
-        return present
-
-    def contrast(self, b: str, g: str, w: str, rg: str, r: str, *, gap_change: bool = False):
-        """(row, flipped) for effect(g, w) - effect(rg, r), or with ``gap_change`` for the
-        change of g from r to w minus that of rg, from either stored direction; flipped
-        rows hold the negated value (a gap change is stored as rg against g, same waves)."""
-        index = self.gap_change_index if gap_change else self.contrast_index
-        reverse = (b, rg, w, g, r) if gap_change else (b, rg, r, g, w)
-        for key, flipped in (((b, g, w, rg, r), False), (reverse, True)):
-            row = index.get(key)
-            if row is not None:
-                return row, flipped
-        return None, False
-
-    def effect(self, b: str, g: str, w: str):
-        return self.effect_index.get((b, g, w))
-
-
-def _cap(text: str) -> str:
-    return text[:1].upper() + text[1:] if text else text
-
-
-def _wave_label(wave: str, lang: str) -> str:
-    return labels.SENTENCE_TEXT[lang]["all_waves"] if wave == ALL else labels.level(wave, lang)
-
-
-def _interval_name(kind: str, prob: float, lang: str) -> str:
-    return labels.REPORT_TEXT[lang][kind].format(prob=f"{100 * prob:g}")
-
-
-def _contrast_sentence(
-    t: _Tables,
-    b: str,
-    g: str,
-    w: str,
-    rg: str,
-    r: str,
-    *,
-    subject: str,
-    comparison: str,
-    gap_change: bool = False,
-) -> Sentence | None:
-    """A sentence for effect(g, w) - effect(rg, r), or with ``gap_change`` for the change
-    of g from r to w minus that of rg; None if the run does not have it."""
-    lang = t.lang
-    row, flipped = t.contrast(b, g, w, rg, r, gap_change=gap_change)
-    if row is None:
-        return None
-    keys = {
-        "breakdown": b,
-        "group": row.group,
-        "wave": row.wave,
-        "reference_group": row.reference_group,
-        "reference": row.reference,
-        "flipped": "1" if flipped else "0",
-    }
-    st = labels.SENTENCE_TEXT[lang]
-    if bool(row.suppressed) or not np.isfinite(row.mean):
-        text = st["suppressed"].format(subject=subject, comparison=comparison, n=t.min_cell_n)
-        return Sentence(_cap(text), "suppressed", keys)
-    mean, lower, upper = float(row.mean), float(row.lower), float(row.upper)
-    if flipped:
-        mean, lower, upper = -mean, -upper, -lower
-    key = direction_key(mean, float(row.p_direction))
-    text = st["sentence"].format(
-        subject=subject,
-        comparison=comparison,
-        phrase=f"<span class='ph-{_ph_class(key)}'>{labels.DIRECTION_TEXT[lang][key]}</span>",
-        mean=fmt_number(mean, lang=lang, sign=True),
-        interval_short=st["interval_short"],
-        lower=fmt_number(lower, lang=lang, sign=True),
-        upper=fmt_number(upper, lang=lang, sign=True),
-        pd=fmt_pd(float(row.p_direction), lang=lang),
-    )
-    return Sentence(_cap(text), "contrast", keys, key)
-
-
-def _ph_class(key: str) -> str:
-    return "vh" if key.startswith("very") else ("p" if key.startswith("prob") else "n")
-
-
-def _group_text(breakdown: str, group: str, lang: str) -> str:
-    return labels.level(group, lang)
-
-
-def _wave_sentence(t: _Tables, b: str, g: str, w: str, ref: str) -> Sentence | None:
-    lang = t.lang
-    subject = _group_text(b, g, lang)
-    comparison = labels.SENTENCE_TEXT[lang]["wave_vs"].format(
-        wave=_wave_label(w, lang), reference=_wave_label(ref, lang)
-    )
-    return _contrast_sentence(t, b, g, w, g, ref, subject=subject, comparison=comparison)
-
-
-def _gap_change_sentence(t: _Tables, b: str, g: str, rg: str, w: str, r: str) -> Sentence | None:
-    """Did g change more than rg from wave r to wave w (a difference in differences)?"""
-    st = labels.SENTENCE_TEXT[t.lang]
-    subject = st["change"].format(wave=_wave_label(w, t.lang), reference=_wave_label(r, t.lang))
-    comparison = st["groups_vs"].format(
-        group=labels.level(g, t.lang), reference_group=labels.level(rg, t.lang)
-    )
-    return _contrast_sentence(
-        t, b, g, w, rg, r, subject=subject, comparison=comparison, gap_change=True
-    )
-
-
-def _between_sentence(t: _Tables, b: str, g: str, rg: str, *, wave: str = ALL) -> Sentence | None:
-    """Two cells of a breakdown compared in one wave; for a cross cell the shared factor
-    becomes the subject ("vwo: boys compared with girls")."""
-    lang = t.lang
-    gp, rp = g.split(":"), rg.split(":")
-    shared = [a for a, c in zip(gp, rp, strict=True) if a == c]
-    diff_g = ":".join(a for a, c in zip(gp, rp, strict=True) if a != c)
-    diff_r = ":".join(c for a, c in zip(gp, rp, strict=True) if a != c)
-    subject = labels.level(":".join(shared), lang) if shared else labels.column(b, lang)
-    comparison = labels.SENTENCE_TEXT[lang]["group_vs"].format(
-        group=labels.level(diff_g, lang),
-        reference_group=labels.level(diff_r, lang),
-        wave=_wave_label(wave, lang),
-    )
-    return _contrast_sentence(t, b, g, wave, rg, wave, subject=subject, comparison=comparison)
-
-
-def _extremes(t: _Tables, b: str, groups: list[str], *, subject: str) -> tuple[str, str] | None:
-    """(best, worst) group over all waves among ``groups`` (unsuppressed only)."""
-    rows = [(g, t.effect(b, g, ALL)) for g in groups]
-    rows = [(g, r) for g, r in rows if r is not None and np.isfinite(r.mean)]
-    if len(rows) < 2:
-        return None
-    best = max(rows, key=lambda gr: gr[1].mean)[0]
-    worst = min(rows, key=lambda gr: gr[1].mean)[0]
-    return best, worst
-
-
-def _extremes_sentence(
-    t: _Tables, b: str, groups: list[str], *, subject: str, strip: str | None = None
-) -> tuple[Sentence | None, tuple[str, str] | None]:
-    ext = _extremes(t, b, groups, subject=subject)
-    if ext is None:
-        return None, None
-    best, worst = ext
-    lang = t.lang
-
-    def name(g: str) -> str:
-        parts = [p for p in g.split(":") if p != strip]
-        return labels.level(":".join(parts), lang)
-
-    text = labels.SENTENCE_TEXT[lang]["highest"].format(
-        subject=subject,
-        best=name(best),
-        best_mean=fmt_number(t.effect(b, best, ALL).mean, lang=lang, sign=True),
-        worst=name(worst),
-        worst_mean=fmt_number(t.effect(b, worst, ALL).mean, lang=lang, sign=True),
-    )
-    keys = {"breakdown": b, "best": best, "worst": worst, "wave": ALL}
-    return Sentence(_cap(text), "extremes", keys), ext
-
-
-def _cells_with(t: _Tables, b: str, level: str, position: int) -> list[str]:
-    """Cross cells of ``b`` whose part at ``position`` is ``level``, in declared order."""
-    parts = b.split(" x ")
-    other = parts[1 - position]
-    declared = schema.Levels().of(other) if other in schema.CATEGORICAL_COLUMNS else ()
-    cells = [g for g in t.groups(b) if g.split(":")[position] == level]
-
-    def order(g: str) -> int:
-        lvl = g.split(":")[1 - position]
-        return declared.index(lvl) if lvl in declared else len(declared)
-
-    return sorted(cells, key=order)
-
-
-def _levels_of(t: _Tables, column: str) -> list[str]:
-    return t.groups(column)
-
-
-def _cross_level(t: _Tables, b: str, position: int) -> list[str]:
-    parts = b.split(" x ")
-    present = list(dict.fromkeys(g.split(":")[position] for g in t.groups(b)))
-    declared = (
-        schema.Levels().of(parts[position]) if parts[position] in schema.CATEGORICAL_COLUMNS else ()
-    )
-    return [v for v in declared if v in present] + [v for v in present if v not in declared]
-
-
-def _lowest_against_the_rest(
-    t: _Tables, cross: str, cells: list[str], level: str, lang: str
-) -> list[Sentence | None]:
-    """The extremes among ``cells`` (all sharing ``level``), then the lowest against each other."""
-    sentence, ext = _extremes_sentence(
-        t, cross, cells, subject=labels.level(level, lang), strip=level
-    )
-    if ext is None:
-        return [sentence]
-    worst = ext[1]
-    return [sentence] + [_between_sentence(t, cross, worst, g) for g in cells if g != worst]
-
-
-def build_findings(effects: pd.DataFrame, contrasts: pd.DataFrame, *, lang: str) -> list[Block]:
-    """The factsheet's kinds of statement, each written from the posterior tables.
-
-    Every sentence gives the direction in plain words (:func:`direction_phrase`), the size
-    in SD units, the interval and the probability of direction. A statement whose waves or
-    groups are not in the run is left out; a suppressed one says so.
-    """
-    labels.check_lang(lang)
-    t = _Tables(effects, contrasts, lang=lang)
-    texts = labels.FINDING_TEXT[lang]
-    blocks: list[Block] = []
-
-    def block(key: str, sentences: Iterable[Sentence | None]) -> None:
-        kept = tuple(s for s in sentences if s is not None)
-        if kept:
-            title, claim = texts[key]
-            blocks.append(Block(key, title, claim, kept))
-
-    def waves(b: str, g: str, pairs: Iterable[tuple[str, str]]) -> list[Sentence | None]:
-        return [_wave_sentence(t, b, g, w, r) for w, r in pairs]
-
-    # 1-3: the overall trend, 2020 and 2022.
-    block("trend", waves(OVERALL, ALL, [("2016", "2014"), ("2018", "2016"), ("2018", "2014")]))
-    block("closure", waves(OVERALL, ALL, [("2020_1", "2020_0"), ("2020_1", "2020_2")]))
-    block("recovery", waves(OVERALL, ALL, [("2022", "2020_2"), ("2022", "2018")]))
-
-    # 4-5: school types.
-    types = _levels_of(t, "school_type")
-    st_lines: list[Sentence | None] = []
-    ext_sentence, ext = _extremes_sentence(
-        t, "school_type", types, subject=labels.column("school_type", lang)
-    )
-    st_lines.append(ext_sentence)
-    if ext is not None:
-        best = ext[0]
-        st_lines += [_between_sentence(t, "school_type", best, g) for g in types if g != best]
-        st_lines += waves("school_type", best, [("2018", "2016"), ("2022", "2018")])
-    block("school_type", st_lines)
-    block(
-        "school_type_2020",
-        [s for g in types for s in waves("school_type", g, [("2020_2", "2020_1")])],
-    )
-
-    # 6-7: gender.
-    genders = _levels_of(t, "gender")
-    g_lines: list[Sentence | None] = []
-    if len(genders) == 2:
-        first, second = genders
-        g_lines.append(_between_sentence(t, "gender", first, second))
-        cross = "gender x school_type"
-        gaps = []
-        for st in _cross_level(t, cross, 1):
-            s = _between_sentence(t, cross, f"{first}:{st}", f"{second}:{st}")
-            g_lines.append(s)
-            row, flipped = t.contrast(cross, f"{first}:{st}", ALL, f"{second}:{st}", ALL)
-            if s is not None and s.kind == "contrast":
-                gaps.append((abs(row.mean), st, s))
-        if gaps:
-            _, where, s = max(gaps, key=lambda x: x[0])
-            row, flipped = t.contrast(cross, f"{first}:{where}", ALL, f"{second}:{where}", ALL)
-            mean = -row.mean if flipped else row.mean
-            text = labels.SENTENCE_TEXT[lang]["largest_gap"].format(
-                what=labels.SENTENCE_TEXT[lang]["group_vs"]
-                .format(
-                    group=labels.level(first, lang),
-                    reference_group=labels.level(second, lang),
-                    wave=_wave_label(ALL, lang),
-                )
-                .split(" (")[0],
-                where=labels.level(where, lang),
-                mean=fmt_number(mean, lang=lang, sign=True),
-            )
-            g_lines.append(Sentence(_cap(text), "largest_gap", dict(s.keys)))
-    block("gender", g_lines)
-    gender_pairs = [("2020_1", "2020_0"), ("2020_2", "2020_1"), ("2022", "2020_2")]
-    gender_changes = [s for g in genders for s in waves("gender", g, gender_pairs)]
-    if len(genders) == 2:  # "girls fall more": the change of one gender minus the other's
-        gender_changes += [
-            _gap_change_sentence(t, "gender", genders[1], genders[0], w, r) for w, r in gender_pairs
-        ]
-    block("gender_trend", gender_changes)
-
-    # 8-9: parental education.
-    edu = _levels_of(t, "parent_edu")
-    block(
-        "parent_edu",
-        [
-            s
-            for g in edu
-            for s in waves(
-                "parent_edu",
-                g,
-                [("2018", "2014"), ("2020_1", "2020_0"), ("2020_2", "2020_1"), ("2022", "2020_2")],
-            )
-        ],
-    )
-    pe_lines: list[Sentence | None] = []
-    cross = "parent_edu x school_type"
-    cross_types = _cross_level(t, cross, 1)
-    if cross_types:
-        first_type = cross_types[0]  # vmbo b/k in the OML data: the factsheet's statement
-        cells = _cells_with(t, cross, first_type, 1)
-        pe_lines += _lowest_against_the_rest(t, cross, cells, first_type, lang)
-    cross = "parent_edu x gender"
-    pg = _cross_level(t, cross, 1)
-    if len(pg) == 2:
-        for e in _cross_level(t, cross, 0):
-            pe_lines.append(_between_sentence(t, cross, f"{e}:{pg[0]}", f"{e}:{pg[1]}"))
-    block("parent_edu_cross", pe_lines)
-
-    # 10-12: regions.
-    regions = _levels_of(t, "region")
-    block(
-        "region",
-        [
-            s
-            for g in regions
-            for s in waves(
-                "region", g, [("2018", "2014"), ("2020_2", "2020_1"), ("2022", "2020_2")]
-            )
-        ],
-    )
-    rt_lines: list[Sentence | None] = []
-    cross = "region x school_type"
-    for st in _cross_level(t, cross, 1):
-        cells = _cells_with(t, cross, st, 1)
-        sentence, ext = _extremes_sentence(
-            t, cross, cells, subject=labels.level(st, lang), strip=st
-        )
-        rt_lines.append(sentence)
-        if ext is not None:
-            rt_lines.append(_between_sentence(t, cross, ext[1], ext[0]))
-    block("region_type", rt_lines)
-    pr_lines: list[Sentence | None] = []
-    cross = "parent_edu x region"
-    edu_levels = _cross_level(t, cross, 0)
-    if edu_levels:
-        target = "unknown" if "unknown" in edu_levels else edu_levels[-1]
-        cells = _cells_with(t, cross, target, 0)
-        pr_lines += _lowest_against_the_rest(t, cross, cells, target, lang)
-    block("region_parent_edu", pr_lines)
-    return blocks
 
 
 # ---------------------------------------------------------------------------------------
@@ -594,14 +138,14 @@ def table_html(
     )
 
 
-def suppressed_mark(min_cell_n: int, lang: str) -> str:
-    return f"<span class='sup'>{esc(labels.SUPPRESSED_TEXT[lang].format(n=min_cell_n))}</span>"
+def suppressed_mark(options: OutputOptions) -> str:
+    return f"<span class='sup'>{esc(options.suppressed_text())}</span>"
 
 
-def count_cell(n: object, *, min_cell_n: int, lang: str) -> str:
-    """A student count, or the suppression mark when it is missing or under the threshold."""
-    if n is None or pd.isna(n) or int(n) < min_cell_n:
-        return suppressed_mark(min_cell_n, lang)
+def count_cell(n: object, *, options: OutputOptions) -> str:
+    """A student count, or the suppression mark when the disclosure policy hides it."""
+    if disclosure.is_small(n, options.min_cell_n):
+        return suppressed_mark(options)
     return f"<span class='n'>{int(n)}</span>"
 
 
@@ -628,42 +172,29 @@ def banner_html(diagnostics: dict, *, lang: str) -> str:
 @dataclass(frozen=True)
 class _Context:
     path: Path
-    record: dict
+    record: runs.RunRecord
     diagnostics: dict
-    lang: str
-    min_cell_n: int
-    interval: str
-    prob: float
+    options: OutputOptions  # the run's, in the report's language and threshold
 
+    @property
+    def lang(self) -> str:
+        return self.options.lang
 
-def effective_min_cell_n(record: dict, requested: int | None) -> int:
-    """The threshold of the run, raised (never lowered) by ``requested``; never below the floor."""
-    run_n = int(record.get("options", {}).get("min_cell_n", MIN_CELL_N))
-    if requested is not None and requested < MIN_CELL_N_FLOOR:
-        raise SpecError(
-            f"--min-cell-n must be at least {MIN_CELL_N_FLOOR} (disclosure control), "
-            f"got {requested}"
-        )
-    return max(run_n, requested or 0, MIN_CELL_N_FLOOR)
+    @property
+    def min_cell_n(self) -> int:
+        return self.options.min_cell_n
 
+    @property
+    def waves(self) -> list[str]:
+        return list(self.record.levels.get("wave", ()))
 
-def resuppress(
-    effects: pd.DataFrame, contrasts: pd.DataFrame, *, min_cell_n: int
-) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Suppress effect cells under a (stricter) threshold and every contrast touching one."""
-    eff = effects.copy()
-    small = eff["suppressed"].astype(bool) | eff["n"].isna() | (eff["n"].fillna(0) < min_cell_n)
-    eff.loc[small, ["mean", "lower", "upper"]] = np.nan
-    eff["n"] = eff["n"].astype("Int64").mask(small)
-    eff["suppressed"] = small
-    hidden_cells = {
-        (r.breakdown, str(r.group), str(r.wave)) for r in eff[small].itertuples(index=False)
-    }
-    con = contrasts.copy()
-    hidden = touches_cells(con, hidden_cells) | con["suppressed"].astype(bool).to_numpy()
-    con.loc[hidden, ["mean", "lower", "upper", "p_direction"]] = np.nan
-    con["suppressed"] = hidden
-    return eff, con
+    def years(self) -> str:
+        """``"2014-2022"``: the first and last wave of the run, as labelled."""
+        waves = self.waves
+        if not waves:
+            return ""
+        first, last = (labels.level(w, self.lang).split(" ")[0] for w in (waves[0], waves[-1]))
+        return first if first == last else f"{first}-{last}"
 
 
 def _read_tables(path: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -706,13 +237,23 @@ def _figure_bytes(
 
         if (ctx.path / "items.csv").is_file():
             fig = plot_item_distribution(pd.read_csv(ctx.path / "items.csv"), lang=ctx.lang)
-            out.append(("fig1_items.png", rt["fig1"], render(fig)))
+            out.append(("fig1_items.png", rt["fig1"].format(years=ctx.years()), render(fig)))
         for spec in figure_specs(breakdowns):
-            png = render(plot_forest(effects, breakdown=spec.breakdown, lang=ctx.lang))
-            out.append((spec.filename, _caption(spec.filename, spec.breakdown, ctx.lang), png))
+            fig = plot_forest(
+                effects, breakdown=spec.breakdown, options=ctx.options, levels=ctx.record.levels
+            )
+            out.append(
+                (spec.filename, _caption(spec.filename, spec.breakdown, ctx.lang), render(fig))
+            )
         return out
     if (figures / "fig1_items.png").is_file():
-        out.append(("fig1_items.png", rt["fig1"], (figures / "fig1_items.png").read_bytes()))
+        out.append(
+            (
+                "fig1_items.png",
+                rt["fig1"].format(years=ctx.years()),
+                (figures / "fig1_items.png").read_bytes(),
+            )
+        )
     known = {name for name, _ in FACTSHEET_FIGURES}
     for name, key in FACTSHEET_FIGURES:
         if (figures / name).is_file():
@@ -741,7 +282,7 @@ def _caption(filename: str, breakdown: str, lang: str) -> str:
 
 def _measurement_html(ctx: _Context) -> str:
     rt, lang, path = labels.REPORT_TEXT[ctx.lang], ctx.lang, ctx.path
-    scale_info = ctx.record.get("scale", {})
+    scale_info = ctx.record.scale
     parts = [f"<h2 id='measurement'>{esc(rt['measurement'])}</h2>"]
     parts.append(
         "<p>"
@@ -792,12 +333,12 @@ def _measurement_html(ctx: _Context) -> str:
         rel = pd.read_csv(path / "reliability.csv", dtype={"group": str})
         rows = []
         for r in rel.itertuples(index=False):
-            ok = pd.notna(r.n_complete) and int(r.n_complete) >= ctx.min_cell_n
+            ok = not disclosure.is_small(r.n_complete, ctx.min_cell_n)
             wave = rt["all_waves"] if r.group == ALL else labels.level(r.group, lang)
             rows.append(
                 [
                     esc(wave),
-                    count_cell(r.n_complete, min_cell_n=ctx.min_cell_n, lang=lang),
+                    count_cell(r.n_complete, options=ctx.options),
                     fmt_number(r.alpha, lang=lang) if ok else "",
                     fmt_number(r.omega, lang=lang) if ok else "",
                 ]
@@ -835,9 +376,14 @@ def _composition_html(ctx: _Context) -> str:
             [
                 esc(variable),
                 esc(labels.level(r["level"], lang)),
-                count_cell(r.get("n"), min_cell_n=ctx.min_cell_n, lang=lang),
+                count_cell(r.get("n"), options=ctx.options),
             ]
-            + [fmt_number(r[c], lang=lang, digits=1) for c in wave_cols]
+            + [
+                suppressed_mark(ctx.options)
+                if disclosure.is_small(r.get("n"), ctx.min_cell_n)
+                else fmt_number(r[c], lang=lang, digits=1)
+                for c in wave_cols
+            ]
         )
     parts.append(f"<p>{esc(rt['composition_intro'])}</p>")
     parts.append(table_html(header, rows, numeric=set(range(2, len(header))), cls="composition"))
@@ -848,18 +394,20 @@ def _thresholds_paragraph(ctx: _Context, key: str) -> str:
     """A paragraph naming the interval and the probability thresholds of the phrases."""
     lang = ctx.lang
     text = labels.REPORT_TEXT[lang][key].format(
-        interval=_interval_name(ctx.interval, ctx.prob, lang),
+        interval=ctx.options.interval_name(),
         very_likely=fmt_number(PD_VERY_LIKELY, lang=lang, digits=3),
         likely=fmt_number(PD_LIKELY, lang=lang, digits=2),
     )
     return f"<p>{esc(text)}</p>"
 
 
-def _findings_html(ctx: _Context, blocks: list[Block]) -> str:
-    rt = labels.REPORT_TEXT[ctx.lang]
+def _findings_html(ctx: _Context, findings: Findings) -> str:
+    rt, lang = labels.REPORT_TEXT[ctx.lang], ctx.lang
     parts = [f"<h2 id='results'>{esc(rt['results'])}</h2>"]
     parts.append(_thresholds_paragraph(ctx, "results_intro"))
-    for k, b in enumerate(blocks, start=1):
+    if findings.factsheet_shown:
+        parts.append(f"<p class='factsheet-intro'>{esc(rt['results_factsheet'])}</p>")
+    for k, b in enumerate(findings.blocks, start=1):
         items = []
         for s in b.sentences:
             data = " ".join(
@@ -867,16 +415,28 @@ def _findings_html(ctx: _Context, blocks: list[Block]) -> str:
             )
             phrase = f" data-phrase='{esc(s.phrase_key)}'" if s.phrase_key else ""
             items.append(f"<li class='finding {s.kind}' {data}{phrase}>{s.text}</li>")
+        grey = (
+            f"<p class='factsheet'>{esc(rt['factsheet_said'])}{esc(b.factsheet)}</p>"
+            if b.factsheet
+            else ""
+        )
         parts.append(
             f"<div class='finding-block' data-block='{esc(b.key)}'><h3>{k}. {esc(b.title)}</h3>"
-            f"<p class='factsheet'>{esc(rt['factsheet_said'])}{esc(b.factsheet)}</p>"
-            f"<ul class='findings'>{''.join(items)}</ul></div>"
+            f"{grey}<ul class='findings'>{''.join(items)}</ul></div>"
+        )
+    if findings.skipped:
+        pairs = ", ".join(
+            f"{labels.level(w, lang)} / {labels.level(r, lang)}" for w, r in findings.skipped
+        )
+        parts.append(
+            f"<p class='small skipped'>{esc(rt['results_skipped'].format(pairs=pairs))}</p>"
         )
     return "".join(parts)
 
 
 def _methods_html(ctx: _Context) -> str:
-    rt, lang, rec, diag = labels.REPORT_TEXT[ctx.lang], ctx.lang, ctx.record, ctx.diagnostics
+    rt, lang, diag = labels.REPORT_TEXT[ctx.lang], ctx.lang, ctx.diagnostics
+    rec = ctx.record.to_dict()
     data = rec.get("data", {})
     parts = [f"<h2 id='methods'>{esc(rt['methods'])}</h2>", f"<h3>{esc(rt['data'])}</h3>"]
     rows = [
@@ -1009,6 +569,16 @@ def run_label(path: Path) -> str:
     return name
 
 
+def report_options(
+    record: runs.RunRecord, *, lang: str | None = None, min_cell_n: int | None = None
+) -> OutputOptions:
+    """The run's options in ``lang`` (default the run's), the threshold raised (never
+    lowered) by ``min_cell_n``."""
+    run = record.output_options
+    threshold = disclosure.effective_min_cell_n(run.min_cell_n, min_cell_n)
+    return replace(run, lang=labels.check_lang(lang or run.lang), min_cell_n=threshold)
+
+
 def render_report(
     run_dir: Path | str,
     *,
@@ -1021,42 +591,38 @@ def render_report(
     for name in (runs.RUN_JSON, runs.DIAGNOSTICS):
         if not (path / name).is_file():
             raise RunError(f"{path}: not a complete run folder (no {name}); give a run folder")
-    record = json.loads((path / runs.RUN_JSON).read_text())
+    record = runs.read_record(path)
     diagnostics = json.loads((path / runs.DIAGNOSTICS).read_text())
-    options = record.get("options", {})
-    run_lang = options.get("lang", "nl")
-    lang = labels.check_lang(lang or run_lang)
-    threshold = effective_min_cell_n(record, min_cell_n)
-    ctx = _Context(
-        path,
-        record,
-        diagnostics,
-        lang,
-        threshold,
-        options.get("interval", CI_KIND),
-        float(options.get("prob", CI_PROB)),
-    )
+    options = report_options(record, lang=lang, min_cell_n=min_cell_n)
+    ctx = _Context(path, record, diagnostics, options)
+    lang = options.lang
     effects, contrasts = _read_tables(path)
-    run_threshold = int(options.get("min_cell_n", MIN_CELL_N))
-    effects, contrasts = resuppress(effects, contrasts, min_cell_n=threshold)
-    blocks = build_findings(effects, contrasts, lang=lang)
-    blocks = [
-        Block(
-            b.key,
-            b.title,
-            b.factsheet,
-            tuple(_with_threshold(s, threshold, lang) for s in b.sentences),
-        )
-        for b in blocks
-    ]
+    effects, contrasts = disclosure.resuppress(effects, contrasts, min_cell_n=options.min_cell_n)
+    findings = build_findings(
+        effects,
+        contrasts,
+        declaration=parse_findings(record.findings, where=f"{path / runs.RUN_JSON} findings"),
+        options=options,
+        levels=record.levels,
+        spec_pairs=record.wave_pairs,
+    )
+    run = record.output_options
     if redraw_figures is None:  # the run's PNGs are in its language, at its threshold
-        redraw_figures = lang != run_lang or threshold != run_threshold
+        redraw_figures = lang != run.lang or options.min_cell_n != run.min_cell_n
     figures = _figure_bytes(ctx, effects, redraw=redraw_figures)
 
     rt = labels.REPORT_TEXT[lang]
+    title = rt["title"].format(years=ctx.years())
+    source = (
+        rt["source_monitor"].format(monitor=options.monitor)
+        if options.monitor
+        else rt["source_none"]
+    )
     body = [banner_html(diagnostics, lang=lang)]
-    body.append(f"<h1>{esc(rt['title'])}</h1>")
-    body.append(f"<p class='subtitle'>{esc(rt['subtitle'].format(run=run_label(path)))}</p>")
+    body.append(f"<h1>{esc(title)}</h1>")
+    body.append(
+        f"<p class='subtitle'>{esc(rt['subtitle'].format(source=source, run=run_label(path)))}</p>"
+    )
     body.append(
         f"<nav><strong>{esc(rt['toc'])}</strong><ol>"
         + "".join(
@@ -1080,7 +646,7 @@ def render_report(
         "<p>"
         + esc(
             rt["figures_intro"].format(
-                interval=_interval_name(ctx.interval, ctx.prob, lang), min_cell_n=threshold
+                interval=options.interval_name(), min_cell_n=options.min_cell_n
             )
         )
         + "</p>"
@@ -1090,31 +656,20 @@ def render_report(
         for name, cap, png in figures
         if name != "fig1_items.png"
     ]
-    body.append(_findings_html(ctx, blocks))
+    body.append(_findings_html(ctx, findings))
     body.append(_methods_html(ctx))
     body.append(f"<footer>{esc(rt['footer'].format(run=run_label(path)))}</footer>")
     return (
         f"<!DOCTYPE html><html lang='{lang}'><head><meta charset='utf-8'>"
         f"<meta name='viewport' content='width=device-width, initial-scale=1'>"
-        f"<title>{esc(rt['title'])}</title><style>{CSS}</style></head>"
+        f"<title>{esc(title)}</title><style>{CSS}</style></head>"
         f"<body><main>{''.join(body)}</main></body></html>\n"
     )
 
 
-def _with_threshold(s: Sentence, threshold: int, lang: str) -> Sentence:
-    if s.kind != "suppressed":
-        return s
-    text = re.sub(r"n < \d+", f"n < {threshold}", s.text)
-    return Sentence(text, s.kind, s.keys, s.phrase_key)
-
-
-def report_filename(record: dict, lang: str) -> str:
+def report_filename(record: runs.RunRecord, lang: str) -> str:
     """``report.html`` in the run's language; ``report.<lang>.html`` in the other one."""
-    return (
-        REPORT_FILE
-        if lang == record.get("options", {}).get("lang", "nl")
-        else f"report.{lang}.html"
-    )
+    return REPORT_FILE if lang == record.output_options.lang else f"report.{lang}.html"
 
 
 def write_report(
@@ -1142,77 +697,9 @@ def write_report(
     """
     path = Path(run_dir)
     text = render_report(path, lang=lang, min_cell_n=min_cell_n, redraw_figures=redraw_figures)
-    record = json.loads((path / runs.RUN_JSON).read_text())
-    out = path / report_filename(
-        record, labels.check_lang(lang or record.get("options", {}).get("lang", "nl"))
-    )
+    record = runs.read_record(path)
+    out = path / report_filename(record, labels.check_lang(lang or record.output_options.lang))
     tmp = out.with_suffix(".tmp")
     tmp.write_text(text, encoding="utf-8")
     tmp.replace(out)
     return out
-
-
-# ---------------------------------------------------------------------------------------
-# Disclosure audit of a run folder's outputs.
-
-_COUNT_CLASS = re.compile(r"<(?:span|td)[^>]*class=['\"]n['\"][^>]*>\s*(\d+)\s*<")
-COUNT_COLUMNS = ("n", "n_complete")
-
-
-def disclosure_problems(
-    run_dir: Path | str, *, student_ids: Iterable[str], min_cell_n: int = MIN_CELL_N
-) -> list[str]:
-    """Every place in a run folder's csv, html and json files that shows a student id or a
-    cell count under ``min_cell_n``; empty when the folder is clean.
-
-    Counts are the ``n``/``n_complete`` columns of the csv tables, ``"n"`` keys in json and
-    the count cells (``class='n'``) of the html pages.
-    """
-    path = Path(run_dir)
-    ids = sorted({str(s) for s in student_ids if str(s)}, key=len, reverse=True)
-    id_pattern = (
-        re.compile(r"(?<![A-Za-z0-9_])(" + "|".join(map(re.escape, ids)) + r")(?![A-Za-z0-9_])")
-        if ids
-        else None
-    )
-    problems: list[str] = []
-    for file in sorted(path.rglob("*")):
-        if file.suffix not in (".csv", ".html", ".json") or not file.is_file():
-            continue
-        text = file.read_text(encoding="utf-8", errors="replace")
-        rel = file.relative_to(path)
-        if id_pattern is not None and (m := id_pattern.search(text)):
-            problems.append(f"{rel}: student id {m.group(1)!r}")
-        if file.suffix == ".csv":
-            table = pd.read_csv(file)
-            for col in COUNT_COLUMNS:
-                if col in table.columns:
-                    values = pd.to_numeric(table[col], errors="coerce").dropna()
-                    small = values[values < min_cell_n]
-                    if len(small):
-                        problems.append(
-                            f"{rel}: column {col} has count(s) {sorted(set(small))[:5]}"
-                        )
-        elif file.suffix == ".html":
-            small = [int(v) for v in _COUNT_CLASS.findall(text) if int(v) < min_cell_n]
-            if small:
-                problems.append(f"{rel}: count cell(s) {sorted(set(small))[:5]}")
-        else:
-            small = _json_counts(json.loads(text), min_cell_n)
-            if small:
-                problems.append(f"{rel}: 'n' value(s) {small[:5]}")
-    return problems
-
-
-def _json_counts(obj: object, min_cell_n: int) -> list[int]:
-    found: list[int] = []
-    if isinstance(obj, dict):
-        for k, v in obj.items():
-            if k == "n" and isinstance(v, int | float) and v < min_cell_n:
-                found.append(int(v))
-            else:
-                found += _json_counts(v, min_cell_n)
-    elif isinstance(obj, list):
-        for v in obj:
-            found += _json_counts(v, min_cell_n)
-    return found

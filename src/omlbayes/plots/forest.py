@@ -1,16 +1,17 @@
 """Factsheet-style forest plots of the adjusted index per wave and subgroup (Figures 2-6).
 
 Input is the effects table of the summarise stage (``effects.csv``): one row per
-breakdown x group x wave with the posterior mean and 95% interval of the covariate-
-adjusted index as deviation from the pooled mean, in SD units. Nothing is computed here
-beyond layout.
+breakdown x group x wave with the posterior mean and interval of the covariate-adjusted
+index as deviation from the pooled mean, in SD units. Nothing is computed here beyond
+layout. Groups and waves are ordered by the run's declared levels (run record); the caption
+names the run's interval and disclosure threshold (``OutputOptions``).
 """
 
 from __future__ import annotations
 
 import math
 import textwrap
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,8 +23,10 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
 from omlbayes import labels, schema
-from omlbayes.constants import COVID_WAVE_PREFIX, MIN_CELL_N
+from omlbayes.constants import COVID_WAVE_PREFIX
 from omlbayes.errors import SpecError
+from omlbayes.options import OutputOptions
+from omlbayes.plots.save import DPI, save_png
 
 EFFECT_COLUMNS = ("breakdown", "group", "wave", "mean", "lower", "upper", "n")
 BREAKDOWN_COLUMNS = tuple(c for c in schema.CATEGORICAL_COLUMNS if c != "wave")
@@ -44,7 +47,7 @@ PALETTE = ("#0072B2", "#D55E00", "#009E73", "#CC79A7", "#56B4E9", "#E69F00", "#0
 SINGLE_COLOUR = "#1f3b73"
 COVID_SHADE = "#fbe3c8"
 MAX_PANEL_COLUMNS = 5
-DPI = 150
+Levels = Mapping[str, Sequence[str]]
 
 
 @dataclass(frozen=True)
@@ -111,10 +114,12 @@ def _ordered(present: Iterable[str], declared: Sequence[str]) -> list[str]:
     return [v for v in declared if v in present] + [v for v in present if v not in declared]
 
 
-def _wave_order(rows: pd.DataFrame, waves: Sequence[str] | None, breakdown: str) -> list[str]:
+def _wave_order(
+    rows: pd.DataFrame, waves: Sequence[str] | None, breakdown: str, levels: Levels
+) -> list[str]:
     present = list(dict.fromkeys(rows["wave"]))
     if waves is None:
-        order = _ordered([w for w in present if w != ALL], schema.WAVES)
+        order = _ordered([w for w in present if w != ALL], levels.get("wave", ()))
         return order or [ALL]
     absent = [w for w in waves if w not in present]
     if absent:
@@ -159,18 +164,19 @@ class _Layout:
     colour_field: str | None  # levels that get one colour each
 
 
-def _layout(rows: pd.DataFrame, parts: tuple[str, ...], waves: list[str]) -> _Layout:
-    levels = schema.Levels()
+def _layout(
+    rows: pd.DataFrame, parts: tuple[str, ...], waves: list[str], levels: Levels
+) -> _Layout:
     per_wave = waves != [ALL]
     if not parts:
         return _Layout([None], None, waves, "wave", [None], None, None)
     if len(parts) == 1:
-        groups = _ordered(rows["group"], levels.of(parts[0]))
+        groups = _ordered(rows["group"], levels.get(parts[0], ()))
         if per_wave:
             return _Layout(groups, "group", waves, "wave", [None], None, "group")
         return _Layout([None], None, groups, "group", [None], None, "group")
-    first = _ordered(rows["_a"], levels.of(parts[0]))
-    second = _ordered(rows["_b"], levels.of(parts[1]))
+    first = _ordered(rows["_a"], levels.get(parts[0], ()))
+    second = _ordered(rows["_b"], levels.get(parts[1], ()))
     if per_wave:
         return _Layout(second, "_b", waves, "wave", first, "_a", "_a")
     return _Layout(second, "_b", first, "_a", [None], None, "_a")
@@ -182,9 +188,10 @@ def _draw_panel(
     layout: _Layout,
     colours: dict[str, str],
     *,
-    lang: str,
+    options: OutputOptions,
     show_n: bool,
 ) -> None:
+    lang = options.lang
     n_series = len(layout.series)
     step = 0.8 / n_series if n_series > 1 else 0.0
     ax.axvline(0.0, color="#555555", linewidth=0.9, zorder=1)
@@ -208,7 +215,7 @@ def _draw_panel(
                 ax.text(
                     0.0,
                     yy,
-                    labels.SUPPRESSED_TEXT[lang].format(n=MIN_CELL_N),
+                    options.suppressed_text(),
                     ha="center",
                     va="center",
                     fontsize=7,
@@ -254,12 +261,14 @@ def plot_forest(
     effects: pd.DataFrame,
     *,
     breakdown: str,
-    lang: str,
+    options: OutputOptions | None = None,
+    lang: str | None = None,
+    levels: Levels | None = None,
     waves: Sequence[str] | None = None,
     title: str | None = None,
     caption: str | None = None,
 ) -> Figure:
-    """Forest plot of one breakdown: diamond = posterior mean, line = 95% interval.
+    """Forest plot of one breakdown: diamond = posterior mean, line = the run's interval.
 
     Parameters
     ----------
@@ -267,11 +276,16 @@ def plot_forest(
         Columns ``breakdown, group, wave, mean, lower, upper, n`` (effects.csv).
     breakdown : str
         ``"overall"``, a column (``"gender"``) or a cross (``"gender x school_type"``).
-    lang : {"nl", "en"}
-        Language of every text in the figure.
+    options : OutputOptions, optional
+        The run's interval, threshold and language (default: the defaults, in ``lang``).
+    lang : {"nl", "en"}, optional
+        Language of every text in the figure (overrides ``options.lang``).
+    levels : mapping, optional
+        The run's declared levels per column (run record); groups and waves follow them,
+        then any others in order of appearance.
     waves : sequence of str, optional
-        Waves to show, top to bottom; default: those of ``schema.WAVES`` present in the
-        table (then any others), or ``("all",)`` when the breakdown has only pooled rows.
+        Waves to show, top to bottom; default: those present in the table in declared
+        order, or ``("all",)`` when the breakdown has only pooled rows.
     title, caption : str, optional
         Override the default title and the caption explaining the diamonds.
 
@@ -282,7 +296,11 @@ def plot_forest(
         with the first factor in colour (cross); waves top to bottom with the 2020 waves
         shaded. Pooled over waves (``"all"``): one row per group / first-factor level.
     """
-    labels.check_lang(lang)
+    options = options or OutputOptions()
+    if lang is not None:
+        options = options.with_lang(lang)
+    lang = options.lang
+    levels = levels or {}
     _check_effects(effects)
     parts = parse_breakdown(breakdown)
     rows = effects[effects["breakdown"] == breakdown].copy()
@@ -302,12 +320,12 @@ def plot_forest(
                 f"got {rows['group'].iloc[0]!r}"
             )
         rows["_a"], rows["_b"] = split[0], split[1]
-    wave_order = _wave_order(rows, waves, breakdown)
+    wave_order = _wave_order(rows, waves, breakdown, levels)
     rows = rows[rows["wave"].isin(wave_order)]
-    layout = _layout(rows, parts, wave_order)
+    layout = _layout(rows, parts, wave_order, levels)
 
     colour_levels = (
-        _ordered(rows[layout.colour_field], schema.Levels().of(parts[0]))
+        _ordered(rows[layout.colour_field], levels.get(parts[0], ()))
         if layout.colour_field is not None
         else []
     )
@@ -323,7 +341,15 @@ def plot_forest(
     per_wave = wave_order != [ALL]
     panel_width = 5.0 if single_panel else (2.3 if per_wave else 1.9)
     width = min(13.0, 1.9 + ncols * panel_width + 0.6)
-    caption_text = caption if caption is not None else labels.FOREST_CAPTION[lang]
+    caption_text = (
+        caption
+        if caption is not None
+        else labels.FOREST_CAPTION[lang].format(
+            interval=options.interval_short(),
+            suppressed=options.suppressed_text(),
+            n=options.min_cell_n,
+        )
+    )
     caption_lines = textwrap.wrap(caption_text, width=int(width * 16))
     legend_height = 0.5 if n_series > 1 else 0.0
     caption_height = 0.16 * len(caption_lines) + 0.12 + legend_height
@@ -342,7 +368,7 @@ def plot_forest(
     for k, panel in enumerate(layout.panels):
         ax = axes[k // ncols][k % ncols]
         cells = rows if layout.panel_field is None else rows[rows[layout.panel_field] == panel]
-        _draw_panel(ax, cells, layout, colours, lang=lang, show_n=single_panel)
+        _draw_panel(ax, cells, layout, colours, options=options, show_n=single_panel)
         if panel is not None:
             colour = colours.get(panel, "#222222") if layout.panel_field == "group" else "#222222"
             ax.set_title(labels.level(panel, lang), fontsize=10, color=colour)
@@ -415,19 +441,29 @@ def plot_forest(
     return fig
 
 
-def write_forest_figures(effects: pd.DataFrame, out_dir: Path | str, *, lang: str) -> list[Path]:
+def write_forest_figures(
+    effects: pd.DataFrame,
+    out_dir: Path | str,
+    *,
+    options: OutputOptions | None = None,
+    lang: str | None = None,
+    levels: Levels | None = None,
+) -> list[Path]:
     """Save one forest figure per breakdown in ``effects`` to ``out_dir``; return the paths.
 
-    File names follow :func:`figure_specs` (``fig2_wave.png`` ... ``fig_cross_a_x_b.png``).
+    File names follow :func:`figure_specs` (``fig2_wave.png`` ... ``fig_cross_a_x_b.png``);
+    each PNG carries its texts as metadata (``plots.save``).
     """
-    labels.check_lang(lang)
+    options = options or OutputOptions()
+    if lang is not None:
+        options = options.with_lang(lang)
     _check_effects(effects)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     paths = []
     for spec in figure_specs(dict.fromkeys(effects["breakdown"].astype(str))):
-        fig = plot_forest(effects, breakdown=spec.breakdown, lang=lang)
+        fig = plot_forest(effects, breakdown=spec.breakdown, options=options, levels=levels)
         path = out / spec.filename
-        fig.savefig(path, dpi=DPI)
+        save_png(fig, path)
         paths.append(path)
     return paths
