@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import json
-
 import numpy as np
 import pandas as pd
 import pytest
@@ -131,10 +129,12 @@ def test_formula_run_writes_a_complete_folder(tmp_path):
     names = {p.name for p in result.path.iterdir()}
     assert {"posterior.nc", "run.json", "diagnostics.json", "summary.csv", "figures"} <= names
     assert {p.name for p in (result.path / "figures").iterdir()} == {"rank_hyper.png", "energy.png"}
-    record = json.loads((result.path / "run.json").read_text())
-    assert record["backend"] == "collapsed"
-    assert record["data"]["exclusions"] == {"missing_hours": 1}
-    assert record["data"]["n_analysed"] == len(frame) - 1
+    record = runs.read_record(result.path)  # the one reader of run.json
+    assert record.kind == "formula"
+    assert record.fit["backend"] == "collapsed"
+    assert record.data["exclusions"] == {"missing_hours": 1}
+    assert record.data["n_analysed"] == len(frame) - 1
+    assert record.output_options.prob == 0.95 and record.output_options.interval == "eti"
     summary = pd.read_csv(result.path / "summary.csv", index_col=0)
     assert {"Intercept", "hours", "1|school_sigma", "sigma"} <= set(summary.index)
     assert summary.loc["Intercept", "mean"] == pytest.approx(50, abs=6)  # raw scale

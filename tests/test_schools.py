@@ -8,7 +8,7 @@ import pytest
 import xarray as xr
 from test_report import SCHOOLS, make_fake_run, parse
 
-from omlbayes import estimands, runs, schema
+from omlbayes import estimands, runs
 from omlbayes.constants import MIN_CELL_N
 from omlbayes.options import OutputOptions, draw_interval
 from omlbayes.schools import (

@@ -227,11 +227,12 @@ def _figure_bytes(
         import matplotlib.pyplot as plt
 
         from omlbayes.plots.forest import DPI, figure_specs, plot_forest
+        from omlbayes.plots.save import save_png
         from omlbayes.plots.items import plot_item_distribution
 
         def render(fig) -> bytes:
             buf = io.BytesIO()
-            fig.savefig(buf, format="png", dpi=DPI, bbox_inches="tight")
+            save_png(fig, buf, dpi=DPI, bbox_inches="tight")
             plt.close(fig)
             return buf.getvalue()
 

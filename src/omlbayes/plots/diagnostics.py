@@ -20,6 +20,7 @@ from matplotlib.ticker import MaxNLocator
 
 from omlbayes import labels
 from omlbayes.errors import SpecError
+from omlbayes.plots.save import save_png
 
 PPC_NUM_SAMPLES = 50  # replicated densities drawn over the observed one
 DPI = 150
@@ -34,7 +35,7 @@ def _save(pc: azp.PlotCollection, path: Path | str) -> Path:
     out = Path(path)
     out.parent.mkdir(parents=True, exist_ok=True)
     fig = _figure(pc)
-    fig.savefig(out, dpi=DPI, bbox_inches="tight")
+    save_png(fig, out, dpi=DPI, bbox_inches="tight")
     plt.close(fig)  # arviz-plots creates figures through pyplot; free them
     return out
 

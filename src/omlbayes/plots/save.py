@@ -29,9 +29,11 @@ def save_png(fig: Figure, target: Path | str | BinaryIO, **savefig: object) -> N
     fig.savefig(target, format="png", dpi=savefig.pop("dpi", DPI), metadata=metadata, **savefig)
 
 
-def png_texts(path: Path | str) -> str:
-    """The texts saved in a PNG by :func:`save_png` ("" when it has none)."""
+def png_texts(source: Path | str | bytes) -> str:
+    """The texts saved in a PNG (a file or its bytes) by :func:`save_png` ("" when none)."""
+    import io
+
     from PIL import Image
 
-    with Image.open(path) as image:
+    with Image.open(io.BytesIO(source) if isinstance(source, bytes) else source) as image:
         return str(image.text.get(TEXT_KEY, "")) if hasattr(image, "text") else ""

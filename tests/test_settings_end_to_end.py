@@ -1,0 +1,294 @@
+"""Every setting honoured, any monitor's levels: two whole runs through scripts/fit.py.
+
+1. The OML-like small survey with ``--prob 0.9 --interval hdi --min-cell-n 20``: every file
+   the run writes (tables, run record, both reports, school pages, every figure's texts)
+   states the run's interval and threshold, never the defaults.
+2. Another monitor: other wave labels (no 2020 sub-waves), three regions, three school
+   types, a third gender with small cells, declared in a column map with the monitor's
+   name: the outputs name only its own levels, never Limburg or OML's waves, and hide
+   the small cells.
+"""
+
+from __future__ import annotations
+
+import base64
+import re
+from html.parser import HTMLParser
+from pathlib import Path
+
+import arviz as az
+import numpy as np
+import pandas as pd
+import pytest
+import xarray as xr
+from conftest import ROOT, SMALL_FIT_ARGS, run_script
+
+from omlbayes import estimands, labels, runs, schema
+from omlbayes.disclosure import disclosure_problems
+from omlbayes.plots.save import png_texts
+
+# "95%" (not part of another number such as a probability of direction "99.5%"); the
+# default quantile columns of a summary table.
+DEFAULT_INTERVAL_TEXT = re.compile(r"(?<![\d.,])95\s?%|eti95|hdi95|\b(2|97)[.,]5%")
+SUPPRESSED = re.compile(r"n < (\d+)")
+OML_WAVE_WORDS = re.compile(r"\b20(14|16|18|20|22)\b|2020_[012]")
+
+
+class _Text(HTMLParser):
+    """Visible text of a page (no <style>), and the embedded PNGs."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.parts: list[str] = []
+        self.pngs: list[bytes] = []
+        self._skip = 0
+
+    def handle_starttag(self, tag, attrs):
+        if tag in ("style", "code"):
+            self._skip += 1
+        src = dict(attrs).get("src", "") or ""
+        if tag == "img" and src.startswith("data:image/png;base64,"):
+            self.pngs.append(base64.b64decode(src.split(",", 1)[1]))
+        alt = dict(attrs).get("alt")
+        if alt:
+            self.parts.append(alt)
+
+    def handle_endtag(self, tag):
+        if tag in ("style", "code"):
+            self._skip -= 1
+
+    def handle_data(self, data):
+        if not self._skip:
+            self.parts.append(data)
+
+
+def page_text(path: Path) -> tuple[str, list[bytes]]:
+    parser = _Text()
+    parser.feed(path.read_text(encoding="utf-8"))
+    return " ".join(parser.parts), parser.pngs
+
+
+def fit(data: Path, out: Path, name: str, *extra: str) -> Path:
+    result = run_script(
+        "fit.py", "--data", str(data), *SMALL_FIT_ARGS, "--seed", "5", "--out", str(out),
+        "--name", name, "--allow-failed", "--quiet", *extra,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "[omlbayes]" not in result.stderr  # --quiet: no progress lines
+    return out / name
+
+
+def every_output(path: Path) -> list[Path]:
+    return sorted(p for p in path.rglob("*") if p.is_file())
+
+
+# ------------------------------------------------------------------ non-default options
+
+
+@pytest.fixture(scope="module")
+def strict_run(small_survey, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("strict")
+    return fit(
+        small_survey, out, "strict", "--prob", "0.9", "--interval", "hdi", "--min-cell-n", "20",
+        "--lang", "en",
+    )  # fmt: skip
+
+
+def test_run_record_holds_the_options_and_levels(strict_run):
+    record = runs.read_record(strict_run)
+    opts = record.output_options
+    assert (opts.interval, opts.prob, opts.min_cell_n, opts.lang) == ("hdi", 0.9, 20, "en")
+    assert record.levels["wave"] == list(schema.WAVES)
+    assert record.scale["age_mean"] == pytest.approx(15.0, abs=1.5)
+
+
+def test_tables_use_the_run_interval_and_threshold(strict_run):
+    summary = pd.read_csv(strict_run / "summary.csv", index_col=0)
+    assert {"hdi90_lb", "hdi90_ub"} <= set(summary.columns)
+    assert not [c for c in summary.columns if "95" in c or "eti" in c]
+    effects = pd.read_csv(strict_run / "effects.csv", dtype={"group": str, "wave": str})
+    # the bounds are the 90% HDI of the effect draws (recomputed here from the posterior)
+    tree = xr.open_datatree(strict_run / runs.POSTERIOR, engine="h5netcdf").load()
+    draws = estimands.effect_draws(
+        tree["posterior"].to_dataset(), tree["gcomp"].to_dataset(), seed=5
+    )
+    shown = effects[~effects.suppressed].head(25)
+    hdi = az.hdi(draws.isel(target=shown.index.to_numpy()), prob=0.9, dim=["chain", "draw"])
+    np.testing.assert_allclose(shown["lower"], hdi.sel(ci_bound="lower"), atol=1e-9)
+    np.testing.assert_allclose(shown["upper"], hdi.sel(ci_bound="upper"), atol=1e-9)
+    # threshold 20: no count under 20 anywhere, and cells of 10-19 students are suppressed
+    n = pd.Series(tree["gcomp"]["n"].to_numpy())
+    assert ((n >= 10) & (n < 20)).any(), "the small survey should have cells of 10-19"
+    assert effects.loc[n.between(10, 19).to_numpy(), "suppressed"].all()
+    assert not disclosure_problems(strict_run, student_ids=[], min_cell_n=20)
+
+
+def test_every_text_and_figure_states_the_run_settings(strict_run):
+    checked = 0
+    for file in every_output(strict_run):
+        if file.suffix == ".html":
+            text, pngs = page_text(file)
+            in_figures = [png_texts(png) for png in pngs]
+        elif file.suffix == ".png":
+            text, in_figures = "", [png_texts(file)]
+        elif file.suffix in (".csv", ".json"):
+            text, in_figures = file.read_text(encoding="utf-8"), []
+        else:
+            continue
+        for where, words in [(file.name, text)] + [(f"{file.name} figure", t) for t in in_figures]:
+            assert not DEFAULT_INTERVAL_TEXT.search(words), (where, words[:300])
+            assert set(SUPPRESSED.findall(words)) <= {"20"}, where
+        checked += 1
+    assert checked > 20
+    report = page_text(strict_run / "report.html")[0]
+    assert "90% interval (highest posterior density, HDI)" in report
+    assert "n < 20" in report and "fewer than 20 students" in report
+    dutch = page_text(strict_run / "report.nl.html")[0]
+    assert "90%-interval (hoogste posteriordichtheid, HDI)" in dutch and "n < 20" in dutch
+    pages = [page_text(p) for p in sorted((strict_run / "schools").glob("school-*.html"))]
+    text, pngs = next((t, p) for t, p in pages if p)  # a school with a wave of 20 or more
+    assert "90% interval" in text and "with 90% probability" in text
+    assert pngs and all("90% interval" in png_texts(p) for p in pngs)
+    forest = png_texts(strict_run / "figures" / "fig4_gender.png")
+    assert "line = 90% interval" in forest and "n < 20" in forest
+
+
+# ------------------------------------------------------------------ another monitor
+
+OTHER_LEVELS = {
+    "wave": ["2015", "2017", "2019", "2021"],
+    "gender": ["female", "male", "nonbinary"],
+    "school_type": ["general", "vocational", "academic"],
+    "parent_edu": ["low", "middle", "high"],
+    "region": ["coast", "hills", "city"],
+}
+
+
+def other_monitor_survey(folder: Path, *, n: int = 1400, seed: int = 8) -> tuple[Path, Path]:
+    """A survey of another monitor in its own labels, and its column map."""
+    rng = np.random.default_rng(seed)
+    regions = OTHER_LEVELS["region"]
+    schools = [(f"T{r[:2].upper()}{k}", r) for r in regions for k in range(5)]
+    school = rng.integers(0, len(schools), n)
+    types = OTHER_LEVELS["school_type"]
+    frame = pd.DataFrame(
+        {
+            "pupil": np.arange(1, n + 1),
+            "school": [schools[s][0] for s in school],
+            "area": [schools[s][1] for s in school],
+            "round": rng.choice(OTHER_LEVELS["wave"], n),
+            "sex": rng.choice(OTHER_LEVELS["gender"], n, p=[0.49, 0.495, 0.015]),
+            "track": [types[(s + int(rng.integers(0, 2))) % 3] for s in school],
+            "parents": rng.choice(OTHER_LEVELS["parent_edu"], n),
+            "age": np.round(rng.normal(15.0, 0.7, n), 1),
+        }
+    )
+    wave_shift = {"2015": 0.2, "2017": 0.1, "2019": -0.25, "2021": 0.0}
+    latent = (
+        frame["round"].map(wave_shift)
+        + np.where(frame["sex"] == "male", 0.15, -0.1)
+        + frame["track"].map({"general": 0.0, "vocational": -0.2, "academic": 0.2})
+        + 0.3 * rng.standard_normal(len(schools))[school]
+        + rng.standard_normal(n)
+    )
+    for k in range(1, 7):
+        frame[f"q{k}"] = np.clip(np.round(3 + 0.9 * latent + 0.6 * rng.standard_normal(n)), 1, 5)
+    data = folder / "other.csv"
+    frame.to_csv(data, index=False)
+    rename = {
+        "pupil": "student_id", "school": "school_id", "area": "region", "round": "wave",
+        "sex": "gender", "track": "school_type", "parents": "parent_edu", "age": "age",
+        **{f"q{k}": f"item_{k}" for k in range(1, 7)},
+    }  # fmt: skip
+    lines = ["[monitor]", 'name = "Schoolmonitor Testland"', 'area = "Testland"', "", "[rename]"]
+    lines += [f'{k} = "{v}"' for k, v in rename.items()]
+    lines += ["", "[levels]"] + [f"{c} = {v!r}".replace("'", '"') for c, v in OTHER_LEVELS.items()]
+    cmap = folder / "other_columns.toml"
+    cmap.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return data, cmap
+
+
+def other_monitor_spec(folder: Path) -> Path:
+    """The flagship model with the monitor's own wave comparisons (one naming a wave the
+    data lack) and no findings file: the generic findings."""
+    text = (ROOT / "models" / "flagship.toml").read_text(encoding="utf-8")
+    start = text.index("wave_contrasts = [")
+    end = text.index("]\n", text.index("]", start) + 1) + 2
+    text = (
+        text[:start]
+        + 'wave_contrasts = [["2021", "2019"], ["2021", "2015"], ["2019", "2013"]]\n'
+        + text[end:]
+    )
+    text = text[: text.index("[report]")]
+    spec = folder / "other.toml"
+    spec.write_text(text, encoding="utf-8")
+    return spec
+
+
+@pytest.fixture(scope="module")
+def other_run(tmp_path_factory) -> Path:
+    folder = tmp_path_factory.mktemp("other")
+    data, cmap = other_monitor_survey(folder)
+    spec = other_monitor_spec(folder)
+    return fit(data, folder / "runs", "other", "--columns", str(cmap), "--model", str(spec))
+
+
+OML_WORDS = re.compile(
+    r"Limburg|OnderwijsMonitor|\bvmbo|\bhavo\b|\bvwo\b|jongens|meisjes|\bboys\b|\bgirls\b"
+    r"|Maastricht|Parkstad|Sittard|onbekend|\bunknown\b|covid",
+    re.IGNORECASE,
+)
+
+
+def test_other_monitor_record_keeps_its_levels(other_run):
+    record = runs.read_record(other_run)
+    assert record.levels == OTHER_LEVELS
+    assert record.output_options.monitor == "Schoolmonitor Testland"
+    effects = pd.read_csv(other_run / "effects.csv", dtype={"group": str, "wave": str})
+    assert set(effects.wave) == {*OTHER_LEVELS["wave"], "all"}
+    gender = effects[effects.breakdown == "gender"]
+    assert set(gender.group) == set(OTHER_LEVELS["gender"])
+    # the third gender's cells are small: suppressed in every table, never a count
+    small = effects[effects.group.str.contains("nonbinary")]
+    assert len(small) and small.suppressed.any()
+    assert small.loc[small.suppressed, "n"].isna().all()
+    assert not disclosure_problems(other_run, student_ids=[], min_cell_n=10)
+
+
+def test_other_monitor_outputs_name_only_its_own_levels(other_run):
+    for file in every_output(other_run):
+        if file.suffix == ".html":
+            text, pngs = page_text(file)
+            texts = [text, *(png_texts(p) for p in pngs)]
+        elif file.suffix == ".png":
+            texts = [png_texts(file)]
+        elif file.suffix == ".csv":
+            texts = [file.read_text(encoding="utf-8")]
+        else:
+            continue
+        for text in texts:
+            assert not OML_WORDS.search(text), (file.name, OML_WORDS.search(text))
+            assert not OML_WAVE_WORDS.search(text), (file.name, OML_WAVE_WORDS.search(text))
+    for lang, report in (("nl", "report.html"), ("en", "report.en.html")):
+        text = page_text(other_run / report)[0]
+        assert "Schoolmonitor Testland" in text
+        assert f"{labels.REPORT_TEXT[lang]['title'].format(years='2015-2021')}" in text
+        for levels in OTHER_LEVELS.values():
+            for level in levels:
+                assert level in text, (report, level)
+        assert "n < 10" in text  # the third gender's small cells
+    en = page_text(other_run / "report.en.html")[0]
+    assert "2021 compared with 2019" in en and "2019 compared with 2017" in en  # own waves
+    assert "Not in this run" in en and "2013" in en  # the spec pair naming a missing wave
+    assert "Factsheet:" not in en  # OML's own statements only for OML's levels
+    assert "nonbinary" in en
+    school = page_text(next((other_run / "schools").glob("school-*.html")))[0]
+    assert "Testland" in school
+
+
+def test_forest_figures_of_the_other_monitor_follow_its_order(other_run):
+    texts = png_texts(other_run / "figures" / "fig2_wave.png")
+    order = [texts.index(w) for w in OTHER_LEVELS["wave"]]
+    assert order == sorted(order)  # waves in declared order, top to bottom
+    gender = png_texts(other_run / "figures" / "fig4_gender.png")
+    assert all(g in gender for g in OTHER_LEVELS["gender"]) and "n < 10" in gender
