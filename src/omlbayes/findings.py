@@ -594,7 +594,10 @@ def build_findings(
     blocks = []
     for block in declaration.blocks:
         sentences = [s for st in block.get("statement", []) for s in writer.statement(st)]
-        kept = tuple(s for s in sentences if s is not None)
+        # a comparison two statements both ask for (a consecutive pair that is also a spec
+        # pair) is said once
+        unique = {(s.kind, s.text): s for s in sentences if s is not None}
+        kept = tuple(unique.values())
         if kept:
             factsheet = block.get("factsheet", {}).get(lang, "") if shown else ""
             blocks.append(Block(block["key"], block["title"][lang], factsheet, kept))

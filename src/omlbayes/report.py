@@ -426,8 +426,11 @@ def _findings_html(ctx: _Context, findings: Findings) -> str:
             f"{grey}<ul class='findings'>{''.join(items)}</ul></div>"
         )
     if findings.skipped:
-        pairs = ", ".join(
-            f"{labels.level(w, lang)} / {labels.level(r, lang)}" for w, r in findings.skipped
+        pairs = "; ".join(
+            labels.SENTENCE_TEXT[lang]["wave_vs"].format(
+                wave=labels.level(w, lang), reference=labels.level(r, lang)
+            )
+            for w, r in findings.skipped
         )
         parts.append(
             f"<p class='small skipped'>{esc(rt['results_skipped'].format(pairs=pairs))}</p>"
