@@ -31,6 +31,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 
 def main(argv: list[str]) -> int:
     args = parse_args(argv)
+    from omlbayes.cli import configure_logging
+
+    configure_logging()
     if not args.report:
         parts = args.only or PARTS
         validation.run_parts(

@@ -54,5 +54,7 @@ def test_bench_quick_writes_results(tmp_path: Path) -> None:
     (rec,) = data["rows"]
     assert rec["n_coef"] > 100
     assert rec["wall_s"] > 0 and rec["min_ess_bulk"] > 0 and rec["peak_rss_mb"] > 0
-    assert rec["divergences"] >= 0
+    # the table shows the run's own divergence count (an int, as diagnose counted it)
+    assert isinstance(rec["divergences"], int)
+    assert row["divergences"] == str(rec["divergences"])
     assert "design.sufficient_stats" in rec["stages"]

@@ -227,8 +227,8 @@ def _figure_bytes(
         import matplotlib.pyplot as plt
 
         from omlbayes.plots.forest import DPI, figure_specs, plot_forest
-        from omlbayes.plots.save import save_png
         from omlbayes.plots.items import plot_item_distribution
+        from omlbayes.plots.save import save_png
 
         def render(fig) -> bytes:
             buf = io.BytesIO()

@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import sys
+import logging
 import time
 import warnings
 from pathlib import Path
@@ -493,8 +493,7 @@ RECOVERY_SIZES = ((4000, 40), (12000, 80))
 QUICK_SIZES = ((3000, 30),)
 
 
-def _log(message: str) -> None:
-    print(f"[validate] {message}", file=sys.stderr, flush=True)
+_log = logging.getLogger("omlbayes.validate").info
 
 
 def run_parts(
