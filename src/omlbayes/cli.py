@@ -7,7 +7,7 @@ import logging
 import sys
 from dataclasses import replace
 
-from omlbayes import constants, runs, workflow
+from omlbayes import constants, disclosure, runs, workflow
 from omlbayes.diagnose import verdict_line
 from omlbayes.errors import DiagnosticsFailed, SpecError
 from omlbayes.options import OutputOptions
@@ -51,13 +51,15 @@ def _replot_options(args: argparse.Namespace) -> OutputOptions:
     """The run's options, with the output flags given on this command line."""
     run = runs.read_record(args.replot).output_options
     given = {k: getattr(args, k) for k in OUTPUT_FLAGS if getattr(args, k) is not None}
+    # the disclosure threshold may be raised on a replot, never lowered
+    given["min_cell_n"] = disclosure.effective_min_cell_n(run.min_cell_n, args.min_cell_n)
     return replace(run, **given)
 
 
 def run_fit(args: argparse.Namespace) -> int:
     configure_logging(quiet=args.quiet, verbose=args.verbose)
     if args.replot:
-        workflow.summarise_run(args.replot, options=_replot_options(args))
+        workflow.write_outputs(args.replot, options=_replot_options(args))
         print(f"redrawn: {args.replot}")
         return 0
     options = _options(args)

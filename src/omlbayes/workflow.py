@@ -150,14 +150,24 @@ def fit_survey_run(
                 fit=fit_info.get("fit", {}),
             )
         )
-        progress("summarising and drawing figures")
-        headline = summarise_run(staging)
-        progress("writing report.html (both languages) and the school feedback pages")
-        for lang in (output.lang, *(other for other in LANGS if other != output.lang)):
-            write_report(staging, lang=lang)
-        write_school_pages(staging, lang=output.lang)
-        disclosure.audit(staging, min_cell_n=output.min_cell_n)
+        headline = write_outputs(staging, progress=progress)
     return RunResult(stage.final, diagnostics, headline, output)
+
+
+def write_outputs(
+    path: Path, *, options: OutputOptions | None = None, progress: Progress = log.info
+) -> pd.DataFrame:
+    """Everything after the fit, from the run folder: tables, figures, both reports and
+    the school pages, then the disclosure audit. Used by a fit and by ``--replot``."""
+    progress("summarising and drawing figures")
+    headline = summarise_run(path, options=options)
+    output = runs.read_record(path).output_options
+    progress("writing report.html (both languages) and the school feedback pages")
+    for lang in (output.lang, *(other for other in LANGS if other != output.lang)):
+        write_report(path, lang=lang)
+    write_school_pages(path, lang=output.lang)
+    disclosure.audit(path, min_cell_n=output.min_cell_n)
+    return headline
 
 
 def fit_frame(
