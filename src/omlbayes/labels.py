@@ -352,7 +352,6 @@ REPORT_TEXT = {
         "footer": "Gemaakt met omlbayes uit {run}. Geen externe bronnen; offline leesbaar.",
         "suppressed": "n < {n}",
         "sd": "SD",
-        "vs": "t.o.v.",
     },
     "en": {
         "title": "Why social relations at school matter: relations with teachers, {years}",
@@ -474,7 +473,6 @@ REPORT_TEXT = {
         "footer": "Made with omlbayes from {run}. No external resources; readable offline.",
         "suppressed": "n < {n}",
         "sd": "SD",
-        "vs": "vs",
     },
 }
 
@@ -512,7 +510,6 @@ SENTENCE_TEXT = {
         ),
         "largest_gap": "Het verschil {what} is het grootst bij {where} ({mean} SD).",
         "all_waves": "alle metingen",
-        "within": "{group} binnen {within}",
         "change": "verandering van {reference} naar {wave}",
         "groups_vs": "{group} vergeleken met {reference_group}",
     },
@@ -530,7 +527,6 @@ SENTENCE_TEXT = {
         ),
         "largest_gap": "The gap {what} is largest in {where} ({mean} SD).",
         "all_waves": "all waves",
-        "within": "{group} within {within}",
         "change": "change from {reference} to {wave}",
         "groups_vs": "{group} compared with {reference_group}",
     },

@@ -197,7 +197,15 @@ class Stage:
     final: Path | None = None
 
     def write_record(self, record: RunRecord) -> None:
-        write_json(self.path / RUN_JSON, record.to_dict())
+        write_record(self.path, record)
+
+
+def write_record(path: Path, record: RunRecord) -> None:
+    """Write ``run.json`` of a run folder (atomically: never a half-written record). Only a
+    staged run and ``--replot`` (new output options) write it."""
+    tmp = path / f".{RUN_JSON}.tmp"
+    write_json(tmp, record.to_dict())
+    tmp.replace(path / RUN_JSON)
 
 
 @contextlib.contextmanager

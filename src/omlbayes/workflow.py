@@ -290,7 +290,7 @@ def summarise_run(path: Path | str, *, options: OutputOptions | None = None) -> 
     record = runs.read_record(path)
     if options is not None and options != record.output_options:
         record = replace(record, options=options.to_dict())
-        runs.write_json(path / runs.RUN_JSON, record.to_dict())
+        runs.write_record(path, record)
     options = record.output_options
     tree = xr.open_datatree(path / runs.POSTERIOR, engine="h5netcdf").load()
     if "gcomp" not in tree.children:
