@@ -11,6 +11,7 @@ skipped. HTML rendering is ``report.py``'s job.
 
 from __future__ import annotations
 
+import html
 import math
 import tomllib
 from collections.abc import Iterable, Mapping, Sequence
@@ -163,6 +164,7 @@ def parse_findings(raw: Mapping, *, where: str = "findings") -> Declaration:
             _only(st, STATEMENT_KEYS[kind], f"{here} statement {kind!r}")
             if "breakdown" not in st:
                 raise SpecError(f"{here} statement {kind!r}: needs 'breakdown'")
+            _check_columns(st, f"{here} statement {kind!r}")
             pairs = st.get("pairs")
             if isinstance(pairs, str) and pairs not in PAIR_RULES:
                 raise SpecError(
@@ -171,6 +173,22 @@ def parse_findings(raw: Mapping, *, where: str = "findings") -> Declaration:
                 )
         blocks.append(dict(block))
     return Declaration(str(raw.get("name", "")), tuple(blocks), levels)
+
+
+def _check_columns(st: Mapping, where: str) -> None:
+    """``compare``, ``within`` and ``at`` name a column of the statement's breakdown."""
+    parts = [] if st["breakdown"] == OVERALL else str(st["breakdown"]).split(" x ")
+    needs_cross = st["kind"] == "lowest_vs_rest" or "within" in st
+    if needs_cross and len(parts) != 2:
+        raise SpecError(f"{where}: needs a cross breakdown 'a x b', got {st['breakdown']!r}")
+    if st["kind"] == "lowest_vs_rest" and "at" not in st:
+        raise SpecError(f"{where}: needs 'at' (the column held at one level)")
+    for key in ("compare", "within", "at"):
+        if key in st and st[key] not in parts:
+            raise SpecError(
+                f"{where}: {key} = {st[key]!r} is not a column of {st['breakdown']!r}; "
+                f"use one of {', '.join(parts) or 'none'}"
+            )
 
 
 def _only(table: Mapping, allowed: Sequence[str], where: str) -> None:
@@ -195,7 +213,7 @@ def factsheet_applies(declaration: Declaration, levels: Mapping[str, Sequence[st
 class Sentence:
     """One finding sentence and the table row(s) it was written from."""
 
-    text: str
+    text: str  # HTML: level names escaped, the direction phrase in a <span>
     kind: str  # "contrast" | "extremes" | "largest_gap" | "suppressed"
     keys: dict[str, str] = field(default_factory=dict)
     phrase_key: str = ""
@@ -340,6 +358,7 @@ def _contrast_sentence(
         "flipped": "1" if flipped else "0",
     }
     st = labels.SENTENCE_TEXT[lang]
+    subject, comparison = html.escape(subject), html.escape(comparison)
     if bool(row.suppressed) or not np.isfinite(row.mean):
         text = st["suppressed"].format(
             subject=subject, comparison=comparison, n=t.options.min_cell_n
@@ -415,10 +434,10 @@ def _extremes_sentence(
 
     def name(g: str) -> str:
         parts = [p for p in g.split(":") if p != strip]
-        return labels.level(":".join(parts), lang)
+        return html.escape(labels.level(":".join(parts), lang))
 
     text = labels.SENTENCE_TEXT[lang]["highest"].format(
-        subject=subject,
+        subject=html.escape(subject),
         best=name(best),
         best_mean=fmt_number(t.effect(b, best, ALL).mean, lang=lang, sign=True),
         worst=name(worst),
@@ -535,8 +554,8 @@ class _Writer:
                 group=labels.level(first, lang), reference_group=labels.level(other, lang)
             )
             text = labels.SENTENCE_TEXT[lang]["largest_gap"].format(
-                what=what,
-                where=labels.level(where, lang),
+                what=html.escape(what),
+                where=html.escape(labels.level(where, lang)),
                 mean=fmt_number(mean, lang=lang, sign=True),
             )
             out.append(Sentence(_cap(text), "largest_gap", dict(s.keys)))
