@@ -3,6 +3,7 @@ and the monitor's name (never Limburg unless the config says so)."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 from pathlib import Path
@@ -156,7 +157,7 @@ def test_a_monitor_the_config_does_not_name_is_not_named(tmp_path):
     run = make_fake_run(tmp_path / "fake", lang="en")
     record = runs.read_record(run)
     options = {**record.options, "monitor": "", "area": ""}
-    runs.write_json(run / runs.RUN_JSON, {**record.to_dict(), "options": options})
+    runs.write_record(run, dataclasses.replace(record, options=options))
     html = write_report(run, lang="en").read_text(encoding="utf-8")
     subtitle = re.search(r"<p class='subtitle'>(.*?)</p>", html).group(1)
     assert "a school monitor survey" in subtitle and "Limburg" not in subtitle

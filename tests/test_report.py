@@ -292,7 +292,7 @@ def make_fake_run(
         python="3.12",
         timings={"total_s": 12.0, "fit_s": 8.0},
     )
-    runs.write_json(folder / runs.RUN_JSON, record.to_dict())
+    runs.write_record(folder, record)
     return folder
 
 
