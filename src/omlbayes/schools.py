@@ -5,9 +5,11 @@ alone. For school s in region r at wave w the adjusted index is
 
     effect(region = r, wave = w) + u[s] (+ u[s, w] when the model has a school x wave term)
 
-as posterior draws (``estimands.effect_draws`` gives the region and province effects;
+as posterior draws (``estimands.effect_draws`` gives the region and overall effects;
 ``1|school_id`` and ``1|school_id:wave`` the school deviations), next to the region
-(``effect(region = r, wave = w)``) and the province (``effect(overall, w)``). Ranks are
+(``effect(region = r, wave = w)``) and all schools together (``effect(overall, w)``, named
+by the monitor's area when the column map gives one). Waves and regions follow the levels
+saved in the run record. Ranks are
 computed per draw, so their interval shows how uncertain a league-table place is. Every
 interval is the run's kind and probability (``OutputOptions``).
 
