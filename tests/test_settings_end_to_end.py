@@ -235,7 +235,7 @@ def other_run(tmp_path_factory) -> Path:
 
 OML_WORDS = re.compile(
     r"Limburg|OnderwijsMonitor|\bvmbo|\bhavo\b|\bvwo\b|jongens|meisjes|\bboys\b|\bgirls\b"
-    r"|Maastricht|Parkstad|Sittard|onbekend|\bunknown\b|covid",
+    r"|Maastricht|Parkstad|Sittard|onbekend|\bunknown\b|covid|factsheet",
     re.IGNORECASE,
 )
 

@@ -171,7 +171,7 @@ class Contrast:
     wave: str
     reference_group: str
     reference: str
-    kind: str  # "vs_first" | "vs_previous" | "factsheet" | "between_groups" | "gap_change"
+    kind: str  # "vs_first" | "vs_previous" | "spec_pair" | "between_groups" | "gap_change"
 
 
 def contrast_terms(
@@ -217,7 +217,7 @@ def contrast_list(
             add(Contrast(breakdown, group, wave, group, waves[i - 1], "vs_previous"))
         for wave, ref in wave_pairs:
             if wave in waves and ref in waves:
-                add(Contrast(breakdown, group, wave, group, ref, "factsheet"))
+                add(Contrast(breakdown, group, wave, group, ref, "spec_pair"))
     changes = [(waves[i], waves[i - 1]) for i in range(1, len(waves))]
     changes += [(w, r) for w, r in wave_pairs if w in waves and r in waves]
     changes = list(dict.fromkeys(changes))

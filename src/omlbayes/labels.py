@@ -285,6 +285,7 @@ REPORT_TEXT = {
         "fig5": "Figuur 5. Index per meting en opleiding ouders",
         "fig6": "Figuur 6. Index per meting en regio",
         "fig_cross": "Figuur niet in de factsheet: {what}",
+        "fig_extra": "Figuur: {what}",
         "results": "4. Resultaten in het kort",
         "results_intro": (
             "Elke zin hieronder is berekend uit de posterior (contrasts.csv en effects.csv): "
@@ -406,6 +407,7 @@ REPORT_TEXT = {
         "fig5": "Figure 5. Index by wave and parental education",
         "fig6": "Figure 6. Index by wave and region",
         "fig_cross": "Figure not in the factsheet: {what}",
+        "fig_extra": "Figure: {what}",
         "results": "4. Results in brief",
         "results_intro": (
             "Every sentence below is computed from the posterior (contrasts.csv and "

@@ -30,6 +30,7 @@ from omlbayes.findings import (  # noqa: F401  (re-exported for schools.py and t
     build_findings,
     direction_key,
     direction_phrase,
+    factsheet_applies,
     fmt_number,
     fmt_pd,
     parse_findings,
@@ -175,6 +176,7 @@ class _Context:
     record: runs.RunRecord
     diagnostics: dict
     options: OutputOptions  # the run's, in the report's language and threshold
+    factsheet: bool = False  # the run's levels are those the factsheet's statements are about
 
     @property
     def lang(self) -> str:
@@ -243,9 +245,7 @@ def _figure_bytes(
             fig = plot_forest(
                 effects, breakdown=spec.breakdown, options=ctx.options, levels=ctx.record.levels
             )
-            out.append(
-                (spec.filename, _caption(spec.filename, spec.breakdown, ctx.lang), render(fig))
-            )
+            out.append((spec.filename, _caption(spec.filename, spec.breakdown, ctx), render(fig)))
         return out
     if (figures / "fig1_items.png").is_file():
         out.append(
@@ -267,16 +267,17 @@ def _figure_bytes(
         ):
             continue
         breakdown = png.stem.removeprefix("fig_cross_").removeprefix("fig_").replace("_x_", " x ")
-        out.append((png.name, _caption(png.name, breakdown, ctx.lang), png.read_bytes()))
+        out.append((png.name, _caption(png.name, breakdown, ctx), png.read_bytes()))
     return out
 
 
-def _caption(filename: str, breakdown: str, lang: str) -> str:
+def _caption(filename: str, breakdown: str, ctx: _Context) -> str:
+    lang = ctx.lang
     rt = labels.REPORT_TEXT[lang]
     for name, key in FACTSHEET_FIGURES:
         if name == filename:
             return rt[key]
-    return rt["fig_cross"].format(
+    return rt["fig_cross" if ctx.factsheet else "fig_extra"].format(
         what=f"{labels.column('wave', lang)} × {labels.column(breakdown, lang)}"
     )
 
@@ -598,14 +599,17 @@ def render_report(
     record = runs.read_record(path)
     diagnostics = json.loads((path / runs.DIAGNOSTICS).read_text())
     options = report_options(record, lang=lang, min_cell_n=min_cell_n)
-    ctx = _Context(path, record, diagnostics, options)
+    declaration = parse_findings(record.findings, where=f"{path / runs.RUN_JSON} findings")
+    ctx = _Context(
+        path, record, diagnostics, options, factsheet_applies(declaration, record.levels)
+    )
     lang = options.lang
     effects, contrasts = _read_tables(path)
     effects, contrasts = disclosure.resuppress(effects, contrasts, min_cell_n=options.min_cell_n)
     findings = build_findings(
         effects,
         contrasts,
-        declaration=parse_findings(record.findings, where=f"{path / runs.RUN_JSON} findings"),
+        declaration=declaration,
         options=options,
         levels=record.levels,
         spec_pairs=record.wave_pairs,

@@ -48,7 +48,7 @@ TOLERANCE_SD = 0.5
 SBC_BINS = 10
 SBC_DRAWS, SBC_THIN = 200, 2
 ALPHA = 0.01
-WAVE_KINDS = ("vs_first", "vs_previous", "factsheet")
+WAVE_KINDS = ("vs_first", "vs_previous", "spec_pair")
 
 
 # --- 1. recovery and coverage -------------------------------------------------------
