@@ -76,7 +76,7 @@ def fits() -> dict[str, pd.DataFrame]:
     frame, spec = _frame(), _spec()
     layout = design.build_layout(frame, spec)
     stats = design.sufficient_stats(frame, layout, spec.response)
-    collapsed, _ = fit_collapsed(stats, layout, spec, seed=SEED, progressbar=False)
+    collapsed, _, _ = fit_collapsed(stats, layout, spec, seed=SEED, progressbar=False)
     bambi, _ = fit_bambi(frame, spec, seed=SEED, progressbar=False)
     return {"collapsed": collapsed, "bambi": bambi}
 

@@ -12,6 +12,7 @@ from omlbayes.errors import SpecError
 
 BACKENDS = ("collapsed", "bambi")
 SAMPLERS = ("nutpie", "pymc", "numpyro")
+KERNELS = ("auto", "dense", "sparse")  # the collapsed backend's linear algebra
 FAMILIES = ("gaussian", "t", "bernoulli", "poisson", "negativebinomial", "cumulative")
 PRIOR_DISTS = {
     "Normal": ("mu", "sigma"),
@@ -40,6 +41,7 @@ class SamplerSettings:
     draws: int = 1000
     tune: int = 1000
     chains: int = 4
+    kernel: str = "auto"
 
 
 @dataclass(frozen=True)
@@ -58,6 +60,7 @@ class ModelSpec:
     wave_contrasts: tuple[tuple[str, str], ...]
     sampler: SamplerSettings = field(default_factory=SamplerSettings)
     source: str = ""
+    residual_sd_by: str | None = None  # one residual SD per level of this column
 
     @property
     def group_terms(self) -> tuple[tuple[str, ...], ...]:
@@ -70,6 +73,8 @@ class ModelSpec:
         """Every data column the model reads."""
         cols = [self.response, *self.common]
         cols += [c for term in self.group_terms for c in term]
+        if self.residual_sd_by is not None:
+            cols.append(self.residual_sd_by)
         return tuple(dict.fromkeys(cols))
 
     def prior_for(self, name: str, kind: str) -> Prior:
@@ -165,9 +170,22 @@ def load_spec(path: Path | str | None = None) -> ModelSpec:
         wave_contrasts=tuple((str(a), str(b)) for a, b in estimands.get("wave_contrasts", [])),
         sampler=sampler,
         source=str(path),
+        residual_sd_by=_residual_sd_by(model, path),
     )
     check_sampler(spec.sampler)
     return spec
+
+
+def _residual_sd_by(model: dict, path: Path) -> str | None:
+    """``[model] residual_sd_by = "column"``: one residual SD per level of that column."""
+    value = model.get("residual_sd_by")
+    if value is None:
+        return None
+    if not isinstance(value, str) or not value:
+        raise SpecError(f"{path}: [model] residual_sd_by must be a column name")
+    if model.get("family", "gaussian") != "gaussian":
+        raise SpecError(f"{path}: residual_sd_by needs family = 'gaussian'")
+    return value
 
 
 def check_sampler(settings: SamplerSettings) -> None:
@@ -176,6 +194,8 @@ def check_sampler(settings: SamplerSettings) -> None:
         raise SpecError(f"backend {settings.backend!r} unknown; use one of {', '.join(BACKENDS)}")
     if settings.sampler not in SAMPLERS:
         raise SpecError(f"sampler {settings.sampler!r} unknown; use one of {', '.join(SAMPLERS)}")
+    if settings.kernel not in KERNELS:
+        raise SpecError(f"kernel {settings.kernel!r} unknown; use one of {', '.join(KERNELS)}")
     for name in ("draws", "tune", "chains"):
         value = getattr(settings, name)
         if not isinstance(value, int) or value < 1:

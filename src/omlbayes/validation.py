@@ -69,7 +69,7 @@ def fit_flagship(
 
     layout = design.build_layout(frame, spec)
     stats = design.sufficient_stats(frame, layout, spec.response)
-    tree, _ = fit_collapsed(stats, layout, spec, seed=seed, progressbar=False)
+    tree, _, _ = fit_collapsed(stats, layout, spec, seed=seed, progressbar=False)
     gcomp = estimands.gcomp_weights(frame, layout, spec)
     return tree["posterior"].to_dataset(), gcomp, diagnose.check(tree)
 

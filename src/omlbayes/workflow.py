@@ -126,6 +126,7 @@ def fit_survey_run(
             "priors": {k: str(v) for k, v in spec.priors.items()},
             "formula": spec.formula(),
             "n_coefficients": fit_info["n_coef"],
+            "fit": fit_info.get("fit", {}),
             "options": {
                 "lang": options.lang,
                 "interval": options.interval,
@@ -152,7 +153,7 @@ def fit_survey_run(
 
 
 def _fit(frame, spec, options, progress, timings):
-    from omlbayes.design import build_layout, sufficient_stats
+    from omlbayes.design import build_layout, grouped_stats
 
     layout = build_layout(frame, spec)
     sampler = spec.sampler
@@ -165,11 +166,12 @@ def _fit(frame, spec, options, progress, timings):
     if sampler.backend == "collapsed":
         from omlbayes.backends.collapsed import fit_collapsed
 
-        stats = sufficient_stats(frame, layout, spec.response)
+        stats = grouped_stats(frame, layout, spec.response, by=spec.residual_sd_by)
         timings["sufficient_stats_s"] = time.perf_counter() - t
-        tree, fit_timings = fit_collapsed(
+        tree, fit_timings, fit_facts = fit_collapsed(
             stats, layout, spec, seed=options.seed, progressbar=options.progressbar
         )
+        progress(f"kernel {fit_facts['kernel']}: {fit_facts['kernel_reason']}")
     else:
         from omlbayes.backends.bambi_backend import fit_bambi
 
@@ -179,7 +181,10 @@ def _fit(frame, spec, options, progress, timings):
     timings.update(fit_timings)
     timings["fit_s"] = time.perf_counter() - t
     gcomp = estimands.gcomp_weights(frame, layout, spec)
-    return tree, {"layout": layout, "gcomp": gcomp, "n_coef": layout.n_coef}
+    info = {"layout": layout, "gcomp": gcomp, "n_coef": layout.n_coef}
+    if sampler.backend == "collapsed":
+        info["fit"] = fit_facts
+    return tree, info
 
 
 def _write_descriptives(frame: pd.DataFrame, folder: Path, *, min_cell_n: int) -> None:
