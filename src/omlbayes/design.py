@@ -20,6 +20,8 @@ from omlbayes.errors import SpecError
 from omlbayes.spec import ModelSpec, group_term_name
 
 CHUNK_ROWS = 200_000
+# With ``residual_sd_by = col`` the posterior's ``sigma`` has the dim ``col + SIGMA_DIM_SUFFIX``.
+SIGMA_DIM_SUFFIX = "__sigma_dim"
 
 
 @dataclass(frozen=True)

@@ -43,7 +43,7 @@ from omlbayes.backends.sparse import (
     sparse_conditional_draws,
     sparse_marginal_loglik,
 )
-from omlbayes.design import DesignLayout, GroupedStats, SufficientStats
+from omlbayes.design import SIGMA_DIM_SUFFIX, DesignLayout, GroupedStats, SufficientStats
 from omlbayes.errors import SpecError
 from omlbayes.spec import ModelSpec
 
@@ -309,7 +309,7 @@ def build_model(
 
 
 def _sigma_dim(spec: ModelSpec) -> str:
-    return f"{spec.residual_sd_by}__sigma_dim"
+    return f"{spec.residual_sd_by}{SIGMA_DIM_SUFFIX}"
 
 
 def _coefficient_dataset(coef: np.ndarray, layout: DesignLayout, posterior) -> xr.Dataset:
