@@ -446,6 +446,9 @@ def fit_collapsed(
     timings["sample_s"] = time.perf_counter() - t0
     t1 = time.perf_counter()
     posterior = dt["posterior"].to_dataset()
+    if spec.residual_sd_by is not None:  # PyMC's coords come back as objects; netCDF wants str
+        dim = _sigma_dim(spec)
+        posterior = posterior.assign_coords({dim: posterior[dim].astype(str)})
     coefs = draw_coefficients(posterior, stats, layout, spec, seed=seed + 1, choice=choice)
     dt["posterior"] = xr.DataTree(xr.merge([coefs, posterior]))
     timings["conditional_draws_s"] = time.perf_counter() - t1
