@@ -55,6 +55,9 @@ TARGET_ACCEPT = 0.9
 DENSE_ALWAYS_P = 150
 # Above this a dense evaluation takes seconds, so it is not even timed.
 DENSE_TIMING_MAX_P = 3000
+# An optimistic single-thread LAPACK rate (flop/s) for the dense kernel's ~p^3 flops: when
+# the sparse kernel already beats that prediction tenfold, the dense one is not timed.
+DENSE_FLOPS_PER_S = 2e10
 # Gradients per NUTS draw assumed by the cost estimate: these posteriors over a few variance
 # parameters take trajectories of depth 3-4 (the flagship averages about 2^3.5 steps).
 GRADIENTS_PER_DRAW = 15
@@ -206,7 +209,10 @@ def choose_kernel(
             inputs["sparse_pattern"],
         )
     )
-    if requested == "auto" and n_groups == 1 and p <= DENSE_TIMING_MAX_P:
+    dense_predicted = float(p) ** 3 / DENSE_FLOPS_PER_S
+    facts["dense_s_predicted"] = dense_predicted
+    clearly_sparse = 10.0 * facts["sparse_s_per_gradient"] < dense_predicted
+    if requested == "auto" and n_groups == 1 and p <= DENSE_TIMING_MAX_P and not clearly_sparse:
         facts["dense_s_per_gradient"] = _dense_seconds(stats.pooled(), log_var)
     dense_s = facts.get("dense_s_per_gradient", np.inf)
     if requested == "sparse":
@@ -225,7 +231,7 @@ def choose_kernel(
             + (
                 f"{dense_s * 1e3:.3g} ms"
                 if np.isfinite(dense_s)
-                else f"not timed (p = {p} > {DENSE_TIMING_MAX_P})"
+                else f"at least {dense_predicted * 1e3:.3g} ms predicted from p^3 (not timed)"
             )
         )
         choice = KernelChoice("sparse", why, pattern)
