@@ -333,14 +333,29 @@ def _solve_lt(p, lp, li, lx, rhs):
 
 
 @numba.njit(cache=True, nogil=True)
+def _dense_tail_start(p, lp):
+    """First column of the trailing block where L is completely dense."""
+    t0 = p
+    while t0 > 0 and lp[t0] - lp[t0 - 1] == p - t0 + 1:
+        t0 -= 1
+    return t0
+
+
+@numba.njit(cache=True, nogil=True)
 def _selected_inverse(p, lp, li, lx):
-    """Entries of S = (L L')^-1 on the pattern of L (Takahashi recursion, last column first)."""
+    """Entries of S = (L L')^-1 on the pattern of L (Takahashi recursion, last column first).
+
+    The trailing columns where L is dense keep a dense copy of their S block, so a
+    column's pairs of rows inside it are read directly instead of searched for.
+    """
     sx = np.zeros(lp[p])
     marker = np.full(p, -1, dtype=np.int64)
     max_len = 0
     for j in range(p):
         max_len = max(max_len, lp[j + 1] - lp[j])
     acc = np.zeros(max_len)
+    t0 = _dense_tail_start(p, lp)
+    tail = np.zeros((p - t0, p - t0))
     for j in range(p - 1, -1, -1):
         start, end = lp[j] + 1, lp[j + 1]
         m = end - start
@@ -353,6 +368,14 @@ def _selected_inverse(p, lp, li, lx):
         for b in range(m):
             c = li[start + b]
             lcj = lx[start + b]
+            if c >= t0:  # rows r_b.. all lie in the dense tail
+                cc = c - t0
+                acc[b] += lcj * tail[cc, cc]
+                for a in range(b + 1, m):
+                    s = tail[cc, li[start + a] - t0]  # symmetric; row-wise is contiguous
+                    acc[a] += lcj * s
+                    acc[b] += lx[start + a] * s
+                continue
             acc[b] += lcj * sx[lp[c]]
             for q in range(lp[c] + 1, lp[c + 1]):
                 a = marker[li[q]]
@@ -367,6 +390,13 @@ def _selected_inverse(p, lp, li, lx):
         sx[lp[j]] = sjj
         for a in range(m):
             marker[li[start + a]] = -1
+        if j >= t0:
+            jj = j - t0
+            tail[jj, jj] = sjj
+            for a in range(m):
+                ii = li[start + a] - t0
+                tail[ii, jj] = sx[start + a]
+                tail[jj, ii] = sx[start + a]
     return sx
 
 
