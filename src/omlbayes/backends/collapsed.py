@@ -254,7 +254,7 @@ def _check_cost(choice: KernelChoice, seconds: float | None, spec: ModelSpec, co
             f"this fit would take about {expected / 3600:.1f} h to sample ({seconds:.3g} s per "
             f"gradient with the faster kernel, {choice.kernel}, x ~{gradients:,} gradients on "
             f"{parallel} core(s)); no faster path exists for this design; to run it anyway "
-            f'set kernel = "{choice.kernel}" under [sampler]'
+            f'set kernel = "{choice.kernel}" under [sampler] (or --kernel {choice.kernel})'
         )
 
 
