@@ -509,7 +509,7 @@ MANY_GROUPS_FORMULA = "score ~ gcsecnt + (1|lea) + (1|lea:school)"
 
 
 def many_groups(
-    *, work: Path, draws: int = 1000, tune: int = 500, chains: int = 2, seed: int = 5
+    *, work: Path, draws: int = 1000, tune: int = 1000, chains: int = 4, seed: int = 5
 ) -> tuple[pd.DataFrame, dict]:
     """Chem97 (A-level chemistry scores, 2,410 schools in 131 LEAs) against MixedLM REML."""
     frame = load_mlmrev("Chem97")
