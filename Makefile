@@ -30,6 +30,7 @@ validate: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) bench/bench_fit.py
+	$(PY) bench/bench_scaling.py
 
 report-check: $(STAMP)
 	$(PY) scripts/report_check.py

@@ -233,7 +233,7 @@ def worker(args: argparse.Namespace) -> None:
         read_stats_s = time.perf_counter() - t0
         del frame
         t = time.perf_counter()
-        tree, timings = fit_collapsed(stats, layout, spec, seed=SEED, progressbar=False)
+        tree, timings, _ = fit_collapsed(stats, layout, spec, seed=SEED, progressbar=False)
         stages.mark("collapsed.fit_collapsed", time.perf_counter() - t)
     else:
         read_stats_s = time.perf_counter() - t0

@@ -49,7 +49,7 @@ def main() -> None:
         t0 = time.perf_counter()
         try:
             if backend == "collapsed":
-                tree, _ = fit_collapsed(stats, layout, spec, seed=1, progressbar=args.progress)
+                tree, _, _ = fit_collapsed(stats, layout, spec, seed=1, progressbar=args.progress)
             else:
                 tree, _ = fit_bambi(frame, spec, seed=1, progressbar=args.progress)
             d = diagnose.check(tree)

@@ -34,6 +34,11 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--draws", type=int)
     p.add_argument("--tune", type=int)
     p.add_argument("--chains", type=int)
+    p.add_argument(
+        "--kernel",
+        choices=("auto", "dense", "sparse"),
+        help="collapsed backend's linear algebra (default auto: the faster, timed)",
+    )
     p.add_argument("--seed", type=int, default=C.DEFAULT_SEED)
     p.add_argument("--out", type=Path, help="folder for run folders (default outputs/)")
     p.add_argument("--name", help="run folder name (default: timestamp_model)")

@@ -1,7 +1,8 @@
 #!/usr/bin/env python
 """Statistical validation -> outputs/validation/validation.md (tables and plots).
 
-Runs recovery/coverage, SBC, REML agreement on mlmRev data and a three-level check
+Runs recovery/coverage, SBC, REML agreement on mlmRev data, a three-level check and a
+many-groups check (Chem97)
 (see src/omlbayes/validation.py). Parts can run separately (--only) and in parallel
 processes; each writes its CSV under outputs/validation/, and --report (also run at the
 end of a full run) assembles validation.md from whatever CSVs are there.
@@ -15,7 +16,7 @@ from pathlib import Path
 
 from omlbayes import validation
 
-PARTS = ("recovery", "sbc", "reml", "three_level")
+PARTS = ("recovery", "sbc", "reml", "three_level", "many_groups")
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:

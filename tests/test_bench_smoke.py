@@ -58,3 +58,27 @@ def test_bench_quick_writes_results(tmp_path: Path) -> None:
     assert isinstance(rec["divergences"], int)
     assert row["divergences"] == str(rec["divergences"])
     assert "design.sufficient_stats" in rec["stages"]
+
+
+@pytest.mark.bench
+def test_bench_scaling_quick_writes_its_section(tmp_path: Path) -> None:
+    (tmp_path / "RESULTS.md").write_text("# Benchmark\n\nearlier content\n")
+    cmd = [
+        sys.executable,
+        str(ROOT / "bench" / "bench_scaling.py"),
+        "--quick",
+        "--skip-fits",
+        "--out",
+        str(tmp_path),
+    ]
+    for _ in range(2):  # the second run replaces the section instead of appending another
+        done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=900)
+        assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    report = (tmp_path / "RESULTS.md").read_text()
+    assert report.startswith("# Benchmark\n\nearlier content")
+    assert report.count("<!-- scaling -->") == 1
+    result = json.loads((tmp_path / "scaling.json").read_text())
+    rows = {r["design"]: r for r in result["gradients"]}
+    three = rows["three-level, 2,500 schools in 130 districts"]
+    assert three["sparse_s"] < three["dense_s"]
+    assert all(r["sparse_s"] > 0 for r in rows.values())

@@ -65,6 +65,9 @@ def test_reml_agreement(case, tmp_path):
 @pytest.mark.statistical
 def test_full_validation(tmp_path):
     validation.run_parts(
-        ("recovery", "sbc", "reml", "three_level"), out=tmp_path, seeds=(1, 2, 3), sbc_sims=100
+        ("recovery", "sbc", "reml", "three_level", "many_groups"),
+        out=tmp_path,
+        seeds=(1, 2, 3),
+        sbc_sims=100,
     )
     assert validation.write_report(tmp_path), (tmp_path / "validation.md").read_text()

@@ -292,7 +292,7 @@ def test_collapsed_fit_recovers_ols_g_computation_exactly(tmp_path):
     )
     spec = spec.with_sampler(draws=300, tune=300, chains=2)
     layout = build_layout(frame, spec)
-    tree, _ = fit_collapsed(
+    tree, _, _ = fit_collapsed(
         sufficient_stats(frame, layout, "index"), layout, spec, seed=1, progressbar=False
     )
     eff = effect_draws(tree["posterior"].to_dataset(), gcomp_weights(frame, layout, spec))

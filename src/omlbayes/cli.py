@@ -71,6 +71,7 @@ def run_fit(args: argparse.Namespace) -> int:
         draws=args.draws,
         tune=args.tune,
         chains=args.chains,
+        kernel=getattr(args, "kernel", None),
     )
     if args.formula:
         from omlbayes import generic

@@ -20,6 +20,8 @@ from omlbayes.errors import SpecError
 from omlbayes.spec import ModelSpec, group_term_name
 
 CHUNK_ROWS = 200_000
+# With ``residual_sd_by = col`` the posterior's ``sigma`` has the dim ``col + SIGMA_DIM_SUFFIX``.
+SIGMA_DIM_SUFFIX = "__sigma_dim"
 
 
 @dataclass(frozen=True)
@@ -202,3 +204,116 @@ def sufficient_stats(
         wty += w.T @ y
         yty += float(y @ y)
     return SufficientStats(wtw, wty, yty, len(frame))
+
+
+@dataclass(frozen=True)
+class GroupedStats:
+    """Sufficient statistics per residual-variance group, with W'W sparse.
+
+    Group g holds the rows whose ``by`` column has level ``groups[g]``; with no ``by``
+    there is one group, ``("all",)``. Summing chunks (``+``) gives the whole data's.
+    """
+
+    wtw: tuple[sp.csc_matrix, ...]
+    wty: np.ndarray  # (G, p)
+    yty: np.ndarray  # (G,)
+    n: np.ndarray  # (G,)
+    groups: tuple[str, ...]
+
+    def __add__(self, other: GroupedStats) -> GroupedStats:
+        if self.groups != other.groups:
+            raise ValueError("cannot add statistics of different residual groups")
+        return GroupedStats(
+            tuple(sp.csc_matrix(a + b) for a, b in zip(self.wtw, other.wtw, strict=True)),
+            self.wty + other.wty,
+            self.yty + other.yty,
+            self.n + other.n,
+            self.groups,
+        )
+
+    @property
+    def n_groups(self) -> int:
+        return len(self.groups)
+
+    def pattern(self) -> sp.csc_matrix:
+        """The summed W'W (its non-zeros are the pattern of every group's)."""
+        total = self.wtw[0]
+        for a in self.wtw[1:]:
+            total = total + a
+        return sp.csc_matrix(total)
+
+    def pooled(self) -> SufficientStats:
+        """One dense statistic for the whole data (the dense kernel's input)."""
+        return SufficientStats(
+            self.pattern().toarray(),
+            self.wty.sum(axis=0),
+            float(self.yty.sum()),
+            int(self.n.sum()),
+        )
+
+    @classmethod
+    def from_pooled(cls, stats: SufficientStats) -> GroupedStats:
+        return cls(
+            (sp.csc_matrix(stats.wtw),),
+            stats.wty[None, :].copy(),
+            np.array([float(stats.yty)]),
+            np.array([float(stats.n)]),
+            ("all",),
+        )
+
+
+def residual_groups(frame: pd.DataFrame, by: str | None) -> tuple[str, ...]:
+    """Levels of the residual-SD grouping column (``("all",)`` without one)."""
+    if by is None:
+        return ("all",)
+    if by not in frame.columns:
+        raise SpecError(f"residual_sd_by: data lack column {by!r}")
+    levels = _levels(frame, by)
+    if len(levels) < 2:
+        raise SpecError(f"residual_sd_by: column {by!r} has fewer than two levels; drop the key")
+    return levels
+
+
+def chunk_grouped_stats(
+    chunk: pd.DataFrame,
+    layout: DesignLayout,
+    response: str,
+    by: str | None,
+    groups: tuple[str, ...],
+) -> GroupedStats:
+    """The statistics of one chunk of rows (see :func:`grouped_stats`)."""
+    w = design_matrix(chunk, layout)
+    y = chunk[response].to_numpy(dtype=np.float64)
+    code = np.zeros(len(chunk), dtype=np.int64) if by is None else _codes(chunk[by], groups, by)
+    p = layout.n_coef
+    wtw, wty = [], np.zeros((len(groups), p))
+    yty, n = np.zeros(len(groups)), np.zeros(len(groups))
+    for g in range(len(groups)):
+        rows = np.flatnonzero(code == g)
+        w_g, y_g = w[rows], y[rows]
+        wtw.append(sp.csc_matrix(w_g.T @ w_g))
+        wty[g] = w_g.T @ y_g
+        yty[g] = float(y_g @ y_g)
+        n[g] = rows.size
+    return GroupedStats(tuple(wtw), wty, yty, n, groups)
+
+
+def grouped_stats(
+    frame: pd.DataFrame,
+    layout: DesignLayout,
+    response: str,
+    *,
+    by: str | None = None,
+    chunk_rows: int = CHUNK_ROWS,
+) -> GroupedStats:
+    """One chunked pass: sparse W'W, W'y, y'y, n per level of ``by`` (memory flat in n)."""
+    groups = residual_groups(frame, by)
+    total = None
+    for start in range(0, len(frame), chunk_rows):
+        part = chunk_grouped_stats(
+            frame.iloc[start : start + chunk_rows], layout, response, by, groups
+        )
+        total = part if total is None else total + part
+    if total is None:
+        raise SpecError("no rows to fit")
+    return total

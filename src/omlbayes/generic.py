@@ -289,7 +289,7 @@ def _back_transform(posterior: xr.Dataset, st: Standardization, layout) -> xr.Da
 
 def _fit_collapsed(table, parsed, spec, seed, progressbar, timings, spec_priors):
     from omlbayes.backends.collapsed import fit_collapsed
-    from omlbayes.design import build_layout, sufficient_stats
+    from omlbayes.design import build_layout, grouped_stats
 
     frame, st, group = _collapsed_frame(table.frame, parsed)
     priors = dict(spec.priors) if spec_priors else GENERIC_PRIORS
@@ -308,9 +308,11 @@ def _fit_collapsed(table, parsed, spec, seed, progressbar, timings, spec_priors)
     )
     t = time.perf_counter()
     layout = build_layout(frame, model)
-    stats = sufficient_stats(frame, layout, parsed.response)
+    stats = grouped_stats(frame, layout, parsed.response)
     timings["sufficient_stats_s"] = time.perf_counter() - t
-    tree, fit_timings = fit_collapsed(stats, layout, model, seed=seed, progressbar=progressbar)
+    tree, fit_timings, fit_facts = fit_collapsed(
+        stats, layout, model, seed=seed, progressbar=progressbar
+    )
     timings.update(fit_timings)
     tree["posterior"] = xr.DataTree(_back_transform(tree["posterior"].to_dataset(), st, layout))
     info = {
@@ -318,6 +320,7 @@ def _fit_collapsed(table, parsed, spec, seed, progressbar, timings, spec_priors)
         "priors": {k: str(v) for k, v in priors.items()},
         "priors_scale": "standardized response (and numeric predictors); see generic.py",
         "n_coefficients": layout.n_coef,
+        "fit": fit_facts,
     }
     return tree, info
 

@@ -11,7 +11,8 @@ import pymc as pm
 import xarray as xr
 
 from omlbayes.backends.priors import pymc_prior
-from omlbayes.design import DesignLayout, design_matrix
+from omlbayes.design import SIGMA_DIM_SUFFIX, DesignLayout, design_matrix, residual_groups
+from omlbayes.errors import SpecError
 from omlbayes.estimands import coefficient_draws
 from omlbayes.spec import ModelSpec
 
@@ -27,8 +28,10 @@ def prior_predictive(
 ) -> np.ndarray:
     """(draws x rows) index values simulated from the priors alone."""
     rng = np.random.default_rng(seed)
+    by = spec.residual_sd_by
+    groups = residual_groups(frame, by)
     with pm.Model():
-        sigma = pymc_prior("sigma", spec.prior_for("sigma", "sigma"))
+        sigma = pymc_prior("sigma", spec.prior_for("sigma", "sigma"), shape=len(groups))
         scales = []
         for term in layout.terms:
             if term.kind == "group":
@@ -57,7 +60,17 @@ def prior_predictive(
     coefs = rng.standard_normal(sd.shape) * sd
     w = design_matrix(frame, layout)
     mu = (w @ coefs.T).T
-    return mu + rng.standard_normal(mu.shape) * sigma_draws[:, None]
+    return mu + rng.standard_normal(mu.shape) * sigma_draws[:, _row_groups(frame, by, groups)]
+
+
+def _row_groups(frame: pd.DataFrame, by: str | None, groups: tuple[str, ...]) -> np.ndarray:
+    """Each row's residual-SD group (all 0 without ``residual_sd_by``)."""
+    if by is None:
+        return np.zeros(len(frame), dtype=np.int64)
+    codes = pd.Index(groups).get_indexer(frame[by].astype("string"))
+    if (codes < 0).any():
+        raise SpecError(f"column {by!r} has a level without a residual SD in the fitted model")
+    return codes
 
 
 def posterior_predictive(
@@ -67,7 +80,15 @@ def posterior_predictive(
     rng = np.random.default_rng(seed)
     coefs = coefficient_draws(posterior, layout.coef_names, seed=seed)
     flat = coefs.stack(sample=("chain", "draw")).transpose("sample", "coef").to_numpy()
-    sigma = posterior["sigma"].stack(sample=("chain", "draw")).to_numpy()
+    sigma_var = posterior["sigma"]
+    extra = [d for d in sigma_var.dims if d not in ("chain", "draw")]
+    sigma = sigma_var.stack(sample=("chain", "draw")).transpose("sample", *extra).to_numpy()
+    if extra:  # one residual SD per level of a column
+        by = extra[0].removesuffix(SIGMA_DIM_SUFFIX)
+        groups = tuple(map(str, sigma_var[extra[0]].to_numpy()))
+        rows = _row_groups(frame, by, groups)
+    else:
+        sigma, rows = sigma[:, None], np.zeros(len(frame), dtype=np.int64)
     pick = rng.choice(flat.shape[0], size=min(draws, flat.shape[0]), replace=False)
     mu = (design_matrix(frame, layout) @ flat[pick].T).T
-    return mu + rng.standard_normal(mu.shape) * sigma[pick, None]
+    return mu + rng.standard_normal(mu.shape) * sigma[pick][:, rows]

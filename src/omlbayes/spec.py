@@ -15,15 +15,25 @@ from omlbayes.errors import SpecError
 # table is keyed by term names).
 ALLOWED_KEYS: dict[str, tuple[str, ...] | None] = {
     "": ("model", "priors", "estimands", "sampler", "report"),
-    "model": ("name", "description", "response", "family", "common", "group", "school_by_wave"),
+    "model": (
+        "name",
+        "description",
+        "response",
+        "family",
+        "common",
+        "group",
+        "school_by_wave",
+        "residual_sd_by",
+    ),
     "priors": None,
     "estimands": ("breakdowns", "wave_contrasts"),
-    "sampler": ("backend", "sampler", "draws", "tune", "chains"),
+    "sampler": ("backend", "sampler", "draws", "tune", "chains", "kernel"),
     "report": ("findings",),
 }
 
 BACKENDS = ("collapsed", "bambi")
 SAMPLERS = ("nutpie", "pymc", "numpyro")
+KERNELS = ("auto", "dense", "sparse")  # the collapsed backend's linear algebra
 FAMILIES = ("gaussian", "t", "bernoulli", "poisson", "negativebinomial", "cumulative")
 PRIOR_DISTS = {
     "Normal": ("mu", "sigma"),
@@ -52,6 +62,7 @@ class SamplerSettings:
     draws: int = 1000
     tune: int = 1000
     chains: int = 4
+    kernel: str = "auto"
 
 
 @dataclass(frozen=True)
@@ -71,6 +82,7 @@ class ModelSpec:
     sampler: SamplerSettings = field(default_factory=SamplerSettings)
     source: str = ""
     findings: str = ""  # the findings file ([report] findings), resolved; "" = the generic one
+    residual_sd_by: str | None = None  # one residual SD per level of this column
 
     @property
     def group_terms(self) -> tuple[tuple[str, ...], ...]:
@@ -83,6 +95,8 @@ class ModelSpec:
         """Every data column the model reads."""
         cols = [self.response, *self.common]
         cols += [c for term in self.group_terms for c in term]
+        if self.residual_sd_by is not None:
+            cols.append(self.residual_sd_by)
         return tuple(dict.fromkeys(cols))
 
     def prior_for(self, name: str, kind: str) -> Prior:
@@ -184,6 +198,7 @@ def load_spec(path: Path | str | None = None) -> ModelSpec:
         sampler=sampler,
         source=str(path),
         findings=findings,
+        residual_sd_by=_residual_sd_by(model, path),
     )
     check_sampler(spec.sampler)
     return spec
@@ -203,6 +218,16 @@ def check_keys(raw: dict, path: Path | str) -> None:
             raise SpecError(
                 f"{path}: {where} has unknown key {unknown[0]!r}; allowed: {', '.join(allowed)}"
             )
+def _residual_sd_by(model: dict, path: Path) -> str | None:
+    """``[model] residual_sd_by = "column"``: one residual SD per level of that column."""
+    value = model.get("residual_sd_by")
+    if value is None:
+        return None
+    if not isinstance(value, str) or not value:
+        raise SpecError(f"{path}: [model] residual_sd_by must be a column name")
+    if model.get("family", "gaussian") != "gaussian":
+        raise SpecError(f"{path}: residual_sd_by needs family = 'gaussian'")
+    return value
 
 
 def check_sampler(settings: SamplerSettings) -> None:
@@ -211,6 +236,8 @@ def check_sampler(settings: SamplerSettings) -> None:
         raise SpecError(f"backend {settings.backend!r} unknown; use one of {', '.join(BACKENDS)}")
     if settings.sampler not in SAMPLERS:
         raise SpecError(f"sampler {settings.sampler!r} unknown; use one of {', '.join(SAMPLERS)}")
+    if settings.kernel not in KERNELS:
+        raise SpecError(f"kernel {settings.kernel!r} unknown; use one of {', '.join(KERNELS)}")
     for name in ("draws", "tune", "chains"):
         value = getattr(settings, name)
         if not isinstance(value, int) or value < 1:

@@ -197,7 +197,7 @@ class FitOutput:
 
 
 def _fit(frame, spec, options, progress, timings):
-    from omlbayes.design import build_layout, sufficient_stats
+    from omlbayes.design import build_layout, grouped_stats
 
     layout = build_layout(frame, spec)
     sampler = spec.sampler
@@ -210,11 +210,12 @@ def _fit(frame, spec, options, progress, timings):
     if sampler.backend == "collapsed":
         from omlbayes.backends.collapsed import fit_collapsed
 
-        stats = sufficient_stats(frame, layout, spec.response)
+        stats = grouped_stats(frame, layout, spec.response, by=spec.residual_sd_by)
         timings["sufficient_stats_s"] = time.perf_counter() - t
-        tree, fit_timings = fit_collapsed(
+        tree, fit_timings, fit_facts = fit_collapsed(
             stats, layout, spec, seed=options.seed, progressbar=options.progressbar
         )
+        progress(f"kernel {fit_facts['kernel']}: {fit_facts['kernel_reason']}")
     else:
         from omlbayes.backends.bambi_backend import fit_bambi
 
@@ -224,7 +225,10 @@ def _fit(frame, spec, options, progress, timings):
     timings.update(fit_timings)
     timings["fit_s"] = time.perf_counter() - t
     gcomp = estimands.gcomp_weights(frame, layout, spec)
-    return tree, {"layout": layout, "gcomp": gcomp, "n_coef": layout.n_coef}
+    info = {"layout": layout, "gcomp": gcomp, "n_coef": layout.n_coef}
+    if sampler.backend == "collapsed":
+        info["fit"] = fit_facts
+    return tree, info
 
 
 def _write_descriptives(frame: pd.DataFrame, folder: Path, *, min_cell_n: int) -> None:

@@ -12,12 +12,21 @@ which depends on the data only through W'W, W'y and y'y. NUTS samples the few va
 parameters (no funnels, a cost per gradient independent of the number of students), and
 each draw of b comes from its exact conditional N(M^-1 W'y, sigma^2 M^-1). The result is
 the same posterior as the plain model, not an approximation.
+
+Two kernels compute log p(y | theta): a dense one (LAPACK, O(p^3) per gradient, best for a
+few hundred coefficients) and a sparse one (``sparse.py``: a sparse Cholesky factor and
+selected inverse, whose cost follows the fill of the factor, not p^3). :func:`choose_kernel`
+times both where that is cheap and picks the faster; the spec can force one
+(``kernel = "dense" | "sparse"`` under ``[sampler]``). A residual SD per level of one column
+(``residual_sd_by``) keeps the model collapsible, with statistics per level; the sparse
+kernel handles it.
 """
 
 from __future__ import annotations
 
 import os
 import time
+from dataclasses import dataclass, field
 
 import numpy as np
 import pymc as pm
@@ -28,7 +37,13 @@ from threadpoolctl import threadpool_limits
 
 from omlbayes.backends.marginal import MarginalLoglik
 from omlbayes.backends.priors import pymc_prior
-from omlbayes.design import DesignLayout, SufficientStats
+from omlbayes.backends.sparse import (
+    SparseMarginalLoglik,
+    SparsePattern,
+    sparse_conditional_draws,
+    sparse_marginal_loglik,
+)
+from omlbayes.design import SIGMA_DIM_SUFFIX, DesignLayout, GroupedStats, SufficientStats
 from omlbayes.errors import SpecError
 from omlbayes.spec import ModelSpec
 
@@ -36,6 +51,28 @@ MARGINAL = "marginal_loglik"
 # Above nutpie's 0.8: with very large N the residual SD is pinned down far more tightly than
 # the group SDs, and a slightly smaller step removes the rare divergence seen at 1M students.
 TARGET_ACCEPT = 0.9
+# Below this many coefficients the dense kernel takes well under a millisecond: no analysis.
+DENSE_ALWAYS_P = 150
+# Above this a dense evaluation takes seconds, so it is not even timed.
+DENSE_TIMING_MAX_P = 3000
+# An optimistic single-thread LAPACK rate (flop/s) for the dense kernel's ~p^3 flops: when
+# the sparse kernel already beats that prediction tenfold, the dense one is not timed.
+DENSE_FLOPS_PER_S = 2e10
+# Gradients per NUTS draw assumed by the cost estimate: these posteriors over a few variance
+# parameters take trajectories of depth 3-4 (the flagship averages about 2^3.5 steps).
+GRADIENTS_PER_DRAW = 15
+# Auto mode refuses a fit whose sampling is expected to take longer than this.
+MAX_EXPECTED_SAMPLING_S = 3 * 3600.0
+
+
+@dataclass
+class KernelChoice:
+    """Which kernel evaluates the marginal likelihood, and the measurements behind it."""
+
+    kernel: str  # "dense" | "sparse"
+    reason: str
+    pattern: SparsePattern | None = None
+    facts: dict = field(default_factory=dict)
 
 
 def _fixed_prior_variances(layout: DesignLayout, spec: ModelSpec) -> np.ndarray:
@@ -55,14 +92,200 @@ def _fixed_prior_variances(layout: DesignLayout, spec: ModelSpec) -> np.ndarray:
     return np.asarray(out)
 
 
-def build_model(stats: SufficientStats, layout: DesignLayout, spec: ModelSpec) -> pm.Model:
-    """The collapsed PyMC model: only sigma and the group SDs are free parameters."""
+def _prior_log_var(layout: DesignLayout, spec: ModelSpec) -> np.ndarray:
+    """log prior variances at the group SDs' prior scales: a typical point for timing."""
+    fixed_var = _fixed_prior_variances(layout, spec)
+    group = [
+        np.full(t.size, 2.0 * np.log(_prior_scale(spec.prior_for(t.name, "group_sigma"))))
+        for t in layout.group_terms
+    ]
+    return np.concatenate([np.log(fixed_var), *group])
+
+
+def _prior_scale(prior) -> float:
+    params = prior.params
+    for key in ("sigma", "beta"):
+        if key in params:
+            return float(params[key])
+    return 1.0 / float(params.get("lam", 1.0))
+
+
+def _time_call(fn, *, budget_s: float = 0.3, max_reps: int = 20) -> float:
+    """Seconds per call: the best of a few calls (after one warm-up call)."""
+    fn()
+    best, spent, reps = np.inf, 0.0, 0
+    while reps < 3 or (spent < budget_s and reps < max_reps):
+        t = time.perf_counter()
+        fn()
+        dt = time.perf_counter() - t
+        best, spent, reps = min(best, dt), spent + dt, reps + 1
+    return float(best)
+
+
+def _dense_seconds(stats: SufficientStats, log_var: np.ndarray) -> float:
+    """One dense evaluation's linear algebra: factor, solve, triangular inverse."""
+    m = stats.wtw + np.diag(np.exp(-log_var))
+
+    def once():
+        chol, _ = lapack.dpotrf(m, lower=1, clean=1)
+        lapack.dpotrs(chol, stats.wty, lower=1)
+        inv, _ = lapack.dtrtri(chol, lower=1)
+        np.einsum("ij,ij->j", inv, inv)
+
+    with threadpool_limits(1, user_api="blas"):
+        return _time_call(once, max_reps=3)
+
+
+def sparse_inputs(stats: GroupedStats, pattern: SparsePattern) -> dict[str, np.ndarray]:
+    """The sparse kernel's data inputs (also the names of the model's ``pm.Data``)."""
+    return {
+        "wtw_data": np.stack([pattern.values(a) for a in stats.wtw]),
+        "wty": np.asarray(stats.wty, dtype=np.float64),
+        "yty": np.asarray(stats.yty, dtype=np.float64),
+        "n_obs": np.asarray(stats.n, dtype=np.float64),
+        "sparse_pattern": pattern.packed,
+    }
+
+
+def _term_blocks(layout: DesignLayout) -> list[np.ndarray]:
+    """Coefficient indices per term; the common effects form one block (the dense part)."""
+    blocks, common = [], []
+    for term, sl in zip(layout.terms, layout.slices().values(), strict=True):
+        idx = np.arange(sl.start, sl.stop)
+        if term.kind == "group":
+            blocks.append(idx)
+        else:
+            common.append(idx)
+    return [np.concatenate(common), *blocks] if common else blocks
+
+
+def choose_kernel(
+    stats: GroupedStats, layout: DesignLayout, spec: ModelSpec, *, cores: int | None = None
+) -> KernelChoice:
+    """Dense or sparse, by timing one evaluation of each where that is cheap.
+
+    Raises ``SpecError`` in auto mode when the expected sampling time exceeds
+    ``MAX_EXPECTED_SAMPLING_S`` (the message gives the estimate and how to force the fit).
+    """
+    requested = spec.sampler.kernel
+    p, n_groups = layout.n_coef, stats.n_groups
+    facts: dict = {"kernel_requested": requested, "p": p, "residual_groups": n_groups}
+    if requested == "dense" and n_groups > 1:
+        raise SpecError(
+            "the dense kernel has one residual SD; residual_sd_by needs kernel = 'sparse' "
+            "(or 'auto')"
+        )
+    log_var = _prior_log_var(layout, spec)
+    facts["dense_flops"] = float(p) ** 3
+    if requested == "dense" or (requested == "auto" and n_groups == 1 and p <= DENSE_ALWAYS_P):
+        choice = KernelChoice(
+            "dense",
+            "asked for" if requested == "dense" else f"p = {p} <= {DENSE_ALWAYS_P}: dense",
+        )
+        if p <= DENSE_TIMING_MAX_P or requested == "dense":
+            facts["dense_s_per_gradient"] = _dense_seconds(stats.pooled(), log_var)
+        choice.facts = facts
+        _check_cost(choice, facts.get("dense_s_per_gradient"), spec, cores)
+        return choice
+    t = time.perf_counter()
+    pattern = SparsePattern.build(stats.pattern(), _term_blocks(layout))
+    inputs = sparse_inputs(stats, pattern)
+    log_s2 = np.zeros(n_groups)
+    facts.update(
+        sparse_analysis_s=time.perf_counter() - t,
+        sparse_ordering=pattern.ordering,
+        sparse_ordering_flops=pattern.candidates,
+        sparse_flops=pattern.factor_flops,
+        sparse_nnz_factor=pattern.nnz_factor,
+    )
+    facts["sparse_s_per_gradient"] = _time_call(
+        lambda: sparse_marginal_loglik(
+            log_s2,
+            log_var,
+            inputs["wtw_data"],
+            inputs["wty"],
+            inputs["yty"],
+            inputs["n_obs"],
+            inputs["sparse_pattern"],
+        )
+    )
+    dense_predicted = float(p) ** 3 / DENSE_FLOPS_PER_S
+    facts["dense_s_predicted"] = dense_predicted
+    clearly_sparse = 10.0 * facts["sparse_s_per_gradient"] < dense_predicted
+    if requested == "auto" and n_groups == 1 and p <= DENSE_TIMING_MAX_P and not clearly_sparse:
+        facts["dense_s_per_gradient"] = _dense_seconds(stats.pooled(), log_var)
+    dense_s = facts.get("dense_s_per_gradient", np.inf)
+    if requested == "sparse":
+        choice = KernelChoice("sparse", "asked for", pattern)
+    elif dense_s < facts["sparse_s_per_gradient"]:
+        choice = KernelChoice(
+            "dense",
+            f"dense {dense_s * 1e3:.3g} ms < sparse "
+            f"{facts['sparse_s_per_gradient'] * 1e3:.3g} ms per gradient",
+        )
+    else:
+        why = (
+            "one residual SD per group needs it"
+            if n_groups > 1
+            else f"sparse {facts['sparse_s_per_gradient'] * 1e3:.3g} ms per gradient vs dense "
+            + (
+                f"{dense_s * 1e3:.3g} ms"
+                if np.isfinite(dense_s)
+                else f"at least {dense_predicted * 1e3:.3g} ms predicted from p^3 (not timed)"
+            )
+        )
+        choice = KernelChoice("sparse", why, pattern)
+    choice.facts = facts
+    _check_cost(choice, facts[f"{choice.kernel}_s_per_gradient"], spec, cores)
+    return choice
+
+
+def _check_cost(choice: KernelChoice, seconds: float | None, spec: ModelSpec, cores) -> None:
+    """Record the expected sampling time; refuse (auto mode) a fit that cannot finish."""
+    if seconds is None:
+        return
+    settings = spec.sampler
+    parallel = max(1, min(settings.chains, cores or os.cpu_count() or 1))
+    gradients = settings.chains * (settings.tune + settings.draws) * GRADIENTS_PER_DRAW
+    expected = seconds * gradients / parallel
+    choice.facts["expected_sampling_s"] = expected
+    if settings.kernel == "auto" and expected > MAX_EXPECTED_SAMPLING_S:
+        raise SpecError(
+            f"this fit would take about {expected / 3600:.1f} h to sample ({seconds:.3g} s per "
+            f"gradient with the faster kernel, {choice.kernel}, x ~{gradients:,} gradients on "
+            f"{parallel} core(s)); no faster path exists for this design; to run it anyway "
+            f'set kernel = "{choice.kernel}" under [sampler] (or --kernel {choice.kernel})'
+        )
+
+
+def build_model(
+    stats: SufficientStats | GroupedStats,
+    layout: DesignLayout,
+    spec: ModelSpec,
+    choice: KernelChoice | None = None,
+) -> pm.Model:
+    """The collapsed PyMC model: only sigma and the group SDs are free parameters.
+
+    ``SufficientStats`` (or a dense ``choice``) gives the dense kernel; a sparse ``choice``
+    the sparse one, with one residual SD per group of ``GroupedStats``.
+    """
     if spec.family != "gaussian":
         raise SpecError("the collapsed backend fits Gaussian models only; use --backend bambi")
+    sparse = choice is not None and choice.kernel == "sparse"
+    if isinstance(stats, GroupedStats) and not sparse:
+        if stats.n_groups > 1:
+            raise SpecError("one residual SD per group needs the sparse kernel")
+        stats = stats.pooled()
     fixed_var = _fixed_prior_variances(layout, spec)
     group_terms = layout.group_terms
-    with pm.Model() as model:
-        sigma = pymc_prior("sigma", spec.prior_for("sigma", "sigma"))
+    coords = {}
+    if sparse and stats.n_groups > 1:
+        coords[_sigma_dim(spec)] = list(stats.groups)
+    with pm.Model(coords=coords) as model:
+        if coords:
+            sigma = pymc_prior("sigma", spec.prior_for("sigma", "sigma"), dims=_sigma_dim(spec))
+        else:
+            sigma = pymc_prior("sigma", spec.prior_for("sigma", "sigma"))
         taus = [
             pymc_prior(f"{t.name}_sigma", spec.prior_for(t.name, "group_sigma"))
             for t in group_terms
@@ -72,29 +295,90 @@ def build_model(stats: SufficientStats, layout: DesignLayout, spec: ModelSpec) -
             [pt.log(pt.as_tensor(fixed_var))]
             + [pt.repeat(2.0 * pt.log(tau), size) for tau, size in zip(taus, sizes, strict=True)]
         )
-        data = [
-            pm.Data(name, value)
-            for name, value in (
-                ("wtw", stats.wtw),
-                ("wty", stats.wty),
-                ("yty", np.asarray(stats.yty)),
-                ("n_obs", np.asarray(float(stats.n))),
-            )
-        ]
-        loglik, _, _ = MarginalLoglik()(2.0 * pt.log(sigma), log_var, *data)
+        if sparse:
+            data = [pm.Data(k, v) for k, v in sparse_inputs(stats, choice.pattern).items()]
+            log_s2 = 2.0 * pt.log(pt.atleast_1d(sigma))
+            loglik, _, _ = SparseMarginalLoglik()(log_s2, log_var, *data)
+        else:
+            data = [
+                pm.Data(name, value)
+                for name, value in (
+                    ("wtw", stats.wtw),
+                    ("wty", stats.wty),
+                    ("yty", np.asarray(stats.yty)),
+                    ("n_obs", np.asarray(float(stats.n))),
+                )
+            ]
+            loglik, _, _ = MarginalLoglik()(2.0 * pt.log(sigma), log_var, *data)
         pm.Potential(MARGINAL, loglik)
     return model
 
 
+def _sigma_dim(spec: ModelSpec) -> str:
+    return f"{spec.residual_sd_by}{SIGMA_DIM_SUFFIX}"
+
+
+def _coefficient_dataset(coef: np.ndarray, layout: DesignLayout, posterior) -> xr.Dataset:
+    out = {}
+    for term, sl in zip(layout.terms, layout.slices().values(), strict=True):
+        values = coef[:, :, sl]
+        if term.coords:
+            out[term.name] = xr.DataArray(
+                values,
+                dims=("chain", "draw", term.dim),
+                coords={term.dim: list(term.coords)},
+            )
+        else:
+            out[term.name] = xr.DataArray(values[:, :, 0], dims=("chain", "draw"))
+    return xr.Dataset(out, coords={"chain": posterior["chain"], "draw": posterior["draw"]})
+
+
+def _sparse_draws(posterior, stats: GroupedStats, layout, spec, choice, seed: int) -> np.ndarray:
+    fixed_var = _fixed_prior_variances(layout, spec)
+    sigma = posterior["sigma"].to_numpy()
+    n_chain, n_draw = sigma.shape[:2]
+    log_s2 = 2.0 * np.log(sigma.reshape(n_chain, n_draw, -1))
+    taus = [posterior[f"{t.name}_sigma"].to_numpy() for t in layout.group_terms]
+    sizes = [t.size for t in layout.group_terms]
+    inputs = sparse_inputs(stats, choice.pattern)
+    rng = np.random.default_rng(seed)
+    coef = np.empty((n_chain, n_draw, layout.n_coef))
+    for c in range(n_chain):  # one chain at a time keeps the (draws x p) arrays small
+        log_var = np.concatenate(
+            [np.broadcast_to(np.log(fixed_var), (n_draw, fixed_var.size))]
+            + [
+                np.repeat(2.0 * np.log(tau[c])[:, None], s, axis=1)
+                for tau, s in zip(taus, sizes, strict=True)
+            ],
+            axis=1,
+        )
+        noise = rng.standard_normal((n_draw, layout.n_coef))
+        coef[c] = sparse_conditional_draws(
+            np.ascontiguousarray(log_s2[c]),
+            np.ascontiguousarray(log_var),
+            inputs["wtw_data"],
+            inputs["wty"],
+            inputs["sparse_pattern"],
+            noise,
+        )
+    return coef
+
+
 def draw_coefficients(
     posterior: xr.Dataset,
-    stats: SufficientStats,
+    stats: SufficientStats | GroupedStats,
     layout: DesignLayout,
     spec: ModelSpec,
     *,
     seed: int,
+    choice: KernelChoice | None = None,
 ) -> xr.Dataset:
     """Exact conditional draws of every coefficient, one per posterior draw of theta."""
+    if choice is not None and choice.kernel == "sparse":
+        coef = _sparse_draws(posterior, stats, layout, spec, choice, seed)
+        return _coefficient_dataset(coef, layout, posterior)
+    if isinstance(stats, GroupedStats):
+        stats = stats.pooled()
     fixed_var = _fixed_prior_variances(layout, spec)
     sigma = posterior["sigma"].to_numpy()
     n_chain, n_draw = sigma.shape
@@ -118,37 +402,37 @@ def draw_coefficients(
                 # b = mean + sigma L^-T z has covariance sigma^2 M^-1
                 offset, _ = lapack.dtrtrs(chol, noise[c, d], lower=1, trans=1)
                 coef[c, d] = mean + sigma[c, d] * offset
-    out = {}
-    for term, sl in zip(layout.terms, layout.slices().values(), strict=True):
-        values = coef[:, :, sl]
-        if term.coords:
-            out[term.name] = xr.DataArray(
-                values,
-                dims=("chain", "draw", term.dim),
-                coords={term.dim: list(term.coords)},
-            )
-        else:
-            out[term.name] = xr.DataArray(values[:, :, 0], dims=("chain", "draw"))
-    return xr.Dataset(out, coords={"chain": posterior["chain"], "draw": posterior["draw"]})
+    return _coefficient_dataset(coef, layout, posterior)
 
 
 def fit_collapsed(
-    stats: SufficientStats,
+    stats: SufficientStats | GroupedStats,
     layout: DesignLayout,
     spec: ModelSpec,
     *,
     seed: int,
     progressbar: bool = True,
-) -> tuple[xr.DataTree, dict[str, float]]:
-    """Sample the variance parameters with NUTS, then draw the coefficients exactly."""
+) -> tuple[xr.DataTree, dict[str, float], dict]:
+    """Sample the variance parameters with NUTS, then draw the coefficients exactly.
+
+    Returns the posterior tree, timings, and the fit facts for run.json (kernel chosen,
+    why, and the measurements behind the choice).
+    """
     if spec.sampler.sampler == "numpyro":
         raise SpecError(
             "the collapsed backend samples with nutpie or pymc (its likelihood is a numba "
             "kernel, not JAX); for numpyro/GPU use --backend bambi --sampler numpyro"
         )
+    if isinstance(stats, SufficientStats):
+        stats = GroupedStats.from_pooled(stats)
+    if spec.residual_sd_by is not None and stats.n_groups == 1:
+        raise SpecError("residual_sd_by: statistics were computed without residual groups")
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
-    model = build_model(stats, layout, spec)
+    choice = choose_kernel(stats, layout, spec)
+    timings["kernel_choice_s"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    model = build_model(stats, layout, spec, choice)
     settings = spec.sampler
     # One BLAS thread per chain: nutpie runs chains in parallel threads, and a
     # multithreaded BLAS inside each of them oversubscribes the cores many times over.
@@ -168,10 +452,16 @@ def fit_collapsed(
     timings["sample_s"] = time.perf_counter() - t0
     t1 = time.perf_counter()
     posterior = dt["posterior"].to_dataset()
-    coefs = draw_coefficients(posterior, stats, layout, spec, seed=seed + 1)
+    if spec.residual_sd_by is not None:  # PyMC's coords come back as objects; netCDF wants str
+        dim = _sigma_dim(spec)
+        posterior = posterior.assign_coords({dim: posterior[dim].astype(str)})
+    coefs = draw_coefficients(posterior, stats, layout, spec, seed=seed + 1, choice=choice)
     dt["posterior"] = xr.DataTree(xr.merge([coefs, posterior]))
     timings["conditional_draws_s"] = time.perf_counter() - t1
-    return dt, timings
+    facts = {"kernel": choice.kernel, "kernel_reason": choice.reason, **choice.facts}
+    if spec.residual_sd_by is not None:
+        facts["residual_sd_by"] = spec.residual_sd_by
+    return dt, timings, facts
 
 
 class CollapsedRefitter:

@@ -1,0 +1,571 @@
+"""The collapsed marginal likelihood with a sparse exact Cholesky factor, as a PyTensor Op.
+
+Residual variances may differ between G groups of rows (G = 1 is the plain model). With
+A_g = W_g'W_g, u_g = W_g'y_g, c_g = y_g'y_g, n_g rows in group g, residual variance s2_g
+and b ~ N(0, diag(lam)), integrating b out gives
+
+    P    = sum_g A_g / s2_g + diag(1 / lam)       (the posterior precision of b)
+    r    = sum_g u_g / s2_g,   bhat = P^-1 r,     S = P^-1
+    ll   = -1/2 sum_g n_g log(2 pi s2_g) - 1/2 sum log lam - 1/2 log|P|
+           - 1/2 (sum_g c_g / s2_g - r'bhat)
+    d ll / d log lam_j = -1/2 + S_jj / (2 lam_j) + bhat_j^2 / (2 lam_j)
+    d ll / d log s2_g  = -n_g / 2 + (tr(S A_g) + c_g - 2 bhat'u_g + bhat'A_g bhat) / (2 s2_g)
+
+For G = 1, P = M / s2 with the dense kernel's M = W'W + s2 diag(1/lam): the same numbers.
+
+P is sparse when the model's group terms are many: the cells of one grouping term never
+share a row, so their block of W'W is diagonal. The pattern of P is fixed across
+evaluations, so the symbolic work is done once (:class:`SparsePattern`): a fill-reducing
+ordering (the best of several candidates, judged by the flops of the factor), the
+elimination tree and the pattern of the factor L. Each evaluation then costs one numeric
+up-looking Cholesky factorization on that pattern, two triangular solves, and the
+Takahashi recursion for the entries of S = P^-1 on the pattern of L (which holds every
+entry of S that tr(S A_g) and diag(S) need): exact, no stochastic trace. All of it is numba
+nopython code with ``nogil``, so nutpie's threaded chains run in parallel.
+
+The pattern travels into the kernel as one int64 array (an Op input, held as ``pm.Data``),
+not as a compiled-in constant: numba would otherwise freeze megabytes into machine code.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numba
+import numpy as np
+import pytensor.tensor as pt
+import scipy.sparse as sp
+from pytensor.gradient import DisconnectedType
+from pytensor.graph import Apply, Op
+from pytensor.link.numba.dispatch import numba_funcify
+from scipy.sparse.linalg import splu
+
+_LOG_2PI = math.log(2.0 * math.pi)
+_HEADER = 4  # p, nnz of the upper pattern of P, nnz of L, reserved
+
+
+# --- symbolic analysis (once per pattern) ---------------------------------------------
+
+
+@numba.njit(cache=True, nogil=True)
+def _etree(p, ap, ai):
+    """Elimination tree of a symmetric matrix from its upper-triangular CSC pattern."""
+    parent = np.full(p, -1, dtype=np.int64)
+    ancestor = np.full(p, -1, dtype=np.int64)
+    for k in range(p):
+        for q in range(ap[k], ap[k + 1]):
+            i = ai[q]
+            while i != -1 and i < k:
+                inext = ancestor[i]
+                ancestor[i] = k  # path compression
+                if inext == -1:
+                    parent[i] = k
+                i = inext
+    return parent
+
+
+@numba.njit(cache=True, nogil=True)
+def _factor_pattern(p, ap, ai, parent):
+    """Row and column patterns of L (L L' = P) from the etree: rows by reachability."""
+    flag = np.full(p, -1, dtype=np.int64)
+    row_count = np.zeros(p, dtype=np.int64)
+    for k in range(p):
+        flag[k] = k
+        for q in range(ap[k], ap[k + 1]):
+            i = ai[q]
+            while flag[i] != k:
+                row_count[k] += 1
+                flag[i] = k
+                i = parent[i]
+    rp = np.zeros(p + 1, dtype=np.int64)
+    for k in range(p):
+        rp[k + 1] = rp[k] + row_count[k]
+    ri = np.empty(rp[p], dtype=np.int64)  # row k of L below the diagonal: its columns
+    flag[:] = -1
+    for k in range(p):
+        flag[k] = k
+        t = rp[k]
+        for q in range(ap[k], ap[k + 1]):
+            i = ai[q]
+            while flag[i] != k:
+                ri[t] = i
+                t += 1
+                flag[i] = k
+                i = parent[i]
+        ri[rp[k] : rp[k + 1]] = np.sort(ri[rp[k] : rp[k + 1]])
+    col_count = np.ones(p, dtype=np.int64)  # the diagonal
+    for t in range(rp[p]):
+        col_count[ri[t]] += 1
+    lp = np.zeros(p + 1, dtype=np.int64)
+    for j in range(p):
+        lp[j + 1] = lp[j] + col_count[j]
+    li = np.empty(lp[p], dtype=np.int64)
+    nxt = lp[:-1].copy()
+    for j in range(p):
+        li[nxt[j]] = j  # diagonal first in each column
+        nxt[j] += 1
+    rpos = np.empty(rp[p], dtype=np.int64)  # where L[k, ri[t]] sits in L's column storage
+    for k in range(p):
+        for t in range(rp[k], rp[k + 1]):
+            j = ri[t]
+            li[nxt[j]] = k
+            rpos[t] = nxt[j]
+            nxt[j] += 1
+    # where each entry of P's upper pattern sits in L (P[i, k], i <= k  <->  L[k, i])
+    apos = np.empty(ap[p], dtype=np.int64)
+    for k in range(p):
+        for q in range(ap[k], ap[k + 1]):
+            i = ai[q]
+            if i == k:
+                apos[q] = lp[k]
+            else:
+                t = rp[k] + np.searchsorted(ri[rp[k] : rp[k + 1]], i)
+                apos[q] = rpos[t]
+    return lp, li, rp, ri, rpos, apos
+
+
+def _symbolic(upper: sp.csc_matrix) -> tuple[np.ndarray, ...]:
+    p = upper.shape[0]
+    ap = upper.indptr.astype(np.int64)
+    ai = upper.indices.astype(np.int64)
+    parent = _etree(p, ap, ai)
+    return (ap, ai, *_factor_pattern(p, ap, ai, parent))
+
+
+def _factor_flops(lp: np.ndarray) -> float:
+    counts = np.diff(lp).astype(np.float64)
+    return float(np.sum(counts**2))
+
+
+def _permuted_upper(pattern: sp.csc_matrix, perm: np.ndarray) -> sp.csc_matrix:
+    permuted = sp.csc_matrix(pattern[perm][:, perm])
+    upper = sp.triu(permuted, format="csc")
+    upper.sort_indices()
+    return upper
+
+
+def _block_ordering(pattern: sp.csc_matrix, blocks: list[np.ndarray]) -> np.ndarray:
+    """Largest blocks first, each block in order of fewest off-block neighbours first."""
+    degree = np.diff(pattern.indptr)
+    order = sorted(blocks, key=len, reverse=True)
+    return np.concatenate([b[np.argsort(degree[b], kind="stable")] for b in order])
+
+
+def _mmd_ordering(pattern: sp.csc_matrix) -> np.ndarray:
+    """SuperLU's minimum-degree ordering of P + P' (its numeric factor is thrown away)."""
+    p = pattern.shape[0]
+    values = sp.csc_matrix((np.ones(pattern.nnz), pattern.indices, pattern.indptr), (p, p))
+    dominant = values + sp.diags(np.asarray(np.abs(values).sum(axis=1)).ravel() + 1.0)
+    lu = splu(
+        sp.csc_matrix(dominant),
+        permc_spec="MMD_AT_PLUS_A",
+        diag_pivot_thresh=0.0,
+        options={"SymmetricMode": True},
+    )
+    return np.asarray(lu.perm_c, dtype=np.int64).argsort()  # perm_c[i]: new position of i
+
+
+@dataclass(frozen=True)
+class SparsePattern:
+    """The fixed symbolic analysis of P: ordering, the pattern of L, and index maps.
+
+    ``perm[new] = old``. ``packed`` is every integer array the numeric kernel needs, in
+    one int64 array (see :func:`_unpack`). ``ordering`` names the candidate that won and
+    ``factor_flops`` its cost (sum of squared column counts of L).
+    """
+
+    p: int
+    perm: np.ndarray
+    upper: sp.csc_matrix  # pattern of P, permuted, upper triangle, sorted
+    packed: np.ndarray
+    ordering: str
+    factor_flops: float
+    nnz_factor: int
+    candidates: dict[str, float]
+
+    @classmethod
+    def build(cls, pattern: sp.spmatrix, blocks: list[np.ndarray] | None = None) -> SparsePattern:
+        """Analyse the symmetric ``pattern`` (any values; the diagonal is always included).
+
+        ``blocks`` (index arrays, e.g. one per model term) enables the block ordering that
+        eliminates the large grouping terms first and keeps the small dense part last.
+        """
+        p = pattern.shape[0]
+        full = sp.csc_matrix(pattern, dtype=np.float64)
+        full = sp.csc_matrix((np.ones(full.nnz), full.indices, full.indptr), shape=(p, p)) + sp.eye(
+            p, format="csc"
+        )
+        full = sp.csc_matrix(((full + full.T) != 0).astype(np.float64))
+        full.sort_indices()
+        orderings = {"natural": np.arange(p, dtype=np.int64)}
+        if blocks:
+            orderings["blocks"] = _block_ordering(full, blocks)
+        if p > 1:
+            orderings["minimum_degree"] = _mmd_ordering(full)
+        best = None
+        candidates = {}
+        for name, perm in orderings.items():
+            upper = _permuted_upper(full, perm)
+            sym = _symbolic(upper)
+            flops = _factor_flops(sym[2])
+            candidates[name] = flops
+            if best is None or flops < best[2]:
+                best = (name, perm, flops, upper, sym)
+        name, perm, flops, upper, (ap, ai, lp, li, rp, ri, rpos, apos) = best
+        header = np.array([p, ap[-1], lp[-1], 0], dtype=np.int64)
+        packed = np.concatenate([header, perm, ap, ai, lp, li, rp, ri, rpos, apos])
+        return cls(p, perm, upper, packed, name, flops, int(lp[-1]), candidates)
+
+    def values(self, matrix: sp.spmatrix) -> np.ndarray:
+        """The entries of symmetric ``matrix`` (original order) on the permuted upper pattern.
+
+        Raises if ``matrix`` has a non-zero outside the pattern.
+        """
+        upper = _permuted_upper(sp.csc_matrix(matrix, dtype=np.float64), self.perm)
+        upper.eliminate_zeros()
+        p = self.p
+        want = self.upper.indices.astype(np.int64) + p * np.repeat(
+            np.arange(p, dtype=np.int64), np.diff(self.upper.indptr)
+        )
+        have = upper.indices.astype(np.int64) + p * np.repeat(
+            np.arange(p, dtype=np.int64), np.diff(upper.indptr)
+        )
+        pos = np.searchsorted(want, have)
+        if have.size and (pos.max() >= want.size or np.any(want[pos] != have)):
+            raise ValueError("matrix has non-zeros outside the sparse pattern")
+        out = np.zeros(want.size)
+        out[pos] = upper.data
+        return out
+
+
+@numba.njit(cache=True, nogil=True)
+def _unpack(packed):
+    p, nnz_a, nnz_l = packed[0], packed[1], packed[2]
+    o = _HEADER
+    perm = packed[o : o + p]
+    o += p
+    ap = packed[o : o + p + 1]
+    o += p + 1
+    ai = packed[o : o + nnz_a]
+    o += nnz_a
+    lp = packed[o : o + p + 1]
+    o += p + 1
+    li = packed[o : o + nnz_l]
+    o += nnz_l
+    rp = packed[o : o + p + 1]
+    o += p + 1
+    n_off = nnz_l - p
+    ri = packed[o : o + n_off]
+    o += n_off
+    rpos = packed[o : o + n_off]
+    o += n_off
+    apos = packed[o : o + nnz_a]
+    return p, perm, ap, ai, lp, li, rp, ri, rpos, apos
+
+
+# --- numeric kernel (per evaluation) -----------------------------------------------------
+
+
+@numba.njit(cache=True, nogil=True)
+def _assemble(p, ap, ai, perm, a_data, inv_s2, lam):
+    """Upper pattern values of P = sum_g A_g / s2_g + diag(1 / lam) (permuted)."""
+    px = np.zeros(ap[p])
+    for g in range(a_data.shape[0]):
+        w = inv_s2[g]
+        for q in range(ap[p]):
+            px[q] += a_data[g, q] * w
+    for k in range(p):
+        # the diagonal is the last entry of each sorted upper column
+        px[ap[k + 1] - 1] += 1.0 / lam[perm[k]]
+    return px
+
+
+@numba.njit(cache=True, nogil=True)
+def _cholesky(p, ap, ai, px, lp, li, rp, ri, rpos):
+    """Up-looking Cholesky on the fixed pattern: L (values, diagonal first per column)."""
+    lx = np.zeros(lp[p])
+    x = np.zeros(p)
+    for k in range(p):
+        for q in range(ap[k], ap[k + 1]):
+            x[ai[q]] = px[q]
+        d = x[k]
+        x[k] = 0.0
+        # columns of row k in increasing order: each x[i] is final when reached
+        for t in range(rp[k], rp[k + 1]):
+            i = ri[t]
+            lki = x[i] / lx[lp[i]]
+            x[i] = 0.0
+            for q in range(lp[i] + 1, rpos[t]):
+                x[li[q]] -= lx[q] * lki
+            d -= lki * lki
+            lx[rpos[t]] = lki
+        if not d > 0.0:
+            return lx, False
+        lx[lp[k]] = math.sqrt(d)
+    return lx, True
+
+
+@numba.njit(cache=True, nogil=True)
+def _solve(p, lp, li, lx, rhs):
+    """L L' x = rhs."""
+    x = rhs.copy()
+    for j in range(p):  # L y = rhs
+        x[j] /= lx[lp[j]]
+        for q in range(lp[j] + 1, lp[j + 1]):
+            x[li[q]] -= lx[q] * x[j]
+    for j in range(p - 1, -1, -1):  # L' x = y
+        for q in range(lp[j] + 1, lp[j + 1]):
+            x[j] -= lx[q] * x[li[q]]
+        x[j] /= lx[lp[j]]
+    return x
+
+
+@numba.njit(cache=True, nogil=True)
+def _solve_lt(p, lp, li, lx, rhs):
+    """L' x = rhs."""
+    x = rhs.copy()
+    for j in range(p - 1, -1, -1):
+        for q in range(lp[j] + 1, lp[j + 1]):
+            x[j] -= lx[q] * x[li[q]]
+        x[j] /= lx[lp[j]]
+    return x
+
+
+@numba.njit(cache=True, nogil=True)
+def _dense_tail_start(p, lp):
+    """First column of the trailing block where L is completely dense."""
+    t0 = p
+    while t0 > 0 and lp[t0] - lp[t0 - 1] == p - t0 + 1:
+        t0 -= 1
+    return t0
+
+
+@numba.njit(cache=True, nogil=True)
+def _selected_inverse(p, lp, li, lx):
+    """Entries of S = (L L')^-1 on the pattern of L (Takahashi recursion, last column first).
+
+    The trailing columns where L is dense keep a dense copy of their S block, so a
+    column's pairs of rows inside it are read directly instead of searched for.
+    """
+    sx = np.zeros(lp[p])
+    marker = np.full(p, -1, dtype=np.int64)
+    max_len = 0
+    for j in range(p):
+        max_len = max(max_len, lp[j + 1] - lp[j])
+    acc = np.zeros(max_len)
+    t0 = _dense_tail_start(p, lp)
+    tail = np.zeros((p - t0, p - t0))
+    for j in range(p - 1, -1, -1):
+        start, end = lp[j] + 1, lp[j + 1]
+        m = end - start
+        ljj = lx[lp[j]]
+        for a in range(m):
+            marker[li[start + a]] = a
+            acc[a] = 0.0
+        # acc[a] = sum_b L[r_b, j] S[r_a, r_b] over the rows r below the diagonal of column j;
+        # S[r_a, r_b] (a > b) sits in column r_b of S, which the pattern guarantees.
+        for b in range(m):
+            c = li[start + b]
+            lcj = lx[start + b]
+            if c >= t0:  # rows r_b.. all lie in the dense tail
+                cc = c - t0
+                acc[b] += lcj * tail[cc, cc]
+                for a in range(b + 1, m):
+                    s = tail[cc, li[start + a] - t0]  # symmetric; row-wise is contiguous
+                    acc[a] += lcj * s
+                    acc[b] += lx[start + a] * s
+                continue
+            acc[b] += lcj * sx[lp[c]]
+            for q in range(lp[c] + 1, lp[c + 1]):
+                a = marker[li[q]]
+                if a >= 0:
+                    s = sx[q]
+                    acc[a] += lcj * s
+                    acc[b] += lx[start + a] * s
+        sjj = 1.0 / (ljj * ljj)
+        for a in range(m):
+            sx[start + a] = -acc[a] / ljj
+            sjj -= lx[start + a] * sx[start + a] / ljj
+        sx[lp[j]] = sjj
+        for a in range(m):
+            marker[li[start + a]] = -1
+        if j >= t0:
+            jj = j - t0
+            tail[jj, jj] = sjj
+            for a in range(m):
+                ii = li[start + a] - t0
+                tail[ii, jj] = sx[start + a]
+                tail[jj, ii] = sx[start + a]
+    return sx
+
+
+@numba.njit(cache=True, nogil=True)
+def sparse_marginal_loglik(log_s2, log_lam, a_data, wty, yty, n_obs, packed):
+    """``(ll, d ll/d log s2_g, d ll/d log lam_j)`` (0-d array, (G,), (p,)).
+
+    ``a_data[g]``: A_g on the pattern's permuted upper entries; ``wty[g]``, ``log_lam``:
+    original coefficient order.
+    """
+    p, perm, ap, ai, lp, li, rp, ri, rpos, apos = _unpack(packed)
+    n_groups = a_data.shape[0]
+    g_lam = np.zeros(p)
+    g_s2 = np.zeros(n_groups)
+    if log_lam.shape[0] != p or wty.shape[1] != p or a_data.shape[1] != ap[p]:
+        raise ValueError("log_lam, W'W and W'y do not match the sparse pattern")
+    if log_s2.shape[0] != n_groups or wty.shape[0] != n_groups:
+        raise ValueError("one residual variance per group of W'W, W'y, y'y and n")
+    inv_s2 = np.exp(-log_s2)
+    lam = np.exp(log_lam)
+    px = _assemble(p, ap, ai, perm, a_data, inv_s2, lam)
+    lx, ok = _cholesky(p, ap, ai, px, lp, li, rp, ri, rpos)
+    if not ok:
+        return np.asarray(-np.inf), g_s2, g_lam
+    r = np.zeros(p)
+    u = np.empty((n_groups, p))  # permuted W_g'y_g
+    for g in range(n_groups):
+        for k in range(p):
+            u[g, k] = wty[g, perm[k]]
+            r[k] += u[g, k] * inv_s2[g]
+    bhat = _solve(p, lp, li, lx, r)
+    sx = _selected_inverse(p, lp, li, lx)
+
+    logdet = 0.0
+    quad = 0.0
+    for k in range(p):
+        logdet += 2.0 * math.log(lx[lp[k]])
+        quad -= r[k] * bhat[k]
+    ll = -0.5 * logdet
+    for k in range(p):
+        j = perm[k]
+        ll -= 0.5 * log_lam[j]
+        b2 = bhat[k] * bhat[k]
+        g_lam[j] = -0.5 + 0.5 * sx[lp[k]] / lam[j] + 0.5 * b2 / lam[j]
+    for g in range(n_groups):
+        quad += yty[g] * inv_s2[g]
+        ll -= 0.5 * n_obs[g] * (_LOG_2PI + log_s2[g])
+        trace = 0.0  # tr(S A_g)
+        bab = 0.0  # bhat' A_g bhat
+        for k in range(p):
+            for q in range(ap[k], ap[k + 1]):
+                i = ai[q]
+                a = a_data[g, q]
+                if i == k:
+                    trace += sx[apos[q]] * a
+                    bab += a * bhat[k] * bhat[k]
+                else:
+                    trace += 2.0 * sx[apos[q]] * a
+                    bab += 2.0 * a * bhat[i] * bhat[k]
+        bu = 0.0
+        for k in range(p):
+            bu += bhat[k] * u[g, k]
+        g_s2[g] = -0.5 * n_obs[g] + 0.5 * inv_s2[g] * (trace + yty[g] - 2.0 * bu + bab)
+    ll -= 0.5 * quad
+    return np.asarray(ll), g_s2, g_lam
+
+
+@numba.njit(cache=True, nogil=True)
+def sparse_conditional_draws(log_s2, log_lam, a_data, wty, packed, noise):
+    """Exact draws b ~ N(P^-1 r, P^-1), one per row of ``log_s2``/``log_lam``/``noise``.
+
+    Rows index posterior draws: ``log_s2`` (D, G), ``log_lam`` (D, p), ``noise`` (D, p)
+    standard normal. Returns (D, p) in the original coefficient order.
+    """
+    p, perm, ap, ai, lp, li, rp, ri, rpos, apos = _unpack(packed)
+    n_draws = noise.shape[0]
+    n_groups = a_data.shape[0]
+    out = np.empty((n_draws, p))
+    for d in range(n_draws):
+        inv_s2 = np.exp(-log_s2[d])
+        lam = np.exp(log_lam[d])
+        px = _assemble(p, ap, ai, perm, a_data, inv_s2, lam)
+        lx, ok = _cholesky(p, ap, ai, px, lp, li, rp, ri, rpos)
+        if not ok:
+            raise FloatingPointError("sparse Cholesky failed in the conditional draws")
+        r = np.zeros(p)
+        for g in range(n_groups):
+            for k in range(p):
+                r[k] += wty[g, perm[k]] * inv_s2[g]
+        mean = _solve(p, lp, li, lx, r)
+        offset = _solve_lt(p, lp, li, lx, noise[d])  # covariance (L L')^-1 = P^-1
+        for k in range(p):
+            out[d, perm[k]] = mean[k] + offset[k]
+    return out
+
+
+class SparseMarginalLoglik(Op):
+    """``(log_s2 (G,), log_lam, A data (G, nnz), W'y (G, p), y'y (G,), n (G,), pattern)
+    -> (ll, d ll/d log_s2, d ll/d log_lam)``.
+
+    The statistics are inputs so a compiled model can be refitted to new data
+    (``with_data``); the pattern (``SparsePattern.packed``) is an input too, fixed per model.
+    """
+
+    __props__ = ()
+
+    def make_node(self, log_s2, log_lam, a_data, wty, yty, n_obs, packed):
+        inputs = [
+            pt.as_tensor(log_s2, dtype="float64"),
+            pt.as_tensor(log_lam, dtype="float64"),
+            pt.as_tensor(a_data, dtype="float64"),
+            pt.as_tensor(wty, dtype="float64"),
+            pt.as_tensor(yty, dtype="float64"),
+            pt.as_tensor(n_obs, dtype="float64"),
+            pt.as_tensor(packed, dtype="int64"),
+        ]
+        outputs = [pt.dscalar(), pt.dvector(), pt.dvector()]
+        return Apply(self, inputs, outputs)
+
+    def perform(self, node, inputs, output_storage):
+        ll, g_s2, g_lam = sparse_marginal_loglik(*(np.asarray(x) for x in inputs))
+        output_storage[0][0] = np.asarray(ll)
+        output_storage[1][0] = g_s2
+        output_storage[2][0] = g_lam
+
+    def connection_pattern(self, node):
+        return [[True, True, True], [True, True, True]] + [[False, False, False]] * 5
+
+    def pullback(self, inputs, outputs, cotangents):
+        _, g_s2, g_lam = outputs
+        data_grads = [DisconnectedType()() for _ in inputs[2:]]
+        return [cotangents[0] * g_s2, cotangents[0] * g_lam, *data_grads]
+
+
+@numba_funcify.register(SparseMarginalLoglik)
+def _numba_funcify_sparse(op, node=None, **kwargs):
+    return sparse_marginal_loglik
+
+
+# --- a dense reference (tests, and the dense choice when G > 1 is small) ------------------
+
+
+def dense_grouped_loglik(
+    wtw: list[np.ndarray],
+    wty: np.ndarray,
+    yty: np.ndarray,
+    n_obs: np.ndarray,
+    log_s2: np.ndarray,
+    log_lam: np.ndarray,
+) -> tuple[float, np.ndarray, np.ndarray]:
+    """The same quantities as :func:`sparse_marginal_loglik`, with dense numpy algebra."""
+    inv_s2 = np.exp(-np.asarray(log_s2))
+    lam = np.exp(log_lam)
+    prec = sum(a * w for a, w in zip(wtw, inv_s2, strict=True)) + np.diag(1.0 / lam)
+    r = (wty * inv_s2[:, None]).sum(axis=0)
+    chol = np.linalg.cholesky(prec)
+    s = np.linalg.inv(prec)
+    bhat = s @ r
+    ll = (
+        -0.5 * np.sum(n_obs * (_LOG_2PI + log_s2))
+        - 0.5 * np.sum(log_lam)
+        - np.sum(np.log(np.diag(chol)))
+        - 0.5 * (np.sum(yty * inv_s2) - r @ bhat)
+    )
+    g_lam = -0.5 + 0.5 * np.diag(s) / lam + 0.5 * bhat**2 / lam
+    g_s2 = np.array(
+        [
+            -0.5 * n + 0.5 * w * (np.sum(s * a) + c - 2.0 * bhat @ u + bhat @ a @ bhat)
+            for a, u, c, n, w in zip(wtw, wty, yty, n_obs, inv_s2, strict=True)
+        ]
+    )
+    return float(ll), g_s2, g_lam

@@ -1,0 +1,282 @@
+"""The sparse collapsed kernel: same numbers as the dense ones, exact draws, kernel choice."""
+
+from __future__ import annotations
+
+import dataclasses
+import warnings
+
+import numpy as np
+import pytensor
+import pytensor.tensor as pt
+import pytest
+import scipy.sparse as sp
+
+from omlbayes.backends import collapsed
+from omlbayes.backends.marginal import marginal_loglik
+from omlbayes.backends.sparse import (
+    SparseMarginalLoglik,
+    SparsePattern,
+    dense_grouped_loglik,
+    sparse_conditional_draws,
+    sparse_marginal_loglik,
+)
+from omlbayes.design import GroupedStats, SufficientStats, build_layout, grouped_stats
+from omlbayes.errors import SpecError
+from omlbayes.spec import load_spec
+
+
+def _design(kind: str, seed: int = 0, n: int = 1500):
+    """A random-intercept design matrix: nested (schools in districts) or crossed."""
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=n)
+    if kind == "nested":
+        n_dist, n_school = 9, 60
+        dist_of_school = rng.integers(0, n_dist, n_school)
+        school = rng.integers(0, n_school, n)
+        factors = [dist_of_school[school], school]
+        sizes = [n_dist, n_school]
+    else:  # crossed: schools x waves, plus the school x wave cells
+        n_school, n_wave = 40, 5
+        school, wave = rng.integers(0, n_school, n), rng.integers(0, n_wave, n)
+        factors = [school, wave, school * n_wave + wave]
+        sizes = [n_school, n_wave, n_school * n_wave]
+    rows = [np.arange(n), np.arange(n)]
+    cols = [np.zeros(n, dtype=int), np.ones(n, dtype=int)]
+    vals = [np.ones(n), x]
+    start = 2
+    blocks = [np.array([0, 1])]
+    for f, size in zip(factors, sizes, strict=True):
+        rows.append(np.arange(n))
+        cols.append(start + f)
+        vals.append(np.ones(n))
+        blocks.append(np.arange(start, start + size))
+        start += size
+    w = sp.csr_matrix(
+        (np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))), shape=(n, start)
+    )
+    y = w @ rng.normal(scale=0.5, size=start) + rng.normal(size=n)
+    return w, y, blocks
+
+
+def _grouped(w, y, group):
+    ids = np.unique(group)
+    mats = [sp.csc_matrix(w[group == g].T @ w[group == g]) for g in ids]
+    wty = np.stack([w[group == g].T @ y[group == g] for g in ids])
+    yty = np.array([y[group == g] @ y[group == g] for g in ids])
+    n = np.array([np.sum(group == g) for g in ids], dtype=float)
+    return GroupedStats(tuple(mats), wty, yty, n, tuple(map(str, ids)))
+
+
+def _sparse(stats: GroupedStats, blocks, log_s2, log_lam):
+    pattern = SparsePattern.build(stats.pattern(), blocks)
+    a = np.stack([pattern.values(m) for m in stats.wtw])
+    return sparse_marginal_loglik(log_s2, log_lam, a, stats.wty, stats.yty, stats.n, pattern.packed)
+
+
+@pytest.mark.parametrize("kind", ["nested", "crossed"])
+def test_sparse_matches_dense_kernel_one_residual_sd(kind):
+    w, y, blocks = _design(kind)
+    stats = _grouped(w, y, np.zeros(len(y), dtype=int))
+    rng = np.random.default_rng(1)
+    dense = stats.pooled()
+    for _ in range(3):
+        log_s2 = rng.normal(scale=0.5, size=1)
+        log_lam = rng.normal(scale=1.0, size=w.shape[1])
+        ll, g_s2, g_lam = _sparse(stats, blocks, log_s2, log_lam)
+        ref_ll, ref_g_s2, ref_g_lam = marginal_loglik(dense, float(log_s2[0]), log_lam)
+        assert float(ll) == pytest.approx(ref_ll, rel=1e-10)
+        assert g_s2[0] == pytest.approx(ref_g_s2, rel=1e-8, abs=1e-8)
+        np.testing.assert_allclose(g_lam, ref_g_lam, rtol=1e-8, atol=1e-8)
+
+
+@pytest.mark.parametrize("kind", ["nested", "crossed"])
+def test_sparse_matches_dense_heteroscedastic(kind):
+    w, y, blocks = _design(kind, seed=2)
+    group = np.random.default_rng(3).integers(0, 3, len(y))
+    stats = _grouped(w, y, group)
+    log_s2 = np.array([-0.4, 0.1, 0.6])
+    log_lam = np.random.default_rng(4).normal(size=w.shape[1])
+    ll, g_s2, g_lam = _sparse(stats, blocks, log_s2, log_lam)
+    dense = [m.toarray() for m in stats.wtw]
+    ref = dense_grouped_loglik(dense, stats.wty, stats.yty, stats.n, log_s2, log_lam)
+    assert float(ll) == pytest.approx(ref[0], rel=1e-10)
+    np.testing.assert_allclose(g_s2, ref[1], rtol=1e-8, atol=1e-8)
+    np.testing.assert_allclose(g_lam, ref[2], rtol=1e-8, atol=1e-8)
+    # and against the plain multivariate normal density of y
+    cov = np.diag(np.exp(log_s2)[group]) + (w @ np.diag(np.exp(log_lam)) @ w.T.toarray())
+    sign, logdet = np.linalg.slogdet(cov)
+    direct = -0.5 * (len(y) * np.log(2 * np.pi) + logdet + y @ np.linalg.solve(cov, y))
+    assert float(ll) == pytest.approx(direct, rel=1e-9)
+
+
+def test_sparse_gradient_matches_finite_differences():
+    w, y, blocks = _design("nested", seed=5, n=400)
+    stats = _grouped(w, y, np.arange(len(y)) % 2)
+    pattern = SparsePattern.build(stats.pattern(), blocks)
+    a = np.stack([pattern.values(m) for m in stats.wtw])
+    rng = np.random.default_rng(6)
+    log_s2, log_lam = rng.normal(scale=0.3, size=2), rng.normal(size=w.shape[1])
+
+    def f(s, lam):
+        return float(
+            sparse_marginal_loglik(s, lam, a, stats.wty, stats.yty, stats.n, pattern.packed)[0]
+        )
+
+    _, g_s2, g_lam = sparse_marginal_loglik(
+        log_s2, log_lam, a, stats.wty, stats.yty, stats.n, pattern.packed
+    )
+    h = 1e-5
+    fd_s2 = [(f(log_s2 + h * e, log_lam) - f(log_s2 - h * e, log_lam)) / (2 * h) for e in np.eye(2)]
+    pick = rng.choice(w.shape[1], 12, replace=False)
+    fd_lam = [
+        (f(log_s2, log_lam + h * e) - f(log_s2, log_lam - h * e)) / (2 * h)
+        for e in np.eye(w.shape[1])[pick]
+    ]
+    np.testing.assert_allclose(g_s2, fd_s2, rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(g_lam[pick], fd_lam, rtol=1e-6, atol=1e-6)
+
+
+def test_ordering_reduces_fill_and_values_check_the_pattern():
+    w, y, blocks = _design("nested", seed=7)
+    stats = _grouped(w, y, np.zeros(len(y), dtype=int))
+    pattern = SparsePattern.build(stats.pattern(), blocks)
+    # the natural order puts the dense part (x, intercept) first: it fills L completely
+    assert pattern.candidates["natural"] == pytest.approx(
+        sum(k**2 for k in range(1, pattern.p + 1))
+    )
+    assert pattern.factor_flops < pattern.candidates["natural"] / 20
+    # two schools never share a student: their cross entry is outside the pattern
+    first_school = 2 + 9
+    i, j = first_school, first_school + 1
+    assert stats.wtw[0][i, j] == 0
+    outside = sp.csc_matrix(([1.0, 1.0], ([i, j], [j, i])), shape=(pattern.p, pattern.p))
+    with pytest.raises(ValueError, match="outside the sparse pattern"):
+        pattern.values(outside)
+
+
+def test_conditional_draws_are_exact():
+    """Identity noise gives offsets O with O'O = P^-1 exactly; zero noise gives the mean."""
+    w, y, blocks = _design("crossed", seed=8, n=600)
+    stats = _grouped(w, y, np.arange(len(y)) % 3)
+    p = w.shape[1]
+    pattern = SparsePattern.build(stats.pattern(), blocks)
+    a = np.stack([pattern.values(m) for m in stats.wtw])
+    log_s2 = np.array([[0.2, -0.3, 0.0]])
+    log_lam = np.random.default_rng(9).normal(size=(1, p))
+    prec = sum(m.toarray() * np.exp(-s) for m, s in zip(stats.wtw, log_s2[0], strict=True))
+    prec = prec + np.diag(np.exp(-log_lam[0]))
+    mean = np.linalg.solve(prec, (stats.wty * np.exp(-log_s2[0])[:, None]).sum(axis=0))
+    zero = sparse_conditional_draws(log_s2, log_lam, a, stats.wty, pattern.packed, np.zeros((1, p)))
+    np.testing.assert_allclose(zero[0], mean, rtol=1e-9, atol=1e-10)
+    eye = np.eye(p)
+    draws = sparse_conditional_draws(
+        np.repeat(log_s2, p, axis=0),
+        np.repeat(log_lam, p, axis=0),
+        a,
+        stats.wty,
+        pattern.packed,
+        eye,
+    )
+    offsets = draws - mean
+    np.testing.assert_allclose(offsets.T @ offsets, np.linalg.inv(prec), rtol=1e-7, atol=1e-10)
+
+
+def test_numba_op_runs_without_object_mode():
+    w, y, blocks = _design("crossed", seed=10, n=300)
+    stats = _grouped(w, y, np.zeros(len(y), dtype=int))
+    pattern = SparsePattern.build(stats.pattern(), blocks)
+    a = np.stack([pattern.values(m) for m in stats.wtw])
+    log_s2, log_lam = pt.dvector("log_s2"), pt.dvector("log_lam")
+    data = [pytensor.shared(v) for v in (a, stats.wty, stats.yty, stats.n, pattern.packed)]
+    outs = SparseMarginalLoglik()(log_s2, log_lam, *data)
+    grad = pytensor.grad(outs[0], [log_s2, log_lam])
+    with warnings.catch_warnings():
+        warnings.filterwarnings("error", message=".*object mode.*")
+        fn = pytensor.function([log_s2, log_lam], [outs[0], *grad], mode="NUMBA")
+    point = (np.array([0.1]), np.zeros(w.shape[1]))
+    ll, g_s2, g_lam = fn(*point)
+    ref = marginal_loglik(stats.pooled(), 0.1, point[1])
+    assert float(ll) == pytest.approx(ref[0], rel=1e-10)
+    assert g_s2[0] == pytest.approx(ref[1], rel=1e-8)
+    np.testing.assert_allclose(g_lam, ref[2], rtol=1e-8, atol=1e-10)
+
+
+# --- kernel choice -------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def survey():
+    from omlbayes.scale import build_index
+    from omlbayes.simulate import simulate_survey
+
+    frame = build_index(simulate_survey(n_students=3000, n_schools=60, seed=3).frame).frame
+    return frame.assign(age_c=frame["age"] - frame["age"].mean())
+
+
+def _spec(**sampler):
+    spec = load_spec()
+    return spec.with_sampler(**sampler)
+
+
+def test_kernel_choice_is_recorded_and_forced(survey):
+    spec = dataclasses.replace(_spec(), school_by_wave=True)
+    layout = build_layout(survey, spec)
+    stats = grouped_stats(survey, layout, spec.response)
+    auto = collapsed.choose_kernel(stats, layout, spec)
+    assert auto.kernel in ("dense", "sparse")
+    assert auto.facts["sparse_s_per_gradient"] > 0 and auto.facts["dense_s_per_gradient"] > 0
+    faster = min(("dense", "sparse"), key=lambda k: auto.facts[f"{k}_s_per_gradient"])
+    assert auto.kernel == faster
+    assert auto.facts["sparse_flops"] < auto.facts["dense_flops"]
+    forced = collapsed.choose_kernel(stats, layout, _spec(kernel="sparse"))
+    assert forced.kernel == "sparse" and forced.reason == "asked for"
+
+
+def test_small_models_stay_dense(survey):
+    spec = dataclasses.replace(_spec(), group=(("school_id",),))
+    layout = build_layout(survey, spec)
+    choice = collapsed.choose_kernel(grouped_stats(survey, layout, spec.response), layout, spec)
+    assert layout.n_coef <= collapsed.DENSE_ALWAYS_P
+    assert choice.kernel == "dense"
+
+
+def test_a_fit_that_cannot_finish_is_refused(survey, monkeypatch):
+    spec = _spec()
+    layout = build_layout(survey, spec)
+    stats = grouped_stats(survey, layout, spec.response)
+    monkeypatch.setattr(collapsed, "MAX_EXPECTED_SAMPLING_S", 1e-6)
+    with pytest.raises(SpecError, match=r"would take about .* h to sample .*kernel = "):
+        collapsed.choose_kernel(stats, layout, spec)
+    # forcing a kernel runs it anyway, with the estimate recorded
+    forced = collapsed.choose_kernel(stats, layout, _spec(kernel="sparse"))
+    assert forced.facts["expected_sampling_s"] > 0
+
+
+def test_dense_kernel_refuses_residual_groups(survey):
+    spec = dataclasses.replace(_spec(kernel="dense"), residual_sd_by="school_type")
+    layout = build_layout(survey, spec)
+    stats = grouped_stats(survey, layout, spec.response, by="school_type")
+    assert stats.n_groups == survey["school_type"].nunique()
+    assert stats.pooled().n == len(survey)
+    with pytest.raises(SpecError, match="residual_sd_by needs kernel"):
+        collapsed.choose_kernel(stats, layout, spec)
+
+
+def test_chunked_statistics_add_up(survey):
+    spec = _spec()
+    layout = build_layout(survey, spec)
+    whole = grouped_stats(survey, layout, spec.response, by="gender", chunk_rows=10**6)
+    chunked = grouped_stats(survey, layout, spec.response, by="gender", chunk_rows=700)
+    for a, b in zip(whole.wtw, chunked.wtw, strict=True):
+        assert abs(a - b).max() < 1e-9
+    np.testing.assert_allclose(whole.wty, chunked.wty)
+    np.testing.assert_allclose(whole.n, chunked.n)
+    assert whole.n.sum() == len(survey)
+
+
+def test_sufficient_stats_convert_both_ways():
+    w, y, _ = _design("nested", seed=11, n=200)
+    dense = SufficientStats((w.T @ w).toarray(), w.T @ y, float(y @ y), 200)
+    back = GroupedStats.from_pooled(dense).pooled()
+    np.testing.assert_array_equal(back.wtw, dense.wtw)
+    assert back.n == 200 and back.yty == dense.yty
