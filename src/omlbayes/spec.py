@@ -218,6 +218,8 @@ def check_keys(raw: dict, path: Path | str) -> None:
             raise SpecError(
                 f"{path}: {where} has unknown key {unknown[0]!r}; allowed: {', '.join(allowed)}"
             )
+
+
 def _residual_sd_by(model: dict, path: Path) -> str | None:
     """``[model] residual_sd_by = "column"``: one residual SD per level of that column."""
     value = model.get("residual_sd_by")

@@ -15,7 +15,7 @@ runs the fast versions.
 4. ``three_level``: students in schools in districts, simulated, against MixedLM with a
    variance component for schools within districts.
 5. ``many_groups``: a public data set with thousands of groups (mlmRev ``Chem97``: 31,022
-   students, 2,410 schools in 131 LEAs) through ``scripts/fit.py --formula`` (the sparse
+   students, 2,410 schools in 131 LEAs) through the generic formula run (the sparse
    kernel's territory) against MixedLM REML.
 
 Agreement rule (3, 4): fixed effects compare the posterior mean with REML; variance
@@ -499,7 +499,7 @@ def many_groups(
     csv = work / "Chem97.csv"
     frame.to_csv(csv, index=False)
     t = time.perf_counter()
-    run = fit_formula_via_script(
+    run = fit_formula_run(
         MANY_GROUPS_FORMULA, csv, out=work / "runs", name="chem97", draws=draws, tune=tune,
         chains=chains, seed=seed,
     )  # fmt: skip
