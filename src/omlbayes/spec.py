@@ -10,9 +10,9 @@ from pathlib import Path
 
 from omlbayes.errors import SpecError
 
-BACKENDS = ("collapsed", "bambi")
+BACKENDS = ("collapsed", "bambi", "graded")
 SAMPLERS = ("nutpie", "pymc", "numpyro")
-FAMILIES = ("gaussian", "t", "bernoulli", "poisson", "negativebinomial", "cumulative")
+FAMILIES = ("gaussian", "t", "bernoulli", "poisson", "negativebinomial", "cumulative", "graded")
 PRIOR_DISTS = {
     "Normal": ("mu", "sigma"),
     "HalfNormal": ("sigma",),
@@ -58,6 +58,7 @@ class ModelSpec:
     wave_contrasts: tuple[tuple[str, str], ...]
     sampler: SamplerSettings = field(default_factory=SamplerSettings)
     source: str = ""
+    measurement: dict = field(default_factory=dict)  # [measurement] of a graded model
 
     @property
     def group_terms(self) -> tuple[tuple[str, ...], ...]:
@@ -165,9 +166,46 @@ def load_spec(path: Path | str | None = None) -> ModelSpec:
         wave_contrasts=tuple((str(a), str(b)) for a, b in estimands.get("wave_contrasts", [])),
         sampler=sampler,
         source=str(path),
+        measurement=_measurement(raw.get("measurement"), family, path),
     )
     check_sampler(spec.sampler)
     return spec
+
+
+MEASUREMENT_KEYS = {
+    "items": list,
+    "link": str,
+    "cutpoint_sigma": float,
+    "gap_log_sigma": float,
+    "loading_log_sigma": float,
+}
+
+
+def _measurement(raw: object, family: str, path: Path) -> dict:
+    """The ``[measurement]`` section: required by (and only allowed for) family "graded"."""
+    if family != "graded":
+        if raw is not None:
+            raise SpecError(f"{path}: [measurement] belongs to family 'graded' models only")
+        return {}
+    if not isinstance(raw, dict) or "items" not in raw:
+        raise SpecError(f"{path}: a graded model needs [measurement] with items = [...]")
+    unknown = set(raw) - set(MEASUREMENT_KEYS)
+    if unknown:
+        allowed = ", ".join(MEASUREMENT_KEYS)
+        raise SpecError(
+            f"{path}: [measurement] has unknown keys {', '.join(sorted(unknown))}; "
+            f"allowed: {allowed}"
+        )
+    out = dict(raw)
+    items = out["items"]
+    if not isinstance(items, list) or len(items) < 2 or not all(isinstance(i, str) for i in items):
+        raise SpecError(f"{path}: [measurement] items must list at least two item columns")
+    if out.get("link", "probit") != "probit":
+        raise SpecError(f"{path}: [measurement] link must be 'probit' (the only one implemented)")
+    for key in ("cutpoint_sigma", "gap_log_sigma", "loading_log_sigma"):
+        if key in out and (not isinstance(out[key], int | float) or not out[key] > 0):
+            raise SpecError(f"{path}: [measurement] {key} must be a positive number")
+    return out
 
 
 def check_sampler(settings: SamplerSettings) -> None:

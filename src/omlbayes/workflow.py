@@ -98,6 +98,8 @@ def fit_survey_run(
             staging / "summary.csv", index_label="parameter"
         )
         _write_descriptives(frame, staging, min_cell_n=options.min_cell_n)
+        for table_name, table in fit_info.get("tables", {}).items():  # graded: item checks
+            table.to_csv(staging / table_name, index=False)
         figures = staging / "figures"
         figures.mkdir()
         _predictive_figures(frame, spec, fit_info, tree, figures, options)
@@ -126,6 +128,7 @@ def fit_survey_run(
             "priors": {k: str(v) for k, v in spec.priors.items()},
             "formula": spec.formula(),
             "n_coefficients": fit_info["n_coef"],
+            "fit": fit_info.get("fit", {}),
             "options": {
                 "lang": options.lang,
                 "interval": options.interval,
@@ -162,7 +165,16 @@ def _fit(frame, spec, options, progress, timings):
         f"{layout.n_coef} coefficients"
     )
     t = time.perf_counter()
-    if sampler.backend == "collapsed":
+    extra: dict = {}
+    if sampler.backend == "graded":
+        from omlbayes.measurement import fit_graded_run
+
+        tree, fit_timings, fit_section, tables = fit_graded_run(
+            frame, layout, spec, seed=options.seed, progressbar=options.progressbar,
+            progress=progress,
+        )  # fmt: skip
+        extra = {"fit": fit_section, "tables": tables}
+    elif sampler.backend == "collapsed":
         from omlbayes.backends.collapsed import fit_collapsed
 
         stats = sufficient_stats(frame, layout, spec.response)
@@ -179,7 +191,7 @@ def _fit(frame, spec, options, progress, timings):
     timings.update(fit_timings)
     timings["fit_s"] = time.perf_counter() - t
     gcomp = estimands.gcomp_weights(frame, layout, spec)
-    return tree, {"layout": layout, "gcomp": gcomp, "n_coef": layout.n_coef}
+    return tree, {"layout": layout, "gcomp": gcomp, "n_coef": layout.n_coef, **extra}
 
 
 def _write_descriptives(frame: pd.DataFrame, folder: Path, *, min_cell_n: int) -> None:
@@ -208,6 +220,11 @@ def _predictive_figures(frame, spec, fit_info, tree, figures: Path, options: Run
     from omlbayes.plots import diagnostics as diag_plots
 
     layout = fit_info["layout"]
+    hyper = [v for v in tree["posterior"].data_vars if v == "sigma" or v.endswith("_sigma")]
+    diag_plots.plot_rank_hyper(tree, hyper, figures / "rank_hyper.png")
+    diag_plots.plot_energy(tree, figures / "energy.png")
+    if spec.family == "graded":  # its predictive checks are of the items (item_ppc.png)
+        return
     sub = predictive.subsample(frame, size=PREDICTIVE_ROWS, seed=options.seed)
     observed = sub[spec.response].to_numpy()
     prior = predictive.prior_predictive(
@@ -220,9 +237,6 @@ def _predictive_figures(frame, spec, fit_info, tree, figures: Path, options: Run
         sub, layout, tree["posterior"].to_dataset(), draws=PREDICTIVE_DRAWS, seed=options.seed
     )
     diag_plots.plot_ppc_index(observed, post, figures / "ppc_index.png", lang=options.lang)
-    hyper = [v for v in tree["posterior"].data_vars if v == "sigma" or v.endswith("_sigma")]
-    diag_plots.plot_rank_hyper(tree, hyper, figures / "rank_hyper.png")
-    diag_plots.plot_energy(tree, figures / "energy.png")
 
 
 def summarise_run(path: Path | str, *, options: RunOptions | None = None) -> pd.DataFrame:
@@ -274,6 +288,12 @@ def summarise_run(path: Path | str, *, options: RunOptions | None = None) -> pd.
     figures = path / "figures"
     figures.mkdir(exist_ok=True)
     write_forest_figures(effects_table, figures, lang=options.lang)
+    from omlbayes.measurement import write_latent_vs_index  # graded runs only
+
+    write_latent_vs_index(
+        path, tree, gcomp, contrast_defs, contrasts, suppressed=suppressed,
+        kind=options.interval, prob=options.prob, seed=record.get("seed", 0), lang=options.lang,
+    )  # fmt: skip
     items_csv = path / "items.csv"
     if items_csv.exists():
         import matplotlib.pyplot as plt
