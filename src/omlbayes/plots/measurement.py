@@ -76,7 +76,9 @@ def plot_item_ppc(table: pd.DataFrame, *, lang: str = "nl") -> Figure:
                 label=t["answer"].format(k=answer),
             )
         ax.set_title(labels.ITEM_TEXT.get(lang, {}).get(item, item)[:60], fontsize=8.5)
-        ax.set_xticks(x, [_wave_label(w, lang) for w in waves], rotation=45, fontsize=7.5)
+        ax.set_xticks(
+            x, [_wave_label(w, lang) for w in waves], rotation=35, ha="right", fontsize=7.5
+        )
         ax.grid(axis="y", alpha=0.3)
     for ax in axes[len(items) :]:
         ax.set_visible(False)
@@ -103,7 +105,7 @@ def plot_latent_vs_index(table: pd.DataFrame, *, lang: str = "nl") -> Figure:
         left.vlines(x + offset, lower, upper, color=colour, lw=2)
         left.plot(x + offset, mean, "D", color=colour, ms=5, label=t[scale])
     left.axhline(0, color="grey", lw=0.8)
-    left.set_xticks(x, [_wave_label(w, lang) for w in waves], rotation=30)
+    left.set_xticks(x, [_wave_label(w, lang) for w in waves], rotation=30, ha="right")
     left.set_ylabel(f"{t['sd_units']} (vs {_wave_label(waves[0], lang) if waves else ''})")
     left.set_title(t["lvi_left"], fontsize=10)
     left.legend(fontsize=8, loc="best")
@@ -119,9 +121,9 @@ def plot_latent_vs_index(table: pd.DataFrame, *, lang: str = "nl") -> Figure:
         fmt="o",
         ms=2.5,
         color=PALETTE[0],
-        ecolor=PALETTE[0],
-        alpha=0.35,
-        lw=0.7,
+        ecolor="#9bbbd9",
+        elinewidth=0.4,
+        alpha=0.6,
     )
     if len(pairs):
         lo = float(min(pairs["index_mean"].min(), pairs["latent_lower"].min()))
