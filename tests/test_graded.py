@@ -343,3 +343,29 @@ def test_latent_truth_recovered_with_nominal_coverage():
     print(f"latent-truth coverage over {len(tables)} effects: {rate:.3f}; slope {slope:.3f}")
     assert 0.90 <= rate <= 0.99
     assert 0.85 <= slope <= 1.15
+
+
+@pytest.mark.parametrize(
+    ("edit", "message"),
+    [
+        (lambda t: t.replace('link = "probit"', 'link = "logit"'), "link must be 'probit'"),
+        (lambda t: t.replace("cutpoint_sigma = 3.0", "cutpoint_sigma = -1"), "positive"),
+        (lambda t: t.replace("\nitems = ", "\nwidth = 3\nitems = "), "unknown keys"),
+        (lambda t: t.replace('family = "graded"', 'family = "gaussian"'), "graded' models only"),
+        (
+            lambda t: t.replace(
+                'items = ["item_1", "item_2", "item_3", "item_4", "item_5", "item_6"]', ""
+            ),  # fmt: skip
+            "needs [measurement] with items",
+        ),
+    ],
+)
+def test_bad_measurement_section_is_one_clear_error(tmp_path, edit, message):
+    from omlbayes.errors import SpecError
+    from omlbayes.spec import MODELS_DIR
+
+    text = (MODELS_DIR / "graded.toml").read_text()
+    bad = tmp_path / "bad.toml"
+    bad.write_text(edit(text))
+    with pytest.raises(SpecError, match=message.replace("[", r"\[")):
+        load_spec(bad)

@@ -25,6 +25,7 @@ from omlbayes import diagnose, estimands, summarise
 from omlbayes.backends.graded import GradedFit, MeasurementSettings, fit_graded, long_items
 from omlbayes.constants import CI_PROB, ITEM_MIN
 from omlbayes.design import DesignLayout
+from omlbayes.errors import SpecError
 from omlbayes.spec import ModelSpec
 
 PPC_DRAWS = 200  # posterior draws replicated for the item checks
@@ -40,6 +41,8 @@ PRIOR_KEYS = ("cutpoint_sigma", "gap_log_sigma", "loading_log_sigma")
 
 def settings_of(spec: ModelSpec) -> MeasurementSettings:
     m = spec.measurement
+    if not m.get("items"):
+        raise SpecError(f"model {spec.name}: the graded backend needs a [measurement] section")
     return MeasurementSettings(
         items=tuple(m["items"]),
         **{k: float(m[k]) for k in PRIOR_KEYS if k in m},

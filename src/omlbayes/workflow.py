@@ -166,6 +166,8 @@ def _fit(frame, spec, options, progress, timings):
     )
     t = time.perf_counter()
     extra: dict = {}
+    if (spec.family == "graded") != (sampler.backend == "graded"):
+        raise SpecError("the graded model and backend go together: use --model graded")
     if sampler.backend == "graded":
         from omlbayes.measurement import fit_graded_run
 
