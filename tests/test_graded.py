@@ -185,11 +185,8 @@ def _true_item_parameters(sim, frame) -> tuple[np.ndarray, np.ndarray]:
     return lam * s / noise, (cuts - (lam * m)[:, None]) / noise[:, None]
 
 
-def test_small_fit_recovers_item_parameters(small):
-    sim, frame, spec, layout = small
-    fit = fit_graded(
-        frame, layout, spec, MeasurementSettings(items=ITEMS), seed=2, progressbar=False
-    )
+def test_small_fit_recovers_item_parameters(small_fit):
+    _, fit, sim, frame = small_fit
     post = fit.tree["posterior"]
     true_a, true_c = _true_item_parameters(sim, frame)
     for name, truth in (("loadings", true_a), ("cutpoints", true_c)):
@@ -281,8 +278,9 @@ def test_collapsed_route_agrees_with_plain_pymc_model():
     assert worst_sd < 0.2
 
 
-def _latent_recovery(seed: int, n_students: int, n_schools: int, draws: int) -> pd.DataFrame:
-    """One simulated survey: the graded model's wave effects against the latent truth."""
+def _latent_recovery(seed: int, n_students: int, n_schools: int, draws: int):
+    """One simulated survey: the graded model's wave effects against the latent truth
+    (returns the table, the fit, the simulation and the analysed frame)."""
     from omlbayes import estimands
     from omlbayes.simulate import true_effects
     from omlbayes.summarise import interval
@@ -316,14 +314,20 @@ def _latent_recovery(seed: int, n_students: int, n_schools: int, draws: int) -> 
         table["latent_value"] <= table["upper"]
     )
     table["seed"] = seed
-    return table
+    return table, fit, sim, frame
 
 
-def test_small_fit_covers_the_latent_truth():
+@pytest.fixture(scope="module")
+def small_fit():
+    """One short fit of 600 simulated students, shared by the make-test recovery checks."""
+    return _latent_recovery(seed=41, n_students=600, n_schools=12, draws=250)
+
+
+def test_small_fit_covers_the_latent_truth(small_fit):
     """Make-test tier: 600 students, short chains; the overall and single-breakdown wave
     effects on the latent scale cover the simulator's latent truth at about the nominal
     rate (a wrong scale or sign would miss most of them)."""
-    table = _latent_recovery(seed=41, n_students=600, n_schools=12, draws=250)
+    table = small_fit[0]
     table = table[~table["breakdown"].str.contains(" x ")]
     rate = float(table["covered"].mean())
     print(f"latent-truth coverage (small fit, {len(table)} effects): {rate:.3f}")
@@ -336,7 +340,8 @@ def test_latent_truth_recovered_with_nominal_coverage():
     effect with n >= 10 against the latent truth. Coverage of the 95% intervals is close
     to nominal and the estimates track the truth (slope near 1)."""
     tables = pd.concat(
-        [_latent_recovery(seed, 4000, 40, 600) for seed in (101, 102, 103)], ignore_index=True
+        [_latent_recovery(seed, 4000, 40, 600)[0] for seed in (101, 102, 103)],
+        ignore_index=True,
     )
     rate = float(tables["covered"].mean())
     slope = float(np.polyfit(tables["latent_value"], tables["mean"], 1)[0])
