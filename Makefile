@@ -8,7 +8,7 @@ SYSTEM_PYTHON ?= $(shell command -v python3.12 2>/dev/null || command -v python 
 export PYTHONHASHSEED := 0
 export MPLBACKEND := Agg
 
-.PHONY: fit test test-all validate bench report-check lint format simulate clean-venv
+.PHONY: fit test test-all validate bench bench-graded report-check lint format simulate clean-venv
 
 $(STAMP): pyproject.toml requirements.lock
 	@$(SYSTEM_PYTHON) -c 'import sys; sys.exit(0 if sys.version_info[:2] == (3, 12) else "error: Python 3.12 is needed (found " + sys.version.split()[0] + "); install it (pyenv install 3.12) or set SYSTEM_PYTHON=/path/to/python3.12")'
@@ -31,6 +31,9 @@ validate: $(STAMP)
 bench: $(STAMP)
 	$(PY) bench/bench_fit.py
 	$(PY) bench/bench_scaling.py
+
+bench-graded: $(STAMP)
+	$(PY) bench/bench_graded.py
 
 report-check: $(STAMP)
 	$(PY) scripts/report_check.py

@@ -181,6 +181,7 @@ def test_script_writes_both_files_and_maps_errors(tmp_path, capsys):
         "group",
         "wave",
         "value",
+        "latent_value",
     }
     assert cli.main(["--n-schools", "2", "--out", str(tmp_path / "x.csv")]) == 2
     err = capsys.readouterr().err.strip()

@@ -647,6 +647,9 @@ def render_report(
     )
     fig1 = [f for f in figures if f[0] == "fig1_items.png"]
     body.append(_measurement_html(ctx))
+    from omlbayes.measurement import section_html as latent_section_html  # graded runs only
+
+    body.append(latent_section_html(path, lang=lang))
     body += [figure_html(png, caption=cap, name=name) for name, cap, png in fig1]
     body.append(_composition_html(ctx))
     body.append(f"<h2 id='figures'>{esc(rt['figures'])}</h2>")

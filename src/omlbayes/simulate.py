@@ -336,6 +336,8 @@ class Simulation:
     frame: pd.DataFrame
     params: SimulationParams
     seed: int
+    # each row's latent trait theta (same order as frame): the truth of the graded model
+    latent: np.ndarray | None = field(default=None, repr=False)
 
 
 # ------------------------------------------------------------------------------------
@@ -643,7 +645,7 @@ def simulate_survey(
         frame[name] = pd.arrays.IntegerArray(
             answers[order, j].astype("int64"), missing[order, j].copy()
         )
-    return Simulation(frame=frame, params=params, seed=seed)
+    return Simulation(frame=frame, params=params, seed=seed, latent=theta[order])
 
 
 def _categorical(codes: np.ndarray, column: str) -> pd.Categorical:
@@ -682,7 +684,10 @@ def true_effects(
     -------
     pandas.DataFrame
         Columns ``breakdown``, ``group``, ``wave`` (a wave or ``"all"``), ``value``
-        (in SD units of the standardized index).
+        (in SD units of the standardized index) and, when the simulation carries its
+        latent trait, ``latent_value``: the same estimand for the latent trait theta (the
+        graded model's scale), the g-computed mean of eta for a new school minus the
+        pooled one, in SD units of theta over the retained students.
     """
     if breakdowns is None:
         breakdowns = ((), *schema.SUBGROUP_BREAKDOWNS)
@@ -726,6 +731,16 @@ def true_effects(
         return float(np.sum(weight * np.interp(eta, grid, grid_mean)) / n_rows)
 
     pooled = mean_index({}, patterns(()))
+    latent_sd = None
+    if sim.latent is not None:
+        latent_sd = float(np.std(sim.latent[scaled.frame.index.to_numpy()], ddof=1))
+
+    def mean_latent(fixed_codes: dict[str, int], pat: tuple) -> float:
+        free_codes, age_part, weight = pat
+        idx = tuple(fixed_codes[c] if c in fixed_codes else free_codes[c] for c in COVARIATES)
+        return float(np.sum(weight * (table[idx] + age_part)) / n_rows)
+
+    pooled_latent = mean_latent({}, patterns(()))
     records = []
     wave_targets = (*schema.WAVES, "all")
     for cols in breakdowns:
@@ -740,15 +755,20 @@ def true_effects(
                 if w != "all":
                     fixed_codes["wave"] = schema.WAVES.index(w)
                 value = (mean_index(fixed_codes, pat) - pooled) / scaled.raw_sd
-                records.append(
-                    {
-                        "breakdown": schema.breakdown_name(cols),
-                        "group": schema.group_label(levels),
-                        "wave": w,
-                        "value": value,
-                    }
-                )
-    return pd.DataFrame.from_records(records, columns=["breakdown", "group", "wave", "value"])
+                record = {
+                    "breakdown": schema.breakdown_name(cols),
+                    "group": schema.group_label(levels),
+                    "wave": w,
+                    "value": value,
+                }
+                if latent_sd is not None:
+                    latent = mean_latent(fixed_codes, pat) - pooled_latent
+                    record["latent_value"] = latent / latent_sd
+                records.append(record)
+    columns = ["breakdown", "group", "wave", "value"]
+    return pd.DataFrame.from_records(
+        records, columns=columns + (["latent_value"] if latent_sd is not None else [])
+    )
 
 
 # ------------------------------------------------------------------------------------

@@ -14,7 +14,7 @@ from omlbayes.errors import SpecError
 # these (one table, so a new key is a one-line addition). None = any key (the [priors]
 # table is keyed by term names).
 ALLOWED_KEYS: dict[str, tuple[str, ...] | None] = {
-    "": ("model", "priors", "estimands", "sampler", "report"),
+    "": ("model", "priors", "estimands", "sampler", "report", "measurement"),
     "model": (
         "name",
         "description",
@@ -29,12 +29,13 @@ ALLOWED_KEYS: dict[str, tuple[str, ...] | None] = {
     "estimands": ("breakdowns", "wave_contrasts"),
     "sampler": ("backend", "sampler", "draws", "tune", "chains", "kernel"),
     "report": ("findings",),
+    "measurement": None,  # checked by _measurement (graded models only)
 }
 
-BACKENDS = ("collapsed", "bambi")
+BACKENDS = ("collapsed", "bambi", "graded")
 SAMPLERS = ("nutpie", "pymc", "numpyro")
 KERNELS = ("auto", "dense", "sparse")  # the collapsed backend's linear algebra
-FAMILIES = ("gaussian", "t", "bernoulli", "poisson", "negativebinomial", "cumulative")
+FAMILIES = ("gaussian", "t", "bernoulli", "poisson", "negativebinomial", "cumulative", "graded")
 PRIOR_DISTS = {
     "Normal": ("mu", "sigma"),
     "HalfNormal": ("sigma",),
@@ -83,6 +84,7 @@ class ModelSpec:
     source: str = ""
     findings: str = ""  # the findings file ([report] findings), resolved; "" = the generic one
     residual_sd_by: str | None = None  # one residual SD per level of this column
+    measurement: dict = field(default_factory=dict)  # [measurement] of a graded model
 
     @property
     def group_terms(self) -> tuple[tuple[str, ...], ...]:
@@ -199,6 +201,7 @@ def load_spec(path: Path | str | None = None) -> ModelSpec:
         source=str(path),
         findings=findings,
         residual_sd_by=_residual_sd_by(model, path),
+        measurement=_measurement(raw.get("measurement"), family, path),
     )
     check_sampler(spec.sampler)
     return spec
@@ -230,6 +233,42 @@ def _residual_sd_by(model: dict, path: Path) -> str | None:
     if model.get("family", "gaussian") != "gaussian":
         raise SpecError(f"{path}: residual_sd_by needs family = 'gaussian'")
     return value
+
+
+MEASUREMENT_KEYS = {
+    "items": list,
+    "link": str,
+    "cutpoint_sigma": float,
+    "gap_log_sigma": float,
+    "loading_log_sigma": float,
+}
+
+
+def _measurement(raw: object, family: str, path: Path) -> dict:
+    """The ``[measurement]`` section: required by (and only allowed for) family "graded"."""
+    if family != "graded":
+        if raw is not None:
+            raise SpecError(f"{path}: [measurement] belongs to family 'graded' models only")
+        return {}
+    if not isinstance(raw, dict) or "items" not in raw:
+        raise SpecError(f"{path}: a graded model needs [measurement] with items = [...]")
+    unknown = set(raw) - set(MEASUREMENT_KEYS)
+    if unknown:
+        allowed = ", ".join(MEASUREMENT_KEYS)
+        raise SpecError(
+            f"{path}: [measurement] has unknown keys {', '.join(sorted(unknown))}; "
+            f"allowed: {allowed}"
+        )
+    out = dict(raw)
+    items = out["items"]
+    if not isinstance(items, list) or len(items) < 2 or not all(isinstance(i, str) for i in items):
+        raise SpecError(f"{path}: [measurement] items must list at least two item columns")
+    if out.get("link", "probit") != "probit":
+        raise SpecError(f"{path}: [measurement] link must be 'probit' (the only one implemented)")
+    for key in ("cutpoint_sigma", "gap_log_sigma", "loading_log_sigma"):
+        if key in out and (not isinstance(out[key], int | float) or not out[key] > 0):
+            raise SpecError(f"{path}: [measurement] {key} must be a positive number")
+    return out
 
 
 def check_sampler(settings: SamplerSettings) -> None:

@@ -113,6 +113,8 @@ def fit_survey_run(
             tree["posterior"].to_dataset(), kind=output.interval, prob=output.prob
         ).to_csv(staging / "summary.csv", index_label="parameter")
         _write_descriptives(frame, staging, min_cell_n=output.min_cell_n)
+        for table_name, table in fit_info.get("tables", {}).items():  # graded: item checks
+            table.to_csv(staging / table_name, index=False)
         figures = staging / "figures"
         figures.mkdir()
         _predictive_figures(frame, spec, fit_info, tree, figures, options)
@@ -207,7 +209,18 @@ def _fit(frame, spec, options, progress, timings):
         f"{layout.n_coef} coefficients"
     )
     t = time.perf_counter()
-    if sampler.backend == "collapsed":
+    extra: dict = {}
+    if (spec.family == "graded") != (sampler.backend == "graded"):
+        raise SpecError("the graded model and backend go together: use --model graded")
+    if sampler.backend == "graded":
+        from omlbayes.measurement import fit_graded_run
+
+        tree, fit_timings, fit_section, tables = fit_graded_run(
+            frame, layout, spec, seed=options.seed, progressbar=options.progressbar,
+            progress=progress,
+        )  # fmt: skip
+        extra = {"fit": fit_section, "tables": tables}
+    elif sampler.backend == "collapsed":
         from omlbayes.backends.collapsed import fit_collapsed
 
         stats = grouped_stats(frame, layout, spec.response, by=spec.residual_sd_by)
@@ -225,7 +238,7 @@ def _fit(frame, spec, options, progress, timings):
     timings.update(fit_timings)
     timings["fit_s"] = time.perf_counter() - t
     gcomp = estimands.gcomp_weights(frame, layout, spec)
-    info = {"layout": layout, "gcomp": gcomp, "n_coef": layout.n_coef}
+    info = {"layout": layout, "gcomp": gcomp, "n_coef": layout.n_coef, **extra}
     if sampler.backend == "collapsed":
         info["fit"] = fit_facts
     return tree, info
@@ -265,6 +278,11 @@ def _predictive_figures(frame, spec, fit_info, tree, figures: Path, options: Run
     from omlbayes.plots import diagnostics as diag_plots
 
     layout = fit_info["layout"]
+    hyper = [v for v in tree["posterior"].data_vars if v == "sigma" or v.endswith("_sigma")]
+    diag_plots.plot_rank_hyper(tree, hyper, figures / "rank_hyper.png")
+    diag_plots.plot_energy(tree, figures / "energy.png")
+    if spec.family == "graded":  # its predictive checks are of the items (item_ppc.png)
+        return
     sub = predictive.subsample(frame, size=PREDICTIVE_ROWS, seed=options.seed)
     observed = sub[spec.response].to_numpy()
     prior = predictive.prior_predictive(
@@ -277,9 +295,6 @@ def _predictive_figures(frame, spec, fit_info, tree, figures: Path, options: Run
         sub, layout, tree["posterior"].to_dataset(), draws=PREDICTIVE_DRAWS, seed=options.seed
     )
     diag_plots.plot_ppc_index(observed, post, figures / "ppc_index.png", lang=options.lang)
-    hyper = [v for v in tree["posterior"].data_vars if v == "sigma" or v.endswith("_sigma")]
-    diag_plots.plot_rank_hyper(tree, hyper, figures / "rank_hyper.png")
-    diag_plots.plot_energy(tree, figures / "energy.png")
 
 
 def summarise_run(path: Path | str, *, options: OutputOptions | None = None) -> pd.DataFrame:
@@ -337,6 +352,12 @@ def summarise_run(path: Path | str, *, options: OutputOptions | None = None) -> 
     figures = path / "figures"
     figures.mkdir(exist_ok=True)
     write_forest_figures(effects_table, figures, options=options, levels=record.levels)
+    from omlbayes.measurement import write_latent_vs_index  # graded runs only
+
+    write_latent_vs_index(
+        path, tree, gcomp, contrast_defs, contrasts, suppressed=suppressed,
+        kind=options.interval, prob=options.prob, seed=record.seed, lang=options.lang,
+    )  # fmt: skip
     items_csv = path / "items.csv"
     if items_csv.exists():
         import matplotlib.pyplot as plt

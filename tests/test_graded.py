@@ -1,0 +1,376 @@
+"""The graded-response model: kernel value and gradients, the compiled graph, exact
+conditional draws, recovery on simulated data, and a cross-check against a plain PyMC
+model with every coefficient explicit (``statistical``)."""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pandas as pd
+import pytest
+import scipy.sparse as sp
+from scipy.stats import multivariate_normal, norm
+
+from omlbayes.backends.graded import (
+    GradedData,
+    MeasurementSettings,
+    build_model,
+    draw_latent_coefficients,
+    fit_graded,
+    graded_data,
+    latent_prior_variances,
+)
+from omlbayes.backends.graded_kernel import graded_logp
+from omlbayes.design import build_layout
+from omlbayes.scale import build_index
+from omlbayes.simulate import simulate_survey
+from omlbayes.spec import load_spec
+
+ITEMS = tuple(f"item_{k}" for k in range(1, 7))
+
+
+def _toy(seed: int = 0, n: int = 25, p: int = 5, n_items: int = 3, n_cut: int = 4):
+    rng = np.random.default_rng(seed)
+    dense = (rng.random((n, p)) < 0.5).astype(float)
+    dense[:, 0] = 1.0
+    w = sp.csr_matrix(dense)
+    shift = dense.mean(axis=0)
+    shift[0] = 0.0
+    centred = dense - shift
+    student = np.repeat(np.arange(n), n_items)
+    item = np.tile(np.arange(n_items), n)
+    keep = rng.random(student.size) > 0.2  # some answers missing
+    params = {
+        "theta": rng.normal(size=n),
+        "z": rng.normal(size=n),
+        "cut": np.sort(rng.normal(scale=1.5, size=(n_items, n_cut)), axis=1),
+        "loading": rng.uniform(0.5, 2.0, n_items),
+        "log_lam": rng.normal(scale=0.4, size=p),
+    }
+    data = (
+        w.indptr.astype(np.int64),
+        w.indices.astype(np.int64),
+        w.data,
+        shift,
+        centred.T @ centred,
+        student[keep].astype(np.int64),
+        item[keep].astype(np.int64),
+        rng.integers(0, n_cut + 1, int(keep.sum())).astype(np.int64),
+    )
+    return params, data, centred
+
+
+def _call(params: dict, data: tuple):
+    return graded_logp(
+        params["theta"], params["z"], params["cut"], params["loading"], params["log_lam"], *data
+    )
+
+
+def test_value_matches_ordinal_probit_plus_dense_gaussian():
+    params, data, centred = _toy()
+    student, item, cat = data[5], data[6], data[7]
+    cut = params["cut"]
+    edges = np.column_stack([np.full(len(cut), -np.inf), cut, np.full(len(cut), np.inf)])
+    eta = params["loading"][item] * params["z"][student]
+    items = np.log(norm.cdf(edges[item, cat + 1] - eta) - norm.cdf(edges[item, cat] - eta)).sum()
+    cov = np.eye(len(params["theta"])) + centred @ np.diag(np.exp(params["log_lam"])) @ centred.T
+    latent = multivariate_normal(np.zeros(len(cov)), cov).logpdf(params["theta"])
+    assert float(_call(params, data)[0]) == pytest.approx(items + latent, rel=1e-10)
+
+
+def test_gradients_match_finite_differences():
+    params, data, _ = _toy(seed=3)
+    grads = dict(zip(params, _call(params, data)[1:], strict=True))
+    h = 1e-6
+    for name, value in params.items():
+        numeric = np.zeros_like(value)
+        for idx in np.ndindex(value.shape):
+            up, down = dict(params), dict(params)
+            up[name], down[name] = value.copy(), value.copy()
+            up[name][idx] += h
+            down[name][idx] -= h
+            numeric[idx] = (float(_call(up, data)[0]) - float(_call(down, data)[0])) / (2 * h)
+        np.testing.assert_allclose(grads[name], numeric, rtol=1e-5, atol=1e-6, err_msg=name)
+
+
+def test_extreme_point_gives_minus_inf_not_nan():
+    params, data, _ = _toy(seed=4)
+    params["z"] = params["z"] * 1e3  # answer probabilities underflow
+    assert float(_call(params, data)[0]) == -np.inf
+
+
+@pytest.fixture(scope="module")
+def small():
+    """300 simulated students, analysed as the workflow does."""
+    sim = simulate_survey(n_students=300, n_schools=10, seed=21)
+    scaled = build_index(sim.frame)
+    frame = scaled.frame.assign(age_c=lambda f: f["age"] - f["age"].mean())
+    spec = load_spec("graded").with_sampler(draws=300, tune=300, chains=2)
+    layout = build_layout(frame, spec)
+    return sim, frame, spec, layout
+
+
+def test_compiled_model_gradient_and_numba_mode(small):
+    """The whole graph (transforms, standardization of theta, the Op): the numba-compiled
+    log density equals the Python one, and its gradient matches finite differences."""
+    import pytensor
+
+    _, frame, spec, layout = small
+    data = graded_data(frame, layout, ITEMS)
+    model = build_model(data, layout, spec, MeasurementSettings(items=ITEMS))
+    point = model.initial_point()
+    rng = np.random.default_rng(0)
+    point = {k: v + 0.1 * rng.normal(size=np.shape(v)) for k, v in point.items()}
+    point["theta"] = rng.normal(size=data.n)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("error", message=".*object mode.*")
+        logp_numba = model.compile_logp(mode="NUMBA")
+        dlogp_numba = model.compile_dlogp(mode="NUMBA")
+    logp_py = model.compile_logp(mode=pytensor.compile.mode.Mode(linker="py"))
+    assert logp_numba(point) == pytest.approx(logp_py(point), rel=1e-10)
+    grad = dlogp_numba(point)
+    names = [v.name for v in model.value_vars]
+    sizes = [np.size(point[n]) for n in names]
+    flat = np.concatenate([np.ravel(point[n]) for n in names])
+    pick = np.r_[0:3, sizes[0] : sizes[0] + 40]  # some thetas and every other parameter
+
+    def at(vector):
+        out, start = {}, 0
+        for name, size in zip(names, sizes, strict=True):
+            out[name] = vector[start : start + size].reshape(np.shape(point[name]))
+            start += size
+        return logp_numba(out)
+
+    h = 1e-6
+    for k in pick[pick < flat.size]:
+        up, down = flat.copy(), flat.copy()
+        up[k] += h
+        down[k] -= h
+        assert grad[k] == pytest.approx((at(up) - at(down)) / (2 * h), rel=1e-4, abs=1e-5)
+
+
+def test_conditional_draws_are_the_exact_gaussian(small):
+    """Given theta and the SDs, b ~ N(M^-1 W~'theta, M^-1) (centred design), mapped back to
+    the uncentred Intercept: mean and covariance of many draws match the dense formula."""
+    _, frame, spec, layout = small
+    data: GradedData = graded_data(frame, layout, ITEMS)
+    rng = np.random.default_rng(5)
+    theta_one = rng.normal(size=data.n)
+    n_draw = 4000
+    theta = np.broadcast_to(theta_one, (1, n_draw, data.n))
+    taus = [np.full((1, n_draw), 0.3) for _ in layout.group_terms]
+    draws = draw_latent_coefficients(theta, taus, data, layout, spec, seed=1)[0]
+    var = latent_prior_variances(layout, spec, data.n)
+    var = np.concatenate([var] + [np.full(t.size, 0.09) for t in layout.group_terms])
+    w = data.w.toarray() - data.shift
+    cov = np.linalg.inv(w.T @ w + np.diag(1.0 / var))
+    mean = cov @ (w.T @ theta_one)
+    back = np.eye(len(mean))
+    back[0] -= data.shift  # b0 = b0' - shift . b
+    mean, cov = back @ mean, back @ cov @ back.T
+    se = np.sqrt(np.diag(cov) / n_draw)
+    assert np.max(np.abs(draws.mean(axis=0) - mean) / se) < 5.0
+    sd_ratio = draws.std(axis=0) / np.sqrt(np.diag(cov))
+    assert np.all(np.abs(sd_ratio - 1.0) < 0.1)
+
+
+def _true_item_parameters(sim, frame) -> tuple[np.ndarray, np.ndarray]:
+    """The simulator's loadings and cutpoints on the standardized latent of the kept rows."""
+    p = sim.params
+    theta = sim.latent[frame.index.to_numpy()]
+    m, s = theta.mean(), theta.std(ddof=1)
+    lam, noise = np.asarray(p.item_loadings), np.asarray(p.item_noise_sd)
+    cuts = np.asarray(p.item_cutpoints)
+    return lam * s / noise, (cuts - (lam * m)[:, None]) / noise[:, None]
+
+
+def test_small_fit_recovers_item_parameters(small_fit):
+    _, fit, sim, frame = small_fit
+    post = fit.tree["posterior"]
+    true_a, true_c = _true_item_parameters(sim, frame)
+    for name, truth in (("loadings", true_a), ("cutpoints", true_c)):
+        mean = post[name].mean(("chain", "draw")).to_numpy()
+        sd = post[name].std(("chain", "draw")).to_numpy()
+        z = np.abs(mean - truth) / sd
+        assert np.all(z < 4.0), (name, z)
+    assert fit.info["scale"] == "latent"
+    # the coefficients are in SD units of the latent values: the residual SD is 1 / SD
+    np.testing.assert_allclose(post["sigma"] * post["latent_sd"], 1.0)
+
+
+# ---- statistical tier ------------------------------------------------------------------
+
+
+def plain_pymc_model(frame: pd.DataFrame, layout, spec):
+    """The same model written plainly: every coefficient explicit (group cells non-centred),
+    theta ~ N(W b, 1), items ordinal probit on the standardized theta, the same priors."""
+    import pymc as pm
+    import pytensor.tensor as pt
+
+    from omlbayes.backends.collapsed import _fixed_prior_variances
+    from omlbayes.backends.graded import cutpoints_from
+    from omlbayes.backends.graded import long_items as long_form
+    from omlbayes.design import design_matrix
+
+    w = design_matrix(frame, layout).toarray()
+    answers = long_form(frame, ITEMS)
+    fixed_sd = np.sqrt(_fixed_prior_variances(layout, spec))
+    settings = MeasurementSettings(items=ITEMS)
+    with pm.Model() as model:
+        sds = [pt.as_tensor(fixed_sd)]
+        for term in layout.group_terms:
+            prior = spec.prior_for(term.name, "group_sigma")
+            tau = getattr(pm, prior.dist)(f"{term.name}_sigma", **prior.params)
+            sds.append(pt.repeat(tau, term.size))
+        raw = pm.Normal("raw", 0.0, 1.0, shape=layout.n_coef)
+        b = pm.Deterministic("b", raw * pt.concatenate(sds))
+        theta = pm.Normal("theta", mu=pt.dot(w, b), sigma=1.0, shape=len(frame))
+        start = pm.Normal("cut_start", 0.0, settings.cutpoint_sigma, shape=len(ITEMS))
+        gaps = pm.LogNormal("cut_gap", 0.0, settings.gap_log_sigma, shape=(len(ITEMS), 3))
+        loadings = pm.LogNormal("loadings", 0.0, settings.loading_log_sigma, shape=len(ITEMS))
+        cut = pm.Deterministic("cutpoints", cutpoints_from(start, gaps))
+        z = (theta - pt.mean(theta)) / pt.std(theta, ddof=1)
+        pm.Deterministic("latent_sd", pt.std(theta, ddof=1))
+        pm.Deterministic("b_std", b / pt.std(theta, ddof=1))
+        pm.OrderedProbit(
+            "answers",
+            eta=loadings[answers.obs_item] * z[answers.obs_student],
+            cutpoints=cut[answers.obs_item],
+            sigma=1.0,
+            observed=answers.obs_cat,
+        )
+    return model
+
+
+@pytest.mark.statistical
+def test_collapsed_route_agrees_with_plain_pymc_model():
+    """Same posterior by two routes on 1,500 students: item parameters, latent SD and the
+    standardized common effects agree to a fraction of a posterior SD."""
+    import nutpie
+
+    sim = simulate_survey(n_students=1500, n_schools=16, seed=31)
+    frame = build_index(sim.frame).frame
+    frame = frame.assign(age_c=frame["age"] - frame["age"].mean())
+    spec = load_spec("graded").with_sampler(draws=1000, tune=1000, chains=2)
+    layout = build_layout(frame, spec)
+    ours = fit_graded(frame, layout, spec, MeasurementSettings(items=ITEMS), seed=4)
+    ours_post = ours.tree["posterior"]
+    compiled = nutpie.compile_pymc_model(plain_pymc_model(frame, layout, spec))
+    plain = nutpie.sample(compiled, draws=1000, tune=1000, chains=2, seed=5, progress_bar=False)
+    plain_post = plain["posterior"]
+    rows = []
+    for name in ("loadings", "cutpoints", "latent_sd"):
+        a = ours_post[name].to_numpy().reshape(-1, *ours_post[name].shape[2:])
+        b = plain_post[name].to_numpy().reshape(-1, *plain_post[name].shape[2:])
+        rows.append((name, a.mean(0), b.mean(0), a.std(0), b.std(0)))
+    common = [t for t in layout.terms if t.kind in ("categorical", "numeric")]
+    slices = layout.slices()
+    for term in common:
+        a = ours_post[term.name].to_numpy().reshape(ours_post[term.name].shape[0] * 1000, -1)
+        b = plain_post["b_std"].to_numpy()[..., slices[term.name]].reshape(a.shape[0], -1)
+        rows.append((term.name, a.mean(0), b.mean(0), a.std(0), b.std(0)))
+    worst_mean = max(float(np.max(np.abs(ma - mb) / sa)) for _, ma, mb, sa, _ in rows)
+    worst_sd = max(float(np.max(np.abs(np.log(sa / sb)))) for _, _, _, sa, sb in rows)
+    print(f"max |mean difference| / posterior SD = {worst_mean:.3f}; max |log SD ratio| = "
+          f"{worst_sd:.3f}")  # fmt: skip
+    assert worst_mean < 0.3
+    assert worst_sd < 0.2
+
+
+def _latent_recovery(seed: int, n_students: int, n_schools: int, draws: int):
+    """One simulated survey: the graded model's wave effects against the latent truth
+    (returns the table, the fit, the simulation and the analysed frame)."""
+    from omlbayes import estimands
+    from omlbayes.simulate import true_effects
+    from omlbayes.summarise import interval
+
+    sim = simulate_survey(n_students=n_students, n_schools=n_schools, seed=seed)
+    frame = build_index(sim.frame).frame
+    frame = frame.assign(age_c=frame["age"] - frame["age"].mean())
+    spec = load_spec("graded").with_sampler(draws=draws, tune=draws, chains=2)
+    layout = build_layout(frame, spec)
+    fit = fit_graded(
+        frame, layout, spec, MeasurementSettings(items=ITEMS), seed=seed, progressbar=False
+    )
+    gcomp = estimands.gcomp_weights(frame, layout, spec)
+    effects = estimands.effect_draws(fit.tree["posterior"].to_dataset(), gcomp)
+    lower, upper = interval(effects)
+    table = pd.DataFrame(
+        {
+            "breakdown": effects["breakdown"].to_numpy(),
+            "group": effects["group"].to_numpy(),
+            "wave": effects["wave"].to_numpy(),
+            "mean": effects.mean(("chain", "draw")).to_numpy(),
+            "lower": lower,
+            "upper": upper,
+            "n": gcomp["n"].to_numpy(),
+        }
+    )
+    truth = true_effects(sim, breakdowns=spec.breakdowns)
+    table = table.merge(truth, on=["breakdown", "group", "wave"], validate="one_to_one")
+    table = table[(table["wave"] != "all") & (table["n"] >= 10)]
+    table["covered"] = (table["lower"] <= table["latent_value"]) & (
+        table["latent_value"] <= table["upper"]
+    )
+    table["seed"] = seed
+    return table, fit, sim, frame
+
+
+@pytest.fixture(scope="module")
+def small_fit():
+    """One short fit of 600 simulated students, shared by the make-test recovery checks."""
+    return _latent_recovery(seed=41, n_students=600, n_schools=12, draws=250)
+
+
+def test_small_fit_covers_the_latent_truth(small_fit):
+    """Make-test tier: 600 students, short chains; the overall and single-breakdown wave
+    effects on the latent scale cover the simulator's latent truth at about the nominal
+    rate (a wrong scale or sign would miss most of them)."""
+    table = small_fit[0]
+    table = table[~table["breakdown"].str.contains(" x ")]
+    rate = float(table["covered"].mean())
+    print(f"latent-truth coverage (small fit, {len(table)} effects): {rate:.3f}")
+    assert rate >= 0.8
+
+
+@pytest.mark.statistical
+def test_latent_truth_recovered_with_nominal_coverage():
+    """Recovery study: three simulated surveys of 4,000 students; every adjusted wave
+    effect with n >= 10 against the latent truth. Coverage of the 95% intervals is close
+    to nominal and the estimates track the truth (slope near 1)."""
+    tables = pd.concat(
+        [_latent_recovery(seed, 4000, 40, 600)[0] for seed in (101, 102, 103)],
+        ignore_index=True,
+    )
+    rate = float(tables["covered"].mean())
+    slope = float(np.polyfit(tables["latent_value"], tables["mean"], 1)[0])
+    print(f"latent-truth coverage over {len(tables)} effects: {rate:.3f}; slope {slope:.3f}")
+    assert 0.90 <= rate <= 0.99
+    assert 0.85 <= slope <= 1.15
+
+
+@pytest.mark.parametrize(
+    ("edit", "message"),
+    [
+        (lambda t: t.replace('link = "probit"', 'link = "logit"'), "link must be 'probit'"),
+        (lambda t: t.replace("cutpoint_sigma = 3.0", "cutpoint_sigma = -1"), "positive"),
+        (lambda t: t.replace("\nitems = ", "\nwidth = 3\nitems = "), "unknown keys"),
+        (lambda t: t.replace('family = "graded"', 'family = "gaussian"'), "graded' models only"),
+        (
+            lambda t: t.replace(
+                'items = ["item_1", "item_2", "item_3", "item_4", "item_5", "item_6"]', ""
+            ),  # fmt: skip
+            "needs [measurement] with items",
+        ),
+    ],
+)
+def test_bad_measurement_section_is_one_clear_error(tmp_path, edit, message):
+    from omlbayes.errors import SpecError
+    from omlbayes.spec import MODELS_DIR
+
+    text = (MODELS_DIR / "graded.toml").read_text()
+    bad = tmp_path / "bad.toml"
+    bad.write_text(edit(text))
+    with pytest.raises(SpecError, match=message.replace("[", r"\[")):
+        load_spec(bad)
