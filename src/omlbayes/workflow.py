@@ -105,6 +105,7 @@ def fit_survey_run(
         tree, fit_info = _fit(frame, spec, options, progress, timings)
         progress("computing adjusted means (g-computation weights)")
         tree["gcomp"] = xr.DataTree(fit_info["gcomp"])
+        _criticism(frame, spec, fit_info, tree, staging, progress, timings)
         diagnostics = diagnose.check(tree)
         progress(diagnose.verdict_line(diagnostics))
         runs.write_posterior(tree, staging / runs.POSTERIOR)
@@ -228,7 +229,32 @@ def _fit(frame, spec, options, progress, timings):
     info = {"layout": layout, "gcomp": gcomp, "n_coef": layout.n_coef}
     if sampler.backend == "collapsed":
         info["fit"] = fit_facts
+        info["stats"] = stats
     return tree, info
+
+
+def _criticism(frame, spec, fit_info, tree, staging: Path, progress, timings) -> None:
+    """LOO (loo.json) and the per-draw log prior / log likelihood totals that prior
+    power-scaling needs (posterior.nc), for Gaussian runs; no student rows are kept."""
+    from omlbayes import loo, sensitivity
+    from omlbayes.design import grouped_stats
+
+    if spec.family != "gaussian":
+        progress(f"no loo.json: exact LOO is for Gaussian models (this one is {spec.family})")
+        return
+    t = time.perf_counter()
+    layout = fit_info["layout"]
+    stats = fit_info.get("stats") or grouped_stats(
+        frame, layout, spec.response, by=spec.residual_sd_by
+    )
+    posterior = tree["posterior"].to_dataset()
+    sensitivity.add_power_scaling_groups(tree, stats, layout, spec)
+    progress("leave-one-out (exact given the hyper-parameters, PSIS over their draws)")
+    elpd, facts = loo.conditional_loo(frame, layout, spec, stats, posterior)
+    loo.write_loo(staging / loo.LOO_JSON, elpd, facts)
+    counts = loo.pareto_k_counts(elpd.pareto_k.to_numpy(), elpd.good_k)
+    progress(f"elpd_loo {elpd.elpd:.1f} (SE {elpd.se:.1f}), p_loo {elpd.p:.1f}; Pareto k: {counts}")
+    timings["criticism_s"] = time.perf_counter() - t
 
 
 def _write_descriptives(frame: pd.DataFrame, folder: Path, *, min_cell_n: int) -> None:
@@ -327,13 +353,21 @@ def summarise_run(path: Path | str, *, options: OutputOptions | None = None) -> 
     suppressed = {
         (r.breakdown, r.group, r.wave) for r in effects_table.itertuples() if r.suppressed
     }
+    contrast_values = estimands.contrast_draws(effects, contrast_defs)
     contrasts = summarise.contrasts_table(
-        estimands.contrast_draws(effects, contrast_defs),
+        contrast_values,
         suppressed=suppressed,
         kind=options.interval,
         prob=options.prob,
     )
     contrasts.to_csv(path / "contrasts.csv", index=False)
+    if {"log_prior", "log_likelihood"} <= set(tree.children):
+        from omlbayes import sensitivity
+
+        headline = headline_contrasts(contrasts[~contrasts.suppressed], wave_pairs)
+        sensitivity.prior_sensitivity(
+            tree, contrast_values.isel(contrast=headline.index.to_numpy())
+        ).to_csv(path / sensitivity.SENSITIVITY_CSV)
     figures = path / "figures"
     figures.mkdir(exist_ok=True)
     write_forest_figures(effects_table, figures, options=options, levels=record.levels)
