@@ -183,3 +183,73 @@ def test_run_folder_has_loo_and_prior_sensitivity(small_run):
     tree = xr.open_datatree(path / "posterior.nc", engine="h5netcdf")
     again = azs.psense_summary(tree, var_names=["sigma"])
     assert again.loc["sigma", "prior"] == pytest.approx(table.loc["sigma", "prior"], abs=1e-3)
+
+
+def test_unpooled_codes_every_wave_by_group_cell_as_a_fixed_effect(frame):
+    from omlbayes.backends.collapsed import _fixed_prior_variances
+
+    spec = load_spec("unpooled")
+    layout = build_layout(frame, spec)
+    cells = {t.name: t for t in layout.terms if t.kind == "cells"}
+    assert {"wave:gender", "wave:gender:school_type"} <= set(cells)
+    term = cells["wave:gender"]
+    assert term.size == len(layout.levels["wave"]) * len(layout.levels["gender"])
+    w = design_matrix(frame, layout).tocsc()
+    block = w[:, layout.slices()["wave:gender"]].toarray()
+    assert np.all(block.sum(axis=1) == 1)  # each student sits in exactly one cell
+    code = frame.wave.astype(str) + ":" + frame.gender.astype(str)
+    assert np.array_equal(np.asarray(term.coords)[block.argmax(axis=1)], code.to_numpy())
+    # fixed effects: a prior variance for every coefficient outside the school term
+    assert _fixed_prior_variances(layout, spec).size == layout.n_coef - layout.group_terms[0].size
+    assert [t.name for t in layout.group_terms] == ["1|school_id"]
+
+
+def test_list_models_names_every_spec_with_its_description():
+    from conftest import run_script
+
+    from omlbayes.spec import MODELS_DIR
+
+    result = run_script("fit.py", "--list-models")
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.strip().splitlines()
+    specs = sorted(MODELS_DIR.glob("*.toml"))
+    assert len(lines) == len(specs)
+    for path, line in zip(specs, lines, strict=True):
+        spec = load_spec(path)
+        assert line.split()[0] == spec.name and line.endswith(spec.description)
+
+
+def test_compare_default_and_unpooled(small_run, small_survey, tmp_path):
+    import pandas as pd
+    from conftest import SMALL_FIT_ARGS, run_script
+
+    path, _ = small_run
+    fitted = run_script(
+        "fit.py", "--model", "unpooled", "--data", str(small_survey), *SMALL_FIT_ARGS,
+        "--seed", "3", "--out", str(tmp_path), "--name", "unpooled", "--allow-failed",
+    )  # fmt: skip
+    assert fitted.returncode == 0, fitted.stderr[-2000:]
+    result = run_script(
+        "compare.py", str(path), str(tmp_path / "unpooled"), "--out", str(tmp_path / "cmp")
+    )
+    assert result.returncode == 0, result.stderr
+    side = pd.read_csv(tmp_path / "cmp" / "comparison.csv")
+    a = pd.read_csv(path / "contrasts.csv")
+    row = side[(side.breakdown == "overall") & (side.kind == "spec_pair")].iloc[0]
+    match = a[(a.breakdown == "overall") & (a.wave == row.wave) & (a.reference == row.reference)]
+    assert row["mean__flagship"] == pytest.approx(match["mean"].iloc[0])
+    assert row["diff__unpooled"] == pytest.approx(row["mean__unpooled"] - row["mean__flagship"])
+    table = pd.read_csv(tmp_path / "cmp" / "loo_comparison.csv", index_col=0)
+    assert set(table.index) == {"flagship", "unpooled"}
+    elpd = {
+        m: loo.read_loo(p).elpd
+        for m, p in [("flagship", path), ("unpooled", tmp_path / "unpooled")]
+    }
+    assert table.loc["flagship", "elpd"] == pytest.approx(elpd["flagship"])
+    page = (tmp_path / "cmp" / "comparison.html").read_text()
+    assert "data:image/png;base64," in page and "src='http" not in page
+    bad = run_script(
+        "compare.py", str(path), str(tmp_path / "nothing"), "--out", str(tmp_path / "x")
+    )
+    assert bad.returncode != 0 and "Traceback" not in bad.stderr
+    assert bad.stderr.count("\n") == 1 and "not a complete run folder" in bad.stderr
