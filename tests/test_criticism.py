@@ -253,3 +253,70 @@ def test_compare_default_and_unpooled(small_run, small_survey, tmp_path):
     )
     assert bad.returncode != 0 and "Traceback" not in bad.stderr
     assert bad.stderr.count("\n") == 1 and "not a complete run folder" in bad.stderr
+
+
+def test_cross_trends_without_a_three_way_term_are_model_implied():
+    import pandas as pd
+
+    from omlbayes.workflow import model_implied
+
+    rows = pd.DataFrame(
+        {
+            "breakdown": ["gender x school_type"] * 2 + ["gender", "region x school_type"],
+            "wave": ["2018", "2018", "2018", "2018"],
+            "reference": ["2014", "2018", "2014", "2014"],
+        }
+    )  # fmt: skip
+    flagship = load_spec("flagship").to_dict()
+    assert model_implied(rows, flagship).tolist() == [True, False, False, True]
+    three_way = load_spec("three_way").to_dict()
+    assert model_implied(rows, three_way).tolist() == [False, False, False, True]
+    unpooled = load_spec("unpooled").to_dict()  # wave:gender:school_type as fixed cells
+    assert model_implied(rows, unpooled).tolist() == [False, False, False, True]
+
+
+def test_run_says_what_the_model_does_not_support(small_run):
+    """No three-way term: cross trends flagged and kept out of the findings; no school x
+    wave term: school pages say the per-wave values follow the region's trend."""
+    import pandas as pd
+
+    path, _ = small_run
+    contrasts = pd.read_csv(path / "contrasts.csv")
+    flagged = contrasts[contrasts.model_implied]
+    assert len(flagged) and flagged.breakdown.str.contains(" x ").all()
+    assert (flagged.wave.astype(str) != flagged.reference.astype(str)).all()
+    report = (path / "report.html").read_text()
+    assert "model-implied" in report and "gender x school_type" in report
+    pages = list((path / "schools").glob("school-*.html"))
+    assert pages and all("region&#x27;s trend" in p.read_text() for p in pages)
+
+
+def test_ppc_gate_passes_the_fit_and_fails_a_wrong_residual_sd(small_run, small_survey):
+    """The fitted posterior passes; the same posterior with sigma shrunk by 30% (students
+    scattered more than the model says) fails the residual-SD and distribution checks."""
+    import json
+
+    from omlbayes import ppc
+    from omlbayes.ingest import read_survey
+
+    path, _ = small_run
+    diagnostics = json.loads((path / "diagnostics.json").read_text())
+    for name in ppc.FAMILIES:
+        entry = diagnostics["ppc"][name]
+        assert diagnostics["checks"][name] == entry["passed"]
+        assert entry["n_statistics"] > 0 and 0 <= entry["share_extreme"] <= 1
+    assert (path / "figures" / "ppc_pvalues.png").is_file()
+    frame = build_index(read_survey(small_survey).frame).frame
+    spec = load_spec("flagship")
+    layout = build_layout(frame, spec)
+    post = xr.open_datatree(path / "posterior.nc", engine="h5netcdf")["posterior"].to_dataset()
+    kwargs = {"seed": 1, "min_cell_n": 10, "breakdown_columns": ["school_type", "gender"]}
+    good, _ = ppc.posterior_predictive_checks(frame, layout, spec, post, **kwargs)
+    assert all(e["passed"] for e in good.values())
+    narrow = post.assign(sigma=post["sigma"] * 0.7)
+    bad, _ = ppc.posterior_predictive_checks(frame, layout, spec, narrow, **kwargs)
+    assert not bad["ppc_residual_sd_by_school_type"]["passed"]
+    assert bad["ppc_residual_sd_by_school_type"]["n_extreme"] == 4
+    assert not bad["ppc_index_by_wave_group"]["passed"]
+    gate = ppc.add_to_gate({"checks": {"r_hat_below_1_01": True}, "passed": True}, bad)
+    assert gate["passed"] is False and "ppc" in gate

@@ -50,6 +50,9 @@ def test_fit_cli_writes_the_whole_run_folder(small_run):
         "ess_tail_at_least_400",
         "no_divergences",
         "bfmi_above_0_3",
+        "ppc_index_by_wave_group",
+        "ppc_school_wave_means",
+        "ppc_residual_sd_by_school_type",
     }
     assert diagnostics["thresholds"]["rhat_max"] == constants.RHAT_MAX
 

@@ -13,10 +13,21 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 import matplotlib
+import numpy as np
 import pandas as pd
 import xarray as xr
 
-from omlbayes import descriptives, diagnose, disclosure, estimands, runs, scale, schema, summarise
+from omlbayes import (
+    descriptives,
+    diagnose,
+    disclosure,
+    estimands,
+    ppc,
+    runs,
+    scale,
+    schema,
+    summarise,
+)
 from omlbayes.constants import CI_KIND, CI_PROB, DEFAULT_SEED, MIN_CELL_N
 from omlbayes.errors import SpecError
 from omlbayes.findings import load_findings
@@ -107,6 +118,17 @@ def fit_survey_run(
         tree["gcomp"] = xr.DataTree(fit_info["gcomp"])
         _criticism(frame, spec, fit_info, tree, staging, progress, timings)
         diagnostics = diagnose.check(tree)
+        progress("posterior predictive checks (Bayesian p-values)")
+        ppc_entries, ppc_pvalues = ppc.posterior_predictive_checks(
+            frame,
+            fit_info["layout"],
+            spec,
+            tree["posterior"].to_dataset(),
+            seed=options.seed,
+            min_cell_n=output.min_cell_n,
+            breakdown_columns=[b[0] for b in spec.breakdowns if len(b) == 1],
+        )
+        diagnostics = ppc.add_to_gate(diagnostics, ppc_entries)
         progress(diagnose.verdict_line(diagnostics))
         runs.write_posterior(tree, staging / runs.POSTERIOR)
         runs.write_json(staging / runs.DIAGNOSTICS, diagnostics)
@@ -117,6 +139,7 @@ def fit_survey_run(
         figures = staging / "figures"
         figures.mkdir()
         _predictive_figures(frame, spec, fit_info, tree, figures, options)
+        ppc.plot_pvalues(ppc_pvalues, figures / "ppc_pvalues.png")
         timings["total_s"] = time.perf_counter() - t0  # until the record is written
         stage.write_record(
             runs.RunRecord.new(
@@ -360,6 +383,7 @@ def summarise_run(path: Path | str, *, options: OutputOptions | None = None) -> 
         kind=options.interval,
         prob=options.prob,
     )
+    contrasts["model_implied"] = model_implied(contrasts, record.spec)
     contrasts.to_csv(path / "contrasts.csv", index=False)
     if {"log_prior", "log_likelihood"} <= set(tree.children):
         from omlbayes import sensitivity
@@ -379,6 +403,22 @@ def summarise_run(path: Path | str, *, options: OutputOptions | None = None) -> 
         save_png(fig, figures / "fig1_items.png", bbox_inches="tight")
         plt.close(fig)
     return headline_contrasts(contrasts, wave_pairs)
+
+
+def model_implied(contrasts: pd.DataFrame, spec: dict) -> np.ndarray:
+    """Contrasts between waves within a cross breakdown 'a x b' that the model implies
+    rather than estimates: no term (group or unpooled cells) holds wave, a and b together,
+    so the cross's trend is a copy of the two-way terms'."""
+    terms = [set(t) for t in spec.get("group", ())]
+    terms += [set(str(c).split(":")) for c in spec.get("common", ()) if ":" in str(c)]
+    supported = {
+        b
+        for b in dict.fromkeys(contrasts.breakdown)
+        if " x " in b and any({"wave", *b.split(" x ")} <= t for t in terms)
+    }
+    cross = contrasts.breakdown.str.contains(" x ", regex=False)
+    between_waves = contrasts.wave.astype(str) != contrasts.reference.astype(str)
+    return (cross & between_waves & ~contrasts.breakdown.isin(supported)).to_numpy()
 
 
 def headline_contrasts(contrasts: pd.DataFrame, wave_pairs) -> pd.DataFrame:
