@@ -40,6 +40,8 @@ LOO_JSON = "loo.json"
 # Thinned hyper-parameter draws used for LOO (all chains together): PSIS needs a few hundred.
 LOO_DRAWS = 400
 LOO_CHUNK_ROWS = 50_000
+# PSIS fits a Pareto tail to the largest 20% of the ratios: below this many draws it cannot.
+MIN_DRAWS = 100
 _LOG_2PI = math.log(2.0 * math.pi)
 
 
@@ -189,15 +191,15 @@ def conditional_loo(
             log_s2, log_lam, inputs["wtw_data"], inputs["wty"], inputs["sparse_pattern"],
             cols, vals, pair_pos, pair_coef, y, g,
         )  # fmt: skip
-        tree = xr.DataTree.from_dict(
-            {
-                "/posterior": thinned,
-                "/log_likelihood": xr.Dataset(
-                    {"y": (("chain", "draw", "student"), ll.reshape(n_chain, n_draw, -1))}
-                ),
-            }
+        log_lik = xr.DataArray(
+            ll.reshape(n_chain, n_draw, -1), dims=("chain", "draw", "student"), name="y"
         )
-        result = azs.loo(tree, pointwise=True, reff=reff)
+        tree = xr.DataTree.from_dict(
+            {"/posterior": thinned, "/log_likelihood": log_lik.to_dataset()}
+        )
+        # PSIS once, handed to loo (which would otherwise smooth every student twice)
+        log_weights, k_hat = log_lik.azstats.psislw(r_eff=reff, dim=["chain", "draw"])
+        result = azs.loo(tree, pointwise=True, reff=reff, log_weights=log_weights, pareto_k=k_hat)
         elpd_i.append(result.elpd_i.to_numpy())
         pareto_k.append(result.pareto_k.to_numpy())
         # p_loo = in-sample lpd - elpd_loo; the in-sample density integrates b out given
@@ -269,6 +271,11 @@ def write_loo(path: Path, elpd, facts: dict) -> None:
     path.write_text(json.dumps(loo_payload(elpd, facts)) + "\n")
 
 
+def write_not_computed(path: Path, reason: str) -> None:
+    """``loo.json`` of a run where LOO cannot be computed, saying why."""
+    path.write_text(json.dumps({"computed": False, "reason": reason}) + "\n")
+
+
 def read_loo(path: Path | str):
     """An ``ELPDDataLOO`` rebuilt from a run folder's ``loo.json`` (for ``arviz.compare``)."""
     from arviz_stats.utils import ELPDDataLOO
@@ -279,6 +286,8 @@ def read_loo(path: Path | str):
         raise RunError(f"{file.parent}: no {LOO_JSON} in this run (refit it to get LOO)")
     try:
         raw = json.loads(file.read_text(encoding="utf-8"))
+        if raw.get("computed") is False:
+            raise RunError(f"{file.parent}: no LOO in this run ({raw.get('reason', '')})")
         point = raw["pointwise"]
         return ELPDDataLOO(
             elpd=float(raw["elpd_loo"]),

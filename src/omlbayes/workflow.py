@@ -46,6 +46,7 @@ DEFAULT_DATA = ROOT / "data" / "oml_synthetic.csv"
 DEFAULT_OUT = ROOT / "outputs"
 PREDICTIVE_ROWS = 4000
 PREDICTIVE_DRAWS = 100
+MIN_PSIS_DRAWS = 100  # power-scaling (PSIS) needs a Pareto tail of at least 5 draws
 
 Progress = Callable[[str], None]
 log = logging.getLogger("omlbayes")
@@ -272,6 +273,12 @@ def _criticism(frame, spec, fit_info, tree, staging: Path, progress, timings) ->
     )
     posterior = tree["posterior"].to_dataset()
     sensitivity.add_power_scaling_groups(tree, stats, layout, spec)
+    n_draws = posterior.sizes["chain"] * posterior.sizes["draw"]
+    if n_draws < loo.MIN_DRAWS:
+        reason = f"{n_draws} posterior draws; PSIS needs at least {loo.MIN_DRAWS}"
+        loo.write_not_computed(staging / loo.LOO_JSON, reason)
+        progress(f"no LOO: {reason}")
+        return
     progress("leave-one-out (exact given the hyper-parameters, PSIS over their draws)")
     elpd, facts = loo.conditional_loo(frame, layout, spec, stats, posterior)
     loo.write_loo(staging / loo.LOO_JSON, elpd, facts)
@@ -385,7 +392,8 @@ def summarise_run(path: Path | str, *, options: OutputOptions | None = None) -> 
     )
     contrasts["model_implied"] = model_implied(contrasts, record.spec)
     contrasts.to_csv(path / "contrasts.csv", index=False)
-    if {"log_prior", "log_likelihood"} <= set(tree.children):
+    n_draws = posterior.sizes["chain"] * posterior.sizes["draw"]
+    if {"log_prior", "log_likelihood"} <= set(tree.children) and n_draws >= MIN_PSIS_DRAWS:
         from omlbayes import sensitivity
 
         headline = headline_contrasts(contrasts[~contrasts.suppressed], wave_pairs)
