@@ -25,6 +25,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         "--columns", type=Path, help="column map (TOML) for a real file's names and codes"
     )
     p.add_argument("--model", help="model spec: a name in models/ or a path (default flagship)")
+    p.add_argument("--list-models", action="store_true", help="list the model specs and exit")
     p.add_argument("--formula", help="generic mode: a Bambi formula, e.g. 'y ~ x + (1|school)'")
     p.add_argument("--family", help="generic mode: response family (default gaussian)")
     p.add_argument(
@@ -66,6 +67,8 @@ def main(argv: list[str]) -> int:
     try:
         from omlbayes import cli
 
+        if args.list_models:
+            return cli.list_models()
         return cli.run_fit(args)
     except DiagnosticsFailed as err:
         print(f"error: {err}", file=sys.stderr)

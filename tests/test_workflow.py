@@ -50,6 +50,9 @@ def test_fit_cli_writes_the_whole_run_folder(small_run):
         "ess_tail_at_least_400",
         "no_divergences",
         "bfmi_above_0_3",
+        "ppc_index_by_wave_group",
+        "ppc_school_wave_means",
+        "ppc_residual_sd_by_school_type",
     }
     assert diagnostics["thresholds"]["rhat_max"] == constants.RHAT_MAX
 
@@ -111,7 +114,11 @@ def test_run_tables_follow_the_contract(small_run):
 def test_saved_posterior_has_no_student_rows(small_run, small_survey):
     path, _ = small_run
     tree = xr.open_datatree(path / "posterior.nc")
-    assert not {"observed_data", "constant_data", "log_likelihood"} & set(tree.children)
+    assert not {"observed_data", "constant_data"} & set(tree.children)
+    # log_likelihood and log_prior hold per-draw totals only (for prior power-scaling)
+    for group in ("log_likelihood", "log_prior"):
+        for var in tree[group].to_dataset().data_vars.values():
+            assert set(var.dims) == {"chain", "draw"}
     ids = set(pd.read_csv(small_survey, usecols=["student_id"]).student_id.astype(str))
     for name in ("summary.csv", "effects.csv", "contrasts.csv", "run.json", "schools.csv"):
         text = (path / name).read_text()

@@ -100,6 +100,17 @@ def run_fit(args: argparse.Namespace) -> int:
     return 0
 
 
+def list_models() -> int:
+    """Print every spec in models/: its name and one-line description."""
+    from omlbayes.spec import MODELS_DIR
+
+    specs = [load_spec(path) for path in sorted(MODELS_DIR.glob("*.toml"))]
+    width = max(len(s.name) for s in specs)
+    for spec in specs:
+        print(f"{spec.name:<{width}}  {spec.description}")
+    return 0
+
+
 def print_summary(result: workflow.RunResult) -> None:
     print()
     print("=" * 72)

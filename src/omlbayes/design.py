@@ -29,7 +29,7 @@ class Term:
     """One model term: its Bambi variable name, kind, data columns and coordinates."""
 
     name: str
-    kind: str  # "intercept" | "categorical" | "numeric" | "group"
+    kind: str  # "intercept" | "categorical" | "numeric" | "group" | "cells" (unpooled)
     columns: tuple[str, ...]
     coords: tuple[str, ...]  # coefficient labels; () for a scalar term
     dim: str | None
@@ -88,6 +88,13 @@ def build_layout(frame: pd.DataFrame, spec: ModelSpec) -> DesignLayout:
     levels: dict[str, tuple[str, ...]] = {}
     terms = [Term("Intercept", "intercept", (), (), None)]
     for col in spec.common:
+        if ":" in col:  # unpooled cells: every combination a fixed effect (Normal prior)
+            cols = tuple(col.split(":"))
+            for c in cols:
+                levels.setdefault(c, _levels(frame, c))
+            cells = tuple(":".join(combo) for combo in product(*(levels[c] for c in cols)))
+            terms.append(Term(col, "cells", cols, cells, f"{col}_dim"))
+            continue
         if pd.api.types.is_numeric_dtype(frame[col]) and not isinstance(
             frame[col].dtype, pd.CategoricalDtype
         ):

@@ -347,8 +347,8 @@ def _contrast_sentence(
     of g from r to w minus that of rg; None if the run does not have it."""
     lang = t.lang
     row, flipped = t.contrast(b, g, w, rg, r, gap_change=gap_change)
-    if row is None:
-        return None
+    if row is None or bool(getattr(row, "model_implied", False)):
+        return None  # absent, or a trend the model implies without a term for it
     keys = {
         "breakdown": b,
         "group": row.group,

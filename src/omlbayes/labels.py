@@ -296,6 +296,12 @@ REPORT_TEXT = {
         ),
         "results_factsheet": "Grijs: wat de factsheet zelf vond, ter vergelijking.",
         "results_skipped": "Niet in deze run (de gegevens hebben die metingen niet): {pairs}.",
+        "model_implied": (
+            "Niet als bevinding gerapporteerd: de ontwikkeling over de metingen binnen de "
+            "kruisingen {crosses}. Het model heeft daarvoor geen eigen term (meting x beide "
+            "kenmerken); die trends zijn kopieën van de tweewegtermen, dus door het model "
+            "opgelegd en niet door de gegevens getoond (contrasts.csv: model_implied)."
+        ),
         "factsheet_said": "Factsheet: ",
         "methods": "5. Verantwoording",
         "data": "Gegevens en uitsluitingen",
@@ -417,6 +423,12 @@ REPORT_TEXT = {
         ),
         "results_factsheet": "In grey: what the factsheet itself found, for comparison.",
         "results_skipped": "Not in this run (the data lack those waves): {pairs}.",
+        "model_implied": (
+            "Not reported as findings: the changes between waves within the crosses "
+            "{crosses}. The model has no term of its own for them (wave x both "
+            "characteristics); those trends copy the two-way terms, so the model implies "
+            "them rather than the data showing them (contrasts.csv: model_implied)."
+        ),
         "factsheet_said": "Factsheet: ",
         "methods": "5. Methods",
         "data": "Data and exclusions",
@@ -485,6 +497,9 @@ CHECK_TEXT = {
         "ess_tail_at_least_400": "ESS (staart) minstens 400",
         "no_divergences": "geen divergente overgangen",
         "bfmi_above_0_3": "E-BFMI minstens 0,3",
+        "ppc_index_by_wave_group": "voorspelde verdeling per meting en groep (gemiddelde, SD)",
+        "ppc_school_wave_means": "voorspelde schoolgemiddelden per meting",
+        "ppc_residual_sd_by_school_type": "voorspelde residu-SD per schooltype",
     },
     "en": {
         "r_hat_below_1_01": "R-hat at most 1.01",
@@ -492,6 +507,9 @@ CHECK_TEXT = {
         "ess_tail_at_least_400": "ESS (tail) at least 400",
         "no_divergences": "no divergent transitions",
         "bfmi_above_0_3": "E-BFMI at least 0.3",
+        "ppc_index_by_wave_group": "predicted distribution per wave and group (mean, SD)",
+        "ppc_school_wave_means": "predicted school means per wave",
+        "ppc_residual_sd_by_school_type": "predicted residual SD per school type",
     },
 }
 
@@ -544,6 +562,12 @@ SCHOOL_TEXT = {
             "(in SD-eenheden, afwijking van het gemiddelde over alle scholen en jaren), met "
             "{interval}len, naast de regio {region} en {whole}."
         ),
+        "trend_from_region": (
+            "Let op: dit model heeft geen eigen ontwikkeling per school (geen school x meting-"
+            "term). De waarden per meting volgen de trend van de regio, verschoven met het vaste "
+            "verschil van deze school; veranderingen tussen metingen zijn die van de regio, niet "
+            "van deze school zelf."
+        ),
         "shrinkage": (
             "Krimp naar het gemiddelde: het model trekt de schatting van een school naar die "
             "van haar regio, sterker naarmate de school minder leerlingen heeft, zodat een "
@@ -592,6 +616,11 @@ SCHOOL_TEXT = {
             "This school's adjusted index 'social relations with teachers' per wave (in SD "
             "units, deviation from the mean over all schools and years), with {interval}s, "
             "next to its region {region} and {whole}."
+        ),
+        "trend_from_region": (
+            "Note: this model has no school-specific development (no school x wave term). The "
+            "per-wave values follow the region's trend, shifted by this school's constant "
+            "difference; changes between waves are the region's, not this school's own."
         ),
         "shrinkage": (
             "Shrinkage: the model pulls a school's estimate towards its region's, the more "

@@ -50,7 +50,13 @@ FACTSHEET_FIGURES = (
     ("fig5_parent_edu.png", "fig5"),
     ("fig6_region.png", "fig6"),
 )
-DIAGNOSTIC_FIGURES = ("rank_hyper.png", "energy.png", "ppc_index.png", "prior_predictive.png")
+DIAGNOSTIC_FIGURES = (
+    "rank_hyper.png",
+    "energy.png",
+    "ppc_index.png",
+    "ppc_pvalues.png",
+    "prior_predictive.png",
+)
 
 CSS = """
 body{font-family:system-ui,-apple-system,"Segoe UI",Roboto,Arial,sans-serif;margin:0;
@@ -439,6 +445,15 @@ def _findings_html(ctx: _Context, findings: Findings) -> str:
     return "".join(parts)
 
 
+def _model_implied_html(ctx: _Context, contrasts: pd.DataFrame) -> str:
+    """A note naming the cross breakdowns whose wave trends the model only implies."""
+    if "model_implied" not in contrasts or not contrasts["model_implied"].any():
+        return ""
+    crosses = dict.fromkeys(contrasts.loc[contrasts["model_implied"], "breakdown"])
+    text = labels.REPORT_TEXT[ctx.lang]["model_implied"].format(crosses=", ".join(crosses))
+    return f"<p class='small model-implied'>{esc(text)}</p>"
+
+
 def _methods_html(ctx: _Context) -> str:
     rt, lang, diag = labels.REPORT_TEXT[ctx.lang], ctx.lang, ctx.diagnostics
     rec = ctx.record.to_dict()
@@ -668,6 +683,7 @@ def render_report(
         if name != "fig1_items.png"
     ]
     body.append(_findings_html(ctx, findings))
+    body.append(_model_implied_html(ctx, contrasts))
     body.append(_methods_html(ctx))
     body.append(f"<footer>{esc(rt['footer'].format(run=run_label(path)))}</footer>")
     return (

@@ -91,12 +91,21 @@ def discard(staging: Path) -> None:
     shutil.rmtree(staging, ignore_errors=True)
 
 
+def _per_draw_totals(node: xr.DataTree) -> bool:
+    """A group whose every variable has only the sample dims (chain, draw): no rows."""
+    data = node.to_dataset()
+    return len(data.data_vars) > 0 and all(
+        set(v.dims) <= {"chain", "draw"} for v in data.data_vars.values()
+    )
+
+
 def strip_private(tree: xr.DataTree) -> xr.DataTree:
-    """A copy without the groups that hold student-level data."""
+    """A copy without the groups that hold student-level data (a ``log_likelihood`` of
+    per-draw totals only, for prior power-scaling, is kept)."""
     keep = {
         f"/{name}": node.to_dataset()
         for name, node in tree.children.items()
-        if name not in PRIVATE_GROUPS
+        if name not in PRIVATE_GROUPS or (name == "log_likelihood" and _per_draw_totals(node))
     }
     return xr.DataTree.from_dict(keep)
 

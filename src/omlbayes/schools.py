@@ -404,7 +404,11 @@ def _banner(diagnostics: dict, lang: str) -> str:
     )
 
 
-def school_page(fb: SchoolFeedback, *, options: OutputOptions, diagnostics: dict) -> str:
+def school_page(
+    fb: SchoolFeedback, *, options: OutputOptions, diagnostics: dict, own_trend: bool = True
+) -> str:
+    """One school's page; ``own_trend`` False (no school x wave term in the model) says
+    that the per-wave values follow the region's trend."""
     lang, min_cell_n = options.lang, options.min_cell_n
     tx = labels.SCHOOL_TEXT[lang]
     region = labels.level(fb.region, lang)
@@ -414,6 +418,8 @@ def school_page(fb: SchoolFeedback, *, options: OutputOptions, diagnostics: dict
         region=region, interval=options.interval_short(), whole=options.whole()
     )
     body.append(f"<p>{esc(intro)}</p>")
+    if not own_trend:
+        body.append(f"<p class='model-implied'>{esc(tx['trend_from_region'])}</p>")
     body.append(f"<p>{esc(tx['shrinkage'])}</p>")
     shown = [c for c in fb.cells if c.status == "shown"]
     if not shown:
@@ -631,7 +637,13 @@ def write_school_pages(
     for fb in feedback:
         page = out / school_file(fb.school)
         page.write_text(
-            school_page(fb, options=options, diagnostics=run.diagnostics), encoding="utf-8"
+            school_page(
+                fb,
+                options=options,
+                diagnostics=run.diagnostics,
+                own_trend=SCHOOL_WAVE_TERM in run.tree["posterior"].data_vars,
+            ),
+            encoding="utf-8",
         )
         written.append(page)
     return written

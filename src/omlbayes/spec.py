@@ -95,7 +95,7 @@ class ModelSpec:
     @property
     def columns(self) -> tuple[str, ...]:
         """Every data column the model reads."""
-        cols = [self.response, *self.common]
+        cols = [self.response, *(c for term in self.common for c in term.split(":"))]
         cols += [c for term in self.group_terms for c in term]
         if self.residual_sd_by is not None:
             cols.append(self.residual_sd_by)

@@ -13,10 +13,21 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 import matplotlib
+import numpy as np
 import pandas as pd
 import xarray as xr
 
-from omlbayes import descriptives, diagnose, disclosure, estimands, runs, scale, schema, summarise
+from omlbayes import (
+    descriptives,
+    diagnose,
+    disclosure,
+    estimands,
+    ppc,
+    runs,
+    scale,
+    schema,
+    summarise,
+)
 from omlbayes.constants import CI_KIND, CI_PROB, DEFAULT_SEED, MIN_CELL_N
 from omlbayes.errors import SpecError
 from omlbayes.findings import load_findings
@@ -35,6 +46,7 @@ DEFAULT_DATA = ROOT / "data" / "oml_synthetic.csv"
 DEFAULT_OUT = ROOT / "outputs"
 PREDICTIVE_ROWS = 4000
 PREDICTIVE_DRAWS = 100
+MIN_PSIS_DRAWS = 100  # power-scaling (PSIS) needs a Pareto tail of at least 5 draws
 
 Progress = Callable[[str], None]
 log = logging.getLogger("omlbayes")
@@ -105,7 +117,19 @@ def fit_survey_run(
         tree, fit_info = _fit(frame, spec, options, progress, timings)
         progress("computing adjusted means (g-computation weights)")
         tree["gcomp"] = xr.DataTree(fit_info["gcomp"])
+        _criticism(frame, spec, fit_info, tree, staging, progress, timings)
         diagnostics = diagnose.check(tree)
+        progress("posterior predictive checks (Bayesian p-values)")
+        ppc_entries, ppc_pvalues = ppc.posterior_predictive_checks(
+            frame,
+            fit_info["layout"],
+            spec,
+            tree["posterior"].to_dataset(),
+            seed=options.seed,
+            min_cell_n=output.min_cell_n,
+            breakdown_columns=[b[0] for b in spec.breakdowns if len(b) == 1],
+        )
+        diagnostics = ppc.add_to_gate(diagnostics, ppc_entries)
         progress(diagnose.verdict_line(diagnostics))
         runs.write_posterior(tree, staging / runs.POSTERIOR)
         runs.write_json(staging / runs.DIAGNOSTICS, diagnostics)
@@ -118,6 +142,7 @@ def fit_survey_run(
         figures = staging / "figures"
         figures.mkdir()
         _predictive_figures(frame, spec, fit_info, tree, figures, options)
+        ppc.plot_pvalues(ppc_pvalues, figures / "ppc_pvalues.png")
         timings["total_s"] = time.perf_counter() - t0  # until the record is written
         stage.write_record(
             runs.RunRecord.new(
@@ -241,7 +266,38 @@ def _fit(frame, spec, options, progress, timings):
     info = {"layout": layout, "gcomp": gcomp, "n_coef": layout.n_coef, **extra}
     if sampler.backend == "collapsed":
         info["fit"] = fit_facts
+        info["stats"] = stats
     return tree, info
+
+
+def _criticism(frame, spec, fit_info, tree, staging: Path, progress, timings) -> None:
+    """LOO (loo.json) and the per-draw log prior / log likelihood totals that prior
+    power-scaling needs (posterior.nc), for Gaussian runs; no student rows are kept."""
+    from omlbayes import loo, sensitivity
+    from omlbayes.design import grouped_stats
+
+    if spec.family != "gaussian":
+        progress(f"no loo.json: exact LOO is for Gaussian models (this one is {spec.family})")
+        return
+    t = time.perf_counter()
+    layout = fit_info["layout"]
+    stats = fit_info.get("stats") or grouped_stats(
+        frame, layout, spec.response, by=spec.residual_sd_by
+    )
+    posterior = tree["posterior"].to_dataset()
+    sensitivity.add_power_scaling_groups(tree, stats, layout, spec)
+    n_draws = posterior.sizes["chain"] * posterior.sizes["draw"]
+    if n_draws < loo.MIN_DRAWS:
+        reason = f"{n_draws} posterior draws; PSIS needs at least {loo.MIN_DRAWS}"
+        loo.write_not_computed(staging / loo.LOO_JSON, reason)
+        progress(f"no LOO: {reason}")
+        return
+    progress("leave-one-out (exact given the hyper-parameters, PSIS over their draws)")
+    elpd, facts = loo.conditional_loo(frame, layout, spec, stats, posterior)
+    loo.write_loo(staging / loo.LOO_JSON, elpd, facts)
+    counts = loo.pareto_k_counts(elpd.pareto_k.to_numpy(), elpd.good_k)
+    progress(f"elpd_loo {elpd.elpd:.1f} (SE {elpd.se:.1f}), p_loo {elpd.p:.1f}; Pareto k: {counts}")
+    timings["criticism_s"] = time.perf_counter() - t
 
 
 def _write_descriptives(frame: pd.DataFrame, folder: Path, *, min_cell_n: int) -> None:
@@ -342,13 +398,23 @@ def summarise_run(path: Path | str, *, options: OutputOptions | None = None) -> 
     suppressed = {
         (r.breakdown, r.group, r.wave) for r in effects_table.itertuples() if r.suppressed
     }
+    contrast_values = estimands.contrast_draws(effects, contrast_defs)
     contrasts = summarise.contrasts_table(
-        estimands.contrast_draws(effects, contrast_defs),
+        contrast_values,
         suppressed=suppressed,
         kind=options.interval,
         prob=options.prob,
     )
+    contrasts["model_implied"] = model_implied(contrasts, record.spec)
     contrasts.to_csv(path / "contrasts.csv", index=False)
+    n_draws = posterior.sizes["chain"] * posterior.sizes["draw"]
+    if {"log_prior", "log_likelihood"} <= set(tree.children) and n_draws >= MIN_PSIS_DRAWS:
+        from omlbayes import sensitivity
+
+        headline = headline_contrasts(contrasts[~contrasts.suppressed], wave_pairs)
+        sensitivity.prior_sensitivity(
+            tree, contrast_values.isel(contrast=headline.index.to_numpy())
+        ).to_csv(path / sensitivity.SENSITIVITY_CSV)
     figures = path / "figures"
     figures.mkdir(exist_ok=True)
     write_forest_figures(effects_table, figures, options=options, levels=record.levels)
@@ -366,6 +432,22 @@ def summarise_run(path: Path | str, *, options: OutputOptions | None = None) -> 
         save_png(fig, figures / "fig1_items.png", bbox_inches="tight")
         plt.close(fig)
     return headline_contrasts(contrasts, wave_pairs)
+
+
+def model_implied(contrasts: pd.DataFrame, spec: dict) -> np.ndarray:
+    """Contrasts between waves within a cross breakdown 'a x b' that the model implies
+    rather than estimates: no term (group or unpooled cells) holds wave, a and b together,
+    so the cross's trend is a copy of the two-way terms'."""
+    terms = [set(t) for t in spec.get("group", ())]
+    terms += [set(str(c).split(":")) for c in spec.get("common", ()) if ":" in str(c)]
+    supported = {
+        b
+        for b in dict.fromkeys(contrasts.breakdown)
+        if " x " in b and any({"wave", *b.split(" x ")} <= t for t in terms)
+    }
+    cross = contrasts.breakdown.str.contains(" x ", regex=False)
+    between_waves = contrasts.wave.astype(str) != contrasts.reference.astype(str)
+    return (cross & between_waves & ~contrasts.breakdown.isin(supported)).to_numpy()
 
 
 def headline_contrasts(contrasts: pd.DataFrame, wave_pairs) -> pd.DataFrame:

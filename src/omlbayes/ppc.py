@@ -1,0 +1,200 @@
+"""Posterior predictive checks as named entries of the diagnostics gate.
+
+For thinned posterior draws the index is replicated for every student (never saved) and
+three families of statistics are compared with the observed data:
+
+- ``ppc_index_by_wave_group``: mean and SD of the index in each wave x group cell of each
+  one-way breakdown (the distribution the factsheet reports);
+- ``ppc_school_wave_means``: the mean index of each school in each wave (what a school
+  x wave term would capture);
+- ``ppc_residual_sd_by_school_type``: the SD of y - mu(theta) within each school type,
+  a realized discrepancy (what one residual SD per school type would capture).
+
+Each statistic gets a Bayesian p-value P(T(y_rep) >= T(y)); it is extreme outside
+[ALPHA / 2, 1 - ALPHA / 2]. A family passes when at most MAX_EXTREME_SHARE of its
+statistics are extreme (for the few residual SDs: none). Cells with fewer students than
+the disclosure threshold are not used; only counts and p-values are saved, never cells.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+import xarray as xr
+
+from omlbayes.design import DesignLayout, design_matrix
+from omlbayes.estimands import coefficient_draws
+from omlbayes.plots.save import save_png
+from omlbayes.spec import ModelSpec
+
+PPC_DRAWS = 400
+ALPHA = 0.01
+MAX_EXTREME_SHARE = 0.05
+# replicated values held at once (students x draws): memory stays flat in N
+CHUNK_VALUES = 4_000_000
+FAMILIES = (
+    "ppc_index_by_wave_group",
+    "ppc_school_wave_means",
+    "ppc_residual_sd_by_school_type",
+)
+
+
+def _indicator(codes: np.ndarray, n_cells: int) -> sp.csr_matrix:
+    n = codes.size
+    return sp.csr_matrix((np.ones(n), (codes, np.arange(n))), shape=(n_cells, n))
+
+
+def _cells(frame: pd.DataFrame, columns: list[str], min_n: int) -> tuple[np.ndarray, list[str]]:
+    """Cell code of each row (-1 for cells under ``min_n``) and the kept cells' labels."""
+    keys = frame[columns].astype(str).agg(":".join, axis=1)
+    codes, uniques = pd.factorize(keys)
+    counts = np.bincount(codes, minlength=len(uniques))
+    keep = counts >= min_n
+    remap = np.full(len(uniques), -1)
+    remap[keep] = np.arange(keep.sum())
+    return remap[codes], [f"{'/'.join(columns)}={u}" for u in np.asarray(uniques)[keep]]
+
+
+def _group_moments(indicator: sp.csr_matrix, counts: np.ndarray, values: np.ndarray):
+    """Mean and SD per cell of each column of ``values`` (rows x draws)."""
+    s1 = indicator @ values
+    s2 = indicator @ (values * values)
+    mean = s1 / counts[:, None]
+    var = np.maximum(s2 / counts[:, None] - mean * mean, 0.0)
+    return mean, np.sqrt(var * counts[:, None] / np.maximum(counts[:, None] - 1, 1))
+
+
+def _pvalue(rep: np.ndarray, obs: np.ndarray) -> np.ndarray:
+    """P(T_rep >= T_obs) per statistic (rows), ties counted half."""
+    return (rep > obs).mean(axis=1) + 0.5 * (rep == obs).mean(axis=1)
+
+
+def _family(labels: list[str], pvalues: np.ndarray, *, max_share: float) -> dict:
+    extreme = (pvalues < ALPHA / 2) | (pvalues > 1 - ALPHA / 2)
+    order = np.argsort(np.abs(pvalues - 0.5))[::-1][:5]
+    return {
+        "passed": bool(extreme.mean() <= max_share) if pvalues.size else True,
+        "n_statistics": int(pvalues.size),
+        "n_extreme": int(extreme.sum()),
+        "share_extreme": float(extreme.mean()) if pvalues.size else 0.0,
+        "alpha": ALPHA,
+        "max_share_extreme": max_share,
+        "most_extreme": [{"statistic": labels[k], "p": float(pvalues[k])} for k in order],
+    }
+
+
+def posterior_predictive_checks(
+    frame: pd.DataFrame,
+    layout: DesignLayout,
+    spec: ModelSpec,
+    posterior: xr.Dataset,
+    *,
+    seed: int,
+    min_cell_n: int,
+    breakdown_columns: list[str],
+) -> tuple[dict, dict]:
+    """(the gate's entries, the p-values per family for the figure)."""
+    rng = np.random.default_rng(seed)
+    coefs = coefficient_draws(posterior, layout.coef_names, seed=seed)
+    flat = coefs.stack(sample=("chain", "draw")).transpose("sample", "coef").to_numpy()
+    sigma_var = posterior["sigma"]
+    extra = [d for d in sigma_var.dims if d not in ("chain", "draw")]
+    sigma = sigma_var.stack(sample=("chain", "draw")).transpose("sample", *extra).to_numpy()
+    if extra:
+        by = spec.residual_sd_by
+        groups = [str(g) for g in sigma_var[extra[0]].to_numpy()]
+        rows = pd.Index(groups).get_indexer(frame[by].astype(str))
+    else:
+        sigma, rows = sigma[:, None], np.zeros(len(frame), dtype=np.int64)
+    pick = np.sort(rng.choice(flat.shape[0], size=min(PPC_DRAWS, flat.shape[0]), replace=False))
+    w = design_matrix(frame, layout)
+    y = frame[spec.response].to_numpy(dtype=np.float64)
+
+    # the statistics' cells
+    wave_group = []
+    for col in ["overall", *breakdown_columns]:
+        cols = ["wave"] if col == "overall" else ["wave", col]
+        codes, names = _cells(frame, cols, min_cell_n)
+        wave_group.append((codes, names))
+    school_codes, school_names = _cells(frame, ["school_id", "wave"], min_cell_n)
+    type_codes, type_names = _cells(frame, ["school_type"], min_cell_n)
+
+    def prepared(codes, n_cells):
+        keep = codes >= 0
+        ind = _indicator(codes[keep], n_cells)
+        return keep, ind, np.asarray(ind.sum(axis=1)).ravel()
+
+    wg = [(prepared(c, len(n)), n) for c, n in wave_group]
+    sc = prepared(school_codes, len(school_names))
+    ty = prepared(type_codes, len(type_names))
+
+    obs_wg = []
+    for (keep, ind, cnt), _ in wg:
+        m, s = _group_moments(ind, cnt, y[keep][:, None])
+        obs_wg.append(np.concatenate([m[:, 0], s[:, 0]]))
+    obs_sc = _group_moments(sc[1], sc[2], y[sc[0]][:, None])[0][:, 0]
+
+    rep_wg = [[] for _ in wg]
+    rep_sc, rep_ty, obs_ty = [], [], []
+    per_chunk = max(1, min(100, CHUNK_VALUES // max(len(frame), 1)))
+    for start in range(0, pick.size, per_chunk):
+        take = pick[start : start + per_chunk]
+        mu = np.asarray(w @ flat[take].T)  # rows x draws
+        noise_sd = sigma[take][:, rows].T
+        y_rep = mu + rng.standard_normal(mu.shape) * noise_sd
+        for k, ((keep, ind, cnt), _) in enumerate(wg):
+            m, s = _group_moments(ind, cnt, y_rep[keep])
+            rep_wg[k].append(np.concatenate([m, s]))
+        rep_sc.append(_group_moments(sc[1], sc[2], y_rep[sc[0]])[0])
+        keep, ind, cnt = ty
+        rep_ty.append(_group_moments(ind, cnt, (y_rep - mu)[keep])[1])
+        obs_ty.append(_group_moments(ind, cnt, (y[:, None] - mu)[keep])[1])
+
+    labels_wg, p_wg = [], []
+    for k, (_, names) in enumerate(wg):
+        labels_wg += [f"mean {n}" for n in names] + [f"sd {n}" for n in names]
+        p_wg.append(_pvalue(np.concatenate(rep_wg[k], axis=1), obs_wg[k][:, None]))
+    p_wg = np.concatenate(p_wg)
+    p_sc = _pvalue(np.concatenate(rep_sc, axis=1), obs_sc[:, None])
+    p_ty = _pvalue(np.concatenate(rep_ty, axis=1), np.concatenate(obs_ty, axis=1))
+    entries = {
+        "ppc_index_by_wave_group": _family(labels_wg, p_wg, max_share=MAX_EXTREME_SHARE),
+        "ppc_school_wave_means": _family(
+            [f"mean {n}" for n in school_names], p_sc, max_share=MAX_EXTREME_SHARE
+        ),
+        "ppc_residual_sd_by_school_type": _family(
+            [f"residual sd {n}" for n in type_names], p_ty, max_share=0.0
+        ),
+    }
+    for entry in entries.values():
+        entry["draws"] = int(pick.size)
+    return entries, {"ppc_index_by_wave_group": p_wg, "ppc_school_wave_means": p_sc,
+                     "ppc_residual_sd_by_school_type": p_ty}  # fmt: skip
+
+
+def add_to_gate(diagnostics: dict, entries: dict) -> dict:
+    """The diagnostics with the PPC families as named checks (``passed`` recomputed)."""
+    checks = {**diagnostics["checks"], **{k: v["passed"] for k, v in entries.items()}}
+    return {**diagnostics, "checks": checks, "passed": all(checks.values()), "ppc": entries}
+
+
+def plot_pvalues(pvalues: dict, path: Path) -> None:
+    """Histogram of the Bayesian p-values per family, with the extreme bands shaded."""
+    fig, axes = plt.subplots(1, len(pvalues), figsize=(4 * len(pvalues), 3), squeeze=False)
+    for ax, (name, values) in zip(axes[0], pvalues.items(), strict=True):
+        ax.hist(values, bins=np.linspace(0, 1, 21), color="#4c72b0", edgecolor="white")
+        for lo, hi in ((0, ALPHA / 2), (1 - ALPHA / 2, 1)):
+            ax.axvspan(lo, hi, color="#b00020", alpha=0.3)
+        extreme = np.mean((values < ALPHA / 2) | (values > 1 - ALPHA / 2)) if values.size else 0
+        ax.set_title(f"{name.removeprefix('ppc_')}\n{values.size} statistics, "
+                     f"{100 * extreme:.1f}% extreme", fontsize=9)  # fmt: skip
+        ax.set_xlabel("Bayesian p-value P(T(y_rep) >= T(y))", fontsize=8)
+    axes[0][0].set_ylabel("statistics")
+    fig.suptitle("Posterior predictive checks (red: extreme, outside [0.005, 0.995])", fontsize=10)
+    fig.tight_layout()
+    save_png(fig, path)
+    plt.close(fig)

@@ -1,0 +1,322 @@
+"""Model criticism: exact LOO and prior power-scaling, checked against brute-force refits."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import numpy as np
+import pytest
+import xarray as xr
+
+from omlbayes import loo, sensitivity
+from omlbayes.backends.collapsed import CollapsedRefitter, _term_blocks, sparse_inputs
+from omlbayes.backends.sparse import SparsePattern
+from omlbayes.design import (
+    GroupedStats,
+    _codes,
+    build_layout,
+    design_matrix,
+    grouped_stats,
+    sufficient_stats,
+)
+from omlbayes.scale import build_index
+from omlbayes.simulate import simulate_survey
+from omlbayes.spec import Prior, load_spec
+
+
+@pytest.fixture(scope="module")
+def frame():
+    return build_index(simulate_survey(n_students=1200, n_schools=12, seed=5).frame).frame
+
+
+def _small_spec(**changes):
+    spec = load_spec("flagship")
+    spec = dataclasses.replace(
+        spec,
+        common=("wave", "gender", "age_c"),
+        group=(("wave", "gender"), ("school_id",)),
+        **changes,
+    )
+    return spec.with_sampler(draws=1000, tune=500, chains=2)
+
+
+@pytest.mark.parametrize("model", ["flagship", "residual_by_type"])
+def test_conditional_loo_equals_refit_without_the_student(frame, model):
+    """Given theta, the Sherman-Morrison density equals the dense refit without row i."""
+    spec = load_spec(model)
+    layout = build_layout(frame, spec)
+    stats = grouped_stats(frame, layout, spec.response, by=spec.residual_sd_by)
+    rng = np.random.default_rng(0)
+    groups = stats.n_groups
+    sigma_dims = ("chain", "draw", "g") if groups > 1 else ("chain", "draw")
+    post = {"sigma": (sigma_dims, rng.uniform(0.7, 1.1, size=(1, 2, groups)[: len(sigma_dims)]))}
+    for t in layout.group_terms:
+        post[f"{t.name}_sigma"] = (("chain", "draw"), rng.uniform(0.1, 0.5, size=(1, 2)))
+    log_s2, log_lam = loo.hyper_arrays(xr.Dataset(post), layout, spec)
+    pattern = SparsePattern.build(stats.pattern(), _term_blocks(layout))
+    inputs = sparse_inputs(stats, pattern)
+    rows = [0, 5, 77, 299, 1100]
+    sub = frame.iloc[rows]
+    by = spec.residual_sd_by
+    g_all = np.zeros(len(frame), int) if by is None else _codes(frame[by], stats.groups, by)
+    ll, _ = loo._loo_loglik(
+        log_s2, log_lam, inputs["wtw_data"], inputs["wty"], inputs["sparse_pattern"],
+        *loo._row_layout(sub, layout, pattern), sub[spec.response].to_numpy(), g_all[rows],
+    )  # fmt: skip
+    w = design_matrix(frame, layout).toarray()
+    y = frame[spec.response].to_numpy()
+    for d in range(2):
+        s2, lam = np.exp(log_s2[d]), np.exp(log_lam[d])
+        for k, i in enumerate(rows):
+            keep = np.arange(len(frame)) != i
+            wk, s2k = w[keep], s2[g_all[keep]]
+            prec = (wk / s2k[:, None]).T @ wk + np.diag(1.0 / lam)
+            bhat = np.linalg.solve(prec, (wk / s2k[:, None]).T @ y[keep])
+            var = s2[g_all[i]] + w[i] @ np.linalg.solve(prec, w[i])
+            direct = -0.5 * math.log(2 * math.pi * var) - 0.5 * (y[i] - w[i] @ bhat) ** 2 / var
+            assert ll[d, k] == pytest.approx(direct, abs=1e-9)
+
+
+def _refit_lpd(refitter, frame, layout, spec, i, seed):
+    """log p(y_i | y_-i) by refitting without student i (dense algebra, own draws)."""
+    rest = frame.drop(index=frame.index[i])
+    tree = refitter.fit(sufficient_stats(rest, layout, spec.response), seed=seed)
+    post = tree["posterior"].to_dataset()
+    log_s2, log_lam = loo.hyper_arrays(post, layout, spec)
+    stats = sufficient_stats(rest, layout, spec.response)
+    wi = design_matrix(frame.iloc[[i]], layout).toarray()[0]
+    yi = float(frame[spec.response].iloc[i])
+    dens = []
+    for s2, lv in zip(np.exp(log_s2[:, 0]), log_lam, strict=True):
+        prec = stats.wtw / s2 + np.diag(np.exp(-lv))
+        bhat = np.linalg.solve(prec, stats.wty / s2)
+        var = s2 + wi @ np.linalg.solve(prec, wi)
+        dens.append(-0.5 * math.log(2 * math.pi * var) - 0.5 * (yi - wi @ bhat) ** 2 / var)
+    dens = np.asarray(dens)
+    return float(np.log(np.mean(np.exp(dens - dens.max()))) + dens.max())
+
+
+def test_loo_matches_brute_force_refits_and_compare_accepts_it(frame, tmp_path):
+    import arviz_stats as azs
+
+    data = frame.iloc[:600].reset_index(drop=True)
+    spec = _small_spec()
+    layout = build_layout(data, spec)
+    stats = sufficient_stats(data, layout, spec.response)
+    refitter = CollapsedRefitter(stats, layout, spec)
+    tree = refitter.fit(stats, seed=1)
+    grouped = GroupedStats.from_pooled(stats)
+    elpd, facts = loo.conditional_loo(data, layout, spec, grouped, tree["posterior"].to_dataset())
+    assert elpd.n_data_points == len(data) and facts["draws_used"] <= loo.LOO_DRAWS
+    # the most influential students are the hardest case for importance sampling
+    worst = np.argsort(elpd.pareto_k.to_numpy())[-2:]
+    for i in [0, *worst.tolist()]:
+        refit = _refit_lpd(refitter, data, layout, spec, int(i), seed=10 + int(i))
+        assert elpd.elpd_i.to_numpy()[i] == pytest.approx(refit, abs=0.02)
+    # p_loo: positive, and well below the number of coefficients
+    assert 0 < elpd.p < layout.n_coef
+    # loo.json round trip into arviz.compare, against a visibly worse model (no school term)
+    loo.write_loo(tmp_path / "a.json", elpd, facts)
+    worse = dataclasses.replace(spec, group=(("wave", "gender"),))
+    w_layout = build_layout(data, worse)
+    w_stats = sufficient_stats(data, w_layout, worse.response)
+    w_tree = CollapsedRefitter(w_stats, w_layout, worse).fit(w_stats, seed=2)
+    w_elpd, w_facts = loo.conditional_loo(
+        data, w_layout, worse, GroupedStats.from_pooled(w_stats), w_tree["posterior"].to_dataset()
+    )
+    loo.write_loo(tmp_path / "b.json", w_elpd, w_facts)
+    table = azs.compare(
+        {"schools": loo.read_loo(tmp_path / "a.json"), "none": loo.read_loo(tmp_path / "b.json")}
+    )
+    assert list(table.index) == ["schools", "none"]  # the school term predicts better
+    diff = w_elpd.elpd_i.to_numpy() - elpd.elpd_i.to_numpy()
+    assert table.loc["none", "elpd_diff"] == pytest.approx(diff.sum(), abs=0.51)
+    assert table.loc["none", "dse"] == pytest.approx(np.sqrt(diff.size * diff.var()), abs=0.051)
+
+
+def test_power_scaled_prior_equals_refit_with_scaled_prior(frame):
+    """HalfNormal(s)^a = HalfNormal(s / sqrt(a)) and Normal(0, s)^a = Normal(0, s / sqrt(a)):
+    the importance-weighted posterior must agree with a refit under the scaled priors."""
+    alpha = 0.6
+    data = frame.iloc[:600].reset_index(drop=True)
+    spec = _small_spec()
+    layout = build_layout(data, spec)
+    stats = sufficient_stats(data, layout, spec.response)
+    tree = CollapsedRefitter(stats, layout, spec).fit(stats, seed=4)
+    sensitivity.add_power_scaling_groups(tree, GroupedStats.from_pooled(stats), layout, spec)
+    weights = sensitivity.power_scaled_weights(tree, alpha)
+    scaled = dataclasses.replace(
+        spec,
+        priors={
+            k: Prior(p.dist, {**p.params, "sigma": p.params["sigma"] / math.sqrt(alpha)})
+            for k, p in spec.priors.items()
+        },
+    )
+    refit = CollapsedRefitter(stats, layout, scaled).fit(stats, seed=5)["posterior"]
+    post = tree["posterior"]
+    moved = 0
+    for name in ["sigma", "1|wave:gender_sigma", "1|school_id_sigma", "Intercept"]:
+        x = post[name].to_numpy()
+        weighted = float(np.sum(weights * x))
+        target = float(refit[name].mean())
+        sd = float(x.std())
+        assert weighted == pytest.approx(target, abs=0.12 * sd), name
+        moved += abs(target - x.mean()) > 0.12 * sd
+    assert moved >= 1  # the check has power: scaling the prior moves the posterior
+
+
+def test_run_folder_has_loo_and_prior_sensitivity(small_run):
+    """A fitted run: loo.json readable by arviz.compare, psense works on posterior.nc."""
+    import arviz_stats as azs
+    import pandas as pd
+
+    path, _ = small_run
+    elpd = loo.read_loo(path)
+    raw = __import__("json").loads((path / loo.LOO_JSON).read_text())
+    assert sum(raw["pareto_k_counts"].values()) == raw["n"] == elpd.n_data_points
+    assert raw["elpd_loo"] == pytest.approx(float(elpd.elpd_i.sum()), abs=0.01)
+    assert "PSIS" in raw["method"] and raw["draws_used"] == elpd.n_samples
+    table = pd.read_csv(path / sensitivity.SENSITIVITY_CSV, index_col=0)
+    assert {"prior", "likelihood", "diagnosis"} <= set(table.columns)
+    assert "sigma" in table.index and any(i.startswith("overall:") for i in table.index)
+    tree = xr.open_datatree(path / "posterior.nc", engine="h5netcdf")
+    again = azs.psense_summary(tree, var_names=["sigma"])
+    assert again.loc["sigma", "prior"] == pytest.approx(table.loc["sigma", "prior"], abs=1e-3)
+
+
+def test_unpooled_codes_every_wave_by_group_cell_as_a_fixed_effect(frame):
+    from omlbayes.backends.collapsed import _fixed_prior_variances
+
+    spec = load_spec("unpooled")
+    layout = build_layout(frame, spec)
+    cells = {t.name: t for t in layout.terms if t.kind == "cells"}
+    assert {"wave:gender", "wave:gender:school_type"} <= set(cells)
+    term = cells["wave:gender"]
+    assert term.size == len(layout.levels["wave"]) * len(layout.levels["gender"])
+    w = design_matrix(frame, layout).tocsc()
+    block = w[:, layout.slices()["wave:gender"]].toarray()
+    assert np.all(block.sum(axis=1) == 1)  # each student sits in exactly one cell
+    code = frame.wave.astype(str) + ":" + frame.gender.astype(str)
+    assert np.array_equal(np.asarray(term.coords)[block.argmax(axis=1)], code.to_numpy())
+    # fixed effects: a prior variance for every coefficient outside the school term
+    assert _fixed_prior_variances(layout, spec).size == layout.n_coef - layout.group_terms[0].size
+    assert [t.name for t in layout.group_terms] == ["1|school_id"]
+
+
+def test_list_models_names_every_spec_with_its_description():
+    from conftest import run_script
+
+    from omlbayes.spec import MODELS_DIR
+
+    result = run_script("fit.py", "--list-models")
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.strip().splitlines()
+    specs = sorted(MODELS_DIR.glob("*.toml"))
+    assert len(lines) == len(specs)
+    for path, line in zip(specs, lines, strict=True):
+        spec = load_spec(path)
+        assert line.split()[0] == spec.name and line.endswith(spec.description)
+
+
+def test_compare_default_and_unpooled(small_run, small_survey, tmp_path):
+    import pandas as pd
+    from conftest import SMALL_FIT_ARGS, run_script
+
+    path, _ = small_run
+    fitted = run_script(
+        "fit.py", "--model", "unpooled", "--data", str(small_survey), *SMALL_FIT_ARGS,
+        "--seed", "3", "--out", str(tmp_path), "--name", "unpooled", "--allow-failed",
+    )  # fmt: skip
+    assert fitted.returncode == 0, fitted.stderr[-2000:]
+    result = run_script(
+        "compare.py", str(path), str(tmp_path / "unpooled"), "--out", str(tmp_path / "cmp")
+    )
+    assert result.returncode == 0, result.stderr
+    side = pd.read_csv(tmp_path / "cmp" / "comparison.csv")
+    a = pd.read_csv(path / "contrasts.csv")
+    row = side[(side.breakdown == "overall") & (side.kind == "spec_pair")].iloc[0]
+    match = a[(a.breakdown == "overall") & (a.wave == row.wave) & (a.reference == row.reference)]
+    assert row["mean__flagship"] == pytest.approx(match["mean"].iloc[0])
+    assert row["diff__unpooled"] == pytest.approx(row["mean__unpooled"] - row["mean__flagship"])
+    table = pd.read_csv(tmp_path / "cmp" / "loo_comparison.csv", index_col=0)
+    assert set(table.index) == {"flagship", "unpooled"}
+    elpd = {
+        m: loo.read_loo(p).elpd
+        for m, p in [("flagship", path), ("unpooled", tmp_path / "unpooled")]
+    }
+    assert table.loc["flagship", "elpd"] == pytest.approx(elpd["flagship"])
+    page = (tmp_path / "cmp" / "comparison.html").read_text()
+    assert "data:image/png;base64," in page and "src='http" not in page
+    bad = run_script(
+        "compare.py", str(path), str(tmp_path / "nothing"), "--out", str(tmp_path / "x")
+    )
+    assert bad.returncode != 0 and "Traceback" not in bad.stderr
+    assert bad.stderr.count("\n") == 1 and "not a complete run folder" in bad.stderr
+
+
+def test_cross_trends_without_a_three_way_term_are_model_implied():
+    import pandas as pd
+
+    from omlbayes.workflow import model_implied
+
+    rows = pd.DataFrame(
+        {
+            "breakdown": ["gender x school_type"] * 2 + ["gender", "region x school_type"],
+            "wave": ["2018", "2018", "2018", "2018"],
+            "reference": ["2014", "2018", "2014", "2014"],
+        }
+    )  # fmt: skip
+    flagship = load_spec("flagship").to_dict()
+    assert model_implied(rows, flagship).tolist() == [True, False, False, True]
+    three_way = load_spec("three_way").to_dict()
+    assert model_implied(rows, three_way).tolist() == [False, False, False, True]
+    unpooled = load_spec("unpooled").to_dict()  # wave:gender:school_type as fixed cells
+    assert model_implied(rows, unpooled).tolist() == [False, False, False, True]
+
+
+def test_run_says_what_the_model_does_not_support(small_run):
+    """No three-way term: cross trends flagged and kept out of the findings; no school x
+    wave term: school pages say the per-wave values follow the region's trend."""
+    import pandas as pd
+
+    path, _ = small_run
+    contrasts = pd.read_csv(path / "contrasts.csv")
+    flagged = contrasts[contrasts.model_implied]
+    assert len(flagged) and flagged.breakdown.str.contains(" x ").all()
+    assert (flagged.wave.astype(str) != flagged.reference.astype(str)).all()
+    report = (path / "report.html").read_text()
+    assert "model-implied" in report and "gender x school_type" in report
+    pages = list((path / "schools").glob("school-*.html"))
+    assert pages and all("region&#x27;s trend" in p.read_text() for p in pages)
+
+
+def test_ppc_gate_passes_the_fit_and_fails_a_wrong_residual_sd(small_run, small_survey):
+    """The fitted posterior passes; the same posterior with sigma shrunk by 30% (students
+    scattered more than the model says) fails the residual-SD and distribution checks."""
+    import json
+
+    from omlbayes import ppc
+    from omlbayes.ingest import read_survey
+
+    path, _ = small_run
+    diagnostics = json.loads((path / "diagnostics.json").read_text())
+    for name in ppc.FAMILIES:
+        entry = diagnostics["ppc"][name]
+        assert diagnostics["checks"][name] == entry["passed"]
+        assert entry["n_statistics"] > 0 and 0 <= entry["share_extreme"] <= 1
+    assert (path / "figures" / "ppc_pvalues.png").is_file()
+    frame = build_index(read_survey(small_survey).frame).frame
+    spec = load_spec("flagship")
+    layout = build_layout(frame, spec)
+    post = xr.open_datatree(path / "posterior.nc", engine="h5netcdf")["posterior"].to_dataset()
+    kwargs = {"seed": 1, "min_cell_n": 10, "breakdown_columns": ["school_type", "gender"]}
+    good, _ = ppc.posterior_predictive_checks(frame, layout, spec, post, **kwargs)
+    assert all(e["passed"] for e in good.values())
+    narrow = post.assign(sigma=post["sigma"] * 0.7)
+    bad, _ = ppc.posterior_predictive_checks(frame, layout, spec, narrow, **kwargs)
+    assert not bad["ppc_residual_sd_by_school_type"]["passed"]
+    assert bad["ppc_residual_sd_by_school_type"]["n_extreme"] == 4
+    assert not bad["ppc_index_by_wave_group"]["passed"]
+    gate = ppc.add_to_gate({"checks": {"r_hat_below_1_01": True}, "passed": True}, bad)
+    assert gate["passed"] is False and "ppc" in gate
