@@ -117,7 +117,7 @@ def test_loo_matches_brute_force_refits_and_compare_accepts_it(frame, tmp_path):
     # p_loo: positive, and well below the number of coefficients
     assert 0 < elpd.p < layout.n_coef
     # loo.json round trip into arviz.compare, against a visibly worse model (no school term)
-    loo.write_loo(tmp_path / "a.json", elpd, facts)
+    loo.write_loo(tmp_path / "a.json", elpd, facts, order_key="data-sha")
     worse = dataclasses.replace(spec, group=(("wave", "gender"),))
     w_layout = build_layout(data, worse)
     w_stats = sufficient_stats(data, w_layout, worse.response)
@@ -125,7 +125,7 @@ def test_loo_matches_brute_force_refits_and_compare_accepts_it(frame, tmp_path):
     w_elpd, w_facts = loo.conditional_loo(
         data, w_layout, worse, GroupedStats.from_pooled(w_stats), w_tree["posterior"].to_dataset()
     )
-    loo.write_loo(tmp_path / "b.json", w_elpd, w_facts)
+    loo.write_loo(tmp_path / "b.json", w_elpd, w_facts, order_key="data-sha")
     table = azs.compare(
         {"schools": loo.read_loo(tmp_path / "a.json"), "none": loo.read_loo(tmp_path / "b.json")}
     )
@@ -133,6 +133,11 @@ def test_loo_matches_brute_force_refits_and_compare_accepts_it(frame, tmp_path):
     diff = w_elpd.elpd_i.to_numpy() - elpd.elpd_i.to_numpy()
     assert table.loc["none", "elpd_diff"] == pytest.approx(diff.sum(), abs=0.51)
     assert table.loc["none", "dse"] == pytest.approx(np.sqrt(diff.size * diff.var()), abs=0.051)
+    # saved pointwise values are not in data row order, but the same data share one order
+    saved = loo.read_loo(tmp_path / "a.json").elpd_i.to_numpy()
+    order = loo.pointwise_order(saved.size, "data-sha")
+    assert not np.array_equal(order, np.arange(saved.size))
+    np.testing.assert_allclose(saved, elpd.elpd_i.to_numpy()[order], atol=1e-6)
 
 
 def test_power_scaled_prior_equals_refit_with_scaled_prior(frame):

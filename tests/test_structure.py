@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -98,7 +99,9 @@ def test_residual_sd_per_group_is_recovered():
 
 
 def test_bad_kernel_and_residual_keys_are_refused(tmp_path: Path):
-    base = (Path(load_spec().source)).read_text()
+    source = Path(load_spec().source)
+    base = source.read_text()
+    shutil.copytree(source.parent / "findings", tmp_path / "findings")  # the spec names one
     bad_kernel = tmp_path / "k.toml"
     bad_kernel.write_text(base.replace("chains = 4", 'chains = 4\nkernel = "fast"'))
     with pytest.raises(SpecError, match="kernel 'fast' unknown"):

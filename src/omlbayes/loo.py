@@ -22,6 +22,7 @@ students are processed in chunks so memory stays flat in N.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 from pathlib import Path
@@ -245,10 +246,23 @@ def pareto_k_counts(pareto_k: np.ndarray, good_k: float) -> dict[str, int]:
     }
 
 
-def loo_payload(elpd, facts: dict) -> dict:
+def pointwise_order(n: int, order_key: str) -> np.ndarray:
+    """A permutation of the students fixed by ``order_key`` (the data's hash).
+
+    The pointwise values are saved in this order, not in data row order, so a value cannot
+    be read back to a row of the file; two runs on the same data share the order, which is
+    all ``arviz.compare`` needs to pair them.
+    """
+    seed = int.from_bytes(hashlib.sha256(order_key.encode()).digest()[:8], "little")
+    return np.random.default_rng(seed).permutation(n)
+
+
+def loo_payload(elpd, facts: dict, *, order_key: str) -> dict:
     """What ``loo.json`` holds: the summary, the method, and the pointwise values (rounded,
-    in data row order, with no identifiers) that ``arviz.compare`` needs for paired SEs."""
+    with no identifiers, permuted by :func:`pointwise_order`) that ``arviz.compare`` needs for
+    paired SEs."""
     k = elpd.pareto_k.to_numpy()
+    order = pointwise_order(k.size, order_key)
     return {
         "elpd_loo": elpd.elpd,
         "se": elpd.se,
@@ -260,15 +274,16 @@ def loo_payload(elpd, facts: dict) -> dict:
         "pareto_k_max": float(k.max()),
         "warning": elpd.warning,
         **facts,
+        "pointwise_order": "permuted by a key derived from the data's hash (same data, same order)",
         "pointwise": {
-            "elpd_i": np.round(elpd.elpd_i.to_numpy(), 6).tolist(),
-            "pareto_k": np.round(k, 4).tolist(),
+            "elpd_i": np.round(elpd.elpd_i.to_numpy()[order], 6).tolist(),
+            "pareto_k": np.round(k[order], 4).tolist(),
         },
     }
 
 
-def write_loo(path: Path, elpd, facts: dict) -> None:
-    path.write_text(json.dumps(loo_payload(elpd, facts)) + "\n")
+def write_loo(path: Path, elpd, facts: dict, *, order_key: str) -> None:
+    path.write_text(json.dumps(loo_payload(elpd, facts, order_key=order_key)) + "\n")
 
 
 def write_not_computed(path: Path, reason: str) -> None:

@@ -117,7 +117,7 @@ def fit_survey_run(
         tree, fit_info = _fit(frame, spec, options, progress, timings)
         progress("computing adjusted means (g-computation weights)")
         tree["gcomp"] = xr.DataTree(fit_info["gcomp"])
-        _criticism(frame, spec, fit_info, tree, staging, progress, timings)
+        _criticism(frame, spec, fit_info, tree, staging, progress, timings, data_key=survey.sha256)
         diagnostics = diagnose.check(tree)
         progress("posterior predictive checks (Bayesian p-values)")
         ppc_entries, ppc_pvalues = ppc.posterior_predictive_checks(
@@ -270,14 +270,18 @@ def _fit(frame, spec, options, progress, timings):
     return tree, info
 
 
-def _criticism(frame, spec, fit_info, tree, staging: Path, progress, timings) -> None:
+def _criticism(
+    frame, spec, fit_info, tree, staging: Path, progress, timings, *, data_key: str
+) -> None:
     """LOO (loo.json) and the per-draw log prior / log likelihood totals that prior
     power-scaling needs (posterior.nc), for Gaussian runs; no student rows are kept."""
     from omlbayes import loo, sensitivity
     from omlbayes.design import grouped_stats
 
     if spec.family != "gaussian":
-        progress(f"no loo.json: exact LOO is for Gaussian models (this one is {spec.family})")
+        reason = f"exact LOO is implemented for Gaussian models (this one is {spec.family})"
+        loo.write_not_computed(staging / loo.LOO_JSON, reason)
+        progress(f"no LOO: {reason}")
         return
     t = time.perf_counter()
     layout = fit_info["layout"]
@@ -294,7 +298,7 @@ def _criticism(frame, spec, fit_info, tree, staging: Path, progress, timings) ->
         return
     progress("leave-one-out (exact given the hyper-parameters, PSIS over their draws)")
     elpd, facts = loo.conditional_loo(frame, layout, spec, stats, posterior)
-    loo.write_loo(staging / loo.LOO_JSON, elpd, facts)
+    loo.write_loo(staging / loo.LOO_JSON, elpd, facts, order_key=data_key)
     counts = loo.pareto_k_counts(elpd.pareto_k.to_numpy(), elpd.good_k)
     progress(f"elpd_loo {elpd.elpd:.1f} (SE {elpd.se:.1f}), p_loo {elpd.p:.1f}; Pareto k: {counts}")
     timings["criticism_s"] = time.perf_counter() - t
