@@ -1,0 +1,130 @@
+"""The streamed pass over parts gives the same statistics and tables as the whole file."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from omlbayes import datapass, estimands, scale
+from omlbayes.design import build_layout, grouped_stats
+from omlbayes.errors import InputError
+from omlbayes.ingest import read_survey
+from omlbayes.spec import load_spec
+
+TOL = 1e-10
+
+
+@pytest.fixture(scope="module")
+def parts(small_survey, tmp_path_factory) -> tuple[Path, Path]:
+    """The small survey as one CSV and as four Parquet parts of unequal size."""
+    frame = pd.read_csv(small_survey)
+    folder = tmp_path_factory.mktemp("parts")
+    cuts = [0, 200, 650, 1100, len(frame)]
+    for i, (a, b) in enumerate(zip(cuts[:-1], cuts[1:], strict=True)):
+        frame.iloc[a:b].to_parquet(folder / f"part-{i:03d}.parquet", index=False)
+    return small_survey, folder
+
+
+def _in_memory(path: Path, spec):
+    frame = scale.build_index(read_survey(path).frame).frame
+    layout = build_layout(frame, spec)
+    stats = grouped_stats(frame, layout, spec.response, by=spec.residual_sd_by)
+    return frame, layout, stats
+
+
+def _assert_stats_equal(a, b) -> None:
+    assert a.groups == b.groups
+    for x, y in zip(a.wtw, b.wtw, strict=True):
+        diff = abs(x - y).max() if (x - y).nnz else 0.0
+        assert diff <= TOL * max(1.0, abs(x).max())
+    np.testing.assert_allclose(a.wty, b.wty, rtol=TOL, atol=TOL)
+    np.testing.assert_allclose(a.yty, b.yty, rtol=TOL, atol=TOL)
+    np.testing.assert_array_equal(a.n, b.n)
+
+
+@pytest.mark.parametrize("model", ["flagship", "residual_by_type"])
+def test_streamed_statistics_equal_in_memory(parts, model: str) -> None:
+    single, folder = parts
+    spec = load_spec(model)
+    frame, layout, stats = _in_memory(single, spec)
+    streamed, s_layout, s_stats = datapass.stream_pass(folder, spec, chunk_rows=97)
+    assert s_layout == layout
+    _assert_stats_equal(stats, s_stats)
+    assert streamed.n_analysed == len(frame)
+    whole = scale.build_index(read_survey(single).frame)
+    assert streamed.raw_mean == pytest.approx(whole.raw_mean, rel=TOL)
+    assert streamed.raw_sd == pytest.approx(whole.raw_sd, rel=TOL)
+    assert streamed.age_mean == pytest.approx(whole.age_mean, rel=TOL)
+    g_mem = estimands.gcomp_weights(frame, layout, spec)
+    g_str = estimands.gcomp_weights(streamed.patterns, s_layout, spec, weight="n")
+    np.testing.assert_allclose(g_str["weights"], g_mem["weights"], atol=TOL)
+    np.testing.assert_allclose(g_str["pooled"], g_mem["pooled"], atol=TOL)
+    np.testing.assert_array_equal(g_str["n"], g_mem["n"])
+    assert list(g_str["group"].to_numpy()) == list(g_mem["group"].to_numpy())
+
+
+def test_streamed_tables_equal_in_memory(parts) -> None:
+    single, folder = parts
+    spec = load_spec("flagship")
+    frame, _, _ = _in_memory(single, spec)
+    streamed, _, _ = datapass.stream_pass(folder, spec)
+    mine, theirs = streamed.tables(), datapass.frame_tables(frame)
+    for name in ("table1", "items", "reliability", "schools"):
+        pd.testing.assert_frame_equal(
+            mine[name].reset_index(drop=True),
+            theirs[name].reset_index(drop=True),
+            check_dtype=False,
+            rtol=TOL,
+            atol=TOL,
+        )
+    pd.testing.assert_series_equal(mine["item_total"], theirs["item_total"], rtol=TOL)
+    sample = streamed.sample
+    assert len(sample) == datapass.SAMPLE_ROWS or len(sample) == len(frame)
+    again, _, _ = datapass.stream_pass(folder, spec)
+    pd.testing.assert_frame_equal(again.sample, sample)  # same seed, same rows
+
+
+def test_duplicate_id_across_parts_is_one_line(parts, tmp_path: Path) -> None:
+    _, folder = parts
+    first = pd.read_parquet(folder / "part-000.parquet")
+    first.iloc[:5].to_parquet(tmp_path / "a.parquet", index=False)
+    first.iloc[4:9].to_parquet(tmp_path / "b.parquet", index=False)
+    with pytest.raises(InputError, match=r"b\.parquet: column 'student_id' repeats an id"):
+        datapass.stream_pass(tmp_path, load_spec("flagship"))
+
+
+def test_school_in_two_regions_across_parts(parts, tmp_path: Path) -> None:
+    _, folder = parts
+    a = pd.read_parquet(folder / "part-001.parquet")
+    school = a["school_id"].iloc[0]
+    b = a[a["school_id"] == school].copy()
+    b["student_id"] = b["student_id"].astype(str) + "_b"
+    regions = sorted(set(a["region"]) - {b["region"].iloc[0]})
+    b["region"] = regions[0]
+    a.to_parquet(tmp_path / "a.parquet", index=False)
+    b.to_parquet(tmp_path / "b.parquet", index=False)
+    with pytest.raises(InputError, match=rf"b\.parquet: column 'region': school '{school}'"):
+        datapass.stream_pass(tmp_path, load_spec("flagship"))
+
+
+def test_bad_part_names_the_part(parts, tmp_path: Path) -> None:
+    _, folder = parts
+    frame = pd.read_parquet(folder / "part-002.parquet")
+    frame.to_parquet(tmp_path / "a.parquet", index=False)
+    bad = frame.iloc[:10].copy()
+    bad["student_id"] = bad["student_id"].astype(str) + "_x"
+    bad["item_3"] = bad["item_3"].astype("float64")
+    bad.loc[bad.index[3], "item_3"] = 9.0
+    bad.to_parquet(tmp_path / "b.parquet", index=False)
+    with pytest.raises(InputError) as err:
+        datapass.stream_pass(tmp_path, load_spec("flagship"))
+    message = str(err.value)
+    assert message.startswith(str(tmp_path / "b.parquet")) and "\n" not in message
+
+
+def test_no_parts_is_one_line(tmp_path: Path) -> None:
+    with pytest.raises(InputError, match="no survey parts found"):
+        datapass.list_parts(tmp_path)
