@@ -128,3 +128,26 @@ def test_bad_part_names_the_part(parts, tmp_path: Path) -> None:
 def test_no_parts_is_one_line(tmp_path: Path) -> None:
     with pytest.raises(InputError, match="no survey parts found"):
         datapass.list_parts(tmp_path)
+
+
+def test_dask_statistics_equal_streamed_and_in_memory(parts) -> None:
+    """Two worker processes on a LocalCluster: the same sums, bit for bit, as one process."""
+    single, folder = parts
+    spec = load_spec("residual_by_type")
+    _, layout, stats = _in_memory(single, spec)
+    local, l_layout, l_stats = datapass.stream_pass(folder, spec)
+    lines: list[str] = []
+    remote, d_layout, d_stats = datapass.dask_pass(folder, spec, n_workers=2, progress=lines.append)
+    assert d_layout == l_layout == layout
+    _assert_stats_equal(stats, d_stats)
+    for a, b in zip(l_stats.wtw, d_stats.wtw, strict=True):
+        assert (a != b).nnz == 0
+    np.testing.assert_array_equal(l_stats.wty, d_stats.wty)
+    np.testing.assert_array_equal(l_stats.yty, d_stats.yty)
+    assert (remote.raw_mean, remote.raw_sd, remote.age_mean) == (
+        local.raw_mean,
+        local.raw_sd,
+        local.age_mean,
+    )
+    pd.testing.assert_frame_equal(remote.sample, local.sample)
+    assert any(line.startswith("pass 2: 4/4") for line in lines)

@@ -572,3 +572,92 @@ def stats_part(
         )
         total = part if total is None else total + part
     return total
+
+
+# --------------------------------------------------------------------------- on a Dask cluster
+
+
+def _sum_stats(parts: list[GroupedStats]) -> GroupedStats:
+    total = parts[0]
+    for s in parts[1:]:
+        total = total + s
+    return total
+
+
+def dask_pass(
+    data: Path | str,
+    spec: ModelSpec,
+    *,
+    column_map: Path | str | ColumnMap | None = None,
+    seed: int = DEFAULT_SEED,
+    scheduler: str | None = None,
+    n_workers: int | None = None,
+    chunk_rows: int = CHUNK_ROWS,
+    progress=None,
+) -> tuple[StreamedSurvey, DesignLayout, GroupedStats]:
+    """The same two passes as :func:`stream_pass`, part by part on a Dask cluster.
+
+    A ``LocalCluster`` (one single-threaded worker process per core, at most one per part)
+    unless ``scheduler`` gives the address of a running one. The parts are read by the
+    workers (their paths must be readable there) and reduced there: the client receives
+    only the summed statistics and the bounded predictive sample, never the rows.
+    """
+    import logging
+    import os
+
+    from distributed import Client, LocalCluster, as_completed
+
+    cmap = column_map if isinstance(column_map, ColumnMap) else load_column_map(column_map)
+    parts = [str(p) for p in list_parts(data)]
+    say = progress or (lambda _: None)
+    cluster = None
+    if scheduler is None:
+        workers = n_workers or max(1, min(os.cpu_count() or 1, len(parts)))
+        cluster = LocalCluster(
+            n_workers=workers,
+            threads_per_worker=1,
+            processes=True,
+            dashboard_address=None,
+            silence_logs=logging.ERROR,
+        )
+        client = Client(cluster)
+    else:
+        try:
+            client = Client(scheduler, timeout="20s")
+        except OSError as err:
+            raise InputError(
+                f"--scheduler {scheduler}: cannot reach the Dask scheduler ({err}); check the "
+                "address (tcp://host:8786) and that the scheduler is running"
+            ) from None
+    try:
+        say(f"dask: {len(client.scheduler_info()['workers'])} workers, {len(parts)} parts")
+        first = client.map(scan_part, parts, range(len(parts)), cmap=cmap, seed=seed, pure=False)
+        _follow(first, "pass 1", say, as_completed)
+        survey = client.submit(summarise_parts, first, str(data), pure=False).result()
+        layout, groups = design_of(survey, spec)
+        remote_survey = client.scatter(survey, broadcast=True)
+        second = client.map(
+            stats_part,
+            parts,
+            cmap=cmap,
+            survey=remote_survey,
+            layout=layout,
+            spec=spec,
+            groups=groups,
+            chunk_rows=chunk_rows,
+            pure=False,
+        )
+        _follow(second, "pass 2", say, as_completed)
+        stats = client.submit(_sum_stats, second, pure=False).result()
+    finally:
+        client.close()
+        if cluster is not None:
+            cluster.close()
+    return survey, layout, stats
+
+
+def _follow(futures, label: str, say, as_completed) -> None:
+    """Progress lines as parts finish; a part's error is raised here (its one line)."""
+    for done, future in enumerate(as_completed(futures), start=1):
+        future.result()  # re-raises a worker's InputError with its message
+        say(f"{label}: {done}/{len(futures)} parts")

@@ -50,6 +50,8 @@ class RunOptions:
     min_cell_n: int = MIN_CELL_N
     progressbar: bool = True
     name: str | None = None
+    engine: str = "local"  # the data pass over parts: "local" (this process) or "dask"
+    scheduler: str | None = None  # a Dask scheduler's address; None starts a LocalCluster
 
     def output(self, *, monitor: str = "", area: str = "") -> OutputOptions:
         """The output options of a run with these settings (validated)."""
@@ -87,7 +89,7 @@ def fit_survey_run(
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
     progress(f"reading {data}")
-    if datapass.is_parts(data):
+    if datapass.is_parts(data) or options.engine == "dask":
         source = _streamed_source(data, spec, column_map, options, progress)
     else:
         source = _in_memory_source(data, column_map, options)
@@ -194,9 +196,19 @@ def _streamed_source(data, spec: ModelSpec, column_map, options: RunOptions, pro
             f"{data}: a folder or glob of parts is read as sums, which only the collapsed "
             "backend fits; use --backend collapsed or give one file"
         )
-    streamed, layout, stats = datapass.stream_pass(
-        data, spec, column_map=column_map, seed=options.seed, progress=progress
-    )
+    if options.engine == "dask":
+        streamed, layout, stats = datapass.dask_pass(
+            data,
+            spec,
+            column_map=column_map,
+            seed=options.seed,
+            scheduler=options.scheduler,
+            progress=progress,
+        )
+    else:
+        streamed, layout, stats = datapass.stream_pass(
+            data, spec, column_map=column_map, seed=options.seed, progress=progress
+        )
     gcomp = estimands.gcomp_weights(streamed.patterns, layout, spec, weight="n")
     return _Source(
         streamed,
@@ -209,7 +221,8 @@ def _streamed_source(data, spec: ModelSpec, column_map, options: RunOptions, pro
         prepared=(layout, stats, gcomp),
         data_facts={
             "parts": len(streamed.parts),
-            "engine": "streamed",
+            "engine": "dask" if options.engine == "dask" else "streamed",
+            "scheduler": options.scheduler if options.engine == "dask" else None,
             "predictive_sample": (
                 f"{len(streamed.sample)} rows: the smallest of one uniform key per row, "
                 f"drawn with seed {options.seed} and the part's position"

@@ -1,0 +1,152 @@
+"""Data-pass benchmark: in-memory vs streamed pass over Parquet parts, and whole fits.
+
+Writes simulated surveys of 1M/5M/10M rows as Parquet parts (simulated one block at a
+time, never all in memory), then times in fresh processes: the in-memory pass (read the
+whole file, scale, statistics), the streamed pass over the parts (``datapass.stream_pass``),
+the 40k flagship fit (the reference) and a whole fit through ``scripts/fit.py --data DIR``.
+Wall time and peak RSS of the client; ratios measured in one run. Results go to
+bench/datapass_results.json and a section printed for bench/RESULTS.md.
+
+Each simulated block has its own schools (ids prefixed by the block), as a national file
+of many areas would; so p grows with N here (80 schools per block of 1M).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+BLOCK_ROWS = 1_000_000
+PART_ROWS = 250_000
+
+PASS_CODE = """
+import json, resource, sys, time
+t = time.perf_counter()
+from omlbayes.spec import load_spec
+spec = load_spec("flagship")
+mode, path = sys.argv[1], sys.argv[2]
+t = time.perf_counter()
+if mode == "in-memory":
+    from omlbayes import scale
+    from omlbayes.design import build_layout, grouped_stats
+    from omlbayes.ingest import read_survey
+    frame = scale.build_index(read_survey(path).frame).frame
+    layout = build_layout(frame, spec)
+    stats = grouped_stats(frame, layout, spec.response)
+else:
+    from omlbayes import datapass
+    _, layout, stats = datapass.stream_pass(path, spec)
+print(json.dumps({"wall_s": time.perf_counter() - t, "p": layout.n_coef,
+                  "n": int(stats.n.sum()),
+                  "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+"""
+
+
+def write_parts(n_rows: int, folder: Path, seed: int) -> None:
+    """``n_rows`` simulated students as Parquet parts of PART_ROWS, one block at a time."""
+    from omlbayes.simulate import simulate_survey
+
+    folder.mkdir(parents=True, exist_ok=True)
+    if len(list(folder.glob("*.parquet"))) == -(-n_rows // PART_ROWS):
+        return
+    for block in range(-(-n_rows // BLOCK_ROWS)):
+        rows = min(BLOCK_ROWS, n_rows - block * BLOCK_ROWS)
+        frame = simulate_survey(n_students=rows, n_schools=80, seed=seed + block).frame
+        for col in ("student_id", "school_id"):
+            frame[col] = f"b{block:03d}_" + frame[col].astype(str)
+        for start in range(0, rows, PART_ROWS):
+            name = folder / f"part-{(block * BLOCK_ROWS + start) // PART_ROWS:04d}.parquet"
+            frame.iloc[start : start + PART_ROWS].to_parquet(name, index=False)
+        del frame
+
+
+def one_file(folder: Path) -> Path:
+    import pyarrow.parquet as pq
+
+    out = folder.with_suffix(".parquet")
+    if not out.exists():
+        pq.write_table(pq.ParquetDataset(str(folder)).read(), out)
+    return out
+
+
+def measure_pass(mode: str, path: Path) -> dict:
+    result = subprocess.run(
+        [sys.executable, "-c", PASS_CODE, mode, str(path)], capture_output=True, text=True
+    )
+    if result.returncode != 0:
+        return {"status": "error: " + result.stderr.strip().splitlines()[-1]}
+    return {**json.loads(result.stdout.strip().splitlines()[-1]), "status": "ok"}
+
+
+def measure_fit(data: Path, out: Path, name: str) -> dict:
+    t = time.perf_counter()
+    result = subprocess.run(
+        ["/usr/bin/time", "-f", "MAXRSS %M", sys.executable, str(ROOT / "scripts/fit.py"),
+         "--data", str(data), "--out", str(out), "--name", name, "--no-progress"],
+        capture_output=True, text=True,
+    )  # fmt: skip
+    wall = time.perf_counter() - t
+    rss = [ln for ln in result.stderr.splitlines() if ln.startswith("MAXRSS")]
+    record = json.loads((out / name / "run.json").read_text()) if result.returncode == 0 else {}
+    return {
+        "wall_s": wall,
+        "peak_rss_mb": int(rss[-1].split()[1]) / 1024 if rss else None,
+        "status": "ok" if result.returncode == 0 else f"exit {result.returncode}",
+        "timings": record.get("timings", {}),
+        "diagnostics_passed": result.returncode == 0,
+    }
+
+
+def main(argv: list[str]) -> int:
+    p = argparse.ArgumentParser(description=__doc__)
+    p.add_argument("--sizes", type=int, nargs="+", default=[1_000_000, 5_000_000, 10_000_000])
+    p.add_argument("--in-memory-max", type=int, default=2_000_000,
+                   help="skip the in-memory pass above this many rows (memory)")  # fmt: skip
+    p.add_argument("--fit-size", type=int, default=5_000_000)
+    p.add_argument("--work", type=Path, default=Path("/tmp/omlbayes_bench_datapass"))
+    p.add_argument("--seed", type=int, default=20240611)
+    args = p.parse_args(argv)
+    args.work.mkdir(parents=True, exist_ok=True)
+    rows: list[dict] = []
+    for n in args.sizes:
+        folder = args.work / f"parts_{n}"
+        write_parts(n, folder, args.seed)
+        for mode in ("in-memory", "streamed"):
+            if mode == "in-memory" and n > args.in_memory_max:
+                rows.append({"n": n, "mode": mode, "status": "skipped: whole frame > memory"})
+                continue
+            path = one_file(folder) if mode == "in-memory" else folder
+            rows.append({"n": n, "mode": mode, **measure_pass(mode, path)})
+            print(json.dumps(rows[-1]), flush=True)
+        rows.append({"n": n, "mode": "dask", "status": "not built (see README)"})
+    ref = args.work / "ref_40k.parquet"
+    if not ref.exists():
+        from omlbayes.simulate import simulate_survey
+
+        simulate_survey(n_students=40_000, n_schools=80, seed=args.seed).frame.to_parquet(ref)
+    fits = {"40k_file": measure_fit(ref, args.work / "runs", "ref40k")}
+    print(json.dumps(fits), flush=True)
+    big = args.work / f"parts_{args.fit_size}"
+    write_parts(args.fit_size, big, args.seed)
+    fits[f"{args.fit_size}_parts"] = measure_fit(big, args.work / "runs", "big")
+    ratio = fits[f"{args.fit_size}_parts"]["wall_s"] / fits["40k_file"]["wall_s"]
+    results = {
+        "passes": rows,
+        "fits": fits,
+        "fit_ratio": ratio,
+        "cpu_count": os.cpu_count(),
+        "load": os.getloadavg(),
+    }
+    (ROOT / "bench" / "datapass_results.json").write_text(json.dumps(results, indent=1))
+    print(json.dumps(results, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
