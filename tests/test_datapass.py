@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import fit_small
 
 from omlbayes import datapass, estimands, scale
 from omlbayes.design import build_layout, grouped_stats
@@ -151,3 +152,22 @@ def test_dask_statistics_equal_streamed_and_in_memory(parts) -> None:
     )
     pd.testing.assert_frame_equal(remote.sample, local.sample)
     assert any(line.startswith("pass 2: 4/4") for line in lines)
+
+
+def test_fit_of_parts_equals_fit_of_the_file(parts, small_run, tmp_path: Path) -> None:
+    """scripts/fit.py on the parts: the file's tables, and the same posterior (same seed)."""
+    single_run, _ = small_run
+    _, folder = parts
+    result = fit_small(folder, tmp_path, "parts")
+    assert result.returncode == 0, result.stderr[-3000:]
+    run = tmp_path / "parts"
+    for name in ("table1.csv", "items.csv", "reliability.csv", "schools.csv", "item_total.csv"):
+        pd.testing.assert_frame_equal(
+            pd.read_csv(run / name), pd.read_csv(single_run / name), rtol=TOL, atol=TOL
+        )
+    mine = pd.read_csv(run / "summary.csv", index_col="parameter")
+    theirs = pd.read_csv(single_run / "summary.csv", index_col="parameter")
+    pd.testing.assert_frame_equal(mine, theirs, rtol=1e-6, atol=1e-8)
+    record = pd.read_json(run / "run.json", typ="series")
+    assert record["data"]["engine"] == "streamed" and record["data"]["parts"] == 4
+    assert (run / "figures" / "ppc_index.png").exists()
