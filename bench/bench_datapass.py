@@ -162,7 +162,7 @@ def write_section(text: str) -> None:
 def main(argv: list[str]) -> int:
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("--sizes", type=int, nargs="+", default=[1_000_000, 5_000_000, 10_000_000])
-    p.add_argument("--in-memory-max", type=int, default=2_000_000,
+    p.add_argument("--in-memory-max", type=int, default=10_000_000,
                    help="skip the in-memory pass above this many rows (memory)")  # fmt: skip
     p.add_argument("--fit-size", type=int, default=5_000_000)
     p.add_argument("--work", type=Path, default=Path("/tmp/omlbayes_bench_datapass"))

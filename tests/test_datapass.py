@@ -93,7 +93,10 @@ def test_duplicate_id_across_parts_is_one_line(parts, tmp_path: Path) -> None:
     first = pd.read_parquet(folder / "part-000.parquet")
     first.iloc[:5].to_parquet(tmp_path / "a.parquet", index=False)
     first.iloc[4:9].to_parquet(tmp_path / "b.parquet", index=False)
-    with pytest.raises(InputError, match=r"b\.parquet: column 'student_id' repeats an id"):
+    repeated = first["student_id"].iloc[4]
+    with pytest.raises(
+        InputError, match=rf"b\.parquet: column 'student_id' repeats id '{repeated}'"
+    ):
         datapass.stream_pass(tmp_path, load_spec("flagship"))
 
 

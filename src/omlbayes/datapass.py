@@ -138,6 +138,7 @@ class PartSummary:
     declared: object = None  # the column map's Levels
     min_items: int = MIN_ITEMS
     sample_rows: int = SAMPLE_ROWS
+    cmap: ColumnMap | None = None  # to read a part back for an error message
 
     def __add__(self, other: PartSummary) -> PartSummary:
         for school, (region, part) in other.school_region.items():
@@ -274,6 +275,7 @@ def scan_part(
         declared=survey.levels,
         min_items=min_items,
         sample_rows=sample_rows,
+        cmap=cmap,
     )
 
 
@@ -492,9 +494,13 @@ def _check_duplicates(total: PartSummary) -> None:
     a, b = order[i], order[i + 1]
     parts = total.parts
     first, second = parts[part_of[a]], parts[part_of[b]]
+    # only now, on the error path, read the id back (the pass keeps 8-byte hashes)
+    offset = int(b - np.flatnonzero(part_of == part_of[b])[0])
+    ids = read_survey(second, column_map=total.cmap, whole_file=False).frame["student_id"]
     raise InputError(
-        f"{second}: column 'student_id' repeats an id already in {first} (duplicate ids across "
-        "parts); each row must be one student: delete the repeated rows or fix the ids"
+        f"{second}: column 'student_id' repeats id '{ids.iloc[offset]}' of {first} (duplicate "
+        "ids across parts); each row must be one student: delete the repeated rows or fix "
+        "the ids"
     )
 
 
