@@ -46,12 +46,15 @@ def _assert_stats_equal(a, b) -> None:
     np.testing.assert_array_equal(a.n, b.n)
 
 
+@pytest.mark.parametrize("from_patterns", [True, False], ids=["one pass", "two passes"])
 @pytest.mark.parametrize("model", ["flagship", "residual_by_type"])
-def test_streamed_statistics_equal_in_memory(parts, model: str) -> None:
+def test_streamed_statistics_equal_in_memory(parts, model: str, from_patterns: bool) -> None:
     single, folder = parts
     spec = load_spec(model)
     frame, layout, stats = _in_memory(single, spec)
-    streamed, s_layout, s_stats = datapass.stream_pass(folder, spec, chunk_rows=97)
+    streamed, s_layout, s_stats = datapass.stream_pass(
+        folder, spec, chunk_rows=97, from_patterns=from_patterns
+    )
     assert s_layout == layout
     _assert_stats_equal(stats, s_stats)
     assert streamed.n_analysed == len(frame)
@@ -139,9 +142,11 @@ def test_dask_statistics_equal_streamed_and_in_memory(parts) -> None:
     single, folder = parts
     spec = load_spec("residual_by_type")
     _, layout, stats = _in_memory(single, spec)
-    local, l_layout, l_stats = datapass.stream_pass(folder, spec)
+    local, l_layout, l_stats = datapass.stream_pass(folder, spec, from_patterns=False)
     lines: list[str] = []
-    remote, d_layout, d_stats = datapass.dask_pass(folder, spec, n_workers=2, progress=lines.append)
+    remote, d_layout, d_stats = datapass.dask_pass(
+        folder, spec, n_workers=2, progress=lines.append, from_patterns=False
+    )
     assert d_layout == l_layout == layout
     _assert_stats_equal(stats, d_stats)
     for a, b in zip(l_stats.wtw, d_stats.wtw, strict=True):

@@ -26,6 +26,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import scipy.sparse as sp
 
 from omlbayes import scale
 from omlbayes.constants import DEFAULT_SEED, ITEM_COLUMNS, ITEM_MAX, ITEM_MIN, MIN_ITEMS
@@ -35,6 +36,7 @@ from omlbayes.design import (
     GroupedStats,
     build_layout,
     chunk_grouped_stats,
+    design_matrix,
     residual_groups,
 )
 from omlbayes.errors import InputError
@@ -44,7 +46,9 @@ from omlbayes.spec import ModelSpec
 
 SAMPLE_ROWS = 4000  # the predictive-check subsample (the in-memory run's size)
 PATTERN_COLUMNS = ("school_id", *CATEGORICAL_COLUMNS)
-PATTERN_SUMS = ("age", "index_raw")  # summed per pattern; their means give the numeric columns
+# Summed per pattern: the means give the numeric columns (g-computation), and with the
+# squares and the cross-product they give W'W, W'y and y'y exactly (see stats_from_patterns).
+PATTERN_SUMS = ("age", "index_raw", "age_sq", "index_raw_sq", "age_x_index_raw")
 ANSWERS = np.arange(ITEM_MIN, ITEM_MAX + 1)
 
 
@@ -219,6 +223,10 @@ def scan_part(
         exclusions[reason] = exclusions.get(reason, 0) + n_excluded
     kept = frame.loc[keep].reset_index(drop=True)
     kept["index_raw"] = raw.to_numpy()
+    age = kept["age"].to_numpy(dtype=np.float64)
+    kept["age_sq"] = age * age
+    kept["index_raw_sq"] = kept["index_raw"] * kept["index_raw"]
+    kept["age_x_index_raw"] = age * kept["index_raw"]
     # every row read counts for duplicate ids (the single-file check sees excluded rows too)
     all_ids = frame["student_id"].to_numpy(dtype=object)
     patterns = (
@@ -300,6 +308,7 @@ class StreamedSurvey:
     age_mean: float
     min_items: int
     patterns: pd.DataFrame  # counted patterns: PATTERN_COLUMNS, n, age, age_c, index_raw, index
+    pattern_sums: pd.DataFrame  # the same patterns: n and the raw PATTERN_SUMS
     item_counts: np.ndarray
     complete: dict[str, Moments]
     sample: pd.DataFrame  # <= SAMPLE_ROWS analysed rows, standardised like the fit's
@@ -405,7 +414,8 @@ def summarise_parts(summaries: list[PartSummary], source: str) -> StreamedSurvey
     levels = total.declared
     if total.levels:
         levels = replace(levels, **{c: v for c, v in total.levels.items()})
-    patterns = _standardised(_categorised(total.patterns, levels), raw_mean, raw_sd, age_mean)
+    pattern_sums = _categorised(total.patterns, levels)
+    patterns = _standardised(pattern_sums, raw_mean, raw_sd, age_mean)
     sample = total.sample.drop(columns="_key")
     sample = _categorised(sample, levels)
     sample["index"] = (sample["index_raw"] - raw_mean) / raw_sd
@@ -426,6 +436,7 @@ def summarise_parts(summaries: list[PartSummary], source: str) -> StreamedSurvey
         age_mean=age_mean,
         min_items=total.min_items,
         patterns=patterns,
+        pattern_sums=pattern_sums,
         item_counts=total.item_counts,
         complete=total.complete,
         sample=sample,
@@ -446,7 +457,7 @@ def _categorised(frame: pd.DataFrame, levels) -> pd.DataFrame:
 
 
 def _standardised(patterns: pd.DataFrame, raw_mean: float, raw_sd: float, age_mean: float):
-    out = patterns.copy()
+    out = patterns.drop(columns=[c for c in PATTERN_SUMS if c not in ("age", "index_raw")])
     out["age"] = out["age"] / out["n"]
     out["age_c"] = out["age"] - age_mean
     out["index_raw"] = out["index_raw"] / out["n"]
@@ -512,8 +523,13 @@ def stream_pass(
     seed: int = DEFAULT_SEED,
     chunk_rows: int = CHUNK_ROWS,
     progress=None,
+    from_patterns: bool = True,
 ) -> tuple[StreamedSurvey, DesignLayout, GroupedStats]:
-    """Both passes over the parts in this process (one part in memory at a time)."""
+    """The pass over the parts in this process (one part in memory at a time).
+
+    Pass 2 runs only when the model reads a column the counted patterns do not carry
+    (or ``from_patterns=False``); see :func:`stats_from_patterns`.
+    """
     cmap = column_map if isinstance(column_map, ColumnMap) else load_column_map(column_map)
     parts = list_parts(data)
     summaries = []
@@ -523,13 +539,71 @@ def stream_pass(
             progress(f"pass 1: part {i + 1}/{len(parts)} {part.name}")
     survey = summarise_parts(summaries, str(data))
     layout, groups = design_of(survey, spec)
-    total = None
+    total = stats_from_patterns(survey, layout, spec, groups) if from_patterns else None
+    if total is not None:
+        return survey, layout, total
     for i, part in enumerate(parts):
         stats = stats_part(part, cmap, survey, layout, spec, groups, chunk_rows=chunk_rows)
         total = stats if total is None else total + stats
         if progress:
             progress(f"pass 2: part {i + 1}/{len(parts)} {part.name}")
     return survey, layout, total
+
+
+def stats_from_patterns(
+    survey: StreamedSurvey, layout: DesignLayout, spec: ModelSpec, groups: tuple[str, ...]
+) -> GroupedStats | None:
+    """W'W, W'y, y'y and n from the counted patterns alone (no second pass), or None.
+
+    Rows of one pattern share every categorical column of the design, so their design rows
+    differ only in ``age_c``: W'W = A' diag(n) A plus the ``age_c`` row and column from the
+    pattern sums of age_c and age_c^2, W'y from the sums of y and age_c * y, y'y from the
+    sum of y^2, with centring and standardisation applied to the sums exactly. None when
+    the model reads anything else (another numeric column, a column outside the patterns).
+    """
+    numeric = [t.columns[0] for t in layout.terms if t.kind == "numeric"]
+    readable = set(PATTERN_COLUMNS)
+    by = spec.residual_sd_by
+    if (
+        spec.response != "index"
+        or not set(numeric) <= {"age_c"}
+        or not set(layout.levels) <= readable
+        or (by is not None and by not in readable)
+    ):
+        return None
+    ps = survey.pattern_sums
+    n = ps["n"].to_numpy(dtype=np.float64)
+    a, m, sd = survey.age_mean, survey.raw_mean, survey.raw_sd
+    age, raw = ps["age"].to_numpy(), ps["index_raw"].to_numpy()
+    s_x = age - n * a
+    s_xx = ps["age_sq"].to_numpy() - 2.0 * a * age + n * a * a
+    s_y = (raw - n * m) / sd
+    s_yy = (ps["index_raw_sq"].to_numpy() - 2.0 * m * raw + n * m * m) / sd**2
+    s_xy = (ps["age_x_index_raw"].to_numpy() - m * age - a * raw + n * a * m) / sd
+    design = design_matrix(ps.assign(age_c=0.0), layout).tocsr()
+    p = layout.n_coef
+    j = layout.slices()["age_c"].start if numeric else None
+    code = np.zeros(len(ps), dtype=np.int64)
+    if by is not None:
+        code = pd.Index(groups).get_indexer(ps[by].astype("string"))
+    wtw, wty = [], np.zeros((len(groups), p))
+    yty, n_g = np.zeros(len(groups)), np.zeros(len(groups))
+    for g in range(len(groups)):
+        rows = np.flatnonzero(code == g)
+        a_g = design[rows]
+        block = a_g.T @ sp.diags(n[rows]) @ a_g
+        wty[g] = a_g.T @ s_y[rows]
+        if j is not None:
+            cross = a_g.T @ s_x[rows]
+            cross[j] = s_xx[rows].sum()
+            e = sp.csc_matrix((np.ones(1), ([j], [0])), shape=(p, 1))
+            col = sp.csc_matrix(cross.reshape(-1, 1))
+            block = block + col @ e.T + e @ col.T - e @ sp.csc_matrix([[cross[j]]]) @ e.T
+            wty[g, j] = s_xy[rows].sum()
+        wtw.append(sp.csc_matrix(block))
+        yty[g] = s_yy[rows].sum()
+        n_g[g] = n[rows].sum()
+    return GroupedStats(tuple(wtw), wty, yty, n_g, groups)
 
 
 def design_of(survey: StreamedSurvey, spec: ModelSpec) -> tuple[DesignLayout, tuple[str, ...]]:
@@ -600,8 +674,9 @@ def dask_pass(
     n_workers: int | None = None,
     chunk_rows: int = CHUNK_ROWS,
     progress=None,
+    from_patterns: bool = True,
 ) -> tuple[StreamedSurvey, DesignLayout, GroupedStats]:
-    """The same two passes as :func:`stream_pass`, part by part on a Dask cluster.
+    """The same pass as :func:`stream_pass`, part by part on a Dask cluster.
 
     A ``LocalCluster`` (one single-threaded worker process per core, at most one per part)
     unless ``scheduler`` gives the address of a running one. The parts are read by the
@@ -623,7 +698,7 @@ def dask_pass(
             n_workers=workers,
             threads_per_worker=1,
             processes=True,
-            dashboard_address=None,
+            dashboard_address=":0",
             silence_logs=logging.ERROR,
         )
         client = Client(cluster)
@@ -641,6 +716,9 @@ def dask_pass(
         _follow(first, "pass 1", say, as_completed)
         survey = client.submit(summarise_parts, first, str(data), pure=False).result()
         layout, groups = design_of(survey, spec)
+        stats = stats_from_patterns(survey, layout, spec, groups) if from_patterns else None
+        if stats is not None:
+            return survey, layout, stats
         remote_survey = client.scatter(survey, broadcast=True)
         second = client.map(
             stats_part,
