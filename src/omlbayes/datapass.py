@@ -10,8 +10,9 @@ never holds more than one part and the statistics, whatever the number of studen
   item answer counts and complete-case item moments (items, alpha, omega, item-total),
   student-id hashes (duplicates across parts) and school -> region pairs, and a bottom-k
   sample of rows (the predictive-check subsample, fixed by the seed);
-* pass 2 (per part, summed): W'W, W'y, y'y and n per residual group, with the index
-  standardised and age centred by the pass-1 constants (exactly what one file gives).
+* W'W, W'y, y'y and n per residual group then follow from the counted patterns alone
+  (:func:`stats_from_patterns`); only a model reading another column needs pass 2 (per
+  part, summed), with the index standardised and age centred by the pass-1 constants.
 
 Each per-part step is a plain function of (part, settings) returning summable objects, so
 the same reduction runs in this process or on a Dask cluster.
