@@ -7,8 +7,9 @@ the 40k flagship fit (the reference) and a whole fit through ``scripts/fit.py --
 Wall time and peak RSS of the client; ratios measured in one run. Results go to
 bench/datapass_results.json and a section printed for bench/RESULTS.md.
 
-Each simulated block has its own schools (ids prefixed by the block), as a national file
-of many areas would; so p grows with N here (80 schools per block of 1M).
+Every block of 1M simulated students uses the same 80 schools (the k-th school of a region
+in a block is the k-th of that region in the first block), so p is the flagship's at
+every size, as in bench_fit.py.
 """
 
 from __future__ import annotations
@@ -59,11 +60,22 @@ def write_parts(n_rows: int, folder: Path, seed: int) -> None:
     folder.mkdir(parents=True, exist_ok=True)
     if len(list(folder.glob("*.parquet"))) == -(-n_rows // PART_ROWS):
         return
+    schools: dict[str, list[str]] = {}  # region -> the first block's schools
     for block in range(-(-n_rows // BLOCK_ROWS)):
         rows = min(BLOCK_ROWS, n_rows - block * BLOCK_ROWS)
         frame = simulate_survey(n_students=rows, n_schools=80, seed=seed + block).frame
-        for col in ("student_id", "school_id"):
-            frame[col] = f"b{block:03d}_" + frame[col].astype(str)
+        frame["student_id"] = f"b{block:03d}_" + frame["student_id"].astype(str)
+        pairs = frame[["school_id", "region"]].drop_duplicates().sort_values("school_id")
+        if not schools:
+            for school, region in zip(pairs.school_id, pairs.region, strict=True):
+                schools.setdefault(str(region), []).append(str(school))
+        else:  # the same 80 schools in every block (k-th school of a region -> k-th, cyclic)
+            rename, seen = {}, {}
+            for school, region in zip(pairs.school_id, pairs.region, strict=True):
+                k = seen.get(str(region), 0)
+                seen[str(region)] = k + 1
+                rename[str(school)] = schools[str(region)][k % len(schools[str(region)])]
+            frame["school_id"] = frame["school_id"].astype(str).map(rename)
         for start in range(0, rows, PART_ROWS):
             name = folder / f"part-{(block * BLOCK_ROWS + start) // PART_ROWS:04d}.parquet"
             frame.iloc[start : start + PART_ROWS].to_parquet(name, index=False)
@@ -122,8 +134,8 @@ def markdown(results: dict) -> str:
         "",
         f"Generated on {results['when']}; {results['cpu_count']} cores, load average at start "
         f"{results['load'][0]:.2f} (the machine was shared with other jobs: ratios measured "
-        "in this one run are what counts). Parts of 250,000 rows (Parquet); each simulated "
-        "block of 1M rows has its own 80 schools, so p grows with N.",
+        "in this one run are what counts). Parts of 250,000 rows (Parquet), simulated in blocks "
+        "of 1M rows.",
         "",
         "| rows | pass | reads of the data | p | wall_s | client peak RSS (MB) | status |",
         "|---|---|---|---|---|---|---|",
