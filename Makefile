@@ -31,6 +31,7 @@ validate: $(STAMP)
 bench: $(STAMP)
 	$(PY) bench/bench_fit.py
 	$(PY) bench/bench_scaling.py
+	$(PY) bench/bench_datapass.py
 
 bench-graded: $(STAMP)
 	$(PY) bench/bench_graded.py

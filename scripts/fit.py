@@ -19,8 +19,18 @@ from omlbayes.errors import DiagnosticsFailed, ProjectError
 def parse_args(argv: list[str]) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument(
-        "--data", type=Path, help="survey file (.csv .parquet .sav .dta); default: shipped data"
+        "--data",
+        type=Path,
+        help="survey file (.csv .parquet .sav .dta), or a folder or glob of Parquet/CSV parts "
+        "(read in a streamed pass); default: shipped data",
     )
+    p.add_argument(
+        "--engine",
+        choices=("local", "dask"),
+        default="local",
+        help="data pass over a folder/glob of parts: in this process, or on Dask",
+    )
+    p.add_argument("--scheduler", help="Dask scheduler address (default: a LocalCluster)")
     p.add_argument(
         "--columns", type=Path, help="column map (TOML) for a real file's names and codes"
     )

@@ -41,6 +41,8 @@ def _options(args: argparse.Namespace) -> workflow.RunOptions:
         out_dir=args.out or workflow.DEFAULT_OUT,
         progressbar=not args.no_progress and not args.quiet,
         name=args.name,
+        engine=getattr(args, "engine", "local"),
+        scheduler=getattr(args, "scheduler", None),
         **{**defaults, **given},
     )
     options.output()  # validates interval, prob, threshold and language (one line each)
@@ -62,6 +64,8 @@ def run_fit(args: argparse.Namespace) -> int:
         workflow.write_outputs(args.replot, options=_replot_options(args))
         print(f"redrawn: {args.replot}")
         return 0
+    if getattr(args, "scheduler", None) and getattr(args, "engine", "local") != "dask":
+        raise SpecError("--scheduler names a Dask scheduler: use it with --engine dask")
     options = _options(args)
     spec = load_spec(args.model)
     spec = workflow.with_overrides(

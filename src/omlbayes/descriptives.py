@@ -32,17 +32,26 @@ def _levels(values: pd.Series) -> list[str]:
     return sorted(str(v) for v in values.dropna().unique())
 
 
-def _counts(values: pd.Series, levels: list[str]) -> pd.Series:
-    """Count per declared level (zeros kept), plus a ``missing`` entry when any is absent."""
-    counts = values.astype("string").value_counts().reindex(levels, fill_value=0)
-    counts = counts.astype("int64")
-    n_missing = int(values.isna().sum())
+def _counts(values: pd.Series, levels: list[str], weights: pd.Series | None = None) -> pd.Series:
+    """Count per declared level (zeros kept), plus a ``missing`` entry when any is absent.
+
+    ``weights`` (one count per row, e.g. a table of counted patterns) replace the 1 per row.
+    """
+    if weights is None:
+        counts = values.astype("string").value_counts()
+        n_missing = int(values.isna().sum())
+    else:
+        counts = weights.groupby(values.astype("string").to_numpy(), dropna=True).sum()
+        n_missing = int(weights[values.isna().to_numpy()].sum())
+    counts = counts.reindex(levels, fill_value=0).astype("int64")
     if n_missing:
         counts[MISSING_LEVEL] = n_missing
     return counts
 
 
-def composition_table(frame: pd.DataFrame, *, by_wave: bool = False) -> pd.DataFrame:
+def composition_table(
+    frame: pd.DataFrame, *, by_wave: bool = False, weight: str | None = None
+) -> pd.DataFrame:
     """Table 1: the share (%) of each level of gender, school type, parental education, region.
 
     Parameters
@@ -51,6 +60,9 @@ def composition_table(frame: pd.DataFrame, *, by_wave: bool = False) -> pd.DataF
         The canonical survey frame (ordered Categoricals; levels in declared order).
     by_wave : bool, default False
         Add one percent column per wave (named by the wave label), and ``all``.
+    weight : str, optional
+        A column of counts: each row then stands for that many students (a table of
+        counted patterns from a streamed pass gives the same table as the rows themselves).
 
     Returns
     -------
@@ -64,11 +76,12 @@ def composition_table(frame: pd.DataFrame, *, by_wave: bool = False) -> pd.DataF
     if by_wave:
         _require(frame, ("wave",), "composition_table(by_wave=True)")
         wave_text = frame["wave"].astype("object")
+    weights = None if weight is None else frame[weight].reset_index(drop=True)
     parts = []
     for variable in COMPOSITION_COLUMNS:
-        values = frame[variable]
+        values = frame[variable].reset_index(drop=True)
         levels = _levels(values)
-        counts = _counts(values, levels)
+        counts = _counts(values, levels, weights)
         part = pd.DataFrame(
             {
                 "variable": variable,
@@ -79,7 +92,12 @@ def composition_table(frame: pd.DataFrame, *, by_wave: bool = False) -> pd.DataF
         )
         if by_wave:
             for wave in _levels(frame["wave"]):
-                in_wave = _counts(values[(wave_text == wave).to_numpy()], levels)
+                in_wave_rows = (wave_text == wave).to_numpy()
+                in_wave = _counts(
+                    values[in_wave_rows],
+                    levels,
+                    None if weights is None else weights[in_wave_rows],
+                )
                 part[wave] = _percent(in_wave.reindex(counts.index, fill_value=0)).to_numpy()
             part[ALL] = part["percent"]
         parts.append(part)

@@ -54,32 +54,48 @@ def _targets(frame: pd.DataFrame, spec: ModelSpec, levels: dict[str, tuple[str, 
     return out
 
 
-def _cell_counts(frame: pd.DataFrame, targets: list[Target]) -> np.ndarray:
+def _cell_counts(frame: pd.DataFrame, targets: list[Target], weight: str | None) -> np.ndarray:
     """Students observed in each target cell (the wave x group n of effects.csv)."""
     tables: dict[tuple[str, ...], pd.Series] = {}
     counts = np.empty(len(targets), dtype=np.int64)
     for i, t in enumerate(targets):
         columns = tuple(col for col, _ in t.substitute)
         if not columns:
-            counts[i] = len(frame)
+            counts[i] = len(frame) if weight is None else int(frame[weight].sum())
             continue
         if columns not in tables:  # one groupby per set of columns, not one scan per target
-            table = frame.groupby(list(columns), observed=True).size()
+            grouped = frame.groupby(list(columns), observed=True)
+            table = grouped.size() if weight is None else grouped[weight].sum()
             table.index = table.index.map(lambda key: tuple(map(str, np.atleast_1d(key))))
             tables[columns] = table
         counts[i] = int(tables[columns].get(tuple(lvl for _, lvl in t.substitute), 0))
     return counts
 
 
-def gcomp_weights(frame: pd.DataFrame, layout: DesignLayout, spec: ModelSpec) -> xr.Dataset:
-    """Weight vectors of every adjusted mean (targets x coefficients), pooled mean removed."""
+def gcomp_weights(
+    frame: pd.DataFrame, layout: DesignLayout, spec: ModelSpec, *, weight: str | None = None
+) -> xr.Dataset:
+    """Weight vectors of every adjusted mean (targets x coefficients), pooled mean removed.
+
+    ``weight`` names a column of counts when ``frame`` is a table of counted patterns (a
+    streamed pass's); its numeric columns then hold the pattern means. Either gives the
+    same weights: only the pooled composition and the cell counts enter.
+    """
     categorical = [c for c in layout.levels if c not in POPULATION_LEVEL_COLUMNS]
     numeric = [t.columns[0] for t in layout.terms if t.kind == "numeric"]
-    patterns = (
-        frame.groupby(categorical, observed=True)
-        .agg(n=(spec.response, "size"), **{c: (c, "mean") for c in numeric})
-        .reset_index()
-    )
+    if weight is None:
+        patterns = (
+            frame.groupby(categorical, observed=True)
+            .agg(n=(spec.response, "size"), **{c: (c, "mean") for c in numeric})
+            .reset_index()
+        )
+    else:
+        sums = frame[numeric].mul(frame[weight], axis=0).assign(n=frame[weight])
+        for c in categorical:
+            sums[c] = frame[c]
+        patterns = sums.groupby(categorical, observed=True)[["n", *numeric]].sum().reset_index()
+        for c in numeric:
+            patterns[c] = patterns[c] / patterns["n"]
     for col in POPULATION_LEVEL_COLUMNS:
         if col in layout.levels:  # any valid level; its columns are zeroed below
             patterns[col] = layout.levels[col][0]
@@ -105,7 +121,7 @@ def gcomp_weights(frame: pd.DataFrame, layout: DesignLayout, spec: ModelSpec) ->
         {
             "weights": (("target", "coef"), weights),
             "pooled": (("coef",), pooled),
-            "n": (("target",), _cell_counts(frame, targets)),
+            "n": (("target",), _cell_counts(frame, targets, weight)),
         },
         coords={
             "target": np.arange(len(targets)),

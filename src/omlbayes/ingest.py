@@ -317,7 +317,12 @@ class _Raw:
     value_labels: dict[str, dict[str, str]]  # file column -> {code as str -> label}
 
 
-def read_survey(path: Path | str, *, column_map: Path | str | ColumnMap | None = None) -> Survey:
+def read_survey(
+    path: Path | str,
+    *,
+    column_map: Path | str | ColumnMap | None = None,
+    whole_file: bool = True,
+) -> Survey:
     """Read a survey file, map it onto the canonical schema and validate it.
 
     Parameters
@@ -326,6 +331,10 @@ def read_survey(path: Path | str, *, column_map: Path | str | ColumnMap | None =
         A ``.csv``/``.tsv``/``.txt``, ``.parquet``, ``.sav``/``.zsav`` or ``.dta`` file.
     column_map
         A TOML column map, a parsed ``ColumnMap``, or ``None`` for the OML defaults.
+    whole_file
+        False for one part of a survey stored in parts: the checks that need every row
+        (each declared wave has students, at most half excluded, some item answered) are
+        then left to the streamed pass, which makes them on the sums (``datapass``).
 
     Returns
     -------
@@ -367,7 +376,7 @@ def read_survey(path: Path | str, *, column_map: Path | str | ColumnMap | None =
     if n_read == 0:
         raise InputError(f"{name}: the file has a header but no data rows; export it with data")
     frame, origin = _rename(raw, name, cmap)
-    return _validate(frame, origin, raw.value_labels, name, cmap, sha, n_read)
+    return _validate(frame, origin, raw.value_labels, name, cmap, sha, n_read, whole_file)
 
 
 def _read_csv(data: bytes, name: str, cmap: ColumnMap) -> _Raw:
@@ -576,6 +585,7 @@ def _validate(
     cmap: ColumnMap,
     sha: str,
     n_read: int,
+    whole_file: bool = True,
 ) -> Survey:
     missing_str = frozenset((*DEFAULT_MISSING, *cmap.missing_values))
     missing_num = _numeric_codes(cmap.missing_values)
@@ -698,7 +708,7 @@ def _validate(
             gone, levels["parent_edu"].index("unknown"), codes["parent_edu"]
         )
     n_excluded = int(excluded.sum())
-    if n_excluded > MAX_EXCLUDED_SHARE * n_read:
+    if whole_file and n_excluded > MAX_EXCLUDED_SHARE * n_read:
         reasons = ", ".join(
             f"{k}: {v}" for k, v in sorted(exclusions.items(), key=lambda kv: -kv[1])
         )
@@ -713,7 +723,7 @@ def _validate(
         codes[col] = codes[col][keep]
     wave_counts = np.bincount(codes["wave"], minlength=len(levels["wave"]))
     empty = [lvl for lvl, n in zip(levels["wave"], wave_counts, strict=True) if n == 0]
-    if empty:
+    if empty and whole_file:
         if cmap.source == ColumnMap().source:
             fix = (
                 "declare the waves you have, in order, with [levels] wave = [...] in a column "
@@ -729,7 +739,7 @@ def _validate(
     answered = np.zeros(int(keep.sum()), dtype=bool)
     for col in ITEM_COLUMNS:
         answered |= ~np.isnan(items[col][keep])
-    if not answered.any():
+    if whole_file and not answered.any():
         names = [origin[c] for c in ITEM_COLUMNS]
         shown = f"{names[0]}..{names[-1]}" if names == list(ITEM_COLUMNS) else ", ".join(names)
         raise InputError(

@@ -39,16 +39,13 @@ def build_index(
     """
     if not 1 <= min_items <= len(items):
         raise InputError(f"min_items must be between 1 and {len(items)}, got {min_items}")
-    answers = frame[list(items)].astype("float64")
-    n_answered = answers.notna().sum(axis=1)
-    keep = n_answered >= min_items
+    keep, raw = raw_index(frame, min_items=min_items, items=items)
     if not keep.any():
         raise InputError(
             f"no student answered at least {min_items} of the {len(items)} items; "
             "check the item columns or lower min_items"
         )
     kept = frame.loc[keep].copy()
-    raw = answers.loc[keep].mean(axis=1)
     raw_mean, raw_sd = float(raw.mean()), float(raw.std(ddof=1))
     if not raw_sd > 0:
         raise InputError("the index has no variation: every student has the same item mean")
@@ -60,6 +57,18 @@ def build_index(
     n_excluded = int((~keep).sum())
     exclusions = {EXCLUSION_TOO_FEW_ITEMS.format(k=min_items): n_excluded} if n_excluded else {}
     return ScaledSurvey(kept, exclusions, raw_mean, raw_sd, min_items, age_mean)
+
+
+def raw_index(
+    frame: pd.DataFrame, *, min_items: int = MIN_ITEMS, items: tuple[str, ...] = ITEM_COLUMNS
+) -> tuple[pd.Series, pd.Series]:
+    """Which rows have at least ``min_items`` answers, and their item mean (unstandardized).
+
+    Per row, so a streamed pass over parts gives the same values as one pass over the file.
+    """
+    answers = frame[list(items)].astype("float64")
+    keep = answers.notna().sum(axis=1) >= min_items
+    return keep, answers.loc[keep].mean(axis=1)
 
 
 def center(values: pd.Series) -> tuple[pd.Series, float]:
@@ -83,7 +92,11 @@ def mcdonald_omega(items: pd.DataFrame) -> float:
     Loadings by iterated principal-axis factoring on complete cases:
     omega = (sum l)^2 / ((sum l)^2 + sum(1 - l^2)).
     """
-    corr = np.corrcoef(items.dropna().astype("float64").to_numpy(), rowvar=False)
+    return omega_from_corr(np.corrcoef(items.dropna().astype("float64").to_numpy(), rowvar=False))
+
+
+def omega_from_corr(corr: np.ndarray) -> float:
+    """McDonald's omega from the item correlation matrix (see :func:`mcdonald_omega`)."""
     communality = 1.0 - 1.0 / np.diag(np.linalg.inv(corr))  # squared multiple correlations
     for _ in range(500):
         reduced = corr.copy()
@@ -97,6 +110,22 @@ def mcdonald_omega(items: pd.DataFrame) -> float:
     loadings = np.abs(loadings)
     common = loadings.sum() ** 2
     return float(common / (common + np.sum(1.0 - loadings**2)))
+
+
+def alpha_from_cov(cov: np.ndarray) -> float:
+    """Cronbach's alpha from the complete-case item covariance matrix (ddof=1)."""
+    k = cov.shape[0]
+    return float(k / (k - 1) * (1.0 - np.trace(cov) / cov.sum()))
+
+
+def item_total_from_cov(cov: np.ndarray, names: tuple[str, ...]) -> pd.Series:
+    """Corrected item-total correlations from the item covariance matrix."""
+    row = cov.sum(axis=1)
+    total = cov.sum()
+    with_rest = row - np.diag(cov)
+    rest_var = total - 2.0 * row + np.diag(cov)
+    r = with_rest / np.sqrt(np.diag(cov) * rest_var)
+    return pd.Series({name: float(v) for name, v in zip(names, r, strict=True)})
 
 
 def item_total_correlations(items: pd.DataFrame) -> pd.Series:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import matplotlib
@@ -18,7 +18,7 @@ import pandas as pd
 import xarray as xr
 
 from omlbayes import (
-    descriptives,
+    datapass,
     diagnose,
     disclosure,
     estimands,
@@ -62,6 +62,8 @@ class RunOptions:
     min_cell_n: int = MIN_CELL_N
     progressbar: bool = True
     name: str | None = None
+    engine: str = "local"  # the data pass over parts: "local" (this process) or "dask"
+    scheduler: str | None = None  # a Dask scheduler's address; None starts a LocalCluster
 
     def output(self, *, monitor: str = "", area: str = "") -> OutputOptions:
         """The output options of a run with these settings (validated)."""
@@ -99,12 +101,13 @@ def fit_survey_run(
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
     progress(f"reading {data}")
-    survey = read_survey(data, column_map=column_map)
-    scaled = scale.build_index(survey.frame)
-    frame = scaled.frame
-    exclusions = {**survey.exclusions, **scaled.exclusions}
+    if datapass.is_parts(data) or options.engine == "dask":
+        source = _streamed_source(data, spec, column_map, options, progress)
+    else:
+        source = _in_memory_source(data, column_map, options)
+    survey, frame, exclusions = source.survey, source.frame, source.exclusions
     progress(
-        f"{survey.n_read} rows read, {len(frame)} students analysed"
+        f"{survey.n_read} rows read, {source.n_analysed} students analysed"
         + (f"; excluded: {exclusions}" if exclusions else "; nothing excluded")
     )
     timings["read_scale_s"] = time.perf_counter() - t0
@@ -114,14 +117,14 @@ def fit_survey_run(
     name = options.name or runs.run_name(spec.name)
     with runs.staged_run(options.out_dir, name) as stage:
         staging = stage.path
-        tree, fit_info = _fit(frame, spec, options, progress, timings)
+        tree, fit_info = _fit(frame, spec, options, progress, timings, prepared=source.prepared)
         progress("computing adjusted means (g-computation weights)")
         tree["gcomp"] = xr.DataTree(fit_info["gcomp"])
         _criticism(frame, spec, fit_info, tree, staging, progress, timings, data_key=survey.sha256)
         diagnostics = diagnose.check(tree)
         progress("posterior predictive checks (Bayesian p-values)")
         ppc_entries, ppc_pvalues = ppc.posterior_predictive_checks(
-            frame,
+            frame if frame is not None else source.sample,
             fit_info["layout"],
             spec,
             tree["posterior"].to_dataset(),
@@ -136,12 +139,12 @@ def fit_survey_run(
         summarise.parameter_summary(
             tree["posterior"].to_dataset(), kind=output.interval, prob=output.prob
         ).to_csv(staging / "summary.csv", index_label="parameter")
-        _write_descriptives(frame, staging, min_cell_n=output.min_cell_n)
+        _write_descriptives(source.tables(), staging, min_cell_n=output.min_cell_n)
         for table_name, table in fit_info.get("tables", {}).items():  # graded: item checks
             table.to_csv(staging / table_name, index=False)
         figures = staging / "figures"
         figures.mkdir()
-        _predictive_figures(frame, spec, fit_info, tree, figures, options)
+        _predictive_figures(source.sample, spec, fit_info, tree, figures, options)
         ppc.plot_pvalues(ppc_pvalues, figures / "ppc_pvalues.png")
         timings["total_s"] = time.perf_counter() - t0  # until the record is written
         stage.write_record(
@@ -158,15 +161,16 @@ def fit_survey_run(
                     "sha256": survey.sha256,
                     "column_map": str(column_map) if column_map else None,
                     "n_read": survey.n_read,
-                    "n_analysed": len(frame),
+                    "n_analysed": source.n_analysed,
                     "exclusions": exclusions,
                     "notes": survey.notes,
+                    **source.data_facts,
                 },
                 scale={
-                    "min_items": scaled.min_items,
-                    "raw_mean": scaled.raw_mean,
-                    "raw_sd": scaled.raw_sd,
-                    "age_mean": scaled.age_mean,
+                    "min_items": source.scale.min_items,
+                    "raw_mean": source.scale.raw_mean,
+                    "raw_sd": source.scale.raw_sd,
+                    "age_mean": source.scale.age_mean,
                 },
                 sampler={**spec.sampler.__dict__},
                 priors={k: str(v) for k, v in spec.priors.items()},
@@ -179,6 +183,79 @@ def fit_survey_run(
         )
         headline = write_outputs(staging, progress=progress)
     return RunResult(stage.final, diagnostics, headline, output)
+
+
+@dataclass(frozen=True)
+class _Source:
+    """What a survey run needs from its data: the rows (one file) or sums (parts)."""
+
+    survey: object  # ingest.Survey or datapass.StreamedSurvey (source, sha256, levels, ...)
+    frame: pd.DataFrame | None  # the analysed rows; None after a streamed pass
+    scale: object  # min_items, raw_mean, raw_sd, age_mean
+    exclusions: dict
+    n_analysed: int
+    sample: pd.DataFrame  # the predictive-check rows
+    tables: Callable[[], dict]
+    prepared: tuple | None = None  # (layout, stats, gcomp) from a streamed pass
+    data_facts: dict = field(default_factory=dict)
+
+
+def _in_memory_source(data, column_map, options: RunOptions) -> _Source:
+    from omlbayes import predictive
+
+    survey = read_survey(data, column_map=column_map)
+    scaled = scale.build_index(survey.frame)
+    frame = scaled.frame
+    return _Source(
+        survey,
+        frame,
+        scaled,
+        {**survey.exclusions, **scaled.exclusions},
+        len(frame),
+        predictive.subsample(frame, size=PREDICTIVE_ROWS, seed=options.seed),
+        lambda: datapass.frame_tables(frame),
+    )
+
+
+def _streamed_source(data, spec: ModelSpec, column_map, options: RunOptions, progress) -> _Source:
+    if spec.sampler.backend != "collapsed":
+        raise SpecError(
+            f"{data}: a folder or glob of parts is read as sums, which only the collapsed "
+            "backend fits; use --backend collapsed or give one file"
+        )
+    if options.engine == "dask":
+        streamed, layout, stats = datapass.dask_pass(
+            data,
+            spec,
+            column_map=column_map,
+            seed=options.seed,
+            scheduler=options.scheduler,
+            progress=progress,
+        )
+    else:
+        streamed, layout, stats = datapass.stream_pass(
+            data, spec, column_map=column_map, seed=options.seed, progress=progress
+        )
+    gcomp = estimands.gcomp_weights(streamed.patterns, layout, spec, weight="n")
+    return _Source(
+        streamed,
+        None,
+        streamed,
+        streamed.exclusions,
+        streamed.n_analysed,
+        streamed.sample,
+        streamed.tables,
+        prepared=(layout, stats, gcomp),
+        data_facts={
+            "parts": len(streamed.parts),
+            "engine": "dask" if options.engine == "dask" else "streamed",
+            "scheduler": options.scheduler if options.engine == "dask" else None,
+            "predictive_sample": (
+                f"{len(streamed.sample)} rows: the smallest of one uniform key per row, "
+                f"drawn with seed {options.seed} and the part's position"
+            ),
+        },
+    )
 
 
 def write_outputs(
@@ -223,10 +300,10 @@ class FitOutput:
     fit: dict  # backend facts for the run record's ``fit`` section
 
 
-def _fit(frame, spec, options, progress, timings):
+def _fit(frame, spec, options, progress, timings, prepared=None):
     from omlbayes.design import build_layout, grouped_stats
 
-    layout = build_layout(frame, spec)
+    layout = build_layout(frame, spec) if prepared is None else prepared[0]
     sampler = spec.sampler
     progress(
         f"fitting {spec.name}: backend {sampler.backend}, sampler {sampler.sampler}, "
@@ -240,6 +317,11 @@ def _fit(frame, spec, options, progress, timings):
     if sampler.backend == "graded":
         from omlbayes.measurement import fit_graded_run
 
+        if frame is None:
+            raise SpecError(
+                "the graded model reads every student's answers: give --data one file, not parts"
+            )
+
         tree, fit_timings, fit_section, tables = fit_graded_run(
             frame, layout, spec, seed=options.seed, progressbar=options.progressbar,
             progress=progress,
@@ -248,7 +330,11 @@ def _fit(frame, spec, options, progress, timings):
     elif sampler.backend == "collapsed":
         from omlbayes.backends.collapsed import fit_collapsed
 
-        stats = grouped_stats(frame, layout, spec.response, by=spec.residual_sd_by)
+        stats = (
+            grouped_stats(frame, layout, spec.response, by=spec.residual_sd_by)
+            if prepared is None
+            else prepared[1]
+        )
         timings["sufficient_stats_s"] = time.perf_counter() - t
         tree, fit_timings, fit_facts = fit_collapsed(
             stats, layout, spec, seed=options.seed, progressbar=options.progressbar
@@ -262,7 +348,7 @@ def _fit(frame, spec, options, progress, timings):
         )
     timings.update(fit_timings)
     timings["fit_s"] = time.perf_counter() - t
-    gcomp = estimands.gcomp_weights(frame, layout, spec)
+    gcomp = estimands.gcomp_weights(frame, layout, spec) if prepared is None else prepared[2]
     info = {"layout": layout, "gcomp": gcomp, "n_coef": layout.n_coef, **extra}
     if sampler.backend == "collapsed":
         info["fit"] = fit_facts
@@ -290,6 +376,11 @@ def _criticism(
     )
     posterior = tree["posterior"].to_dataset()
     sensitivity.add_power_scaling_groups(tree, stats, layout, spec)
+    if frame is None:  # a streamed pass keeps sums only; LOO needs every student's row
+        reason = "the data were read as parts (streamed sums): LOO over parts is not implemented"
+        loo.write_not_computed(staging / loo.LOO_JSON, reason)
+        progress(f"no LOO: {reason}")
+        return
     n_draws = posterior.sizes["chain"] * posterior.sizes["draw"]
     if n_draws < loo.MIN_DRAWS:
         reason = f"{n_draws} posterior draws; PSIS needs at least {loo.MIN_DRAWS}"
@@ -304,36 +395,30 @@ def _criticism(
     timings["criticism_s"] = time.perf_counter() - t
 
 
-def _write_descriptives(frame: pd.DataFrame, folder: Path, *, min_cell_n: int) -> None:
+def _write_descriptives(tables: dict, folder: Path, *, min_cell_n: int) -> None:
     """Aggregated tables only (no student rows); school x wave counts under the
     disclosure threshold are blanked."""
-    table1 = descriptives.composition_table(frame, by_wave=True)
+    table1 = tables["table1"]
     shares = [c for c in table1.columns if c not in ("variable", "level", "n")]
     disclosure.suppress_counts(table1, min_cell_n=min_cell_n, values=shares).to_csv(
         folder / "table1.csv", index=False
     )
-    descriptives.item_distribution(frame).to_csv(folder / "items.csv", index=False)
-    reliability = scale.reliability(frame).rename(columns={"n_complete": "n"})
+    tables["items"].to_csv(folder / "items.csv", index=False)
+    reliability = tables["reliability"].rename(columns={"n_complete": "n"})
     stats = [c for c in reliability.columns if c not in ("group", "n")]
     disclosure.suppress_counts(reliability, min_cell_n=min_cell_n, values=stats).rename(
         columns={"n": "n_complete"}
     ).to_csv(folder / "reliability.csv", index=False)
-    items = [c for c in frame.columns if c.startswith("item_")]
-    scale.item_total_correlations(frame[items]).rename("item_total_r").to_csv(
+    tables["item_total"].rename("item_total_r").to_csv(
         folder / "item_total.csv", index_label="item"
     )
-    schools = (
-        frame.groupby(["school_id", "region", "wave"], observed=True)
-        .size()
-        .rename("n")
-        .reset_index()
-    )
-    schools = disclosure.suppress_counts(schools, min_cell_n=min_cell_n)
+    schools = disclosure.suppress_counts(tables["schools"], min_cell_n=min_cell_n)
     schools["suppressed"] = schools["n"].isna()
     schools.to_csv(folder / "schools.csv", index=False)
 
 
-def _predictive_figures(frame, spec, fit_info, tree, figures: Path, options: RunOptions) -> None:
+def _predictive_figures(sub, spec, fit_info, tree, figures: Path, options: RunOptions) -> None:
+    """Predictive checks on ``sub``: at most PREDICTIVE_ROWS rows (seeded) of the data."""
     from omlbayes import predictive
     from omlbayes.plots import diagnostics as diag_plots
 
@@ -343,7 +428,6 @@ def _predictive_figures(frame, spec, fit_info, tree, figures: Path, options: Run
     diag_plots.plot_energy(tree, figures / "energy.png")
     if spec.family == "graded":  # its predictive checks are of the items (item_ppc.png)
         return
-    sub = predictive.subsample(frame, size=PREDICTIVE_ROWS, seed=options.seed)
     observed = sub[spec.response].to_numpy()
     prior = predictive.prior_predictive(
         sub, layout, spec, draws=PREDICTIVE_DRAWS, seed=options.seed

@@ -1,0 +1,748 @@
+"""A streamed data pass over a survey stored as parts (a folder or glob of Parquet/CSV files).
+
+After one pass the collapsed fit and every table of a run need only sums, so the client
+never holds more than one part and the statistics, whatever the number of students:
+
+* pass 1 (per part, summed): ingest checks of the part (the same one-line errors, file =
+  the part), exclusion counts, the raw index's count/mean/M2 and the age sum (for the
+  standardisation constants), counted patterns of the categorical columns (cell counts,
+  the pooled composition behind the g-computation weights, Table 1, school x wave counts),
+  item answer counts and complete-case item moments (items, alpha, omega, item-total),
+  student-id hashes (duplicates across parts) and school -> region pairs, and a bottom-k
+  sample of rows (the predictive-check subsample, fixed by the seed);
+* W'W, W'y, y'y and n per residual group then follow from the counted patterns alone
+  (:func:`stats_from_patterns`); only a model reading another column needs pass 2 (per
+  part, summed), with the index standardised and age centred by the pass-1 constants.
+
+Each per-part step is a plain function of (part, settings) returning summable objects, so
+the same reduction runs in this process or on a Dask cluster.
+"""
+
+from __future__ import annotations
+
+import glob
+import hashlib
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+
+from omlbayes import scale
+from omlbayes.constants import DEFAULT_SEED, ITEM_COLUMNS, ITEM_MAX, ITEM_MIN, MIN_ITEMS
+from omlbayes.design import (
+    CHUNK_ROWS,
+    DesignLayout,
+    GroupedStats,
+    build_layout,
+    chunk_grouped_stats,
+    design_matrix,
+    residual_groups,
+)
+from omlbayes.errors import InputError
+from omlbayes.ingest import SUFFIXES, ColumnMap, load_column_map, read_survey
+from omlbayes.schema import CATEGORICAL_COLUMNS
+from omlbayes.spec import ModelSpec
+
+SAMPLE_ROWS = 4000  # the predictive-check subsample (the in-memory run's size)
+PATTERN_COLUMNS = ("school_id", *CATEGORICAL_COLUMNS)
+# Summed per pattern: the means give the numeric columns (g-computation), and with the
+# squares and the cross-product they give W'W, W'y and y'y exactly (see stats_from_patterns).
+PATTERN_SUMS = ("age", "index_raw", "age_sq", "index_raw_sq", "age_x_index_raw")
+ANSWERS = np.arange(ITEM_MIN, ITEM_MAX + 1)
+
+
+def is_parts(data: Path | str) -> bool:
+    """Whether ``data`` names several parts: a folder or a glob pattern."""
+    text = str(data)
+    return Path(text).is_dir() or any(ch in text for ch in "*?[")
+
+
+def list_parts(data: Path | str) -> list[Path]:
+    """The part files of a folder (``*.parquet``, ``*.csv`` ...) or glob, sorted by name."""
+    text = str(data)
+    if Path(text).is_dir():
+        parts = [p for p in sorted(Path(text).iterdir()) if p.suffix.lower() in SUFFIXES]
+    else:
+        parts = [Path(p) for p in sorted(glob.glob(text)) if Path(p).is_file()]
+    if not parts:
+        raise InputError(
+            f"{text}: no survey parts found; give a folder of .parquet/.csv files or a glob "
+            "such as 'data/parts/*.parquet'"
+        )
+    kinds = {SUFFIXES.get(p.suffix.lower()) for p in parts}
+    if len(kinds) > 1:
+        raise InputError(
+            f"{text}: the parts mix file types ({', '.join(sorted(map(str, kinds)))}); "
+            "keep one type per folder"
+        )
+    return parts
+
+
+# --------------------------------------------------------------------------- summable pieces
+
+
+@dataclass
+class Moments:
+    """Count, mean and centred cross-products of vectors, merged exactly (Chan et al.)."""
+
+    n: float
+    mean: np.ndarray
+    m2: np.ndarray
+
+    @classmethod
+    def of(cls, x: np.ndarray) -> Moments:
+        x = np.asarray(x, dtype=np.float64)
+        x = x.reshape(len(x), -1)
+        n = float(len(x))
+        if n == 0:
+            k = x.shape[1]
+            return cls(0.0, np.zeros(k), np.zeros((k, k)))
+        mean = x.mean(axis=0)
+        dev = x - mean
+        return cls(n, mean, dev.T @ dev)
+
+    def __add__(self, other: Moments) -> Moments:
+        if other.n == 0:
+            return self
+        if self.n == 0:
+            return other
+        n = self.n + other.n
+        delta = other.mean - self.mean
+        mean = self.mean + delta * (other.n / n)
+        m2 = self.m2 + other.m2 + np.outer(delta, delta) * (self.n * other.n / n)
+        return Moments(n, mean, m2)
+
+    def cov(self) -> np.ndarray:
+        return self.m2 / (self.n - 1.0)
+
+
+@dataclass
+class PartSummary:
+    """Pass 1 of one part (or of several, summed with ``+``)."""
+
+    parts: list[str]
+    sha256: list[str]
+    n_read: int
+    exclusions: dict[str, int]
+    notes: dict[str, int]
+    levels: dict[str, tuple[str, ...]]  # levels found in the data (levels_from_data columns)
+    raw: Moments
+    age_sum: float
+    ingest_excluded: int  # rows removed by ingest (before the index's own exclusion)
+    wave_counts: dict[str, int]  # students per wave after ingest's exclusions
+    patterns: pd.DataFrame  # PATTERN_COLUMNS + n + PATTERN_SUMS
+    item_counts: np.ndarray  # (items, answers + 1): counts of 1..5 and of missing
+    complete: dict[str, Moments]  # "all" and each wave: complete-case item moments
+    id_hashes: list[np.ndarray]  # one array per part
+    school_region: dict[str, tuple[str, str]]  # school -> (region, part)
+    sample: pd.DataFrame  # bottom-k rows by their random key
+    monitor: str = ""
+    area: str = ""
+    declared: object = None  # the column map's Levels
+    min_items: int = MIN_ITEMS
+    sample_rows: int = SAMPLE_ROWS
+    cmap: ColumnMap | None = None  # to read a part back for an error message
+
+    def __add__(self, other: PartSummary) -> PartSummary:
+        for school, (region, part) in other.school_region.items():
+            mine = self.school_region.get(school)
+            if mine is not None and mine[0] != region:
+                raise InputError(
+                    f"{part}: column 'region': school '{school}' is in region '{region}' here "
+                    f"but in '{mine[0]}' in {mine[1]}; a school lies in one region: fix the "
+                    "region of those rows or give the schools distinct ids"
+                )
+        complete = {
+            k: self.complete.get(k, _no_moments()) + other.complete.get(k, _no_moments())
+            for k in dict.fromkeys([*self.complete, *other.complete])
+        }
+        sample = pd.concat([self.sample, other.sample], ignore_index=True)
+        sample = sample.nsmallest(self.sample_rows, "_key").reset_index(drop=True)
+        return replace(
+            self,
+            parts=self.parts + other.parts,
+            sha256=self.sha256 + other.sha256,
+            n_read=self.n_read + other.n_read,
+            exclusions=_add_counts(self.exclusions, other.exclusions),
+            notes=_add_counts(self.notes, other.notes),
+            levels={
+                c: tuple(sorted(set(self.levels.get(c, ())) | set(other.levels.get(c, ()))))
+                for c in dict.fromkeys([*self.levels, *other.levels])
+            },
+            raw=self.raw + other.raw,
+            age_sum=self.age_sum + other.age_sum,
+            ingest_excluded=self.ingest_excluded + other.ingest_excluded,
+            wave_counts=_add_counts(self.wave_counts, other.wave_counts),
+            patterns=_merge_patterns(self.patterns, other.patterns),
+            item_counts=self.item_counts + other.item_counts,
+            complete=complete,
+            id_hashes=self.id_hashes + other.id_hashes,
+            school_region={**other.school_region, **self.school_region},
+            sample=sample,
+        )
+
+
+def _no_moments() -> Moments:
+    k = len(ITEM_COLUMNS)
+    return Moments(0.0, np.zeros(k), np.zeros((k, k)))
+
+
+def _add_counts(a: dict[str, int], b: dict[str, int]) -> dict[str, int]:
+    return {k: a.get(k, 0) + b.get(k, 0) for k in dict.fromkeys([*a, *b])}
+
+
+def _merge_patterns(a: pd.DataFrame, b: pd.DataFrame) -> pd.DataFrame:
+    both = pd.concat([a, b], ignore_index=True)
+    keys = list(PATTERN_COLUMNS)
+    return both.groupby(keys, dropna=False, sort=True)[["n", *PATTERN_SUMS]].sum().reset_index()
+
+
+def _row_keys(n: int, seed: int, part_index: int) -> np.ndarray:
+    """Uniform keys per row, fixed by the seed and the part's position (bottom-k sample)."""
+    return np.random.default_rng([seed, part_index]).random(n)
+
+
+def scan_part(
+    path: Path | str,
+    part_index: int,
+    cmap: ColumnMap,
+    *,
+    min_items: int = MIN_ITEMS,
+    seed: int = DEFAULT_SEED,
+    sample_rows: int = SAMPLE_ROWS,
+) -> PartSummary:
+    """Pass 1 of one part: validated by ``ingest.read_survey`` and reduced to sums."""
+    survey = read_survey(path, column_map=cmap, whole_file=False)
+    frame = survey.frame
+    keep, raw = scale.raw_index(frame, min_items=min_items)
+    n_excluded = int((~keep).sum())
+    exclusions = dict(survey.exclusions)
+    if n_excluded:
+        reason = scale.EXCLUSION_TOO_FEW_ITEMS.format(k=min_items)
+        exclusions[reason] = exclusions.get(reason, 0) + n_excluded
+    kept = frame.loc[keep].reset_index(drop=True)
+    kept["index_raw"] = raw.to_numpy()
+    age = kept["age"].to_numpy(dtype=np.float64)
+    kept["age_sq"] = age * age
+    kept["index_raw_sq"] = kept["index_raw"] * kept["index_raw"]
+    kept["age_x_index_raw"] = age * kept["index_raw"]
+    # every row read counts for duplicate ids (the single-file check sees excluded rows too)
+    all_ids = frame["student_id"].to_numpy(dtype=object)
+    patterns = (
+        kept.assign(n=1)
+        .groupby(list(PATTERN_COLUMNS), dropna=False, sort=True, observed=True)[
+            ["n", *PATTERN_SUMS]
+        ]
+        .sum()
+        .reset_index()
+    )
+    items = kept[list(ITEM_COLUMNS)].astype("float64").to_numpy()
+    counts = np.zeros((len(ITEM_COLUMNS), len(ANSWERS) + 1), dtype=np.int64)
+    for j in range(len(ITEM_COLUMNS)):
+        col = items[:, j]
+        answered = col[~np.isnan(col)].astype(np.int64)
+        counts[j, : len(ANSWERS)] = np.bincount(answered - ITEM_MIN, minlength=len(ANSWERS))[
+            : len(ANSWERS)
+        ]
+        counts[j, -1] = int(np.isnan(col).sum())
+    complete_rows = ~np.isnan(items).any(axis=1)
+    wave = kept["wave"].astype("string").to_numpy()
+    complete = {"all": Moments.of(items[complete_rows])}
+    for level in dict.fromkeys(wave[complete_rows]):
+        complete[str(level)] = Moments.of(items[complete_rows & (wave == level)])
+    pairs = kept[["school_id", "region"]].drop_duplicates("school_id")
+    name = str(path)
+    keys = _row_keys(len(kept), seed, part_index)
+    take = np.argsort(keys, kind="stable")[:sample_rows]
+    sample = kept.iloc[take].assign(_key=keys[take]).reset_index(drop=True)
+    found = {c: survey.levels.of(c) for c in cmap.levels_from_data}
+    return PartSummary(
+        parts=[name],
+        sha256=[survey.sha256],
+        n_read=survey.n_read,
+        exclusions=exclusions,
+        notes=dict(survey.notes),
+        levels=found,
+        raw=Moments.of(raw.to_numpy()),
+        age_sum=float(kept["age"].sum()),
+        ingest_excluded=sum(survey.exclusions.values()),
+        wave_counts={
+            str(k): int(v) for k, v in frame["wave"].astype("string").value_counts().items()
+        },
+        patterns=patterns,
+        item_counts=counts,
+        complete=complete,
+        id_hashes=[pd.util.hash_array(all_ids)],
+        school_region={
+            str(s): (str(r), name) for s, r in zip(pairs.school_id, pairs.region, strict=True)
+        },
+        sample=sample,
+        monitor=survey.monitor,
+        area=survey.area,
+        declared=survey.levels,
+        min_items=min_items,
+        sample_rows=sample_rows,
+        cmap=cmap,
+    )
+
+
+# --------------------------------------------------------------------------- the whole pass
+
+
+@dataclass
+class StreamedSurvey:
+    """Everything a run needs from the data, from sums over its parts."""
+
+    source: str
+    sha256: str
+    n_read: int
+    n_analysed: int
+    exclusions: dict[str, int]
+    notes: dict[str, int]
+    levels: object  # schema.Levels (declared, with levels found for levels_from_data)
+    monitor: str
+    area: str
+    raw_mean: float
+    raw_sd: float
+    age_mean: float
+    min_items: int
+    patterns: pd.DataFrame  # counted patterns: PATTERN_COLUMNS, n, age, age_c, index_raw, index
+    pattern_sums: pd.DataFrame  # the same patterns: n and the raw PATTERN_SUMS
+    item_counts: np.ndarray
+    complete: dict[str, Moments]
+    sample: pd.DataFrame  # <= SAMPLE_ROWS analysed rows, standardised like the fit's
+    parts: list[str]
+
+    def tables(self) -> dict[str, pd.DataFrame]:
+        """The run's descriptive tables (as :func:`frame_tables` gives them from rows)."""
+        from omlbayes.descriptives import composition_table
+
+        table1 = composition_table(self.patterns, by_wave=True, weight="n")
+        n = self.item_counts[:, : len(ANSWERS)].sum(axis=1)
+        records = []
+        for j, item in enumerate(ITEM_COLUMNS):
+            row: dict[str, object] = {
+                "item": item,
+                "n": int(n[j]),
+                "n_missing": int(self.item_counts[j, -1]),
+                "mean": float(self.item_counts[j, : len(ANSWERS)] @ ANSWERS / n[j])
+                if n[j]
+                else np.nan,
+            }
+            for a, answer in enumerate(ANSWERS):
+                row[f"pct_{answer}"] = (
+                    100.0 * int(self.item_counts[j, a]) / n[j] if n[j] else np.nan
+                )
+            records.append(row)
+        items = pd.DataFrame.from_records(records)
+        reliability = pd.DataFrame.from_records(
+            [
+                {
+                    "group": group,
+                    "n_complete": int(m.n),
+                    "alpha": scale.alpha_from_cov(m.cov()),
+                    "omega": scale.omega_from_corr(_corr(m.cov())),
+                }
+                for group, m in self._reliability_groups()
+            ]
+        )
+        item_total = scale.item_total_from_cov(self.complete["all"].cov(), ITEM_COLUMNS)
+        schools = (
+            self.patterns.groupby(["school_id", "region", "wave"], observed=True)["n"]
+            .sum()
+            .reset_index()
+        )
+        schools = schools[schools["n"] > 0].reset_index(drop=True)
+        return {
+            "table1": table1,
+            "items": items,
+            "reliability": reliability,
+            "item_total": item_total,
+            "schools": schools,
+        }
+
+    def _reliability_groups(self):
+        yield "all", self.complete["all"]
+        for wave in self.levels.of("wave"):
+            if wave in self.complete and self.complete[wave].n > 0:
+                yield wave, self.complete[wave]
+
+
+def _corr(cov: np.ndarray) -> np.ndarray:
+    sd = np.sqrt(np.diag(cov))
+    return cov / np.outer(sd, sd)
+
+
+def frame_tables(frame: pd.DataFrame) -> dict[str, pd.DataFrame]:
+    """The run's descriptive tables from the analysed rows (the in-memory path)."""
+    from omlbayes.descriptives import composition_table, item_distribution
+
+    schools = (
+        frame.groupby(["school_id", "region", "wave"], observed=True)
+        .size()
+        .rename("n")
+        .reset_index()
+    )
+    return {
+        "table1": composition_table(frame, by_wave=True),
+        "items": item_distribution(frame),
+        "reliability": scale.reliability(frame),
+        "item_total": scale.item_total_correlations(frame[list(ITEM_COLUMNS)]),
+        "schools": schools,
+    }
+
+
+def summarise_parts(summaries: list[PartSummary], source: str) -> StreamedSurvey:
+    """Sum pass-1 summaries and check what needs the whole data (ids, levels present)."""
+    total = summaries[0]
+    for s in summaries[1:]:
+        total = total + s
+    _check_duplicates(total)
+    _check_whole(total, source)
+    if total.raw.n == 0:
+        raise InputError(
+            f"{source}: no student answered at least {total.min_items} of the "
+            f"{len(ITEM_COLUMNS)} items; check the item columns or lower min_items"
+        )
+    raw_sd = float(np.sqrt(total.raw.m2[0, 0] / (total.raw.n - 1))) if total.raw.n > 1 else 0.0
+    if not raw_sd > 0:
+        raise InputError("the index has no variation: every student has the same item mean")
+    raw_mean = float(total.raw.mean[0])
+    n = int(total.raw.n)
+    age_mean = total.age_sum / n
+    levels = total.declared
+    if total.levels:
+        levels = replace(levels, **{c: v for c, v in total.levels.items()})
+    pattern_sums = _categorised(total.patterns, levels)
+    patterns = _standardised(pattern_sums, raw_mean, raw_sd, age_mean)
+    sample = total.sample.drop(columns="_key")
+    sample = _categorised(sample, levels)
+    sample["index"] = (sample["index_raw"] - raw_mean) / raw_sd
+    sample["age_c"] = sample["age"] - age_mean
+    digest = hashlib.sha256("\n".join(total.sha256).encode()).hexdigest()
+    return StreamedSurvey(
+        source=source,
+        sha256=digest,
+        n_read=total.n_read,
+        n_analysed=n,
+        exclusions=total.exclusions,
+        notes=total.notes,
+        levels=levels,
+        monitor=total.monitor,
+        area=total.area,
+        raw_mean=raw_mean,
+        raw_sd=raw_sd,
+        age_mean=age_mean,
+        min_items=total.min_items,
+        patterns=patterns,
+        pattern_sums=pattern_sums,
+        item_counts=total.item_counts,
+        complete=total.complete,
+        sample=sample,
+        parts=total.parts,
+    )
+
+
+def _categorised(frame: pd.DataFrame, levels) -> pd.DataFrame:
+    out = frame.copy()
+    for col in CATEGORICAL_COLUMNS:
+        out[col] = pd.Categorical(
+            out[col].astype("string"),
+            categories=pd.Index(levels.of(col), dtype="str"),
+            ordered=True,
+        )
+    out["school_id"] = out["school_id"].astype("str")
+    return out
+
+
+def _standardised(patterns: pd.DataFrame, raw_mean: float, raw_sd: float, age_mean: float):
+    out = patterns.drop(columns=[c for c in PATTERN_SUMS if c not in ("age", "index_raw")])
+    out["age"] = out["age"] / out["n"]
+    out["age_c"] = out["age"] - age_mean
+    out["index_raw"] = out["index_raw"] / out["n"]
+    out["index"] = (out["index_raw"] - raw_mean) / raw_sd
+    return out
+
+
+def _check_whole(total: PartSummary, source: str) -> None:
+    """The checks of ``ingest`` that need every row, made on the sums (same messages)."""
+    from omlbayes.ingest import MAX_EXCLUDED_SHARE
+
+    if total.ingest_excluded > MAX_EXCLUDED_SHARE * total.n_read:
+        reasons = ", ".join(
+            f"{k}: {v}" for k, v in sorted(total.exclusions.items(), key=lambda kv: -kv[1])
+        )
+        raise InputError(
+            f"{source}: {total.ingest_excluded} of {total.n_read} rows would be excluded "
+            f"({reasons}); more than half: check that the columns are mapped right and that "
+            "missing_values in the column map does not list a real value"
+        )
+    waves = total.levels.get("wave") or total.declared.of("wave")
+    empty = [w for w in waves if total.wave_counts.get(w, 0) == 0]
+    if empty:
+        raise InputError(
+            f"{source}: column 'wave' has no students in declared "
+            f"wave{'s' if len(empty) > 1 else ''} {', '.join(repr(w) for w in empty)} in any "
+            "part; declare the waves you have, in order, with [levels] wave = [...] in a "
+            "column map (see data/column_maps/oml_default.toml)"
+        )
+    if total.item_counts[:, : len(ANSWERS)].sum() == 0:
+        raise InputError(
+            f"{source}: columns item_1..item_6 (the six items) are empty for every student in "
+            "every part; map the item columns in [rename] of the column map or fix the files"
+        )
+
+
+def _check_duplicates(total: PartSummary) -> None:
+    hashes = np.concatenate(total.id_hashes)
+    part_of = np.repeat(np.arange(len(total.id_hashes)), [len(h) for h in total.id_hashes])
+    order = np.argsort(hashes, kind="stable")
+    same = hashes[order][1:] == hashes[order][:-1]
+    if not same.any():
+        return
+    i = int(np.flatnonzero(same)[0])
+    a, b = order[i], order[i + 1]
+    parts = total.parts
+    first, second = parts[part_of[a]], parts[part_of[b]]
+    # only now, on the error path, read the id back (the pass keeps 8-byte hashes)
+    offset = int(b - np.flatnonzero(part_of == part_of[b])[0])
+    ids = read_survey(second, column_map=total.cmap, whole_file=False).frame["student_id"]
+    raise InputError(
+        f"{second}: column 'student_id' repeats id '{ids.iloc[offset]}' of {first} (duplicate "
+        "ids across parts); each row must be one student: delete the repeated rows or fix "
+        "the ids"
+    )
+
+
+def stream_pass(
+    data: Path | str,
+    spec: ModelSpec,
+    *,
+    column_map: Path | str | ColumnMap | None = None,
+    seed: int = DEFAULT_SEED,
+    chunk_rows: int = CHUNK_ROWS,
+    progress=None,
+    from_patterns: bool = True,
+) -> tuple[StreamedSurvey, DesignLayout, GroupedStats]:
+    """The pass over the parts in this process (one part in memory at a time).
+
+    Pass 2 runs only when the model reads a column the counted patterns do not carry
+    (or ``from_patterns=False``); see :func:`stats_from_patterns`.
+    """
+    cmap = column_map if isinstance(column_map, ColumnMap) else load_column_map(column_map)
+    parts = list_parts(data)
+    summaries = []
+    for i, part in enumerate(parts):
+        summaries.append(scan_part(part, i, cmap, seed=seed))
+        if progress:
+            progress(f"pass 1: part {i + 1}/{len(parts)} {part.name}")
+    survey = summarise_parts(summaries, str(data))
+    layout, groups = design_of(survey, spec)
+    total = stats_from_patterns(survey, layout, spec, groups) if from_patterns else None
+    if total is not None:
+        return survey, layout, total
+    for i, part in enumerate(parts):
+        stats = stats_part(part, cmap, survey, layout, spec, groups, chunk_rows=chunk_rows)
+        total = stats if total is None else total + stats
+        if progress:
+            progress(f"pass 2: part {i + 1}/{len(parts)} {part.name}")
+    return survey, layout, total
+
+
+def stats_from_patterns(
+    survey: StreamedSurvey, layout: DesignLayout, spec: ModelSpec, groups: tuple[str, ...]
+) -> GroupedStats | None:
+    """W'W, W'y, y'y and n from the counted patterns alone (no second pass), or None.
+
+    Rows of one pattern share every categorical column of the design, so their design rows
+    differ only in ``age_c``: W'W = A' diag(n) A plus the ``age_c`` row and column from the
+    pattern sums of age_c and age_c^2, W'y from the sums of y and age_c * y, y'y from the
+    sum of y^2, with centring and standardisation applied to the sums exactly. None when
+    the model reads anything else (another numeric column, a column outside the patterns).
+    """
+    numeric = [t.columns[0] for t in layout.terms if t.kind == "numeric"]
+    readable = set(PATTERN_COLUMNS)
+    by = spec.residual_sd_by
+    if (
+        spec.response != "index"
+        or not set(numeric) <= {"age_c"}
+        or not set(layout.levels) <= readable
+        or (by is not None and by not in readable)
+    ):
+        return None
+    ps = survey.pattern_sums
+    n = ps["n"].to_numpy(dtype=np.float64)
+    a, m, sd = survey.age_mean, survey.raw_mean, survey.raw_sd
+    age, raw = ps["age"].to_numpy(), ps["index_raw"].to_numpy()
+    s_x = age - n * a
+    s_xx = ps["age_sq"].to_numpy() - 2.0 * a * age + n * a * a
+    s_y = (raw - n * m) / sd
+    s_yy = (ps["index_raw_sq"].to_numpy() - 2.0 * m * raw + n * m * m) / sd**2
+    s_xy = (ps["age_x_index_raw"].to_numpy() - m * age - a * raw + n * a * m) / sd
+    design = design_matrix(ps.assign(age_c=0.0), layout).tocsr()
+    p = layout.n_coef
+    j = layout.slices()["age_c"].start if numeric else None
+    code = np.zeros(len(ps), dtype=np.int64)
+    if by is not None:
+        code = pd.Index(groups).get_indexer(ps[by].astype("string"))
+    wtw, wty = [], np.zeros((len(groups), p))
+    yty, n_g = np.zeros(len(groups)), np.zeros(len(groups))
+    for g in range(len(groups)):
+        rows = np.flatnonzero(code == g)
+        a_g = design[rows]
+        block = a_g.T @ sp.diags(n[rows]) @ a_g
+        wty[g] = a_g.T @ s_y[rows]
+        if j is not None:
+            cross = a_g.T @ s_x[rows]
+            cross[j] = s_xx[rows].sum()
+            e = sp.csc_matrix((np.ones(1), ([j], [0])), shape=(p, 1))
+            col = sp.csc_matrix(cross.reshape(-1, 1))
+            block = block + col @ e.T + e @ col.T - e @ sp.csc_matrix([[cross[j]]]) @ e.T
+            wty[g, j] = s_xy[rows].sum()
+        wtw.append(sp.csc_matrix(block))
+        yty[g] = s_yy[rows].sum()
+        n_g[g] = n[rows].sum()
+    return GroupedStats(tuple(wtw), wty, yty, n_g, groups)
+
+
+def design_of(survey: StreamedSurvey, spec: ModelSpec) -> tuple[DesignLayout, tuple[str, ...]]:
+    """The model's layout and residual groups from the levels present (the counted patterns)."""
+    layout = build_layout(survey.patterns, spec)
+    return layout, residual_groups(survey.patterns, spec.residual_sd_by)
+
+
+def analysed_part(path: Path | str, cmap: ColumnMap, survey: StreamedSurvey) -> pd.DataFrame:
+    """A part's analysed rows, scaled with the whole data's constants."""
+    frame = read_survey(path, column_map=cmap, whole_file=False).frame
+    keep, raw = scale.raw_index(frame, min_items=survey.min_items)
+    kept = frame.loc[keep].reset_index(drop=True)
+    for col in cmap.levels_from_data:  # the levels of all parts, as one file would have
+        kept[col] = pd.Categorical(
+            kept[col].astype("string"),
+            categories=pd.Index(survey.levels.of(col), dtype="str"),
+            ordered=True,
+        )
+    kept["index_raw"] = raw.to_numpy()
+    kept["index"] = (kept["index_raw"] - survey.raw_mean) / survey.raw_sd
+    kept["age_c"] = kept["age"].astype("float64") - survey.age_mean
+    return kept
+
+
+def stats_part(
+    path: Path | str,
+    cmap: ColumnMap,
+    survey: StreamedSurvey,
+    layout: DesignLayout,
+    spec: ModelSpec,
+    groups: tuple[str, ...],
+    *,
+    chunk_rows: int = CHUNK_ROWS,
+) -> GroupedStats:
+    """Pass 2 of one part: W'W, W'y, y'y and n per residual group."""
+    kept = analysed_part(path, cmap, survey)
+    total = None
+    for start in range(0, max(len(kept), 1), chunk_rows):
+        part = chunk_grouped_stats(
+            kept.iloc[start : start + chunk_rows],
+            layout,
+            spec.response,
+            spec.residual_sd_by,
+            groups,
+        )
+        total = part if total is None else total + part
+    return total
+
+
+# --------------------------------------------------------------------------- on a Dask cluster
+
+
+def _sum_stats(parts: list[GroupedStats]) -> GroupedStats:
+    total = parts[0]
+    for s in parts[1:]:
+        total = total + s
+    return total
+
+
+def dask_pass(
+    data: Path | str,
+    spec: ModelSpec,
+    *,
+    column_map: Path | str | ColumnMap | None = None,
+    seed: int = DEFAULT_SEED,
+    scheduler: str | None = None,
+    n_workers: int | None = None,
+    chunk_rows: int = CHUNK_ROWS,
+    progress=None,
+    from_patterns: bool = True,
+) -> tuple[StreamedSurvey, DesignLayout, GroupedStats]:
+    """The same pass as :func:`stream_pass`, part by part on a Dask cluster.
+
+    A ``LocalCluster`` (one single-threaded worker process per core, at most one per part)
+    unless ``scheduler`` gives the address of a running one. The parts are read by the
+    workers (their paths must be readable there) and reduced there: the client receives
+    only the summed statistics and the bounded predictive sample, never the rows.
+    """
+    import logging
+    import os
+
+    from distributed import Client, LocalCluster, as_completed
+
+    cmap = column_map if isinstance(column_map, ColumnMap) else load_column_map(column_map)
+    parts = [str(p) for p in list_parts(data)]
+    say = progress or (lambda _: None)
+    cluster = None
+    if scheduler is None:
+        workers = n_workers or max(1, min(os.cpu_count() or 1, len(parts)))
+        cluster = LocalCluster(
+            n_workers=workers,
+            threads_per_worker=1,
+            processes=True,
+            dashboard_address=":0",
+            silence_logs=logging.ERROR,
+        )
+        client = Client(cluster)
+    else:
+        try:
+            client = Client(scheduler, timeout="20s")
+        except OSError as err:
+            raise InputError(
+                f"--scheduler {scheduler}: cannot reach the Dask scheduler ({err}); check the "
+                "address (tcp://host:8786) and that the scheduler is running"
+            ) from None
+    try:
+        say(f"dask: {len(client.scheduler_info()['workers'])} workers, {len(parts)} parts")
+        first = client.map(scan_part, parts, range(len(parts)), cmap=cmap, seed=seed, pure=False)
+        _follow(first, "pass 1", say, as_completed)
+        survey = client.submit(summarise_parts, first, str(data), pure=False).result()
+        layout, groups = design_of(survey, spec)
+        stats = stats_from_patterns(survey, layout, spec, groups) if from_patterns else None
+        if stats is not None:
+            return survey, layout, stats
+        remote_survey = client.scatter(survey, broadcast=True)
+        second = client.map(
+            stats_part,
+            parts,
+            cmap=cmap,
+            survey=remote_survey,
+            layout=layout,
+            spec=spec,
+            groups=groups,
+            chunk_rows=chunk_rows,
+            pure=False,
+        )
+        _follow(second, "pass 2", say, as_completed)
+        stats = client.submit(_sum_stats, second, pure=False).result()
+    finally:
+        client.close()
+        if cluster is not None:
+            cluster.close()
+    return survey, layout, stats
+
+
+def _follow(futures, label: str, say, as_completed) -> None:
+    """Progress lines as parts finish; a part's error is raised here (its one line)."""
+    for done, future in enumerate(as_completed(futures), start=1):
+        future.result()  # re-raises a worker's InputError with its message
+        say(f"{label}: {done}/{len(futures)} parts")
