@@ -58,6 +58,12 @@ DENSE_TIMING_MAX_P = 3000
 # An optimistic single-thread LAPACK rate (flop/s) for the dense kernel's ~p^3 flops: when
 # the sparse kernel already beats that prediction tenfold, the dense one is not timed.
 DENSE_FLOPS_PER_S = 2e10
+# The sparse kernel's cost per flop of its factor (Cholesky + selected inverse, scalar numba)
+# and its fixed cost, fitted to the bench's seconds per gradient (bench/scaling.json). The
+# choice between kernels compares these predictions, not timings, so that the same data and
+# seed always pick the same kernel and give the same numbers.
+SPARSE_S_PER_FLOP = 2.5e-9
+SPARSE_OVERHEAD_S = 3e-4
 # Gradients per NUTS draw assumed by the cost estimate: these posteriors over a few variance
 # parameters take trajectories of depth 3-4 (the flagship averages about 2^3.5 steps).
 GRADIENTS_PER_DRAW = 15
@@ -162,7 +168,8 @@ def _term_blocks(layout: DesignLayout) -> list[np.ndarray]:
 def choose_kernel(
     stats: GroupedStats, layout: DesignLayout, spec: ModelSpec, *, cores: int | None = None
 ) -> KernelChoice:
-    """Dense or sparse, by timing one evaluation of each where that is cheap.
+    """Dense or sparse, by the predicted cost per gradient (deterministic); one evaluation of
+    each is also timed where that is cheap, for the record and the cost gate.
 
     Raises ``SpecError`` in auto mode when the expected sampling time exceeds
     ``MAX_EXPECTED_SAMPLING_S`` (the message gives the estimate and how to force the fit).
@@ -214,29 +221,27 @@ def choose_kernel(
     clearly_sparse = 10.0 * facts["sparse_s_per_gradient"] < dense_predicted
     if requested == "auto" and n_groups == 1 and p <= DENSE_TIMING_MAX_P and not clearly_sparse:
         facts["dense_s_per_gradient"] = _dense_seconds(stats.pooled(), log_var)
-    dense_s = facts.get("dense_s_per_gradient", np.inf)
+    sparse_predicted = SPARSE_OVERHEAD_S + SPARSE_S_PER_FLOP * pattern.factor_flops
+    facts["sparse_s_predicted"] = sparse_predicted
     if requested == "sparse":
         choice = KernelChoice("sparse", "asked for", pattern)
-    elif dense_s < facts["sparse_s_per_gradient"]:
+    elif n_groups == 1 and dense_predicted < sparse_predicted:
         choice = KernelChoice(
             "dense",
-            f"dense {dense_s * 1e3:.3g} ms < sparse "
-            f"{facts['sparse_s_per_gradient'] * 1e3:.3g} ms per gradient",
+            f"predicted dense {dense_predicted * 1e3:.3g} ms < sparse "
+            f"{sparse_predicted * 1e3:.3g} ms per gradient (from p^3 and the factor's flops)",
         )
     else:
         why = (
             "one residual SD per group needs it"
             if n_groups > 1
-            else f"sparse {facts['sparse_s_per_gradient'] * 1e3:.3g} ms per gradient vs dense "
-            + (
-                f"{dense_s * 1e3:.3g} ms"
-                if np.isfinite(dense_s)
-                else f"at least {dense_predicted * 1e3:.3g} ms predicted from p^3 (not timed)"
-            )
+            else f"predicted sparse {sparse_predicted * 1e3:.3g} ms per gradient vs dense "
+            f"{dense_predicted * 1e3:.3g} ms (from the factor's flops and p^3)"
         )
         choice = KernelChoice("sparse", why, pattern)
     choice.facts = facts
-    _check_cost(choice, facts[f"{choice.kernel}_s_per_gradient"], spec, cores)
+    measured = facts.get(f"{choice.kernel}_s_per_gradient")
+    _check_cost(choice, measured if measured is not None else dense_predicted, spec, cores)
     return choice
 
 
