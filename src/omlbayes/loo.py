@@ -32,7 +32,7 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
-from omlbayes.backends.sparse import _assemble, _cholesky, _selected_inverse, _solve, _unpack
+from omlbayes.backends.sparse import _factor_and_mean, _selected_inverse, _unpack
 from omlbayes.design import DesignLayout, GroupedStats, design_matrix
 from omlbayes.errors import RunError
 from omlbayes.spec import ModelSpec
@@ -82,16 +82,11 @@ def _loo_loglik(log_s2, log_lam, a_data, wty, packed, cols, vals, pair_pos, pair
     within = np.empty((n_draws, n))
     for d in range(n_draws):
         inv_s2 = np.exp(-log_s2[d])
-        lam = np.exp(log_lam[d])
-        px = _assemble(p, ap, ai, perm, a_data, inv_s2, lam)
-        lx, ok = _cholesky(p, ap, ai, px, lp, li, rp, ri, rpos)
+        lx, bhat, ok = _factor_and_mean(
+            p, perm, ap, ai, lp, li, rp, ri, rpos, a_data, wty, inv_s2, np.exp(log_lam[d])
+        )
         if not ok:
             raise FloatingPointError("sparse Cholesky failed in the LOO pass")
-        r = np.zeros(p)
-        for gg in range(n_groups):
-            for k in range(p):
-                r[k] += wty[gg, perm[k]] * inv_s2[gg]
-        bhat = _solve(p, lp, li, lx, r)
         sx = _selected_inverse(p, lp, li, lx)
         for i in range(n):
             mu = 0.0

@@ -30,32 +30,20 @@ symmetric M and accounted for when reading the triangular factor back.
 
 from __future__ import annotations
 
-import ctypes
 import math
 
 import numba
 import numpy as np
 import pytensor.tensor as pt
-from numba.extending import get_cython_function_address
 from pytensor.gradient import DisconnectedType
 from pytensor.graph import Apply, Op
 from pytensor.link.numba.dispatch import numba_funcify
 
+from omlbayes.backends.marginal import _DIAG_N, _UPLO_L, _dpotrf, _dpotrs, _dtrtri
+
 _SQRT_HALF = math.sqrt(0.5)
 _INV_SQRT_2PI = 1.0 / math.sqrt(2.0 * math.pi)
 _LOG_2PI = math.log(2.0 * math.pi)
-_UPLO_L = ord("L")
-_DIAG_N = ord("N")
-
-
-def _lapack_fn(name: str, n_args: int):
-    addr = get_cython_function_address("scipy.linalg.cython_lapack", name)
-    return ctypes.CFUNCTYPE(None, *([ctypes.c_void_p] * n_args))(addr)
-
-
-_dpotrf = _lapack_fn("dpotrf", 5)
-_dpotrs = _lapack_fn("dpotrs", 8)
-_dtrtri = _lapack_fn("dtrtri", 6)
 
 
 @numba.njit(nogil=True, cache=False)

@@ -465,6 +465,21 @@ def sparse_marginal_loglik(log_s2, log_lam, a_data, wty, yty, n_obs, packed):
 
 
 @numba.njit(cache=True, nogil=True)
+def _factor_and_mean(p, perm, ap, ai, lp, li, rp, ri, rpos, a_data, wty, inv_s2, lam):
+    """The factor of P and the conditional mean P^-1 sum_g W_g'y_g / s2_g (permuted order);
+    ``ok`` is False where P is not positive definite."""
+    px = _assemble(p, ap, ai, perm, a_data, inv_s2, lam)
+    lx, ok = _cholesky(p, ap, ai, px, lp, li, rp, ri, rpos)
+    r = np.zeros(p)
+    if not ok:
+        return lx, r, False
+    for g in range(a_data.shape[0]):
+        for k in range(p):
+            r[k] += wty[g, perm[k]] * inv_s2[g]
+    return lx, _solve(p, lp, li, lx, r), True
+
+
+@numba.njit(cache=True, nogil=True)
 def sparse_conditional_draws(log_s2, log_lam, a_data, wty, packed, noise):
     """Exact draws b ~ N(P^-1 r, P^-1), one per row of ``log_s2``/``log_lam``/``noise``.
 
@@ -473,20 +488,14 @@ def sparse_conditional_draws(log_s2, log_lam, a_data, wty, packed, noise):
     """
     p, perm, ap, ai, lp, li, rp, ri, rpos, apos = _unpack(packed)
     n_draws = noise.shape[0]
-    n_groups = a_data.shape[0]
     out = np.empty((n_draws, p))
     for d in range(n_draws):
-        inv_s2 = np.exp(-log_s2[d])
-        lam = np.exp(log_lam[d])
-        px = _assemble(p, ap, ai, perm, a_data, inv_s2, lam)
-        lx, ok = _cholesky(p, ap, ai, px, lp, li, rp, ri, rpos)
+        lx, mean, ok = _factor_and_mean(
+            p, perm, ap, ai, lp, li, rp, ri, rpos, a_data, wty, np.exp(-log_s2[d]),
+            np.exp(log_lam[d]),
+        )  # fmt: skip
         if not ok:
             raise FloatingPointError("sparse Cholesky failed in the conditional draws")
-        r = np.zeros(p)
-        for g in range(n_groups):
-            for k in range(p):
-                r[k] += wty[g, perm[k]] * inv_s2[g]
-        mean = _solve(p, lp, li, lx, r)
         offset = _solve_lt(p, lp, li, lx, noise[d])  # covariance (L L')^-1 = P^-1
         for k in range(p):
             out[d, perm[k]] = mean[k] + offset[k]
