@@ -14,6 +14,8 @@ on the saved file.
 
 from __future__ import annotations
 
+import logging
+
 import numpy as np
 import pandas as pd
 import pymc as pm
@@ -149,7 +151,15 @@ def prior_sensitivity(tree: xr.DataTree, contrasts: xr.DataArray | None = None) 
             "/log_likelihood": tree["log_likelihood"].to_dataset(),
         }
     )
-    table = psense_summary(work, threshold=THRESHOLD, round_to=4)
+    # psense_summary logs a generic pointer to ArviZ's docs when a row is flagged; the flags
+    # are in the table itself (and the report), so keep the terminal to our own lines.
+    psense_log = logging.getLogger(psense_summary.__module__)
+    level = psense_log.level
+    psense_log.setLevel(logging.ERROR)
+    try:
+        table = psense_summary(work, threshold=THRESHOLD, round_to=4)
+    finally:
+        psense_log.setLevel(level)
     table.index = [labels.get(str(i).split("[")[0], str(i)) for i in table.index]
     table.index.name = "quantity"
     return table
