@@ -4,19 +4,21 @@ Every configuration runs in its own subprocess, so wall time includes imports-fr
 compile + sampling and the peak RSS is that configuration's alone. For ours the clock
 starts before reading the survey file and covers the real pipeline:
 
-    ingest.read_survey -> scale.build_index (index, age_c) -> design.build_layout
-      -> design.sufficient_stats -> collapsed.fit_collapsed (compile, NUTS, exact draws)
+    ingest.read_survey -> scale.build_index (index, age_c) -> workflow.fit_frame
+      (design layout, sufficient statistics, compile, NUTS, exact draws, g-computation weights)
 
-For the reference (Bambi + PyMC's default NUTS, Bambi + nutpie) the clock covers the same
-read + scale, then building, compiling and sampling the Bambi model.
+``workflow.fit_frame`` is the fit path `scripts/fit.py` and the validation use, so the bench
+times what users run. For the reference (Bambi + PyMC's default NUTS, Bambi + nutpie) the
+clock covers the same read + scale, then the same ``fit_frame`` with the Bambi backend.
 
     python bench/bench_fit.py                      # full bench (slow: Bambi+PyMC at 40k)
     python bench/bench_fit.py --sizes 10000 40000  # a subset
     python bench/bench_fit.py --skip-reference     # ours only
     python bench/bench_fit.py --quick --sizes 2000 --skip-reference --out /tmp/b  # smoke
 
-Results: a table on stdout, ``<out>/RESULTS.md`` and ``<out>/results.json`` (rewritten
-after every configuration, so an interrupted run keeps what it measured). Simulated
+Results: a table on stdout, ``<out>/results.json`` and this bench's section of
+``<out>/RESULTS.md`` between ``<!-- fit -->`` markers (rewritten after every configuration,
+so an interrupted run keeps what it measured; the other benches' sections are kept). Simulated
 data are cached under ``bench/_work/`` (git-ignored).
 """
 
@@ -33,6 +35,8 @@ import sys
 import threading
 import time
 from pathlib import Path
+
+from results_md import commit, replace_section
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
@@ -193,9 +197,9 @@ def worker(args: argparse.Namespace) -> None:
 
     warnings.filterwarnings("ignore")
     from omlbayes import diagnose, scale
-    from omlbayes.design import build_layout, sufficient_stats
     from omlbayes.ingest import read_survey
     from omlbayes.spec import load_spec
+    from omlbayes.workflow import fit_frame
 
     spec = load_spec("flagship").with_sampler(
         backend=args.backend,
@@ -204,10 +208,6 @@ def worker(args: argparse.Namespace) -> None:
         tune=args.tune,
         chains=args.chains,
     )
-    if args.backend == "collapsed":
-        from omlbayes.backends.collapsed import fit_collapsed
-    else:
-        from omlbayes.backends.bambi_backend import fit_bambi
     stages.mark("imports", time.perf_counter() - t_import)
 
     usage0 = resource.getrusage(resource.RUSAGE_SELF)
@@ -220,33 +220,22 @@ def worker(args: argparse.Namespace) -> None:
     scaled = scale.build_index(survey.frame)
     del survey
     stages.mark("scale.build_index", time.perf_counter() - t)
-    t = time.perf_counter()
     frame = scaled.frame  # index and age_c (centred by scale.build_index)
     del scaled
-    layout = build_layout(frame, spec)
-    stages.mark("design.build_layout", time.perf_counter() - t)
     n_analysed = len(frame)
-    if args.backend == "collapsed":
-        t = time.perf_counter()
-        stats = sufficient_stats(frame, layout, spec.response)
-        stages.mark("design.sufficient_stats", time.perf_counter() - t)
-        read_stats_s = time.perf_counter() - t0
-        del frame
-        t = time.perf_counter()
-        tree, timings, _ = fit_collapsed(stats, layout, spec, seed=SEED, progressbar=False)
-        stages.mark("collapsed.fit_collapsed", time.perf_counter() - t)
-    else:
-        read_stats_s = time.perf_counter() - t0
-        t = time.perf_counter()
-        tree, timings = fit_bambi(frame, spec, seed=SEED, progressbar=False)
-        stages.mark("bambi_backend.fit_bambi", time.perf_counter() - t)
+    t = time.perf_counter()
+    fitted = fit_frame(frame, spec, seed=SEED)
+    stages.mark("workflow.fit_frame", time.perf_counter() - t)
+    tree, timings = fitted.tree, fitted.timings
+    # read + scale, plus the layout and statistics inside fit_frame (ours only)
+    read_stats_s = (t - t0) + timings.get("sufficient_stats_s", 0.0)
     wall = time.perf_counter() - t0
     diag = diagnose.check(tree)
     usage_self = resource.getrusage(resource.RUSAGE_SELF)
     usage_children = resource.getrusage(resource.RUSAGE_CHILDREN)
     record = {
         "n_analysed": n_analysed,
-        "n_coef": layout.n_coef,
+        "n_coef": fitted.layout.n_coef,
         "wall_s": wall,
         "read_stats_s": read_stats_s,
         "sample_s": timings.get("sample_s", float("nan")),
@@ -498,7 +487,8 @@ def write_report(out: Path, rows, meta, quick: bool) -> str:
     text = [
         "# Benchmark: flagship fit, collapsed backend vs plain Bambi",
         "",
-        f"Generated by `bench/bench_fit.py` on {meta['date']}."
+        f"Generated by `bench/bench_fit.py` on {meta['date']}"
+        f" from commit {meta.get('commit', 'unknown')}."
         + (" **QUICK MODE (smoke test; numbers mean nothing).**" if quick else ""),
         "",
         "## Machine",
@@ -557,7 +547,7 @@ def write_report(out: Path, rows, meta, quick: bool) -> str:
             ]
     report = "\n".join(text)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "RESULTS.md").write_text(report)
+    replace_section(out / "RESULTS.md", "fit", report)
     (out / "results.json").write_text(
         json.dumps({"meta": meta, "rows": rows, "targets": verdicts}, indent=1, default=str)
     )
@@ -633,6 +623,7 @@ def main(argv: list[str] | None = None) -> int:
     }
     meta = {
         "date": dt.datetime.now().astimezone().isoformat(timespec="seconds"),
+        "commit": commit(),
         "machine": machine_info(),
         "loadavg_start": " ".join(f"{x:.2f}" for x in os.getloadavg()),
         "versions": versions(),
