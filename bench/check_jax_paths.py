@@ -31,27 +31,20 @@ def main() -> None:
     import jax
 
     from omlbayes import diagnose, scale
-    from omlbayes.backends.bambi_backend import fit_bambi
-    from omlbayes.backends.collapsed import fit_collapsed
-    from omlbayes.design import build_layout, sufficient_stats
     from omlbayes.simulate import simulate_survey
     from omlbayes.spec import load_spec
+    from omlbayes.workflow import fit_frame
 
     print(f"jax {jax.__version__}, devices: {jax.devices()}")
     frame = scale.build_index(simulate_survey(n_students=args.n, n_schools=80).frame).frame
     base = load_spec("flagship")
-    layout = build_layout(frame, base)
-    stats = sufficient_stats(frame, layout, base.response)
     kw = {"draws": args.draws, "tune": args.draws, "chains": args.chains}
 
     for backend in args.backends:
         spec = base.with_sampler(backend=backend, sampler="numpyro", **kw)
         t0 = time.perf_counter()
         try:
-            if backend == "collapsed":
-                tree, _, _ = fit_collapsed(stats, layout, spec, seed=1, progressbar=args.progress)
-            else:
-                tree, _ = fit_bambi(frame, spec, seed=1, progressbar=args.progress)
+            tree = fit_frame(frame, spec, seed=1, progressbar=args.progress).tree
             d = diagnose.check(tree)
             print(
                 f"{backend} + numpyro: OK in {time.perf_counter() - t0:.1f} s; "
