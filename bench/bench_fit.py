@@ -501,6 +501,14 @@ def write_report(out: Path, rows, meta, quick: bool) -> str:
         f"- Versions: {', '.join(f'{k} {v}' for k, v in meta['versions'].items())}",
         f"- Command: `{meta['command']}`",
         *[f"- Merged from: {m}" for m in meta.get("merged_from", [])],
+        *(
+            [
+                "- Rows of different runs come from different commits and loads: read a ratio "
+                "between them (`ess_s_vs_pymc`) as such."
+            ]
+            if meta.get("merged_from")
+            else []
+        ),
         f"- Settings: {meta['settings']['chains']} chains x ({meta['settings']['tune']} tune + "
         f"{meta['settings']['draws']} draws); {meta['settings']['n_schools']} schools; "
         f"data as {meta['settings']['format']}; seed {SEED}",
@@ -511,7 +519,7 @@ def write_report(out: Path, rows, meta, quick: bool) -> str:
         "",
         "Columns: `wall_s` = seconds from reading the survey file to the finished posterior, "
         "in a fresh process (model compile included; Python imports excluded); "
-        "`read_stats_s` = read + scale + layout (+ sufficient statistics for ours); "
+        "`read_stats_s` = read + scale (+ the sufficient statistics for ours); "
         "`sample_s` = compile + NUTS as the backend times it (ours: model build + compile "
         "+ sampling of the variance parameters, without the exact coefficient draws); "
         "`min_ess_bulk` = smallest bulk ESS over every posterior variable and coordinate "
