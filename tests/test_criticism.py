@@ -325,3 +325,33 @@ def test_ppc_gate_passes_the_fit_and_fails_a_wrong_residual_sd(small_run, small_
     assert not bad["ppc_index_by_wave_group"]["passed"]
     gate = ppc.add_to_gate({"checks": {"r_hat_below_1_01": True}, "passed": True}, bad)
     assert gate["passed"] is False and "ppc" in gate
+
+
+def test_subsampled_loo_estimates_the_full_elpd_within_its_error(frame):
+    """Above ``max_students`` a seeded subsample stands for all N: the estimate lies within
+    a few subsampling SEs of the every-student value, its SE includes that error, and the
+    same data key gives the same subsample (so two runs pair up in arviz.compare)."""
+    data = frame.iloc[:600].reset_index(drop=True)
+    spec = _small_spec()
+    layout = build_layout(data, spec)
+    stats = sufficient_stats(data, layout, spec.response)
+    tree = CollapsedRefitter(stats, layout, spec).fit(stats, seed=1)
+    grouped = GroupedStats.from_pooled(stats)
+    posterior = tree["posterior"].to_dataset()
+    full, full_facts = loo.conditional_loo(data, layout, spec, grouped, posterior)
+    sub, facts = loo.conditional_loo(
+        data, layout, spec, grouped, posterior, max_students=200, sample_key="data-sha"
+    )
+    assert full_facts["subsampling_se"] == 0.0 and full_facts["n_subsample"] is None
+    assert sub.n_data_points == 200 and facts["n_students"] == 600
+    assert "subsample of 200 of the 600" in facts["method"]
+    assert 0 < facts["subsampling_se"] < sub.se
+    assert abs(sub.elpd - full.elpd) < 4 * facts["subsampling_se"]
+    assert sub.se > full.se  # data SE and subsampling error together
+    rows = loo.subsample_rows(600, 200, "data-sha")
+    np.testing.assert_array_equal(rows, loo.subsample_rows(600, 200, "data-sha"))
+    assert not np.array_equal(rows, loo.subsample_rows(600, 200, "other-data"))
+    # the subsample's own values, scaled by N / m, are what is saved
+    np.testing.assert_allclose(
+        sub.elpd_i.to_numpy(), full.elpd_i.to_numpy()[rows] * 3.0, rtol=1e-9, atol=1e-9
+    )

@@ -15,9 +15,15 @@ The posterior over theta is then reweighted to theta | y_-i with the importance 
 over the hyper-parameters; Pareto k says where that reweighting is unreliable.
 
 Only the entries of P^-1 on the pattern of W'W are needed for v_i; the sparse selected
-inverse (``backends/sparse.py``) gives exactly those, for either kernel. Every student is
-used (exact, not subsampled); the hyper-parameter draws are thinned to ``max_draws``; the
-students are processed in chunks so memory stays flat in N.
+inverse (``backends/sparse.py``) gives exactly those, for either kernel. Up to
+``LOO_EXACT_MAX`` students every student is used; above it a simple random subsample of that
+many (seeded by the data's hash, so two runs on the same data share it) stands for all N, its
+pointwise values scaled by N / m: the total is then the usual estimate N * mean, and the
+SE the arviz formula gives, sqrt(m * var(scaled)) = N * sd / sqrt(m), is exactly the
+data SE and the subsampling error together (N sd^2 + N^2 sd^2 / m (1 - m / N)); the same
+holds for paired differences in ``arviz.compare``. The cost is then bounded in N. The
+hyper-parameter draws are thinned to ``max_draws``; the students are processed in chunks so
+memory stays flat.
 """
 
 from __future__ import annotations
@@ -41,6 +47,9 @@ LOO_JSON = "loo.json"
 # Thinned hyper-parameter draws used for LOO (all chains together): PSIS needs a few hundred.
 LOO_DRAWS = 400
 LOO_CHUNK_ROWS = 50_000
+# Above this many students LOO uses a seeded simple random subsample of this size (cost and
+# loo.json size bounded in N; the subsampling error is part of the reported SE).
+LOO_EXACT_MAX = 100_000
 # PSIS fits a Pareto tail to the largest 20% of the ratios: below this many draws it cannot.
 MIN_DRAWS = 100
 _LOG_2PI = math.log(2.0 * math.pi)
@@ -151,8 +160,12 @@ def conditional_loo(
     *,
     max_draws: int = LOO_DRAWS,
     chunk_rows: int = LOO_CHUNK_ROWS,
+    max_students: int = LOO_EXACT_MAX,
+    sample_key: str = "",
 ):
-    """PSIS-LOO over the hyper-parameters of exact conditional LOO densities; every student.
+    """PSIS-LOO over the hyper-parameters of exact conditional LOO densities: every
+    student, or above ``max_students`` a subsample seeded by ``sample_key`` (the data's
+    hash), scaled to all N (module docstring).
 
     Returns arviz-stats' ``ELPDDataLOO`` (pointwise) and a dict of facts for ``loo.json``.
     """
@@ -173,6 +186,10 @@ def conditional_loo(
     by = spec.residual_sd_by
     # one relative efficiency of the thinned draws for every chunk
     reff = _get_r_eff(xr.DataTree.from_dict({"/posterior": thinned}), n_chain * n_draw)
+    n_students = len(frame)
+    if n_students > max_students:
+        frame = frame.iloc[subsample_rows(n_students, max_students, sample_key)]
+    weight = n_students / len(frame)  # N / m: 1 when every student is used
     elpd_i, pareto_k, p_loo, good_k = [], [], 0.0, None
     for start in range(0, len(frame), chunk_rows):
         chunk = frame.iloc[start : start + chunk_rows]
@@ -203,13 +220,13 @@ def conditional_loo(
         lpd = _logsumexp_rows(within) - math.log(within.shape[0])
         p_loo += float(np.sum(lpd - result.elpd_i.to_numpy()))
         good_k = result.good_k
-    elpd_i = np.concatenate(elpd_i)
+    elpd_i = np.concatenate(elpd_i) * weight
     pareto_k = np.concatenate(pareto_k)
     n = elpd_i.size
     elpd = ELPDDataLOO(
         elpd=float(elpd_i.sum()),
         se=float(np.sqrt(n * np.var(elpd_i))),
-        p=p_loo,
+        p=p_loo * weight,
         n_samples=n_chain * n_draw,
         n_data_points=n,
         scale="log",
@@ -222,8 +239,21 @@ def conditional_loo(
         "method": (
             "exact leave-one-out given the hyper-parameters (Sherman-Morrison downdate of the "
             "collapsed Gaussian posterior; residual variance of the student's group), "
-            "integrated over thinned hyper-parameter draws with PSIS (arviz-stats loo); all "
-            "students, no subsampling"
+            "integrated over thinned hyper-parameter draws with PSIS (arviz-stats loo); "
+            + (
+                "all students, no subsampling"
+                if weight == 1.0
+                else f"a simple random subsample of {n:,} of the {n_students:,} students "
+                "(seeded by the data's hash), pointwise values scaled by N / m; the SE "
+                "includes the subsampling error"
+            )
+        ),
+        "n_students": n_students,
+        "n_subsample": n if weight != 1.0 else None,
+        "subsampling_se": (
+            float(n_students * np.std(elpd_i / weight) * math.sqrt((1 - n / n_students) / n))
+            if weight != 1.0
+            else 0.0
         ),
         "draws_used": n_chain * n_draw,
         "chains": n_chain,
@@ -239,6 +269,13 @@ def pareto_k_counts(pareto_k: np.ndarray, good_k: float) -> dict[str, int]:
         f"{good_k:.2f} < k <= 1 (bad)": int(np.sum((pareto_k > good_k) & (pareto_k <= 1.0))),
         "k > 1 (very bad)": int(np.sum(pareto_k > 1.0)),
     }
+
+
+def subsample_rows(n: int, m: int, key: str) -> np.ndarray:
+    """m of n row positions, sorted, drawn without replacement from a seed fixed by ``key``
+    (the data's hash): the same data give the same subsample in every run."""
+    seed = int.from_bytes(hashlib.sha256(f"loo-subsample:{key}".encode()).digest()[:8], "little")
+    return np.sort(np.random.default_rng(seed).choice(n, size=m, replace=False))
 
 
 def pointwise_order(n: int, order_key: str) -> np.ndarray:

@@ -387,8 +387,15 @@ def _criticism(
         loo.write_not_computed(staging / loo.LOO_JSON, reason)
         progress(f"no LOO: {reason}")
         return
-    progress("leave-one-out (exact given the hyper-parameters, PSIS over their draws)")
-    elpd, facts = loo.conditional_loo(frame, layout, spec, stats, posterior)
+    progress(
+        "leave-one-out (exact given the hyper-parameters, PSIS over their draws"
+        + (
+            f"; a subsample of {loo.LOO_EXACT_MAX:,} students)"
+            if len(frame) > loo.LOO_EXACT_MAX
+            else ")"
+        )
+    )
+    elpd, facts = loo.conditional_loo(frame, layout, spec, stats, posterior, sample_key=data_key)
     loo.write_loo(staging / loo.LOO_JSON, elpd, facts, order_key=data_key)
     counts = loo.pareto_k_counts(elpd.pareto_k.to_numpy(), elpd.good_k)
     progress(f"elpd_loo {elpd.elpd:.1f} (SE {elpd.se:.1f}), p_loo {elpd.p:.1f}; Pareto k: {counts}")
