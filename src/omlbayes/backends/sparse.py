@@ -320,11 +320,12 @@ def _tail_candidates(p: int, lp: np.ndarray) -> list[int]:
     tails whose columns of L are all at least a given fraction full."""
     counts = np.diff(lp)
     density = counts / (p - np.arange(p))
-    out = {int(_dense_tail_start(p, lp))}
+    full = int(_dense_tail_start(p, lp))
+    out = {full}
     for least in _TAIL_DENSITIES:
         below = np.flatnonzero(density < least)
         out.add(int(below[-1]) + 1 if below.size else 0)
-    return sorted(t for t in out if p - t <= _TAIL_MAX)
+    return sorted(t for t in out if t == full or p - t <= _TAIL_MAX)
 
 
 def _blocked_layout(p, lp, li, rp, ri, rpos) -> tuple:
