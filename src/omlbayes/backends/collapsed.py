@@ -15,8 +15,9 @@ the same posterior as the plain model, not an approximation.
 
 Two kernels compute log p(y | theta): a dense one (LAPACK, O(p^3) per gradient, best for a
 few hundred coefficients) and a sparse one (``sparse.py``: a sparse Cholesky factor and
-selected inverse, whose cost follows the fill of the factor, not p^3). :func:`choose_kernel`
-times both where that is cheap and picks the faster; the spec can force one
+selected inverse with a dense trailing block, whose cost follows the fill of the factor,
+not p^3). :func:`choose_kernel` picks the one with the lower predicted cost (and times them
+where that is cheap, for the record); the spec can force one
 (``kernel = "dense" | "sparse"`` under ``[sampler]``). A residual SD per level of one column
 (``residual_sd_by``) keeps the model collapsible, with statistics per level; the sparse
 kernel handles it.

@@ -17,11 +17,18 @@ P is sparse when the model's group terms are many: the cells of one grouping ter
 share a row, so their block of W'W is diagonal. The pattern of P is fixed across
 evaluations, so the symbolic work is done once (:class:`SparsePattern`): a fill-reducing
 ordering (the best of several candidates, judged by the flops of the factor), the
-elimination tree and the pattern of the factor L. Each evaluation then costs one numeric
-up-looking Cholesky factorization on that pattern, two triangular solves, and the
-Takahashi recursion for the entries of S = P^-1 on the pattern of L (which holds every
-entry of S that tr(S A_g) and diag(S) need): exact, no stochastic trace. All of it is numba
-nopython code with ``nogil``, so nutpie's threaded chains run in parallel.
+elimination tree and the pattern of the factor L, and a split of the columns into a sparse
+lead and a trailing block D that the small common part (fixed effects, wave x group cells)
+fills almost completely. Each evaluation then factors the lead with a scalar up-looking
+Cholesky, forms D's Schur complement P_DD - L_DS L_DS' as one matrix product per group of
+lead columns with similar row patterns in D (BLAS), and factors and inverts it densely
+(LAPACK); the Takahashi recursion gives the entries of S = P^-1 on the pattern of L (which
+holds every entry of S that tr(S A_g) and diag(S) need), its D-by-D part again as grouped
+matrix products. Exact, no stochastic trace. Where D starts and how the lead columns are
+grouped is chosen by a cost model of the kernel's parts (``SparsePattern.predicted_s``,
+which the kernel choice also uses). All of it is numba nopython code with ``nogil``
+(BLAS and LAPACK through numba's own bindings), so nutpie's threaded chains run in
+parallel; callers limit BLAS to one thread, as the blocks are small.
 
 The pattern travels into the kernel as one int64 array (an Op input, held as ``pm.Data``),
 not as a compiled-in constant: numba would otherwise freeze megabytes into machine code.
