@@ -36,6 +36,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from threadpoolctl import threadpool_limits
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
@@ -150,17 +151,20 @@ def gradient_table(designs=GRADIENT_DESIGNS, *, quick: bool = False) -> list[dic
         pattern = SparsePattern.build(stats.pattern(), collapsed._term_blocks(layout))
         analysis_s = time.perf_counter() - t
         inputs = collapsed.sparse_inputs(stats, pattern)
-        sparse_s = collapsed._time_call(
-            lambda inputs=inputs, log_var=log_var: sparse_marginal_loglik(
-                np.zeros(1), log_var, *inputs.values()
+        with threadpool_limits(1, user_api="blas"):  # one thread, as each chain has in a fit
+            sparse_s = collapsed._time_call(
+                lambda inputs=inputs, log_var=log_var: sparse_marginal_loglik(
+                    np.zeros(1), log_var, *inputs.values()
+                )
             )
-        )
         row = {
             "design": label,
             "p": p,
             "nnz_factor": pattern.nnz_factor,
             "sparse_flops": pattern.factor_flops,
             "ordering": pattern.ordering,
+            "dense_tail": p - pattern.tail_start,
+            "tail_groups": pattern.n_groups,
             "analysis_s": analysis_s,
             "sparse_s": sparse_s,
         }
@@ -285,7 +289,9 @@ def render(result: dict) -> str:
         "### Seconds per gradient against p",
         "",
         "One evaluation of the collapsed log-likelihood and its gradient (best of several, "
-        "one thread). Where `dense_timed` is `no`, `dense_s` is predicted from p^3 at the "
+        "one thread). `dense_tail`: columns of the trailing block the sparse kernel factors "
+        "densely (BLAS/LAPACK), `tail_groups`: groups of lead columns whose products with it "
+        "are matrix products. Where `dense_timed` is `no`, `dense_s` is predicted from p^3 at the "
         "rate of the largest timed dense evaluation (one would take seconds).",
         "",
         *_table(
@@ -295,6 +301,8 @@ def render(result: dict) -> str:
                 "p",
                 "nnz_factor",
                 "ordering",
+                "dense_tail",
+                "tail_groups",
                 "analysis_s",
                 "sparse_s",
                 "dense_s",

@@ -11,12 +11,16 @@ import pytensor.tensor as pt
 import pytest
 import scipy.sparse as sp
 
-from omlbayes.backends import collapsed
+from omlbayes.backends import collapsed, sparse
 from omlbayes.backends.marginal import marginal_loglik
 from omlbayes.backends.sparse import (
     SparseMarginalLoglik,
     SparsePattern,
+    _assemble,
+    _factor,
+    _unpack,
     dense_grouped_loglik,
+    selected_inverse,
     sparse_conditional_draws,
     sparse_marginal_loglik,
 )
@@ -282,3 +286,52 @@ def test_sufficient_stats_convert_both_ways():
     back = GroupedStats.from_pooled(dense).pooled()
     np.testing.assert_array_equal(back.wtw, dense.wtw)
     assert back.n == 200 and back.yty == dense.yty
+
+
+@pytest.mark.parametrize("tail", ["chosen", "widest"])
+def test_blocked_dense_tail_matches_dense_with_residual_groups(survey, tail, monkeypatch):
+    """The survey design (school x wave, cross cells) has a dense trailing block that the
+    kernel factors with grouped matrix products; with one residual SD per school type its
+    log-likelihood, gradient and selected inverse equal dense algebra. "widest" forces the
+    widest candidate tail, whose columns of L are not all full (structural zeros inside)."""
+    spec = dataclasses.replace(_spec(), school_by_wave=True)
+    layout = build_layout(survey, spec)
+    stats = grouped_stats(survey, layout, spec.response, by="school_type")
+    blocks = collapsed._term_blocks(layout)
+    pattern = SparsePattern.build(stats.pattern(), blocks)
+    p = layout.n_coef
+    if tail == "widest":
+        widest = min(pattern.tail_candidates)
+        monkeypatch.setattr(sparse, "_tail_candidates", lambda p, lp: [widest])
+        pattern = SparsePattern.build(stats.pattern(), blocks)
+        lp = _unpack(pattern.packed)[4]
+        assert pattern.tail_start == widest < sparse._dense_tail_start(p, lp)
+    # the blocked path is really taken: a tail of many columns, lead columns in several groups
+    assert p - pattern.tail_start >= 20 and pattern.n_groups >= 2
+    assert pattern.predicted_s > 0
+    a = np.stack([pattern.values(m) for m in stats.wtw])
+    rng = np.random.default_rng(12)
+    log_s2 = rng.normal(scale=0.3, size=stats.n_groups)
+    log_lam = rng.normal(scale=1.0, size=p)
+    ll, g_s2, g_lam = sparse_marginal_loglik(
+        log_s2, log_lam, a, stats.wty, stats.yty, stats.n, pattern.packed
+    )
+    dense = [m.toarray() for m in stats.wtw]
+    ref = dense_grouped_loglik(dense, stats.wty, stats.yty, stats.n, log_s2, log_lam)
+    assert float(ll) == pytest.approx(ref[0], rel=1e-10)
+    np.testing.assert_allclose(g_s2, ref[1], rtol=1e-8, atol=1e-8)
+    np.testing.assert_allclose(g_lam, ref[2], rtol=1e-8, atol=1e-8)
+    # the selected inverse holds P^-1 on the factor's pattern (lead, tail and across)
+    prec = sum(m * np.exp(-s) for m, s in zip(dense, log_s2, strict=True))
+    prec = prec + np.diag(np.exp(-log_lam))
+    _, perm, ap, ai, lp, li, *_ = _unpack(pattern.packed)
+    px = _assemble(p, ap, ai, perm, a, np.exp(-log_s2), np.exp(log_lam))
+    lx, ok = _factor(pattern.packed, px)
+    assert ok
+    sx = selected_inverse(pattern.packed, lx)
+    cols = np.repeat(np.arange(p), np.diff(lp))
+    inv = np.linalg.inv(prec)[np.ix_(perm, perm)]
+    np.testing.assert_allclose(sx, inv[li, cols], rtol=1e-7, atol=1e-11)
+    # a matrix that is not positive definite gives -inf, not an exception
+    bad = sparse_marginal_loglik(log_s2, log_lam, -a, stats.wty, stats.yty, stats.n, pattern.packed)
+    assert float(bad[0]) == -np.inf

@@ -37,8 +37,9 @@ import numba
 import numpy as np
 import pandas as pd
 import xarray as xr
+from threadpoolctl import threadpool_limits
 
-from omlbayes.backends.sparse import _factor_and_mean, _selected_inverse, _unpack
+from omlbayes.backends.sparse import _factor_and_mean, _unpack, selected_inverse
 from omlbayes.design import DesignLayout, GroupedStats, design_matrix
 from omlbayes.errors import RunError
 from omlbayes.spec import ModelSpec
@@ -91,12 +92,10 @@ def _loo_loglik(log_s2, log_lam, a_data, wty, packed, cols, vals, pair_pos, pair
     within = np.empty((n_draws, n))
     for d in range(n_draws):
         inv_s2 = np.exp(-log_s2[d])
-        lx, bhat, ok = _factor_and_mean(
-            p, perm, ap, ai, lp, li, rp, ri, rpos, a_data, wty, inv_s2, np.exp(log_lam[d])
-        )
+        lx, bhat, ok = _factor_and_mean(packed, a_data, wty, inv_s2, np.exp(log_lam[d]))
         if not ok:
             raise FloatingPointError("sparse Cholesky failed in the LOO pass")
-        sx = _selected_inverse(p, lp, li, lx)
+        sx = selected_inverse(packed, lx)
         for i in range(n):
             mu = 0.0
             for t in range(k_nz):
@@ -200,10 +199,11 @@ def conditional_loo(
             if by is None
             else _codes(chunk[by], stats.groups, by)
         )
-        ll, within = _loo_loglik(
-            log_s2, log_lam, inputs["wtw_data"], inputs["wty"], inputs["sparse_pattern"],
-            cols, vals, pair_pos, pair_coef, y, g,
-        )  # fmt: skip
+        with threadpool_limits(1, user_api="blas"):  # the kernel's small dense blocks
+            ll, within = _loo_loglik(
+                log_s2, log_lam, inputs["wtw_data"], inputs["wty"], inputs["sparse_pattern"],
+                cols, vals, pair_pos, pair_coef, y, g,
+            )  # fmt: skip
         log_lik = xr.DataArray(
             ll.reshape(n_chain, n_draw, -1), dims=("chain", "draw", "student"), name="y"
         )

@@ -15,8 +15,9 @@ the same posterior as the plain model, not an approximation.
 
 Two kernels compute log p(y | theta): a dense one (LAPACK, O(p^3) per gradient, best for a
 few hundred coefficients) and a sparse one (``sparse.py``: a sparse Cholesky factor and
-selected inverse, whose cost follows the fill of the factor, not p^3). :func:`choose_kernel`
-times both where that is cheap and picks the faster; the spec can force one
+selected inverse with a dense trailing block, whose cost follows the fill of the factor,
+not p^3). :func:`choose_kernel` picks the one with the lower predicted cost (and times them
+where that is cheap, for the record); the spec can force one
 (``kernel = "dense" | "sparse"`` under ``[sampler]``). A residual SD per level of one column
 (``residual_sd_by``) keeps the model collapsible, with statistics per level; the sparse
 kernel handles it.
@@ -58,12 +59,12 @@ DENSE_TIMING_MAX_P = 3000
 # An optimistic single-thread LAPACK rate (flop/s) for the dense kernel's ~p^3 flops: when
 # the sparse kernel already beats that prediction tenfold, the dense one is not timed.
 DENSE_FLOPS_PER_S = 2e10
-# The sparse kernel's cost per flop of its factor (Cholesky + selected inverse, scalar numba)
-# and its fixed cost, fitted to the bench's seconds per gradient (bench/scaling.json). The
-# choice between kernels compares these predictions, not timings, so that the same data and
-# seed always pick the same kernel and give the same numbers.
-SPARSE_S_PER_FLOP = 2.5e-9
-SPARSE_OVERHEAD_S = 3e-4
+# The sparse kernel's fixed cost per call; the rest of its predicted seconds comes from its
+# symbolic analysis (``SparsePattern.predicted_s``: scalar loop counts, the grouped matrix
+# products and the dense tail). The choice between kernels compares these predictions, not
+# timings, so that the same data and seed always pick the same kernel and give the same
+# numbers.
+SPARSE_OVERHEAD_S = 5e-5
 # Gradients per NUTS draw assumed by the cost estimate: these posteriors over a few variance
 # parameters take trajectories of depth 3-4 (the flagship averages about 2^3.5 steps).
 GRADIENTS_PER_DRAW = 15
@@ -204,24 +205,27 @@ def choose_kernel(
         sparse_ordering_flops=pattern.candidates,
         sparse_flops=pattern.factor_flops,
         sparse_nnz_factor=pattern.nnz_factor,
+        sparse_tail_start=pattern.tail_start,
+        sparse_tail_groups=pattern.n_groups,
     )
-    facts["sparse_s_per_gradient"] = _time_call(
-        lambda: sparse_marginal_loglik(
-            log_s2,
-            log_var,
-            inputs["wtw_data"],
-            inputs["wty"],
-            inputs["yty"],
-            inputs["n_obs"],
-            inputs["sparse_pattern"],
+    with threadpool_limits(1, user_api="blas"):  # as in sampling: one BLAS thread per chain
+        facts["sparse_s_per_gradient"] = _time_call(
+            lambda: sparse_marginal_loglik(
+                log_s2,
+                log_var,
+                inputs["wtw_data"],
+                inputs["wty"],
+                inputs["yty"],
+                inputs["n_obs"],
+                inputs["sparse_pattern"],
+            )
         )
-    )
     dense_predicted = float(p) ** 3 / DENSE_FLOPS_PER_S
     facts["dense_s_predicted"] = dense_predicted
     clearly_sparse = 10.0 * facts["sparse_s_per_gradient"] < dense_predicted
     if requested == "auto" and n_groups == 1 and p <= DENSE_TIMING_MAX_P and not clearly_sparse:
         facts["dense_s_per_gradient"] = _dense_seconds(stats.pooled(), log_var)
-    sparse_predicted = SPARSE_OVERHEAD_S + SPARSE_S_PER_FLOP * pattern.factor_flops
+    sparse_predicted = SPARSE_OVERHEAD_S + pattern.predicted_s
     facts["sparse_s_predicted"] = sparse_predicted
     if requested == "sparse":
         choice = KernelChoice("sparse", "asked for", pattern)
@@ -229,14 +233,14 @@ def choose_kernel(
         choice = KernelChoice(
             "dense",
             f"predicted dense {dense_predicted * 1e3:.3g} ms < sparse "
-            f"{sparse_predicted * 1e3:.3g} ms per gradient (from p^3 and the factor's flops)",
+            f"{sparse_predicted * 1e3:.3g} ms per gradient (from p^3 and the sparse cost model)",
         )
     else:
         why = (
             "one residual SD per group needs it"
             if n_groups > 1
             else f"predicted sparse {sparse_predicted * 1e3:.3g} ms per gradient vs dense "
-            f"{dense_predicted * 1e3:.3g} ms (from the factor's flops and p^3)"
+            f"{dense_predicted * 1e3:.3g} ms (from the sparse cost model and p^3)"
         )
         choice = KernelChoice("sparse", why, pattern)
     choice.facts = facts
@@ -358,14 +362,15 @@ def _sparse_draws(posterior, stats: GroupedStats, layout, spec, choice, seed: in
             axis=1,
         )
         noise = rng.standard_normal((n_draw, layout.n_coef))
-        coef[c] = sparse_conditional_draws(
-            np.ascontiguousarray(log_s2[c]),
-            np.ascontiguousarray(log_var),
-            inputs["wtw_data"],
-            inputs["wty"],
-            inputs["sparse_pattern"],
-            noise,
-        )
+        with threadpool_limits(1, user_api="blas"):  # small dense blocks: threads only cost
+            coef[c] = sparse_conditional_draws(
+                np.ascontiguousarray(log_s2[c]),
+                np.ascontiguousarray(log_var),
+                inputs["wtw_data"],
+                inputs["wty"],
+                inputs["sparse_pattern"],
+                noise,
+            )
     return coef
 
 

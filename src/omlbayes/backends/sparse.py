@@ -17,11 +17,18 @@ P is sparse when the model's group terms are many: the cells of one grouping ter
 share a row, so their block of W'W is diagonal. The pattern of P is fixed across
 evaluations, so the symbolic work is done once (:class:`SparsePattern`): a fill-reducing
 ordering (the best of several candidates, judged by the flops of the factor), the
-elimination tree and the pattern of the factor L. Each evaluation then costs one numeric
-up-looking Cholesky factorization on that pattern, two triangular solves, and the
-Takahashi recursion for the entries of S = P^-1 on the pattern of L (which holds every
-entry of S that tr(S A_g) and diag(S) need): exact, no stochastic trace. All of it is numba
-nopython code with ``nogil``, so nutpie's threaded chains run in parallel.
+elimination tree and the pattern of the factor L, and a split of the columns into a sparse
+lead and a trailing block D that the small common part (fixed effects, wave x group cells)
+fills almost completely. Each evaluation then factors the lead with a scalar up-looking
+Cholesky, forms D's Schur complement P_DD - L_DS L_DS' as one matrix product per group of
+lead columns with similar row patterns in D (BLAS), and factors and inverts it densely
+(LAPACK); the Takahashi recursion gives the entries of S = P^-1 on the pattern of L (which
+holds every entry of S that tr(S A_g) and diag(S) need), its D-by-D part again as grouped
+matrix products. Exact, no stochastic trace. Where D starts and how the lead columns are
+grouped is chosen by a cost model of the kernel's parts (``SparsePattern.predicted_s``,
+which the kernel choice also uses). All of it is numba nopython code with ``nogil``
+(BLAS and LAPACK through numba's own bindings), so nutpie's threaded chains run in
+parallel; callers limit BLAS to one thread, as the blocks are small.
 
 The pattern travels into the kernel as one int64 array (an Op input, held as ``pm.Data``),
 not as a compiled-in constant: numba would otherwise freeze megabytes into machine code.
@@ -42,7 +49,26 @@ from pytensor.link.numba.dispatch import numba_funcify
 from scipy.sparse.linalg import splu
 
 _LOG_2PI = math.log(2.0 * math.pi)
-_HEADER = 4  # p, nnz of the upper pattern of P, nnz of L, reserved
+_HEADER = 6  # p, nnz of the upper pattern of P, nnz of L, t0, groups, rows of all groups
+# Cost model of a group of lead columns in the blocked kernel (seconds): a BLAS multiply-add
+# in the two products (Schur complement, selected inverse), a gathered or scattered entry of
+# the group's square block, and a fixed cost per group. Lead columns with similar row
+# patterns in the dense tail are merged while that lowers the predicted total.
+_GROUP_S_PER_FMA = 2 * 1.5e-10
+_GROUP_S_PER_ENTRY = 2 * 1.5e-9
+_GROUP_S_FIXED = 4e-6
+_GROUP_MAX_PATTERNS = 400
+_TRI_BLOCK = 32
+# Tails compared by the symbolic analysis: the fully dense one, and those whose columns of L
+# are all at least this full; at most _TAIL_MAX columns (dense work grows with its cube).
+_TAIL_DENSITIES = (0.75, 0.5, 0.35, 0.25)
+_TAIL_MAX = 1500
+# Predicted seconds of the rest of the kernel: a scalar inner-loop step (indirect access),
+# the dense tail's ~nd^3 multiply-adds (Cholesky, inverse, product), and per non-zero of L
+# (assembly, solves, gradient sums).
+_S_PER_SCALAR_OP = 2e-9
+_S_PER_DENSE_FMA = 1.0e-10
+_S_PER_NONZERO = 3e-9
 
 
 # --- symbolic analysis (once per pattern) ---------------------------------------------
@@ -166,6 +192,169 @@ def _mmd_ordering(pattern: sp.csc_matrix) -> np.ndarray:
     return np.asarray(lu.perm_c, dtype=np.int64).argsort()  # perm_c[i]: new position of i
 
 
+def _group_cost(rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
+    rows = np.asarray(rows, dtype=np.float64)
+    return (
+        rows * rows * np.asarray(cols, dtype=np.float64) * _GROUP_S_PER_FMA
+        + rows * rows * _GROUP_S_PER_ENTRY
+        + _GROUP_S_FIXED
+    )
+
+
+@numba.njit(cache=True, nogil=True)
+def _best_partition(masks, n_cols, max_len, s_fma, s_entry, s_fixed):
+    """Cheapest split of the (sorted) patterns into runs, by dynamic programming.
+
+    A run costs :func:`_group_cost` of the union of its patterns and its columns; runs are
+    at most ``max_len`` patterns long. Returns the run boundaries (0, ..., n).
+    """
+    n, nd = masks.shape
+    best = np.full(n + 1, np.inf)
+    best[0] = 0.0
+    prev = np.zeros(n + 1, dtype=np.int64)
+    union = np.zeros(nd, dtype=np.bool_)
+    for i in range(n):
+        union[:] = False
+        rows = 0
+        cols = 0
+        for j in range(i, min(n, i + max_len)):
+            for r in range(nd):
+                if masks[j, r] and not union[r]:
+                    union[r] = True
+                    rows += 1
+            cols += n_cols[j]
+            cost = best[i] + rows * rows * (cols * s_fma + s_entry) + s_fixed
+            if cost < best[j + 1]:
+                best[j + 1] = cost
+                prev[j + 1] = i
+    cuts = [n]
+    while cuts[-1] > 0:
+        cuts.append(prev[cuts[-1]])
+    out = np.empty(len(cuts), dtype=np.int64)
+    for k in range(len(cuts)):
+        out[k] = cuts[len(cuts) - 1 - k]
+    return out, best[n]
+
+
+def _tail_groups(p: int, lp: np.ndarray, li: np.ndarray, t0: int) -> tuple:
+    """Groups of lead columns (before ``t0``) for the blocked kernel's dense products.
+
+    Each lead column's rows in the tail D form its pattern. Columns with the same pattern
+    share a group; the distinct patterns are sorted so that those sharing rare rows are
+    adjacent (rows compared rarest first) and split into runs of least predicted cost
+    (:func:`_best_partition`), each run one group. Returns ``tpos`` (first tail entry of
+    each column in L's storage), the group column pointers and columns, the group row
+    pointers and (sorted, D-relative) rows, ``gpos`` (each tail entry's index among its
+    group's rows), and the predicted seconds of the groups' products.
+    """
+    nd = p - t0
+    tpos = lp[1:].copy()
+    by_pattern: dict[bytes, tuple[np.ndarray, list[int]]] = {}
+    for j in range(t0):
+        rows = li[lp[j] + 1 : lp[j + 1]]
+        first = lp[j] + 1 + int(np.searchsorted(rows, t0))
+        tpos[j] = first
+        tail = li[first : lp[j + 1]] - t0
+        if tail.size:
+            by_pattern.setdefault(tail.tobytes(), (tail, []))[1].append(j)
+    items = list(by_pattern.values())
+    masks = np.zeros((len(items), nd), dtype=bool)
+    for k, (tail, _) in enumerate(items):
+        masks[k, tail] = True
+    n_cols = np.array([len(cols) for _, cols in items], dtype=np.int64)
+    rarest_first = np.argsort(masks.sum(axis=0), kind="stable")
+    order = np.lexsort(masks[:, rarest_first[::-1]].T[::1]) if len(items) else np.zeros(0, int)
+    masks, n_cols = masks[order], n_cols[order]
+    items = [items[k] for k in order]
+    cuts, predicted = _best_partition(
+        masks, n_cols, _GROUP_MAX_PATTERNS, _GROUP_S_PER_FMA, _GROUP_S_PER_ENTRY, _GROUP_S_FIXED
+    )
+    k = len(cuts) - 1
+    sptr = np.zeros(k + 1, dtype=np.int64)
+    srptr = np.zeros(k + 1, dtype=np.int64)
+    scols, srows = [], []
+    gpos = np.full(lp[p], -1, dtype=np.int64)
+    index = np.full(nd, -1, dtype=np.int64)
+    for g in range(k):
+        rows = np.flatnonzero(masks[cuts[g] : cuts[g + 1]].any(axis=0))
+        index[rows] = np.arange(rows.size)
+        cols = np.sort(np.concatenate([np.asarray(c) for _, c in items[cuts[g] : cuts[g + 1]]]))
+        for j in cols:
+            gpos[tpos[j] : lp[j + 1]] = index[li[tpos[j] : lp[j + 1]] - t0]
+        scols.append(cols.astype(np.int64))
+        srows.append(rows.astype(np.int64))
+        sptr[g + 1], srptr[g + 1] = sptr[g] + cols.size, srptr[g] + rows.size
+    empty = np.zeros(0, dtype=np.int64)
+    return (
+        tpos,
+        sptr,
+        np.concatenate(scols) if scols else empty,
+        srptr,
+        np.concatenate(srows) if srows else empty,
+        gpos,
+        float(predicted),
+    )
+
+
+@numba.njit(cache=True, nogil=True)
+def _scalar_work(p, lp, li, rp, ri, rpos, t0):
+    """Inner-loop counts of the blocked kernel's scalar parts for a tail starting at t0:
+    (factor, selected inverse)."""
+    tpos = np.empty(t0, dtype=np.int64)
+    for j in range(t0):
+        q = lp[j] + 1
+        while q < lp[j + 1] and li[q] < t0:
+            q += 1
+        tpos[j] = q
+    factor = 0
+    for k in range(p):
+        for t in range(rp[k], rp[k + 1]):
+            i = ri[t]
+            if i >= t0:
+                break
+            factor += 1 + (rpos[t] - lp[i] if k < t0 else tpos[i] - lp[i])
+    selinv = 0
+    for j in range(t0):
+        selinv += 1 + lp[j + 1] - lp[j]
+        for q in range(lp[j] + 1, tpos[j]):
+            c = li[q]
+            selinv += lp[c + 1] - lp[c]
+    return factor, selinv
+
+
+def _tail_candidates(p: int, lp: np.ndarray) -> list[int]:
+    """Starts of the dense trailing block to compare: the fully dense tail, and the longest
+    tails whose columns of L are all at least a given fraction full."""
+    counts = np.diff(lp)
+    density = counts / (p - np.arange(p))
+    full = int(_dense_tail_start(p, lp))
+    out = {full}
+    for least in _TAIL_DENSITIES:
+        below = np.flatnonzero(density < least)
+        out.add(int(below[-1]) + 1 if below.size else 0)
+    return sorted(t for t in out if t == full or p - t <= _TAIL_MAX)
+
+
+def _blocked_layout(p, lp, li, rp, ri, rpos) -> tuple:
+    """The cheapest tail start by predicted seconds, with its groups: ``(t0, arrays,
+    predicted seconds, per-candidate predictions)``."""
+    best, predictions = None, {}
+    for t0 in _tail_candidates(p, lp):
+        arrays = _tail_groups(p, lp, li, t0)
+        factor, selinv = _scalar_work(p, lp, li, rp, ri, rpos, t0)
+        nd = p - t0
+        seconds = (
+            arrays[-1]
+            + _S_PER_SCALAR_OP * (factor + selinv)
+            + _S_PER_DENSE_FMA * nd**3
+            + _S_PER_NONZERO * lp[p]
+        )
+        predictions[t0] = seconds
+        if best is None or seconds < best[2]:
+            best = (t0, arrays[:-1], seconds)
+    return (*best, predictions)
+
+
 @dataclass(frozen=True)
 class SparsePattern:
     """The fixed symbolic analysis of P: ordering, the pattern of L, and index maps.
@@ -183,6 +372,10 @@ class SparsePattern:
     factor_flops: float
     nnz_factor: int
     candidates: dict[str, float]
+    tail_start: int  # first column of the trailing block factored densely
+    n_groups: int  # groups of lead columns in the dense products
+    predicted_s: float  # predicted seconds per evaluation (cost model), for kernel choice
+    tail_candidates: dict[int, float]  # predicted seconds per candidate tail start
 
     @classmethod
     def build(cls, pattern: sp.spmatrix, blocks: list[np.ndarray] | None = None) -> SparsePattern:
@@ -213,9 +406,28 @@ class SparsePattern:
             if best is None or flops < best[2]:
                 best = (name, perm, flops, upper, sym)
         name, perm, flops, upper, (ap, ai, lp, li, rp, ri, rpos, apos) = best
-        header = np.array([p, ap[-1], lp[-1], 0], dtype=np.int64)
-        packed = np.concatenate([header, perm, ap, ai, lp, li, rp, ri, rpos, apos])
-        return cls(p, perm, upper, packed, name, flops, int(lp[-1]), candidates)
+        t0, (tpos, sptr, scols, srptr, srows, gpos), predicted, tails = _blocked_layout(
+            p, lp, li, rp, ri, rpos
+        )
+        header = np.array([p, ap[-1], lp[-1], t0, sptr.size - 1, srows.size], dtype=np.int64)
+        packed = np.concatenate(
+            [header, perm, ap, ai, lp, li, rp, ri, rpos, apos, tpos, sptr, scols, srptr]
+            + [srows, gpos]
+        )
+        return cls(
+            p,
+            perm,
+            upper,
+            packed,
+            name,
+            flops,
+            int(lp[-1]),
+            candidates,
+            t0,
+            sptr.size - 1,
+            float(predicted),
+            tails,
+        )
 
     def values(self, matrix: sp.spmatrix) -> np.ndarray:
         """The entries of symmetric ``matrix`` (original order) on the permuted upper pattern.
@@ -264,6 +476,27 @@ def _unpack(packed):
     return p, perm, ap, ai, lp, li, rp, ri, rpos, apos
 
 
+@numba.njit(cache=True, nogil=True)
+def _unpack_tail(packed):
+    """The blocked kernel's arrays: ``t0, tpos, sptr, scols, srptr, srows, gpos``."""
+    p, nnz_a, nnz_l = packed[0], packed[1], packed[2]
+    t0, n_grp, n_rows = packed[3], packed[4], packed[5]
+    o = _HEADER + p + 3 * (p + 1) + 2 * nnz_a + nnz_l + 2 * (nnz_l - p)
+    tpos = packed[o : o + p]
+    o += p
+    sptr = packed[o : o + n_grp + 1]
+    o += n_grp + 1
+    n_cols = sptr[n_grp]
+    scols = packed[o : o + n_cols]
+    o += n_cols
+    srptr = packed[o : o + n_grp + 1]
+    o += n_grp + 1
+    srows = packed[o : o + n_rows]
+    o += n_rows
+    gpos = packed[o : o + nnz_l]
+    return t0, tpos, sptr, scols, srptr, srows, gpos
+
+
 # --- numeric kernel (per evaluation) -----------------------------------------------------
 
 
@@ -282,11 +515,18 @@ def _assemble(p, ap, ai, perm, a_data, inv_s2, lam):
 
 
 @numba.njit(cache=True, nogil=True)
-def _cholesky(p, ap, ai, px, lp, li, rp, ri, rpos):
-    """Up-looking Cholesky on the fixed pattern: L (values, diagonal first per column)."""
+def _cholesky(p, ap, ai, px, lp, li, rp, ri, rpos, t0, tpos, sptr, scols, srptr, srows, gpos):
+    """Cholesky factor L (values on the fixed pattern, diagonal first per column) of P.
+
+    Columns before ``t0`` (the sparse lead) are factored up-looking, row by row. The trailing
+    block D = columns ``t0..p-1`` is done densely: the lead part of each of its rows
+    (L_DS) by a sparse solve that only touches lead rows, then its Schur complement
+    P_DD - L_DS L_DS' as one small matrix product per group of lead columns with similar
+    row patterns in D (BLAS), and a LAPACK Cholesky of that complement.
+    """
     lx = np.zeros(lp[p])
     x = np.zeros(p)
-    for k in range(p):
+    for k in range(t0):
         for q in range(ap[k], ap[k + 1]):
             x[ai[q]] = px[q]
         d = x[k]
@@ -303,7 +543,52 @@ def _cholesky(p, ap, ai, px, lp, li, rp, ri, rpos):
         if not d > 0.0:
             return lx, False
         lx[lp[k]] = math.sqrt(d)
+    nd = p - t0
+    schur = np.zeros((nd, nd))  # lower triangle used
+    for k in range(t0, p):
+        for q in range(ap[k], ap[k + 1]):
+            i = ai[q]
+            if i < t0:
+                x[i] = px[q]
+            else:
+                schur[k - t0, i - t0] = px[q]
+        for t in range(rp[k], rp[k + 1]):
+            i = ri[t]
+            if i >= t0:
+                break  # sorted: the rest of row k lies in D
+            lki = x[i] / lx[lp[i]]
+            x[i] = 0.0
+            for q in range(lp[i] + 1, tpos[i]):  # lead rows of column i only
+                x[li[q]] -= lx[q] * lki
+            lx[rpos[t]] = lki
+    if nd == 0:
+        return lx, True
+    for g in range(sptr.shape[0] - 1):
+        rows = srows[srptr[g] : srptr[g + 1]]
+        block = _gather_lead(lp, lx, tpos, scols[sptr[g] : sptr[g + 1]], gpos, rows.shape[0])
+        update = np.dot(block, np.ascontiguousarray(block.T))
+        for a in range(rows.shape[0]):
+            for b in range(a + 1):  # rows ascending: the lower triangle
+                schur[rows[a], rows[b]] -= update[a, b]
+    try:
+        ld = np.linalg.cholesky(schur)
+    except Exception:  # not positive definite
+        return lx, False
+    for j in range(t0, p):
+        for q in range(lp[j], lp[j + 1]):
+            lx[q] = ld[li[q] - t0, j - t0]
     return lx, True
+
+
+@numba.njit(cache=True, nogil=True)
+def _gather_lead(lp, lx, tpos, cols, gpos, n_rows):
+    """The D rows of lead columns ``cols`` as a dense (group rows x columns) block."""
+    block = np.zeros((n_rows, cols.shape[0]))
+    for c in range(cols.shape[0]):
+        j = cols[c]
+        for q in range(tpos[j], lp[j + 1]):
+            block[gpos[q], c] = lx[q]
+    return block
 
 
 @numba.njit(cache=True, nogil=True)
@@ -342,40 +627,81 @@ def _dense_tail_start(p, lp):
 
 
 @numba.njit(cache=True, nogil=True)
-def _selected_inverse(p, lp, li, lx):
+def _lower_inverse(low):
+    """L^-1 of a dense lower-triangular L, in blocks of columns (last first) so that the
+    bulk of the work is matrix products (BLAS)."""
+    n = low.shape[0]
+    out = np.zeros((n, n))
+    j = ((n - 1) // _TRI_BLOCK) * _TRI_BLOCK
+    while j >= 0:
+        e = min(n, j + _TRI_BLOCK)
+        for c in range(j, e):  # the diagonal block, by substitution
+            out[c, c] = 1.0 / low[c, c]
+            for r in range(c + 1, e):
+                s = 0.0
+                for k in range(c, r):
+                    s += low[r, k] * out[k, c]
+                out[r, c] = -s / low[r, r]
+        if e < n:  # X[e:, j:e] = -X[e:, e:] L[e:, j:e] X[j:e, j:e]
+            below = np.dot(np.ascontiguousarray(low[e:, j:e]), np.ascontiguousarray(out[j:e, j:e]))
+            out[e:, j:e] = -np.dot(np.ascontiguousarray(out[e:, e:]), below)
+        j -= _TRI_BLOCK
+    return out
+
+
+@numba.njit(cache=True, nogil=True)
+def _selected_inverse(p, lp, li, lx, t0, tpos, sptr, scols, srptr, srows, gpos):
     """Entries of S = (L L')^-1 on the pattern of L (Takahashi recursion, last column first).
 
-    The trailing columns where L is dense keep a dense copy of their S block, so a
-    column's pairs of rows inside it are read directly instead of searched for.
+    The trailing block D: S_DD = (L_DD L_DD')^-1, dense (LAPACK). For a lead column j the
+    recursion needs S[r_a, r_b] L[r_b, j] summed over its rows below the diagonal; the part
+    with both rows in D is, for all lead columns of a group at once, one product of the
+    gathered block of S_DD with their gathered L values (BLAS). Pairs with a lead row are
+    read from the lead columns' own entries, as in the plain recursion.
     """
     sx = np.zeros(lp[p])
+    nd = p - t0
+    if nd > 0:
+        ld = np.zeros((nd, nd))
+        for j in range(t0, p):
+            for q in range(lp[j], lp[j + 1]):
+                ld[li[q] - t0, j - t0] = lx[q]
+        inv_l = _lower_inverse(ld)
+        tail = np.dot(np.ascontiguousarray(inv_l.T), inv_l)
+        for j in range(t0, p):
+            for q in range(lp[j], lp[j + 1]):
+                sx[q] = tail[li[q] - t0, j - t0]
+        for g in range(sptr.shape[0] - 1):
+            rows = srows[srptr[g] : srptr[g + 1]]
+            cols = scols[sptr[g] : sptr[g + 1]]
+            block = _gather_lead(lp, lx, tpos, cols, gpos, rows.shape[0])
+            s_block = np.empty((rows.shape[0], rows.shape[0]))
+            for a in range(rows.shape[0]):
+                for b in range(rows.shape[0]):
+                    s_block[a, b] = tail[rows[a], rows[b]]
+            prod = np.dot(s_block, block)
+            for c in range(cols.shape[0]):  # parked in sx until the recursion reaches j
+                j = cols[c]
+                for q in range(tpos[j], lp[j + 1]):
+                    sx[q] = prod[gpos[q], c]
     marker = np.full(p, -1, dtype=np.int64)
-    max_len = 0
-    for j in range(p):
+    max_len = 1
+    for j in range(t0):
         max_len = max(max_len, lp[j + 1] - lp[j])
     acc = np.zeros(max_len)
-    t0 = _dense_tail_start(p, lp)
-    tail = np.zeros((p - t0, p - t0))
-    for j in range(p - 1, -1, -1):
+    for j in range(t0 - 1, -1, -1):
         start, end = lp[j] + 1, lp[j + 1]
         m = end - start
         ljj = lx[lp[j]]
         for a in range(m):
             marker[li[start + a]] = a
-            acc[a] = 0.0
-        # acc[a] = sum_b L[r_b, j] S[r_a, r_b] over the rows r below the diagonal of column j;
-        # S[r_a, r_b] (a > b) sits in column r_b of S, which the pattern guarantees.
-        for b in range(m):
+            # rows in D start from sum_{b in D} S[r_a, r_b] L[r_b, j] (parked above)
+            acc[a] = sx[start + a] if start + a >= tpos[j] else 0.0
+        # add L[r_b, j] S[r_a, r_b] over the lead rows r_b; S[r_a, r_b] (a > b) sits in
+        # column r_b of S, which the pattern guarantees.
+        for b in range(tpos[j] - start):
             c = li[start + b]
             lcj = lx[start + b]
-            if c >= t0:  # rows r_b.. all lie in the dense tail
-                cc = c - t0
-                acc[b] += lcj * tail[cc, cc]
-                for a in range(b + 1, m):
-                    s = tail[cc, li[start + a] - t0]  # symmetric; row-wise is contiguous
-                    acc[a] += lcj * s
-                    acc[b] += lx[start + a] * s
-                continue
             acc[b] += lcj * sx[lp[c]]
             for q in range(lp[c] + 1, lp[c + 1]):
                 a = marker[li[q]]
@@ -390,13 +716,6 @@ def _selected_inverse(p, lp, li, lx):
         sx[lp[j]] = sjj
         for a in range(m):
             marker[li[start + a]] = -1
-        if j >= t0:
-            jj = j - t0
-            tail[jj, jj] = sjj
-            for a in range(m):
-                ii = li[start + a] - t0
-                tail[ii, jj] = sx[start + a]
-                tail[jj, ii] = sx[start + a]
     return sx
 
 
@@ -418,7 +737,7 @@ def sparse_marginal_loglik(log_s2, log_lam, a_data, wty, yty, n_obs, packed):
     inv_s2 = np.exp(-log_s2)
     lam = np.exp(log_lam)
     px = _assemble(p, ap, ai, perm, a_data, inv_s2, lam)
-    lx, ok = _cholesky(p, ap, ai, px, lp, li, rp, ri, rpos)
+    lx, ok = _factor(packed, px)
     if not ok:
         return np.asarray(-np.inf), g_s2, g_lam
     r = np.zeros(p)
@@ -428,7 +747,7 @@ def sparse_marginal_loglik(log_s2, log_lam, a_data, wty, yty, n_obs, packed):
             u[g, k] = wty[g, perm[k]]
             r[k] += u[g, k] * inv_s2[g]
     bhat = _solve(p, lp, li, lx, r)
-    sx = _selected_inverse(p, lp, li, lx)
+    sx = selected_inverse(packed, lx)
 
     logdet = 0.0
     quad = 0.0
@@ -465,11 +784,28 @@ def sparse_marginal_loglik(log_s2, log_lam, a_data, wty, yty, n_obs, packed):
 
 
 @numba.njit(cache=True, nogil=True)
-def _factor_and_mean(p, perm, ap, ai, lp, li, rp, ri, rpos, a_data, wty, inv_s2, lam):
+def _factor(packed, px):
+    """The Cholesky factor of P (upper pattern values ``px``); ok is False if P is not PD."""
+    p, perm, ap, ai, lp, li, rp, ri, rpos, apos = _unpack(packed)
+    t0, tpos, sptr, scols, srptr, srows, gpos = _unpack_tail(packed)
+    return _cholesky(p, ap, ai, px, lp, li, rp, ri, rpos, t0, tpos, sptr, scols, srptr, srows, gpos)
+
+
+@numba.njit(cache=True, nogil=True)
+def selected_inverse(packed, lx):
+    """The entries of P^-1 on the pattern of its factor ``lx`` (see :func:`_selected_inverse`)."""
+    p, perm, ap, ai, lp, li, rp, ri, rpos, apos = _unpack(packed)
+    t0, tpos, sptr, scols, srptr, srows, gpos = _unpack_tail(packed)
+    return _selected_inverse(p, lp, li, lx, t0, tpos, sptr, scols, srptr, srows, gpos)
+
+
+@numba.njit(cache=True, nogil=True)
+def _factor_and_mean(packed, a_data, wty, inv_s2, lam):
     """The factor of P and the conditional mean P^-1 sum_g W_g'y_g / s2_g (permuted order);
     ``ok`` is False where P is not positive definite."""
+    p, perm, ap, ai, lp, li, rp, ri, rpos, apos = _unpack(packed)
     px = _assemble(p, ap, ai, perm, a_data, inv_s2, lam)
-    lx, ok = _cholesky(p, ap, ai, px, lp, li, rp, ri, rpos)
+    lx, ok = _factor(packed, px)
     r = np.zeros(p)
     if not ok:
         return lx, r, False
@@ -490,10 +826,7 @@ def sparse_conditional_draws(log_s2, log_lam, a_data, wty, packed, noise):
     n_draws = noise.shape[0]
     out = np.empty((n_draws, p))
     for d in range(n_draws):
-        lx, mean, ok = _factor_and_mean(
-            p, perm, ap, ai, lp, li, rp, ri, rpos, a_data, wty, np.exp(-log_s2[d]),
-            np.exp(log_lam[d]),
-        )  # fmt: skip
+        lx, mean, ok = _factor_and_mean(packed, a_data, wty, np.exp(-log_s2[d]), np.exp(log_lam[d]))
         if not ok:
             raise FloatingPointError("sparse Cholesky failed in the conditional draws")
         offset = _solve_lt(p, lp, li, lx, noise[d])  # covariance (L L')^-1 = P^-1
