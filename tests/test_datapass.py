@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import xarray as xr
-from conftest import fit_small
+from conftest import fit_small, run_script
 
 from omlbayes import datapass, estimands, scale
 from omlbayes.design import build_layout, grouped_stats
@@ -212,6 +212,16 @@ def test_bad_part_names_the_part(parts, tmp_path: Path) -> None:
     assert message.startswith(str(tmp_path / "b.parquet")) and "\n" not in message
 
 
+def test_bad_batch_size_is_one_line(parts, tmp_path: Path) -> None:
+    _, folder = parts
+    result = run_script(
+        "fit.py", "--data", str(folder), "--batch-rows", "0", "--out", str(tmp_path)
+    )
+    assert result.returncode != 0
+    assert "--batch-rows must be at least 1 row, got 0" in result.stderr
+    assert "Traceback" not in result.stderr and not list(tmp_path.iterdir())
+
+
 def test_no_parts_is_one_line(tmp_path: Path) -> None:
     with pytest.raises(InputError, match="no survey parts found"):
         datapass.list_parts(tmp_path)
@@ -268,4 +278,5 @@ def test_fit_of_parts_equals_fit_of_the_file(parts, small_run, tmp_path: Path) -
         pd.testing.assert_frame_equal(pd.read_csv(run / name), pd.read_csv(single_run / name))
     record = pd.read_json(run / "run.json", typ="series")
     assert record["data"]["engine"] == "streamed" and record["data"]["parts"] == 4
+    assert record["data"]["batch_rows"] == 250_000
     assert (run / "figures" / "ppc_index.png").exists()

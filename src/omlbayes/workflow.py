@@ -264,6 +264,7 @@ def _streamed_source(data, spec: ModelSpec, column_map, options: RunOptions, pro
             "parts": len(streamed.parts),
             "engine": "dask" if options.engine == "dask" else "streamed",
             "scheduler": options.scheduler if options.engine == "dask" else None,
+            "batch_rows": options.batch_rows,
             "predictive_sample": (
                 f"{len(streamed.sample)} rows: the smallest of one uniform key per row, "
                 f"drawn with seed {options.seed} and the part's position"
