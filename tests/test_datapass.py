@@ -280,3 +280,25 @@ def test_fit_of_parts_equals_fit_of_the_file(parts, small_run, tmp_path: Path) -
     assert record["data"]["engine"] == "streamed" and record["data"]["parts"] == 4
     assert record["data"]["batch_rows"] == 250_000
     assert (run / "figures" / "ppc_index.png").exists()
+
+
+def test_exact_sums_do_not_depend_on_the_split() -> None:
+    """Limb sums: any split and order gives the same bits; the constants are the exact ones."""
+    from fractions import Fraction
+
+    from omlbayes import exactsum
+
+    rng = np.random.default_rng(5)
+    x = rng.uniform(10.0, 22.0, 10_001)
+    whole = exactsum.total(x)
+    cut = rng.permutation(len(x))
+    pieces = sum(exactsum.total(x[cut[a : a + 997]]) for a in range(0, len(x), 997))
+    np.testing.assert_array_equal(exactsum.normalised(whole), exactsum.normalised(pieces))
+    exact = sum(map(Fraction, x))
+    assert exactsum.to_fraction(whole) == exact
+    assert exactsum.to_float(whole[None])[0] == pytest.approx(float(exact), rel=1e-15)
+    mean, sd = exactsum.mean_sd(len(x), whole, exactsum.total(x * x))
+    assert mean == float(exact / len(x))
+    assert sd == pytest.approx(x.std(ddof=1), rel=1e-12)
+    with pytest.raises(ValueError, match="exactsum"):
+        exactsum.limbs(np.array([1.0, 1e-30]))
