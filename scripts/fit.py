@@ -32,6 +32,11 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     )
     p.add_argument("--scheduler", help="Dask scheduler address (default: a LocalCluster)")
     p.add_argument(
+        "--batch-rows",
+        type=int,
+        help="rows per batch when reading parts (default 250000): bounds the memory of the pass",
+    )
+    p.add_argument(
         "--columns", type=Path, help="column map (TOML) for a real file's names and codes"
     )
     p.add_argument("--model", help="model spec: a name in models/ or a path (default flagship)")

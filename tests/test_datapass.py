@@ -7,7 +7,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import fit_small
+import xarray as xr
+from conftest import fit_small, run_script
 
 from omlbayes import datapass, estimands, scale
 from omlbayes.design import build_layout, grouped_stats
@@ -68,6 +69,85 @@ def test_streamed_statistics_equal_in_memory(parts, model: str, from_patterns: b
     np.testing.assert_allclose(g_str["pooled"], g_mem["pooled"], atol=TOL)
     np.testing.assert_array_equal(g_str["n"], g_mem["n"])
     assert list(g_str["group"].to_numpy()) == list(g_mem["group"].to_numpy())
+
+
+def _assert_stats_identical(a, b) -> None:
+    assert a.groups == b.groups
+    for x, y in zip(a.wtw, b.wtw, strict=True):
+        assert (x != y).nnz == 0
+    np.testing.assert_array_equal(a.wty, b.wty)
+    np.testing.assert_array_equal(a.yty, b.yty)
+    np.testing.assert_array_equal(a.n, b.n)
+
+
+@pytest.mark.parametrize("model", ["flagship", "residual_by_type"])
+def test_file_parts_and_batches_give_identical_statistics(parts, model: str) -> None:
+    """Exact sums: the file in memory, its parts, and its parts in batches smaller than a
+    part give the same statistics bit for bit (what makes the draws the same)."""
+    single, folder = parts
+    spec = load_spec(model)
+    survey = read_survey(single)
+    scaled = scale.build_index(survey.frame)
+    layout, stats, gcomp = datapass.frame_prepared(scaled.frame, survey.levels, spec)
+    whole, w_layout, w_stats = datapass.stream_pass(folder, spec)
+    batched, b_layout, b_stats = datapass.stream_pass(folder, spec, batch_rows=37)
+    assert layout == w_layout == b_layout
+    _assert_stats_identical(stats, w_stats)
+    _assert_stats_identical(w_stats, b_stats)
+    constants = ("raw_mean", "raw_sd", "age_mean")
+    assert [getattr(scaled, c) for c in constants] == [getattr(whole, c) for c in constants]
+    assert [getattr(batched, c) for c in constants] == [getattr(whole, c) for c in constants]
+    pd.testing.assert_frame_equal(whole.pattern_sums, batched.pattern_sums)
+    g_str = estimands.gcomp_weights(whole.patterns, w_layout, spec, weight="n")
+    np.testing.assert_array_equal(g_str["weights"], gcomp["weights"])
+
+
+def test_part_larger_than_the_batch(parts, tmp_path: Path) -> None:
+    """One part read in batches of 97 rows (CSV and Parquet): the statistics, sample and
+    tables of reading it whole; the two-pass statistics to 1e-10."""
+    single, _ = parts
+    spec = load_spec("flagship")
+    frame = pd.read_csv(single)
+    frame.to_parquet(tmp_path / "one.parquet", index=False)
+    csv_folder = tmp_path / "csv"
+    csv_folder.mkdir()
+    frame.to_csv(csv_folder / "one.csv", index=False)
+    with (csv_folder / "one.csv").open("a") as fh:
+        fh.write(",,,,,,,,,,,,,\n\n")  # trailing blank rows are not rows
+    for data in (tmp_path / "one.parquet", csv_folder):
+        whole, _, w_stats = datapass.stream_pass(data, spec, batch_rows=10**6)
+        batched, _, b_stats = datapass.stream_pass(data, spec, batch_rows=97)
+        _assert_stats_identical(w_stats, b_stats)
+        assert whole.n_read == batched.n_read == len(frame)
+        assert whole.exclusions == batched.exclusions
+        pd.testing.assert_frame_equal(whole.sample, batched.sample)
+        for name, table in whole.tables().items():
+            other = batched.tables()[name]
+            if isinstance(table, pd.Series):
+                pd.testing.assert_series_equal(table, other, rtol=TOL)
+            else:
+                pd.testing.assert_frame_equal(table, other, rtol=TOL, atol=TOL)
+        _, _, two_w = datapass.stream_pass(data, spec, batch_rows=10**6, from_patterns=False)
+        _, _, two_b = datapass.stream_pass(data, spec, batch_rows=97, from_patterns=False)
+        _assert_stats_equal(two_w, two_b)
+        _assert_stats_equal(w_stats, two_b)
+
+
+def test_errors_in_a_later_batch_name_the_file_row(parts, tmp_path: Path) -> None:
+    single, _ = parts
+    frame = pd.read_csv(single)
+    frame.loc[1000, "item_2"] = 9
+    frame.to_csv(tmp_path / "bad.csv", index=False)
+    with pytest.raises(InputError, match=r"bad\.csv: column 'item_2' .* in row 1001 "):
+        datapass.stream_pass(tmp_path, load_spec("flagship"), batch_rows=300)
+    twice = pd.concat([frame.iloc[:5], frame.iloc[600:700], frame.iloc[3:4]])
+    twice["item_2"] = twice["item_2"].clip(upper=5)
+    folder = tmp_path / "dup"
+    folder.mkdir()
+    twice.to_parquet(folder / "a.parquet", index=False)
+    repeated = frame["student_id"].iloc[3]
+    with pytest.raises(InputError, match=rf"repeats id '{repeated}' in other rows of this"):
+        datapass.stream_pass(folder, load_spec("flagship"), batch_rows=50)
 
 
 def test_streamed_tables_equal_in_memory(parts) -> None:
@@ -132,6 +212,16 @@ def test_bad_part_names_the_part(parts, tmp_path: Path) -> None:
     assert message.startswith(str(tmp_path / "b.parquet")) and "\n" not in message
 
 
+def test_bad_batch_size_is_one_line(parts, tmp_path: Path) -> None:
+    _, folder = parts
+    result = run_script(
+        "fit.py", "--data", str(folder), "--batch-rows", "0", "--out", str(tmp_path)
+    )
+    assert result.returncode != 0
+    assert "--batch-rows must be at least 1 row, got 0" in result.stderr
+    assert "Traceback" not in result.stderr and not list(tmp_path.iterdir())
+
+
 def test_no_parts_is_one_line(tmp_path: Path) -> None:
     with pytest.raises(InputError, match="no survey parts found"):
         datapass.list_parts(tmp_path)
@@ -160,6 +250,13 @@ def test_dask_statistics_equal_streamed_and_in_memory(parts) -> None:
     )
     pd.testing.assert_frame_equal(remote.sample, local.sample)
     assert any(line.startswith("pass 2: 4/4") for line in lines)
+    # one pass (counted patterns, exact sums): bit for bit the statistics of the file
+    _, _, one_pass = datapass.dask_pass(folder, spec, n_workers=2, batch_rows=150)
+    survey = read_survey(single)
+    _, exact, _ = datapass.frame_prepared(
+        scale.build_index(survey.frame).frame, survey.levels, spec
+    )
+    _assert_stats_identical(exact, one_pass)
 
 
 def test_fit_of_parts_equals_fit_of_the_file(parts, small_run, tmp_path: Path) -> None:
@@ -173,15 +270,35 @@ def test_fit_of_parts_equals_fit_of_the_file(parts, small_run, tmp_path: Path) -
         pd.testing.assert_frame_equal(
             pd.read_csv(run / name), pd.read_csv(single_run / name), rtol=TOL, atol=TOL
         )
-    # statistics equal to ~1e-12 but not bit for bit (sums in another order; the kernel is
-    # chosen by timing) need not give the same draws: the posteriors agree within their
-    # Monte Carlo error
-    mine = pd.read_csv(run / "summary.csv", index_col="parameter")
-    theirs = pd.read_csv(single_run / "summary.csv", index_col="parameter")
-    assert list(mine.index) == list(theirs.index)
-    gap = (mine["mean"] - theirs["mean"]).abs()
-    mcse = np.sqrt(mine["mcse_mean"] ** 2 + theirs["mcse_mean"] ** 2)
-    assert (gap <= 5.0 * mcse + 1e-9).all(), gap[gap > 5.0 * mcse].head()
+    # exact sums: the same statistics bit for bit, so the same seed gives the same draws
+    mine = xr.open_datatree(run / "posterior.nc", engine="h5netcdf")["posterior"].to_dataset()
+    theirs = xr.open_datatree(single_run / "posterior.nc", engine="h5netcdf")["posterior"]
+    xr.testing.assert_identical(mine.load(), theirs.to_dataset().load())
+    for name in ("effects.csv", "contrasts.csv", "summary.csv"):
+        pd.testing.assert_frame_equal(pd.read_csv(run / name), pd.read_csv(single_run / name))
     record = pd.read_json(run / "run.json", typ="series")
     assert record["data"]["engine"] == "streamed" and record["data"]["parts"] == 4
+    assert record["data"]["batch_rows"] == 250_000
     assert (run / "figures" / "ppc_index.png").exists()
+
+
+def test_exact_sums_do_not_depend_on_the_split() -> None:
+    """Limb sums: any split and order gives the same bits; the constants are the exact ones."""
+    from fractions import Fraction
+
+    from omlbayes import exactsum
+
+    rng = np.random.default_rng(5)
+    x = rng.uniform(10.0, 22.0, 10_001)
+    whole = exactsum.total(x)
+    cut = rng.permutation(len(x))
+    pieces = sum(exactsum.total(x[cut[a : a + 997]]) for a in range(0, len(x), 997))
+    np.testing.assert_array_equal(exactsum.normalised(whole), exactsum.normalised(pieces))
+    exact = sum(map(Fraction, x))
+    assert exactsum.to_fraction(whole) == exact
+    assert exactsum.to_float(whole[None])[0] == pytest.approx(float(exact), rel=1e-15)
+    mean, sd = exactsum.mean_sd(len(x), whole, exactsum.total(x * x))
+    assert mean == float(exact / len(x))
+    assert sd == pytest.approx(x.std(ddof=1), rel=1e-12)
+    with pytest.raises(ValueError, match="exactsum"):
+        exactsum.limbs(np.array([1.0, 1e-30]))

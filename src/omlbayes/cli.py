@@ -43,6 +43,7 @@ def _options(args: argparse.Namespace) -> workflow.RunOptions:
         name=args.name,
         engine=getattr(args, "engine", "local"),
         scheduler=getattr(args, "scheduler", None),
+        batch_rows=getattr(args, "batch_rows", None) or workflow.BATCH_ROWS,
         **{**defaults, **given},
     )
     options.output()  # validates interval, prob, threshold and language (one line each)
@@ -66,6 +67,8 @@ def run_fit(args: argparse.Namespace) -> int:
         return 0
     if getattr(args, "scheduler", None) and getattr(args, "engine", "local") != "dask":
         raise SpecError("--scheduler names a Dask scheduler: use it with --engine dask")
+    if getattr(args, "batch_rows", None) is not None and args.batch_rows < 1:
+        raise SpecError(f"--batch-rows must be at least 1 row, got {args.batch_rows}")
     options = _options(args)
     spec = load_spec(args.model)
     spec = workflow.with_overrides(

@@ -1,11 +1,13 @@
 """A streamed data pass over a survey stored as parts (a folder or glob of Parquet/CSV files).
 
 After one pass the collapsed fit and every table of a run need only sums, so the client
-never holds more than one part and the statistics, whatever the number of students:
+never holds more than one batch of rows (``batch_rows``, however large a part) and the
+statistics, whatever the number of students:
 
-* pass 1 (per part, summed): ingest checks of the part (the same one-line errors, file =
-  the part), exclusion counts, the raw index's count/mean/M2 and the age sum (for the
-  standardisation constants), counted patterns of the categorical columns (cell counts,
+* pass 1 (per batch of a part, summed): ingest checks of the batch (the same one-line
+  errors, file = the part, rows of the part), exclusion counts, counted patterns of the
+  categorical columns with exact sums of age and the raw index (the standardisation
+  constants, rounded once from the exact totals; cell counts,
   the pooled composition behind the g-computation weights, Table 1, school x wave counts),
   item answer counts and complete-case item moments (items, alpha, omega, item-total),
   student-id hashes (duplicates across parts) and school -> region pairs, and a bottom-k
@@ -29,7 +31,7 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
-from omlbayes import scale
+from omlbayes import exactsum, scale
 from omlbayes.constants import DEFAULT_SEED, ITEM_COLUMNS, ITEM_MAX, ITEM_MIN, MIN_ITEMS
 from omlbayes.design import (
     CHUNK_ROWS,
@@ -41,7 +43,7 @@ from omlbayes.design import (
     residual_groups,
 )
 from omlbayes.errors import InputError
-from omlbayes.ingest import SUFFIXES, ColumnMap, load_column_map, read_survey
+from omlbayes.ingest import BATCH_ROWS, SUFFIXES, ColumnMap, Survey, iter_survey, load_column_map
 from omlbayes.schema import CATEGORICAL_COLUMNS
 from omlbayes.spec import ModelSpec
 
@@ -49,7 +51,10 @@ SAMPLE_ROWS = 4000  # the predictive-check subsample (the in-memory run's size)
 PATTERN_COLUMNS = ("school_id", *CATEGORICAL_COLUMNS)
 # Summed per pattern: the means give the numeric columns (g-computation), and with the
 # squares and the cross-product they give W'W, W'y and y'y exactly (see stats_from_patterns).
+# Summed as exact integer limbs (omlbayes.exactsum), so every split of the rows (one file,
+# parts, batches, Dask tasks) gives the same bits, and the sampler the same draws.
 PATTERN_SUMS = ("age", "index_raw", "age_sq", "index_raw_sq", "age_x_index_raw")
+LIMB_COLUMNS = {c: [f"{c}#{k}" for k in range(exactsum.LIMBS)] for c in PATTERN_SUMS}
 ANSWERS = np.arange(ITEM_MIN, ITEM_MAX + 1)
 
 
@@ -128,11 +133,9 @@ class PartSummary:
     exclusions: dict[str, int]
     notes: dict[str, int]
     levels: dict[str, tuple[str, ...]]  # levels found in the data (levels_from_data columns)
-    raw: Moments
-    age_sum: float
     ingest_excluded: int  # rows removed by ingest (before the index's own exclusion)
     wave_counts: dict[str, int]  # students per wave after ingest's exclusions
-    patterns: pd.DataFrame  # PATTERN_COLUMNS + n + PATTERN_SUMS
+    patterns: pd.DataFrame  # PATTERN_COLUMNS (as text) + n + the limbs of PATTERN_SUMS
     item_counts: np.ndarray  # (items, answers + 1): counts of 1..5 and of missing
     complete: dict[str, Moments]  # "all" and each wave: complete-case item moments
     id_hashes: list[np.ndarray]  # one array per part
@@ -144,14 +147,16 @@ class PartSummary:
     min_items: int = MIN_ITEMS
     sample_rows: int = SAMPLE_ROWS
     cmap: ColumnMap | None = None  # to read a part back for an error message
+    batch_rows: int = BATCH_ROWS  # ... in the batches of the pass
 
     def __add__(self, other: PartSummary) -> PartSummary:
         for school, (region, part) in other.school_region.items():
             mine = self.school_region.get(school)
             if mine is not None and mine[0] != region:
+                where = "in other rows of this file" if mine[1] == part else f"in {mine[1]}"
                 raise InputError(
                     f"{part}: column 'region': school '{school}' is in region '{region}' here "
-                    f"but in '{mine[0]}' in {mine[1]}; a school lies in one region: fix the "
+                    f"but in '{mine[0]}' {where}; a school lies in one region: fix the "
                     "region of those rows or give the schools distinct ids"
                 )
         complete = {
@@ -171,8 +176,6 @@ class PartSummary:
                 c: tuple(sorted(set(self.levels.get(c, ())) | set(other.levels.get(c, ()))))
                 for c in dict.fromkeys([*self.levels, *other.levels])
             },
-            raw=self.raw + other.raw,
-            age_sum=self.age_sum + other.age_sum,
             ingest_excluded=self.ingest_excluded + other.ingest_excluded,
             wave_counts=_add_counts(self.wave_counts, other.wave_counts),
             patterns=_merge_patterns(self.patterns, other.patterns),
@@ -195,13 +198,57 @@ def _add_counts(a: dict[str, int], b: dict[str, int]) -> dict[str, int]:
 
 def _merge_patterns(a: pd.DataFrame, b: pd.DataFrame) -> pd.DataFrame:
     both = pd.concat([a, b], ignore_index=True)
-    keys = list(PATTERN_COLUMNS)
-    return both.groupby(keys, dropna=False, sort=True)[["n", *PATTERN_SUMS]].sum().reset_index()
+    sums = ["n", *(c for cols in LIMB_COLUMNS.values() for c in cols)]
+    return both.groupby(list(PATTERN_COLUMNS), sort=False)[sums].sum().reset_index()
 
 
-def _row_keys(n: int, seed: int, part_index: int) -> np.ndarray:
-    """Uniform keys per row, fixed by the seed and the part's position (bottom-k sample)."""
-    return np.random.default_rng([seed, part_index]).random(n)
+def count_patterns(kept: pd.DataFrame) -> pd.DataFrame:
+    """Analysed rows (PATTERN_COLUMNS, ``age``, ``index_raw``) as counted patterns.
+
+    One row per distinct pattern: its columns as text, ``n`` and the exact limb sums of
+    PATTERN_SUMS (int64; add them across batches and parts, in any order).
+    """
+    age = kept["age"].to_numpy(dtype=np.float64)
+    raw = kept["index_raw"].to_numpy(dtype=np.float64)
+    values = {
+        "age": age,
+        "index_raw": raw,
+        "age_sq": age * age,
+        "index_raw_sq": raw * raw,
+        "age_x_index_raw": age * raw,
+    }
+    columns: dict[str, object] = {c: kept[c].reset_index(drop=True) for c in PATTERN_COLUMNS}
+    columns["n"] = np.ones(len(kept), dtype=np.int64)
+    for name, x in values.items():
+        for col, limb in zip(LIMB_COLUMNS[name], exactsum.limbs(x).T, strict=True):
+            columns[col] = limb
+    frame = pd.DataFrame(columns)
+    counted = frame.groupby(list(PATTERN_COLUMNS), sort=False, observed=True).sum().reset_index()
+    for col in PATTERN_COLUMNS:  # text keys: parts with other category sets merge alike
+        counted[col] = counted[col].astype("str")
+    return counted
+
+
+def finish_patterns(counted: pd.DataFrame, levels) -> tuple[pd.DataFrame, dict[str, float]]:
+    """Counted patterns in their canonical order (sorted by text) with float sums, and the
+    standardisation constants (n, raw_mean, raw_sd, age_mean) from the exact totals.
+
+    The same counted patterns give the same bits, however they were summed.
+    """
+    counted = counted.sort_values(list(PATTERN_COLUMNS), kind="stable").reset_index(drop=True)
+    out = counted[[*PATTERN_COLUMNS, "n"]].copy()
+    totals = {}
+    for name, cols in LIMB_COLUMNS.items():
+        limbs = counted[cols].to_numpy(dtype=np.int64)
+        out[name] = exactsum.to_float(limbs)
+        totals[name] = limbs.sum(axis=0)
+    n = int(out["n"].sum())
+    constants = {"n": float(n), "raw_mean": np.nan, "raw_sd": 0.0, "age_mean": np.nan}
+    if n:
+        raw_mean, raw_sd = exactsum.mean_sd(n, totals["index_raw"], totals["index_raw_sq"])
+        age_mean = exactsum.mean(n, totals["age"])
+        constants.update(raw_mean=raw_mean, raw_sd=raw_sd, age_mean=age_mean)
+    return _categorised(out, levels), constants
 
 
 def scan_part(
@@ -212,9 +259,39 @@ def scan_part(
     min_items: int = MIN_ITEMS,
     seed: int = DEFAULT_SEED,
     sample_rows: int = SAMPLE_ROWS,
+    batch_rows: int = BATCH_ROWS,
 ) -> PartSummary:
-    """Pass 1 of one part: validated by ``ingest.read_survey`` and reduced to sums."""
-    survey = read_survey(path, column_map=cmap, whole_file=False)
+    """Pass 1 of one part, read in batches of ``batch_rows`` (``ingest.iter_survey``).
+
+    Memory is bounded by one batch; the sums are those of the whole part, exactly (the
+    counted patterns and counts), or to rounding (the item moments behind the tables).
+    """
+    # one stream of uniform keys per part (the bottom-k sample), whatever the batches
+    keys = np.random.default_rng([seed, part_index])
+    total = None
+    hashes = []
+    for survey in iter_survey(path, column_map=cmap, batch_rows=batch_rows):
+        batch = _scan_batch(survey, str(path), keys, cmap, min_items, sample_rows)
+        hashes += batch.id_hashes
+        total = batch if total is None else total + batch
+    return replace(
+        total,
+        parts=[str(path)],
+        sha256=total.sha256[:1],
+        id_hashes=[np.concatenate(hashes)],
+        batch_rows=batch_rows,
+    )
+
+
+def _scan_batch(
+    survey: Survey,
+    name: str,
+    keys: np.random.Generator,
+    cmap: ColumnMap,
+    min_items: int,
+    sample_rows: int,
+) -> PartSummary:
+    """Pass 1 of one validated batch of a part."""
     frame = survey.frame
     keep, raw = scale.raw_index(frame, min_items=min_items)
     n_excluded = int((~keep).sum())
@@ -224,20 +301,9 @@ def scan_part(
         exclusions[reason] = exclusions.get(reason, 0) + n_excluded
     kept = frame.loc[keep].reset_index(drop=True)
     kept["index_raw"] = raw.to_numpy()
-    age = kept["age"].to_numpy(dtype=np.float64)
-    kept["age_sq"] = age * age
-    kept["index_raw_sq"] = kept["index_raw"] * kept["index_raw"]
-    kept["age_x_index_raw"] = age * kept["index_raw"]
     # every row read counts for duplicate ids (the single-file check sees excluded rows too)
     all_ids = frame["student_id"].to_numpy(dtype=object)
-    patterns = (
-        kept.assign(n=1)
-        .groupby(list(PATTERN_COLUMNS), dropna=False, sort=True, observed=True)[
-            ["n", *PATTERN_SUMS]
-        ]
-        .sum()
-        .reset_index()
-    )
+    patterns = count_patterns(kept)
     items = kept[list(ITEM_COLUMNS)].astype("float64").to_numpy()
     counts = np.zeros((len(ITEM_COLUMNS), len(ANSWERS) + 1), dtype=np.int64)
     for j in range(len(ITEM_COLUMNS)):
@@ -253,10 +319,9 @@ def scan_part(
     for level in dict.fromkeys(wave[complete_rows]):
         complete[str(level)] = Moments.of(items[complete_rows & (wave == level)])
     pairs = kept[["school_id", "region"]].drop_duplicates("school_id")
-    name = str(path)
-    keys = _row_keys(len(kept), seed, part_index)
-    take = np.argsort(keys, kind="stable")[:sample_rows]
-    sample = kept.iloc[take].assign(_key=keys[take]).reset_index(drop=True)
+    row_keys = keys.random(len(kept))  # the part's key stream continues across its batches
+    take = np.argsort(row_keys, kind="stable")[:sample_rows]
+    sample = kept.iloc[take].assign(_key=row_keys[take]).reset_index(drop=True)
     found = {c: survey.levels.of(c) for c in cmap.levels_from_data}
     return PartSummary(
         parts=[name],
@@ -265,8 +330,6 @@ def scan_part(
         exclusions=exclusions,
         notes=dict(survey.notes),
         levels=found,
-        raw=Moments.of(raw.to_numpy()),
-        age_sum=float(kept["age"].sum()),
         ingest_excluded=sum(survey.exclusions.values()),
         wave_counts={
             str(k): int(v) for k, v in frame["wave"].astype("string").value_counts().items()
@@ -401,21 +464,19 @@ def summarise_parts(summaries: list[PartSummary], source: str) -> StreamedSurvey
         total = total + s
     _check_duplicates(total)
     _check_whole(total, source)
-    if total.raw.n == 0:
+    levels = total.declared
+    if total.levels:
+        levels = replace(levels, **{c: v for c, v in total.levels.items()})
+    pattern_sums, constants = finish_patterns(total.patterns, levels)
+    n = int(constants["n"])
+    if n == 0:
         raise InputError(
             f"{source}: no student answered at least {total.min_items} of the "
             f"{len(ITEM_COLUMNS)} items; check the item columns or lower min_items"
         )
-    raw_sd = float(np.sqrt(total.raw.m2[0, 0] / (total.raw.n - 1))) if total.raw.n > 1 else 0.0
+    raw_mean, raw_sd, age_mean = (constants[k] for k in ("raw_mean", "raw_sd", "age_mean"))
     if not raw_sd > 0:
         raise InputError("the index has no variation: every student has the same item mean")
-    raw_mean = float(total.raw.mean[0])
-    n = int(total.raw.n)
-    age_mean = total.age_sum / n
-    levels = total.declared
-    if total.levels:
-        levels = replace(levels, **{c: v for c, v in total.levels.items()})
-    pattern_sums = _categorised(total.patterns, levels)
     patterns = _standardised(pattern_sums, raw_mean, raw_sd, age_mean)
     sample = total.sample.drop(columns="_key")
     sample = _categorised(sample, levels)
@@ -508,11 +569,17 @@ def _check_duplicates(total: PartSummary) -> None:
     first, second = parts[part_of[a]], parts[part_of[b]]
     # only now, on the error path, read the id back (the pass keeps 8-byte hashes)
     offset = int(b - np.flatnonzero(part_of == part_of[b])[0])
-    ids = read_survey(second, column_map=total.cmap, whole_file=False).frame["student_id"]
+    repeated = None
+    for survey in iter_survey(second, column_map=total.cmap, batch_rows=total.batch_rows):
+        if offset < len(survey.frame):
+            repeated = survey.frame["student_id"].iloc[offset]
+            break
+        offset -= len(survey.frame)
+    where = "in other rows of this file" if first == second else f"of {first}"
+    across = "across batches" if first == second else "across parts"
     raise InputError(
-        f"{second}: column 'student_id' repeats id '{ids.iloc[offset]}' of {first} (duplicate "
-        "ids across parts); each row must be one student: delete the repeated rows or fix "
-        "the ids"
+        f"{second}: column 'student_id' repeats id '{repeated}' {where} (duplicate ids "
+        f"{across}); each row must be one student: delete the repeated rows or fix the ids"
     )
 
 
@@ -523,10 +590,11 @@ def stream_pass(
     column_map: Path | str | ColumnMap | None = None,
     seed: int = DEFAULT_SEED,
     chunk_rows: int = CHUNK_ROWS,
+    batch_rows: int = BATCH_ROWS,
     progress=None,
     from_patterns: bool = True,
 ) -> tuple[StreamedSurvey, DesignLayout, GroupedStats]:
-    """The pass over the parts in this process (one part in memory at a time).
+    """The pass over the parts in this process (one batch of ``batch_rows`` in memory).
 
     Pass 2 runs only when the model reads a column the counted patterns do not carry
     (or ``from_patterns=False``); see :func:`stats_from_patterns`.
@@ -535,7 +603,7 @@ def stream_pass(
     parts = list_parts(data)
     summaries = []
     for i, part in enumerate(parts):
-        summaries.append(scan_part(part, i, cmap, seed=seed))
+        summaries.append(scan_part(part, i, cmap, seed=seed, batch_rows=batch_rows))
         if progress:
             progress(f"pass 1: part {i + 1}/{len(parts)} {part.name}")
     survey = summarise_parts(summaries, str(data))
@@ -544,7 +612,9 @@ def stream_pass(
     if total is not None:
         return survey, layout, total
     for i, part in enumerate(parts):
-        stats = stats_part(part, cmap, survey, layout, spec, groups, chunk_rows=chunk_rows)
+        stats = stats_part(
+            part, cmap, survey, layout, spec, groups, chunk_rows=chunk_rows, batch_rows=batch_rows
+        )
         total = stats if total is None else total + stats
         if progress:
             progress(f"pass 2: part {i + 1}/{len(parts)} {part.name}")
@@ -552,7 +622,10 @@ def stream_pass(
 
 
 def stats_from_patterns(
-    survey: StreamedSurvey, layout: DesignLayout, spec: ModelSpec, groups: tuple[str, ...]
+    survey: StreamedSurvey | PatternTotals,
+    layout: DesignLayout,
+    spec: ModelSpec,
+    groups: tuple[str, ...],
 ) -> GroupedStats | None:
     """W'W, W'y, y'y and n from the counted patterns alone (no second pass), or None.
 
@@ -607,15 +680,55 @@ def stats_from_patterns(
     return GroupedStats(tuple(wtw), wty, yty, n_g, groups)
 
 
+@dataclass(frozen=True)
+class PatternTotals:
+    """What :func:`stats_from_patterns` reads: the float pattern sums and the constants."""
+
+    pattern_sums: pd.DataFrame
+    raw_mean: float
+    raw_sd: float
+    age_mean: float
+
+
+def frame_prepared(frame: pd.DataFrame, levels, spec: ModelSpec) -> tuple | None:
+    """(layout, statistics, g-computation weights) of analysed rows held in memory, summed
+    exactly as the streamed pass sums its parts, or None when the counted patterns do not
+    give the model's statistics (then the caller sums the rows).
+
+    ``frame``: the analysed rows of ``scale.build_index`` (``index_raw``, ``age``), whose
+    constants equal the exact ones here bit for bit. So one file and its parts give the
+    same statistics, the same weights and, for the same seed, the same draws.
+    """
+    from omlbayes import estimands
+
+    pattern_sums, constants = finish_patterns(count_patterns(frame), levels)
+    totals = PatternTotals(
+        pattern_sums, constants["raw_mean"], constants["raw_sd"], constants["age_mean"]
+    )
+    patterns = _standardised(pattern_sums, totals.raw_mean, totals.raw_sd, totals.age_mean)
+    layout = build_layout(patterns, spec)
+    groups = residual_groups(patterns, spec.residual_sd_by)
+    stats = stats_from_patterns(totals, layout, spec, groups)
+    if stats is None:
+        return None
+    return layout, stats, estimands.gcomp_weights(patterns, layout, spec, weight="n")
+
+
 def design_of(survey: StreamedSurvey, spec: ModelSpec) -> tuple[DesignLayout, tuple[str, ...]]:
     """The model's layout and residual groups from the levels present (the counted patterns)."""
     layout = build_layout(survey.patterns, spec)
     return layout, residual_groups(survey.patterns, spec.residual_sd_by)
 
 
-def analysed_part(path: Path | str, cmap: ColumnMap, survey: StreamedSurvey) -> pd.DataFrame:
-    """A part's analysed rows, scaled with the whole data's constants."""
-    frame = read_survey(path, column_map=cmap, whole_file=False).frame
+def analysed_batches(
+    path: Path | str, cmap: ColumnMap, survey: StreamedSurvey, batch_rows: int = BATCH_ROWS
+):
+    """A part's analysed rows, batch by batch, scaled with the whole data's constants."""
+    for batch in iter_survey(path, column_map=cmap, batch_rows=batch_rows):
+        yield _analysed(batch.frame, cmap, survey)
+
+
+def _analysed(frame: pd.DataFrame, cmap: ColumnMap, survey: StreamedSurvey) -> pd.DataFrame:
     keep, raw = scale.raw_index(frame, min_items=survey.min_items)
     kept = frame.loc[keep].reset_index(drop=True)
     for col in cmap.levels_from_data:  # the levels of all parts, as one file would have
@@ -639,19 +752,20 @@ def stats_part(
     groups: tuple[str, ...],
     *,
     chunk_rows: int = CHUNK_ROWS,
+    batch_rows: int = BATCH_ROWS,
 ) -> GroupedStats:
-    """Pass 2 of one part: W'W, W'y, y'y and n per residual group."""
-    kept = analysed_part(path, cmap, survey)
+    """Pass 2 of one part, batch by batch: W'W, W'y, y'y and n per residual group."""
     total = None
-    for start in range(0, max(len(kept), 1), chunk_rows):
-        part = chunk_grouped_stats(
-            kept.iloc[start : start + chunk_rows],
-            layout,
-            spec.response,
-            spec.residual_sd_by,
-            groups,
-        )
-        total = part if total is None else total + part
+    for kept in analysed_batches(path, cmap, survey, batch_rows):
+        for start in range(0, max(len(kept), 1), chunk_rows):
+            part = chunk_grouped_stats(
+                kept.iloc[start : start + chunk_rows],
+                layout,
+                spec.response,
+                spec.residual_sd_by,
+                groups,
+            )
+            total = part if total is None else total + part
     return total
 
 
@@ -674,6 +788,7 @@ def dask_pass(
     scheduler: str | None = None,
     n_workers: int | None = None,
     chunk_rows: int = CHUNK_ROWS,
+    batch_rows: int = BATCH_ROWS,
     progress=None,
     from_patterns: bool = True,
 ) -> tuple[StreamedSurvey, DesignLayout, GroupedStats]:
@@ -681,7 +796,8 @@ def dask_pass(
 
     A ``LocalCluster`` (one single-threaded worker process per core, at most one per part)
     unless ``scheduler`` gives the address of a running one. The parts are read by the
-    workers (their paths must be readable there) and reduced there: the client receives
+    workers (their paths must be readable there), each in batches of ``batch_rows``, and
+    reduced there: the client receives
     only the summed statistics and the bounded predictive sample, never the rows.
     """
     import logging
@@ -713,7 +829,15 @@ def dask_pass(
             ) from None
     try:
         say(f"dask: {len(client.scheduler_info()['workers'])} workers, {len(parts)} parts")
-        first = client.map(scan_part, parts, range(len(parts)), cmap=cmap, seed=seed, pure=False)
+        first = client.map(
+            scan_part,
+            parts,
+            range(len(parts)),
+            cmap=cmap,
+            seed=seed,
+            batch_rows=batch_rows,
+            pure=False,
+        )
         _follow(first, "pass 1", say, as_completed)
         survey = client.submit(summarise_parts, first, str(data), pure=False).result()
         layout, groups = design_of(survey, spec)
@@ -730,6 +854,7 @@ def dask_pass(
             spec=spec,
             groups=groups,
             chunk_rows=chunk_rows,
+            batch_rows=batch_rows,
             pure=False,
         )
         _follow(second, "pass 2", say, as_completed)

@@ -37,7 +37,7 @@ import io
 import os
 import re
 import tomllib
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -63,6 +63,7 @@ SUFFIXES = {
 }
 LEVELS_FROM_DATA = "from_data"
 MAX_EXCLUDED_SHARE = 0.5
+BATCH_ROWS = 250_000  # rows per batch of a streamed read (iter_survey)
 # Exclusion order: a row missing several covariates is counted under the first.
 EXCLUSION_ORDER = (*CATEGORICAL_COLUMNS, "age")
 NOTE_PARENT_EDU_UNKNOWN = "parent_edu missing -> unknown"
@@ -377,6 +378,153 @@ def read_survey(
         raise InputError(f"{name}: the file has a header but no data rows; export it with data")
     frame, origin = _rename(raw, name, cmap)
     return _validate(frame, origin, raw.value_labels, name, cmap, sha, n_read, whole_file)
+
+
+def iter_survey(
+    path: Path | str,
+    *,
+    column_map: Path | str | ColumnMap | None = None,
+    batch_rows: int = BATCH_ROWS,
+) -> Iterator[Survey]:
+    """One part of a survey in batches of at most ``batch_rows`` rows, memory bounded by one.
+
+    Each batch is validated as :func:`read_survey` validates a part (``whole_file=False``),
+    with row numbers counted from the file's first data row, so errors name the same rows;
+    ``sha256`` is the whole file's (hashed in blocks) and ``n_read`` the batch's rows. Parquet
+    is read by row batches, CSV in chunks (trailing blank rows are not rows, as in
+    ``read_survey``); SPSS and Stata files have no streamed reader here and come whole.
+    Checks across batches (duplicate ids, a school in two regions) are the caller's.
+    """
+    if batch_rows < 1:
+        raise InputError(f"batch_rows must be at least 1, got {batch_rows}")
+    cmap = column_map if isinstance(column_map, ColumnMap) else load_column_map(column_map)
+    if isinstance(column_map, ColumnMap):
+        _check_map(cmap)
+    name = str(path)
+    path = Path(path)
+    if not path.exists():
+        raise InputError(f"{name}: file not found; check the path (relative to {os.getcwd()})")
+    if not path.is_file():
+        raise InputError(f"{name}: is a directory, not a survey file; give the file's path")
+    kind = SUFFIXES.get(path.suffix.lower())
+    if kind is None:
+        raise InputError(
+            f"{name}: unknown file type '{path.suffix}'; save the survey as "
+            f"{', '.join(SUFFIXES)} (the suffix chooses the reader)"
+        )
+    sha, blank_file = _hash_file(path)
+    if blank_file:
+        raise InputError(f"{name}: the file is empty; export the survey again")
+    if kind == "csv":
+        raws = _csv_batches(path, name, cmap, batch_rows)
+    elif kind == "parquet":
+        raws = _parquet_batches(path, name, batch_rows)
+    else:
+        raws = iter([_read_stat(path, name, kind)])
+    start = 0
+    for raw in raws:
+        n = len(raw.frame)
+        if n == 0:
+            continue
+        raw.frame.index = pd.RangeIndex(start, start + n)  # rows of the file, for messages
+        frame, origin = _rename(raw, name, cmap)
+        yield _validate(frame, origin, raw.value_labels, name, cmap, sha, n, whole_file=False)
+        start += n
+    if start == 0:
+        raise InputError(f"{name}: the file has a header but no data rows; export it with data")
+
+
+def _hash_file(path: Path, block: int = 1 << 22) -> tuple[str, bool]:
+    """The file's SHA-256, read in blocks, and whether it holds nothing but whitespace."""
+    digest = hashlib.sha256()
+    blank = True
+    with path.open("rb") as fh:
+        while chunk := fh.read(block):
+            digest.update(chunk)
+            blank = blank and not chunk.strip()
+    return digest.hexdigest(), blank
+
+
+def _parquet_batches(path: Path, name: str, batch_rows: int) -> Iterator[_Raw]:
+    import pyarrow
+    import pyarrow.parquet as pq
+
+    def damaged(err: BaseException) -> InputError:
+        return InputError(
+            f"{name}: cannot read as Parquet ({_first_sentence(err)}); the file is damaged or "
+            "not Parquet: export it again"
+        )
+
+    try:
+        reader = pq.ParquetFile(path)
+        header = tuple(str(c) for c in reader.schema_arrow.names)
+        batches = reader.iter_batches(batch_size=batch_rows)
+    except (pyarrow.ArrowException, OSError, ValueError) as err:
+        raise damaged(err) from None
+    while True:
+        try:
+            batch = next(batches, None)
+            if batch is None:
+                return
+            # through a table, so the file's pandas metadata applies as in pd.read_parquet
+            frame = pyarrow.Table.from_batches([batch]).to_pandas()
+        except (pyarrow.ArrowException, OSError, ValueError) as err:
+            raise damaged(err) from None
+        yield _Raw(frame.reset_index(drop=True), header, {})
+
+
+def _csv_batches(path: Path, name: str, cmap: ColumnMap, batch_rows: int) -> Iterator[_Raw]:
+    """CSV in chunks of text cells, as ``_read_csv`` reads the whole file.
+
+    Blank rows at the end of a chunk wait for the next one: they are rows only if a data
+    row follows them (trailing blank rows of the file are dropped, as ``_read_csv`` does).
+    """
+    encoding = "utf-8-sig" if cmap.encoding == "utf-8" else cmap.encoding  # Excel's BOM
+    with path.open("rb") as fh:
+        first = fh.readline()
+    try:
+        header_line = first.decode(encoding).rstrip("\r\n")
+    except UnicodeDecodeError as err:
+        _read_csv(path.read_bytes(), name, cmap)  # the whole file's one-line message
+        raise InputError(f"{name}: cannot decode as {cmap.encoding} ({err.reason})") from None
+    sep = cmap.delimiter or max(DELIMITERS, key=header_line.count)
+    header = tuple(next(csv.reader([header_line], delimiter=sep), []))
+    chunks = pd.read_csv(
+        path,
+        sep=sep,
+        dtype=str,
+        keep_default_na=False,
+        na_values=[],
+        skip_blank_lines=False,
+        encoding=encoding,
+        chunksize=batch_rows,
+    )
+    waiting: pd.DataFrame | None = None
+    first_chunk = True
+    while True:
+        try:
+            chunk = next(chunks, None)
+        except UnicodeDecodeError as err:
+            _read_csv(path.read_bytes(), name, cmap)  # error path: the whole file's message
+            raise InputError(f"{name}: cannot decode as {cmap.encoding} ({err.reason})") from None
+        except (pd.errors.ParserError, pd.errors.EmptyDataError) as err:
+            _csv_careful(path.read_text(encoding=encoding), sep, name)  # its one line
+            raise InputError(
+                f"{name}: cannot parse as CSV ({_one_line(err)}); fix the file"
+            ) from None
+        if chunk is None:
+            return
+        if first_chunk and chunk.shape[1] == 1 and len(REQUIRED_COLUMNS) > 1:
+            _read_csv(first, name, cmap)  # the header alone gives the one-column message
+        first_chunk = False
+        if waiting is not None:
+            chunk = pd.concat([waiting, chunk], ignore_index=True)
+        blank = (chunk.isna() | chunk.eq("")).all(axis=1).to_numpy()
+        last = np.flatnonzero(~blank)
+        end = int(last[-1]) + 1 if len(last) else 0
+        waiting = chunk.iloc[end:] if end < len(chunk) else None
+        if end:
+            yield _Raw(chunk.iloc[:end].reset_index(drop=True), header, {})
 
 
 def _read_csv(data: bytes, name: str, cmap: ColumnMap) -> _Raw:

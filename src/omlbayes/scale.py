@@ -11,6 +11,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from omlbayes import exactsum
 from omlbayes.constants import ITEM_COLUMNS, MIN_ITEMS
 from omlbayes.errors import InputError
 
@@ -46,7 +47,11 @@ def build_index(
             "check the item columns or lower min_items"
         )
     kept = frame.loc[keep].copy()
-    raw_mean, raw_sd = float(raw.mean()), float(raw.std(ddof=1))
+    # exact sums (omlbayes.exactsum): the same constants, bit for bit, as a streamed pass
+    raw_values = raw.to_numpy(dtype="float64")
+    raw_mean, raw_sd = exactsum.mean_sd(
+        len(raw_values), exactsum.total(raw_values), exactsum.total(raw_values * raw_values)
+    )
     if not raw_sd > 0:
         raise InputError("the index has no variation: every student has the same item mean")
     kept["index_raw"] = raw
@@ -73,8 +78,12 @@ def raw_index(
 
 def center(values: pd.Series) -> tuple[pd.Series, float]:
     """``values`` minus their mean (over the analysed students), and that mean."""
-    mean = float(values.astype("float64").mean())
-    return values.astype("float64") - mean, mean
+    x = values.astype("float64")
+    try:  # exact (the streamed pass's bits); a column with gaps falls back to pandas' mean
+        mean = exactsum.mean(len(x), exactsum.total(x.to_numpy()))
+    except (ValueError, ZeroDivisionError):
+        mean = float(x.mean())
+    return x - mean, mean
 
 
 def cronbach_alpha(items: pd.DataFrame) -> float:

@@ -31,7 +31,7 @@ from omlbayes import (
 from omlbayes.constants import CI_KIND, CI_PROB, DEFAULT_SEED, MIN_CELL_N
 from omlbayes.errors import SpecError
 from omlbayes.findings import load_findings
-from omlbayes.ingest import read_survey
+from omlbayes.ingest import BATCH_ROWS, read_survey
 from omlbayes.labels import LANGS
 from omlbayes.options import OutputOptions
 from omlbayes.plots.save import save_png
@@ -64,6 +64,7 @@ class RunOptions:
     name: str | None = None
     engine: str = "local"  # the data pass over parts: "local" (this process) or "dask"
     scheduler: str | None = None  # a Dask scheduler's address; None starts a LocalCluster
+    batch_rows: int = BATCH_ROWS  # rows per batch when parts are read (bounds the memory)
 
     def output(self, *, monitor: str = "", area: str = "") -> OutputOptions:
         """The output options of a run with these settings (validated)."""
@@ -104,7 +105,7 @@ def fit_survey_run(
     if datapass.is_parts(data) or options.engine == "dask":
         source = _streamed_source(data, spec, column_map, options, progress)
     else:
-        source = _in_memory_source(data, column_map, options)
+        source = _in_memory_source(data, column_map, options, spec)
     survey, frame, exclusions = source.survey, source.frame, source.exclusions
     progress(
         f"{survey.n_read} rows read, {source.n_analysed} students analysed"
@@ -200,12 +201,18 @@ class _Source:
     data_facts: dict = field(default_factory=dict)
 
 
-def _in_memory_source(data, column_map, options: RunOptions) -> _Source:
+def _in_memory_source(data, column_map, options: RunOptions, spec: ModelSpec) -> _Source:
     from omlbayes import predictive
 
     survey = read_survey(data, column_map=column_map)
     scaled = scale.build_index(survey.frame)
     frame = scaled.frame
+    # the collapsed fit gets the streamed pass's exact sums: a file and its parts, same draws
+    prepared = (
+        datapass.frame_prepared(frame, survey.levels, spec)
+        if spec.sampler.backend == "collapsed"
+        else None
+    )
     return _Source(
         survey,
         frame,
@@ -214,6 +221,7 @@ def _in_memory_source(data, column_map, options: RunOptions) -> _Source:
         len(frame),
         predictive.subsample(frame, size=PREDICTIVE_ROWS, seed=options.seed),
         lambda: datapass.frame_tables(frame),
+        prepared=prepared,
     )
 
 
@@ -230,11 +238,17 @@ def _streamed_source(data, spec: ModelSpec, column_map, options: RunOptions, pro
             column_map=column_map,
             seed=options.seed,
             scheduler=options.scheduler,
+            batch_rows=options.batch_rows,
             progress=progress,
         )
     else:
         streamed, layout, stats = datapass.stream_pass(
-            data, spec, column_map=column_map, seed=options.seed, progress=progress
+            data,
+            spec,
+            column_map=column_map,
+            seed=options.seed,
+            batch_rows=options.batch_rows,
+            progress=progress,
         )
     gcomp = estimands.gcomp_weights(streamed.patterns, layout, spec, weight="n")
     return _Source(
@@ -250,6 +264,7 @@ def _streamed_source(data, spec: ModelSpec, column_map, options: RunOptions, pro
             "parts": len(streamed.parts),
             "engine": "dask" if options.engine == "dask" else "streamed",
             "scheduler": options.scheduler if options.engine == "dask" else None,
+            "batch_rows": options.batch_rows,
             "predictive_sample": (
                 f"{len(streamed.sample)} rows: the smallest of one uniform key per row, "
                 f"drawn with seed {options.seed} and the part's position"
