@@ -94,6 +94,32 @@ def test_gradients_match_finite_differences():
         np.testing.assert_allclose(grads[name], numeric, rtol=1e-5, atol=1e-6, err_msg=name)
 
 
+def test_tiny_probabilities_keep_the_exact_sum_of_logs():
+    """Answers with probabilities far below 1e-20 (logged one by one) among ordinary ones
+    (multiplied before the log): the total is still the exact sum of the log probabilities."""
+    params, data, _ = _toy(seed=5, n=40)
+    params["z"] = params["z"] * 8.0  # some answers become very unlikely (below 1e-20)
+    student, item, cat = data[5], data[6], data[7]
+    cut = params["cut"]
+    eta = params["loading"][item] * params["z"][student]
+    top = cut.shape[1]
+    upper = np.where(cat < top, cut[item, np.minimum(cat, top - 1)] - eta, np.inf)
+    lower = np.where(cat > 0, cut[item, np.maximum(cat - 1, 0)] - eta, -np.inf)
+    # log(Phi(u) - Phi(l)) in whichever tail keeps it accurate
+    upper_tail = lower > 0
+    with np.errstate(divide="ignore"):  # np.where evaluates the branch it does not keep
+        logp = np.where(
+            upper_tail,
+            norm.logsf(lower) + np.log1p(-np.exp(norm.logsf(upper) - norm.logsf(lower))),
+            norm.logcdf(upper) + np.log1p(-np.exp(norm.logcdf(lower) - norm.logcdf(upper))),
+        )
+    assert logp.min() < np.log(1e-20)  # the direct-log path is exercised
+    from omlbayes.backends.graded_kernel import item_logp
+
+    value = item_logp(params["z"], cut, params["loading"], student, item, cat)[0]
+    assert value == pytest.approx(logp.sum(), rel=1e-10)
+
+
 def test_extreme_point_gives_minus_inf_not_nan():
     params, data, _ = _toy(seed=4)
     params["z"] = params["z"] * 1e3  # answer probabilities underflow
