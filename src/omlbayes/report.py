@@ -499,7 +499,10 @@ def _methods_html(ctx: _Context) -> str:
         parts.append("</ul>")
 
     parts.append(f"<h3>{esc(rt['model'])}</h3><p>{esc(_model_text(rt, rec))}</p>")
-    parts.append(f"<p>{esc(rt['formula'])}: <code>{esc(rec.get('formula', '?'))}</code></p>")
+    formula = str(rec.get("formula", "?"))
+    if (rec.get("spec") or {}).get("family") == "graded" and " ~ " in formula:
+        formula = "theta ~ " + formula.split(" ~ ", 1)[1]  # the latent trait's structure
+    parts.append(f"<p>{esc(rt['formula'])}: <code>{esc(formula)}</code></p>")
     priors = rec.get("priors") or {}
     if priors:
         parts.append(f"<h3>{esc(rt['priors'])}</h3>")
