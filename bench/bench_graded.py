@@ -19,6 +19,7 @@ import argparse
 import json
 import os
 import platform
+import resource
 import subprocess
 import sys
 import tempfile
@@ -59,6 +60,8 @@ def summarise_run(run: Path, *, wall_s: float | None) -> dict:
         "mean_leapfrog_steps": fit.get("mean_leapfrog_steps"),
         "within_budget": (wall_s or timings.get("total_s", float("inf"))) <= BUDGET_S,
         "machine": f"{platform.machine()}, {os.cpu_count()} cores",
+        "git_commit": record.get("git_commit"),
+        "timings": timings,
     }
 
 
@@ -81,13 +84,21 @@ def main(argv: list[str]) -> int:
         for flag in ("draws", "tune"):
             if getattr(args, flag):
                 cmd += [f"--{flag}", str(getattr(args, flag))]
+        load_start = os.getloadavg()
         t0 = time.perf_counter()
         proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
         wall = time.perf_counter() - t0
+        load_end = os.getloadavg()
+        usage = resource.getrusage(resource.RUSAGE_CHILDREN)
         if proc.returncode != 0:
             print(proc.stderr[-3000:], file=sys.stderr)
             return 1
         result = summarise_run(folder / "run", wall_s=wall)
+        # the machine is shared: its load and the fit's own CPU time say how to read wall_s
+        result["load_average_start"] = list(load_start)
+        result["load_average_end"] = list(load_end)
+        result["cpu_s"] = usage.ru_utime + usage.ru_stime
+        result["peak_rss_gb"] = usage.ru_maxrss / 1e6
     args.out.write_text(json.dumps(result, indent=2, default=str) + "\n")
     keys = (
         "n_students",

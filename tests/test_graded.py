@@ -94,6 +94,32 @@ def test_gradients_match_finite_differences():
         np.testing.assert_allclose(grads[name], numeric, rtol=1e-5, atol=1e-6, err_msg=name)
 
 
+def test_tiny_probabilities_keep_the_exact_sum_of_logs():
+    """Answers with probabilities far below 1e-20 (logged one by one) among ordinary ones
+    (multiplied before the log): the total is still the exact sum of the log probabilities."""
+    params, data, _ = _toy(seed=5, n=40)
+    params["z"] = params["z"] * 8.0  # some answers become very unlikely (below 1e-20)
+    student, item, cat = data[5], data[6], data[7]
+    cut = params["cut"]
+    eta = params["loading"][item] * params["z"][student]
+    top = cut.shape[1]
+    upper = np.where(cat < top, cut[item, np.minimum(cat, top - 1)] - eta, np.inf)
+    lower = np.where(cat > 0, cut[item, np.maximum(cat - 1, 0)] - eta, -np.inf)
+    # log(Phi(u) - Phi(l)) in whichever tail keeps it accurate
+    upper_tail = lower > 0
+    with np.errstate(divide="ignore"):  # np.where evaluates the branch it does not keep
+        logp = np.where(
+            upper_tail,
+            norm.logsf(lower) + np.log1p(-np.exp(norm.logsf(upper) - norm.logsf(lower))),
+            norm.logcdf(upper) + np.log1p(-np.exp(norm.logcdf(lower) - norm.logcdf(upper))),
+        )
+    assert logp.min() < np.log(1e-20)  # the direct-log path is exercised
+    from omlbayes.backends.graded_kernel import item_logp
+
+    value = item_logp(params["z"], cut, params["loading"], student, item, cat)[0]
+    assert value == pytest.approx(logp.sum(), rel=1e-10)
+
+
 def test_extreme_point_gives_minus_inf_not_nan():
     params, data, _ = _toy(seed=4)
     params["z"] = params["z"] * 1e3  # answer probabilities underflow
@@ -374,3 +400,74 @@ def test_bad_measurement_section_is_one_clear_error(tmp_path, edit, message):
     bad.write_text(edit(text))
     with pytest.raises(SpecError, match=message.replace("[", r"\[")):
         load_spec(bad)
+
+
+# ---- a graded run end to end (scripts/fit.py, report, compare.py) ----------------------
+
+
+@pytest.fixture(scope="module")
+def graded_run(small_survey, tmp_path_factory):
+    """``scripts/fit.py --model graded`` on the small survey (short chains, seed 3)."""
+    from conftest import run_script
+
+    out = tmp_path_factory.mktemp("graded_runs")
+    result = run_script(
+        "fit.py", "--model", "graded", "--data", str(small_survey), "--draws", "150",
+        "--tune", "150", "--chains", "2", "--no-progress", "--seed", "3", "--out", str(out),
+        "--name", "graded", "--allow-failed", "--lang", "en",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    return out / "graded", result
+
+
+def test_graded_run_prints_its_main_contrasts(graded_run):
+    """The terminal summary lists every wave comparison of the spec with the numbers of
+    contrasts.csv (the overall breakdown, on the latent scale)."""
+    path, result = graded_run
+    contrasts = pd.read_csv(path / "contrasts.csv", dtype={"wave": str, "reference": str})
+    overall = contrasts[(contrasts.breakdown == "overall") & (contrasts.kind == "spec_pair")]
+    lines = result.stdout.splitlines()
+    head = [k for k, line in enumerate(lines) if line.startswith("Main contrasts")]
+    assert len(head) == 1, result.stdout[-2000:]
+    printed = [line.strip() for line in lines[head[0] + 1 :] if line.startswith("  ")]
+    pairs = [tuple(map(str, p)) for p in load_spec("graded").wave_contrasts]
+    assert len(printed) == len(pairs)
+    for wave, ref in pairs:
+        row = overall[(overall.wave == wave) & (overall.reference == ref)].iloc[0]
+        expected = f"{wave} vs {ref}: {row['mean']:+.3f} [{row['lower']:+.3f}, {row['upper']:+.3f}]"
+        assert any(line.startswith(expected) for line in printed), (expected, printed)
+    assert "latent" in lines[head[0]]
+
+
+def test_graded_report_methods_describe_the_measurement_model(graded_run):
+    path, _ = graded_run
+    page = (path / "report.html").read_text(encoding="utf-8")
+    methods = page[page.index("id='methods'") :]
+    assert "graded response, probit link" in methods
+    assert "item_1, item_2, item_3, item_4, item_5, item_6" in methods
+    assert "SD units of the latent trait" in methods
+    assert "theta ~ 1 + wave" in methods and "index ~ 1 + wave" not in methods
+    assert "Gaussian on the standardised index" not in methods
+
+
+def test_compare_graded_and_index_runs_shows_each_scale(graded_run, small_run, tmp_path):
+    """compare.py of a graded run and an index run: the same contrasts side by side, each
+    labelled with its run's scale (run.json fit.scale); no LOO across different responses."""
+    from conftest import run_script
+
+    graded, _ = graded_run
+    index, _ = small_run
+    result = run_script("compare.py", str(graded), str(index), "--out", str(tmp_path / "cmp"))
+    assert result.returncode == 0, result.stderr
+    side = pd.read_csv(tmp_path / "cmp" / "comparison.csv")
+    assert set(side["scale__graded"]) == {"latent"}
+    assert set(side["scale__flagship"]) == {"index"}
+    g = pd.read_csv(graded / "contrasts.csv")
+    row = side[(side.breakdown == "overall") & (side.kind == "spec_pair")].iloc[0]
+    match = g[(g.breakdown == "overall") & (g.wave == row.wave) & (g.reference == row.reference)]
+    assert row["mean__graded"] == pytest.approx(match["mean"].iloc[0])
+    assert not (tmp_path / "cmp" / "loo_comparison.csv").exists()
+    page = (tmp_path / "cmp" / "comparison.html").read_text()
+    assert "SD units of the latent trait (graded measurement model)" in page
+    assert "SD units of the standardized index" in page
+    assert "model different responses" in page

@@ -123,8 +123,10 @@ def print_summary(result: workflow.RunResult) -> None:
     print("=" * 72)
     print(verdict_line(result.diagnostics))
     if len(result.headline):
+        scale = runs.read_record(result.path).fit.get("scale", "index")
+        units = "SD units of the latent trait" if scale == "latent" else "SD units"
         print(
-            f"Main contrasts (overall, SD units, {result.output.interval_short('en')}, "
+            f"Main contrasts (overall, {units}, {result.output.interval_short('en')}, "
             "probability of direction):"
         )
         for row in result.headline.itertuples():

@@ -24,6 +24,16 @@ KEY = ["breakdown", "group", "wave", "reference", "reference_group", "kind"]
 # The forest plot shows these kinds of contrast for the overall and one-way breakdowns.
 FOREST_KINDS = ("spec_pair",)
 TOP_DIFFERENCES = 25
+# The scale a run's effects are on (the run record's fit.scale; runs without one are index runs).
+SCALE_TEXT = {
+    "index": "SD units of the standardized index",
+    "latent": "SD units of the latent trait (graded measurement model)",
+}
+
+
+def run_scale(path: Path) -> str:
+    """``index`` or ``latent``: the scale of a run's effects, from its run record."""
+    return str(runs.read_record(path).fit.get("scale", "index"))
 
 
 def _labels(paths: list[Path]) -> list[str]:
@@ -44,6 +54,11 @@ def loo_table(paths: list[Path], labels: list[str]) -> tuple[pd.DataFrame | None
     sizes = {r.data.get("n_analysed") for r in records}
     if len(shas) > 1 or len(sizes) > 1:
         return None, "the runs were fitted to different data; LOO compares models on the same data"
+    if len({run_scale(p) for p in paths}) > 1:
+        return None, (
+            "the runs model different responses (the items' latent trait vs the index); LOO "
+            "compares models of the same response"
+        )
     missing = [p.name for p in paths if not (p / loo.LOO_JSON).is_file()]
     if missing:
         return None, f"no {loo.LOO_JSON} in {', '.join(missing)} (refit to get LOO)"
@@ -67,6 +82,8 @@ def contrasts_side_by_side(paths: list[Path], labels: list[str]) -> pd.DataFrame
         merged = part if merged is None else merged.merge(part, on=KEY, how="inner")
     if merged is None or merged.empty:
         raise RunError("the runs share no contrast; compare runs of the same survey")
+    for label, path in zip(labels, paths, strict=True):
+        merged[f"scale__{label}"] = run_scale(path)
     first = labels[0]
     half = (merged[f"upper__{first}"] - merged[f"lower__{first}"]) / 2.0
     for label in labels[1:]:
@@ -81,6 +98,7 @@ def forest_figure(table: pd.DataFrame, labels: list[str], path: Path) -> None:
     rows = table[table.kind.isin(FOREST_KINDS) & ~table.breakdown.str.contains(" x ")]
     rows = rows.reset_index(drop=True)
     n = len(rows)
+    scales = [str(rows[f"scale__{label}"].iloc[0]) if n else "index" for label in labels]
     fig, ax = plt.subplots(figsize=(8, 1.2 + 0.28 * n * max(1, len(labels)) / 2))
     offsets = np.linspace(-0.25, 0.25, len(labels)) if len(labels) > 1 else [0.0]
     colors = plt.get_cmap("tab10").colors
@@ -95,7 +113,7 @@ def forest_figure(table: pd.DataFrame, labels: list[str], path: Path) -> None:
             ms=3,
             lw=1,
             color=colors[k % len(colors)],
-            label=label,
+            label=f"{label} ({scales[k]} scale)",
         )
     ax.axvline(0.0, color="0.5", lw=0.8)
     ax.set_yticks(np.arange(n))
@@ -104,7 +122,12 @@ def forest_figure(table: pd.DataFrame, labels: list[str], path: Path) -> None:
         fontsize=7,
     )
     ax.invert_yaxis()
-    ax.set_xlabel("contrast (SD units of the index), posterior mean and interval")
+    unit = (
+        SCALE_TEXT.get(scales[0], scales[0])
+        if len(set(scales)) == 1
+        else "SD units of each run's scale"
+    )
+    ax.set_xlabel(f"contrast ({unit}), posterior mean and interval")
     ax.set_title("The factsheet's wave comparisons in each model")
     ax.legend(loc="lower right", fontsize=8)
     fig.tight_layout()
@@ -138,7 +161,8 @@ def write_comparison(paths: list[Path | str], out: Path | str) -> Path:
         "#ccc;padding:2px 6px;text-align:right}th{background:#eee}</style></head><body>",
         "<h1>Model comparison</h1><ul>",
         *(
-            f"<li><b>{esc(label)}</b>: {esc(p)}</li>"
+            f"<li><b>{esc(label)}</b>: {esc(p)}; effects in "
+            f"{esc(SCALE_TEXT.get(run_scale(p), run_scale(p)))}</li>"
             for label, p in zip(labels, paths, strict=True)
         ),
         "</ul><h2>Predictive accuracy (PSIS-LOO, arviz.compare)</h2>",

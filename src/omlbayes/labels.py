@@ -324,6 +324,19 @@ REPORT_TEXT = {
             "meting en groep gezet en de overige kenmerken zoals in de gepoolde steekproef, "
             "voor een gemiddelde school, min het gepoolde gemiddelde."
         ),
+        "model_text_graded": (
+            "Een meetmodel (graded response, {link}-link): elk antwoord op de {n_items} "
+            "stellingen ({items}) is een geordende categorie van een latente relatie-eigenschap "
+            "van de leerling, met per stelling eigen drempels en een eigen lading. Die latente "
+            "eigenschap heeft de structuur van het hoofdmodel: vaste effecten voor meting, "
+            "geslacht, schooltype, opleiding ouders, regio en leeftijd; gedeeltelijk gepoolde "
+            "afwijkingen per meting x subgroep en voor de kruisingen; een intercept per school "
+            "(scholen binnen regio's); de restvariantie vastgezet op 1. Alle effecten staan in "
+            "SD-eenheden van de latente eigenschap over alle geanalyseerde leerlingen (per "
+            "trekking: de SD van hun latente waarden), de latente tegenhanger van de "
+            "gestandaardiseerde index; de ruiten zijn g-computatie-gemiddelden op die schaal, "
+            "min het gepoolde gemiddelde. Ontbrekende antwoorden tellen niet mee (geen imputatie)."
+        ),
         "priors": "Priors",
         "prior_term": "Parameter",
         "prior_dist": "Prior",
@@ -450,6 +463,19 @@ REPORT_TEXT = {
             "expected index with every student set to the given wave and group and the other "
             "characteristics as in the pooled sample, for an average school, minus the "
             "pooled mean."
+        ),
+        "model_text_graded": (
+            "A measurement model (graded response, {link} link): each answer to the {n_items} "
+            "statements ({items}) is an ordered category of the student's latent relation "
+            "trait, with item-specific thresholds and loadings. The latent trait carries the "
+            "flagship's structure: fixed effects for wave, gender, school type, parental "
+            "education, region and age; partially pooled wave x subgroup deviations and "
+            "cross-breakdown terms; an intercept per school (schools nested in regions); the "
+            "residual variance fixed at 1. All effects are in SD units of the latent trait "
+            "over all analysed students (per draw: the SD of their latent values), the latent "
+            "counterpart of the standardised index; the diamonds are g-computation means on "
+            "that scale, minus the pooled mean. Skipped answers contribute nothing (no "
+            "imputation)."
         ),
         "priors": "Priors",
         "prior_term": "Parameter",

@@ -454,6 +454,18 @@ def _model_implied_html(ctx: _Context, contrasts: pd.DataFrame) -> str:
     return f"<p class='small model-implied'>{esc(text)}</p>"
 
 
+def _model_text(rt: dict, rec: dict) -> str:
+    """The Methods paragraph on the model: the graded measurement model for a graded run."""
+    spec = rec.get("spec") or {}
+    if spec.get("family") != "graded":
+        return rt["model_text"]
+    measurement = spec.get("measurement") or {}
+    items = [str(i) for i in measurement.get("items", ())]
+    return rt["model_text_graded"].format(
+        link=measurement.get("link", "probit"), n_items=len(items), items=", ".join(items)
+    )
+
+
 def _methods_html(ctx: _Context) -> str:
     rt, lang, diag = labels.REPORT_TEXT[ctx.lang], ctx.lang, ctx.diagnostics
     rec = ctx.record.to_dict()
@@ -486,8 +498,11 @@ def _methods_html(ctx: _Context) -> str:
         parts += [f"<li>{esc(k)}: {esc(v)}</li>" for k, v in notes.items()]
         parts.append("</ul>")
 
-    parts.append(f"<h3>{esc(rt['model'])}</h3><p>{esc(rt['model_text'])}</p>")
-    parts.append(f"<p>{esc(rt['formula'])}: <code>{esc(rec.get('formula', '?'))}</code></p>")
+    parts.append(f"<h3>{esc(rt['model'])}</h3><p>{esc(_model_text(rt, rec))}</p>")
+    formula = str(rec.get("formula", "?"))
+    if (rec.get("spec") or {}).get("family") == "graded" and " ~ " in formula:
+        formula = "theta ~ " + formula.split(" ~ ", 1)[1]  # the latent trait's structure
+    parts.append(f"<p>{esc(rt['formula'])}: <code>{esc(formula)}</code></p>")
     priors = rec.get("priors") or {}
     if priors:
         parts.append(f"<h3>{esc(rt['priors'])}</h3>")

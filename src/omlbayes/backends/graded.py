@@ -39,6 +39,7 @@ import pytensor.tensor as pt
 import scipy.sparse as sp
 import xarray as xr
 from scipy.linalg import lapack
+from scipy.stats import norm
 from threadpoolctl import threadpool_limits
 
 from omlbayes.backends.collapsed import _fixed_prior_variances
@@ -134,6 +135,31 @@ def cutpoints_from(start, gaps):
     return start[:, None] + steps
 
 
+def marginal_cutpoints(loadings, settings: MeasurementSettings):
+    """Item cutpoints sampled as marginal thresholds: c_jk = sqrt(1 + a_j^2) tau_jk.
+
+    With z ~ N(0, 1) over students, P(item_j <= k) = Phi(c_jk / sqrt(1 + a_j^2)), so the
+    answer frequencies pin tau (the probit of the marginal cumulative proportions) whatever
+    the loading a_j; on c itself the extreme cutpoints move with a_j, a correlation a
+    diagonal mass matrix cannot follow. The prior stays the spec's prior on c (start
+    Normal, gaps LogNormal): it is evaluated at c, plus the Jacobian (K-1) log sqrt(1+a^2)
+    of the linear map tau -> c per item. Returns c's first cutpoint and gaps.
+    """
+    tau_start = pm.Flat("tau_start", dims="item")
+    tau_gap = pm.HalfFlat("tau_gap", dims=("item", "gap"))
+    scale = pt.sqrt(1.0 + loadings**2)
+    start = scale * tau_start
+    gaps = scale[:, None] * tau_gap
+    n_cut = N_CATEGORIES - 1
+    prior = (
+        pm.logp(pm.Normal.dist(0.0, settings.cutpoint_sigma), start).sum()
+        + pm.logp(pm.LogNormal.dist(0.0, settings.gap_log_sigma), gaps).sum()
+        + n_cut * pt.log(scale).sum()
+    )
+    pm.Potential("cutpoint_prior", prior)
+    return start, gaps
+
+
 def latent_prior_variances(layout: DesignLayout, spec: ModelSpec, n: int) -> np.ndarray:
     """Prior variances of the common coefficients of theta; the Intercept's is the gauge 1/n.
 
@@ -159,9 +185,8 @@ def build_model(
     }
     with pm.Model(coords=coords) as model:
         theta = pm.Flat("theta", dims="student")
-        start = pm.Normal("cut_start", 0.0, settings.cutpoint_sigma, dims="item")
-        gaps = pm.LogNormal("cut_gap", 0.0, settings.gap_log_sigma, dims=("item", "gap"))
         loadings = pm.LogNormal("loadings", 0.0, settings.loading_log_sigma, dims="item")
+        start, gaps = marginal_cutpoints(loadings, settings)
         cut = pm.Deterministic("cutpoints", cutpoints_from(start, gaps), dims=("item", "cut"))
         taus = [
             pymc_prior(f"{t.name}_sigma", spec.prior_for(t.name, "group_sigma"))
@@ -192,16 +217,22 @@ def build_model(
 
 
 def initial_point(data: GradedData, settings: MeasurementSettings) -> dict[str, np.ndarray]:
-    """A sensible start: theta from the standardized item mean, cutpoints spread evenly."""
+    """A sensible start: theta from the standardized item mean, loadings 1, and each
+    item's marginal thresholds at the probits of its cumulative answer proportions."""
     n_items = data.n_items
     sums = np.bincount(data.obs_student, weights=data.obs_cat, minlength=data.n)
     counts = np.bincount(data.obs_student, minlength=data.n)
     mean = sums / np.maximum(counts, 1)
     theta = (mean - mean.mean()) / max(mean.std(), 1e-6)
+    table = np.zeros((n_items, N_CATEGORIES))
+    np.add.at(table, (data.obs_item, data.obs_cat), 1.0)
+    table += 0.5  # every category possible: strictly increasing thresholds
+    cumulative = np.cumsum(table, axis=1)[:, :-1] / table.sum(axis=1, keepdims=True)
+    tau = norm.ppf(cumulative)
     return {
         "theta": theta,
-        "cut_start": np.full(n_items, -1.5),
-        "cut_gap_log__": np.zeros((n_items, N_CATEGORIES - 2)),
+        "tau_start": tau[:, 0],
+        "tau_gap_log__": np.log(np.diff(tau, axis=1)),
         "loadings_log__": np.zeros(n_items),
     }
 

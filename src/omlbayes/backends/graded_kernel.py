@@ -44,16 +44,10 @@ from omlbayes.backends.marginal import _DIAG_N, _UPLO_L, _dpotrf, _dpotrs, _dtrt
 _SQRT_HALF = math.sqrt(0.5)
 _INV_SQRT_2PI = 1.0 / math.sqrt(2.0 * math.pi)
 _LOG_2PI = math.log(2.0 * math.pi)
-
-
-@numba.njit(nogil=True, cache=False)
-def _phi_cdf(x: float) -> float:
-    return 0.5 * math.erfc(-x * _SQRT_HALF)
-
-
-@numba.njit(nogil=True, cache=False)
-def _phi_pdf(x: float) -> float:
-    return _INV_SQRT_2PI * math.exp(-0.5 * x * x)
+# The running product of probabilities is logged once it falls below _PRODUCT_FLOOR;
+# a probability below _SMALL_PROB is logged directly, so the product stays >= 1e-300.
+_PRODUCT_FLOOR = 1e-280
+_SMALL_PROB = 1e-20
 
 
 @numba.njit(nogil=True, cache=False)
@@ -62,43 +56,61 @@ def item_logp(theta, cut, loading, obs_student, obs_item, obs_cat):
 
     ``cut`` is (items x categories-1), ordered within each row; ``obs_cat`` is 0-based.
     Returns (logp, d/d theta, d/d cut, d/d loading); logp is -inf when a probability
-    underflows (the sampler then rejects the point).
+    underflows (the sampler then rejects the point). One fused pass: the end categories
+    need one tail probability, the middle ones a difference taken in the tail where it
+    does not cancel; the probabilities are multiplied and the log taken only when the
+    product nears underflow (one log per many answers instead of one each).
     """
     n_cut = cut.shape[1]
     g_theta = np.zeros(theta.shape[0])
     g_cut = np.zeros(cut.shape)
     g_load = np.zeros(loading.shape[0])
     total = 0.0
+    product = 1.0
     for o in range(obs_student.shape[0]):
         i = obs_student[o]
         j = obs_item[o]
         k = obs_cat[o]
-        eta = loading[j] * theta[i]
-        has_upper = k < n_cut
-        has_lower = k > 0
-        u = cut[j, k] - eta if has_upper else 0.0
-        low = cut[j, k - 1] - eta if has_lower else 0.0
-        if not has_lower:
-            prob = _phi_cdf(u)
-        elif not has_upper:
-            prob = _phi_cdf(-low)
-        elif low > 0.0:  # both in the upper tail: difference of the complements
-            prob = _phi_cdf(-low) - _phi_cdf(-u)
+        zi = theta[i]
+        eta = loading[j] * zi
+        d_u = 0.0  # densities at the upper and lower cut
+        d_l = 0.0
+        if k == 0:
+            u = cut[j, 0] - eta
+            prob = 0.5 * math.erfc(-u * _SQRT_HALF)
+            d_u = _INV_SQRT_2PI * math.exp(-0.5 * u * u)
+        elif k == n_cut:
+            low = cut[j, k - 1] - eta
+            prob = 0.5 * math.erfc(low * _SQRT_HALF)
+            d_l = _INV_SQRT_2PI * math.exp(-0.5 * low * low)
         else:
-            prob = _phi_cdf(u) - _phi_cdf(low)
+            u = cut[j, k] - eta
+            low = cut[j, k - 1] - eta
+            if low > 0.0:  # both in the upper tail: difference of the complements
+                prob = 0.5 * (math.erfc(low * _SQRT_HALF) - math.erfc(u * _SQRT_HALF))
+            else:
+                prob = 0.5 * (math.erfc(-u * _SQRT_HALF) - math.erfc(-low * _SQRT_HALF))
+            d_u = _INV_SQRT_2PI * math.exp(-0.5 * u * u)
+            d_l = _INV_SQRT_2PI * math.exp(-0.5 * low * low)
         if not prob > 0.0:
             return -np.inf, g_theta, g_cut, g_load
-        total += math.log(prob)
-        d_u = _phi_pdf(u) / prob if has_upper else 0.0
-        d_l = _phi_pdf(low) / prob if has_lower else 0.0
-        if has_upper:
+        d_u /= prob
+        d_l /= prob
+        if k < n_cut:
             g_cut[j, k] += d_u
-        if has_lower:
+        if k > 0:
             g_cut[j, k - 1] -= d_l
-        d_eta = -(d_u - d_l)
+        d_eta = d_l - d_u
         g_theta[i] += d_eta * loading[j]
-        g_load[j] += d_eta * theta[i]
-    return total, g_theta, g_cut, g_load
+        g_load[j] += d_eta * zi
+        if prob < _SMALL_PROB:  # logged on its own: the product must never underflow
+            total += math.log(prob)
+        else:
+            product *= prob
+            if product < _PRODUCT_FLOOR:
+                total += math.log(product)
+                product = 1.0
+    return total + math.log(product), g_theta, g_cut, g_load
 
 
 @numba.njit(nogil=True, cache=False)
