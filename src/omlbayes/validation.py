@@ -51,6 +51,11 @@ TOLERANCE_SD = 0.5
 SBC_BINS = 10
 SBC_DRAWS, SBC_THIN = 200, 2
 ALPHA = 0.01
+# SBC power: posteriors too narrow by 10%, the pooled spread test at 5% (two-sided)
+SBC_NARROW = 0.9
+SBC_POWER_ALPHA = 0.05
+SBC_POWER_TARGET = 0.8
+NARROW_SUFFIX = "@narrow"
 WAVE_KINDS = ("vs_first", "vs_previous", "spec_pair")
 
 
@@ -375,11 +380,14 @@ def sbc(
     seed: int = 7,
     log=print,
     ranks_path: Path | None = None,
+    narrow: float = SBC_NARROW,
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Ranks of the true value among thinned posterior draws, per simulation and quantity.
 
     Returns ``(ranks, tests)``: ranks in ``0..L`` with ``L = draws // thin``; tests hold a
-    chi-square test of uniform ranks (``SBC_BINS`` bins) per quantity.
+    chi-square test of uniform ranks (``SBC_BINS`` bins) per quantity. ``ranks`` also holds,
+    as ``<quantity>@narrow``, the rank among the same draws narrowed by the factor ``narrow``
+    about their mean (a posterior too narrow by ``1 - narrow``: the power analysis).
     """
     from omlbayes.backends.collapsed import CollapsedRefitter
 
@@ -430,15 +438,20 @@ def sbc(
         diverging = int(tree["sample_stats"].dataset["diverging"].sum())
         sub = post.isel(draw=slice(None, None, thin))
         rec = {"sim": k, "divergences": diverging}
-        for name, true in theta.items():
-            rec[name] = int((sub[name].to_numpy().ravel() < true).sum())
-        rec["Intercept"] = int((sub["Intercept"].to_numpy().ravel() < b[0]).sum())
+        quantities = {name: (sub[name].to_numpy().ravel(), true) for name, true in theta.items()}
+        quantities["Intercept"] = (sub["Intercept"].to_numpy().ravel(), b[0])
         coefs = estimands.coefficient_draws(sub, layout.coef_names, seed=k).to_numpy()
         coefs = coefs.reshape(-1, layout.n_coef)
         eff = coefs @ weights.T
         eff_true = weights @ b
         for j, name in enumerate(effect_names):
-            rec[name] = int((eff[:, j] < eff_true[j]).sum())
+            quantities[name] = (eff[:, j], eff_true[j])
+        for name, (values, true) in quantities.items():
+            rec[name] = int((values < true).sum())
+        for name, (values, true) in quantities.items():
+            # draws narrowed about their mean: mean + narrow * (x - mean) < true
+            centre = values.mean()
+            rec[f"{name}{NARROW_SUFFIX}"] = int((values < centre + (true - centre) / narrow).sum())
         records.append(rec)
         if ranks_path is not None:  # incremental, so a cut-short run keeps its ranks
             pd.DataFrame.from_records(records).to_csv(ranks_path, index=False)
@@ -449,10 +462,68 @@ def sbc(
     return ranks, sbc_tests(ranks, n_draws=n_draws)
 
 
+def _quantities(ranks: pd.DataFrame, *, narrowed: bool = False) -> list[str]:
+    names = [c for c in ranks.columns if c not in ("sim", "divergences")]
+    return [c for c in names if c.endswith(NARROW_SUFFIX) == narrowed]
+
+
+def sbc_spread(ranks: pd.DataFrame, *, n_draws: int, narrowed: bool = False) -> np.ndarray:
+    """Per simulation: mean over quantities of ``(u - 1/2)^2``, ``u = (rank + 1/2) / (L + 1)``.
+
+    Posteriors too narrow put the truth in the tails (u near 0 or 1), too wide near the
+    centre; under calibration u is uniform on the ``L + 1`` bin midpoints. The simulations
+    are independent, so the test below needs no model of the (strong) correlation between
+    the quantities of one simulation."""
+    names = _quantities(ranks, narrowed=narrowed)
+    u = (ranks[names].to_numpy(dtype="float64") + 0.5) / (n_draws + 1)
+    return ((u - 0.5) ** 2).mean(axis=1)
+
+
+def sbc_spread_test(spread: np.ndarray, *, n_draws: int) -> tuple[float, float]:
+    """Two-sided one-sample t-test of the per-simulation spread against its exact null mean
+    ``((L+1)^2 - 1) / (12 (L+1)^2)``; returns ``(t, p_value)``."""
+    k = n_draws + 1
+    null = (k**2 - 1) / (12 * k**2)
+    res = sps.ttest_1samp(spread, null)
+    return float(res.statistic), float(res.pvalue)
+
+
+def sbc_power(
+    ranks: pd.DataFrame,
+    *,
+    n_draws: int,
+    sizes: tuple[int, ...],
+    alpha: float = SBC_POWER_ALPHA,
+    n_boot: int = 2000,
+    seed: int = 0,
+) -> pd.DataFrame:
+    """Rejection rate of ``sbc_spread_test`` at ``alpha`` for ``n`` simulations resampled
+    (bootstrap) from the runs: with the posteriors as fitted (the test's size, if the fit is
+    calibrated) and with the same draws narrowed (its power against too-narrow posteriors)."""
+    rng = np.random.default_rng(seed)
+    as_fitted = sbc_spread(ranks, n_draws=n_draws)
+    narrowed = sbc_spread(ranks, n_draws=n_draws, narrowed=True)
+    rows = []
+    for n in sizes:
+        picks = rng.integers(0, len(ranks), size=(n_boot, n))
+        rates = {}
+        for label, spread in (("as_fitted", as_fitted), ("narrowed", narrowed)):
+            p = np.array([sbc_spread_test(spread[i], n_draws=n_draws)[1] for i in picks])
+            rates[label] = float((p < alpha).mean())
+        rows.append(
+            {
+                "n_sims": n,
+                "rejection_as_fitted": rates["as_fitted"],
+                "power_narrowed": rates["narrowed"],
+            }
+        )
+    return pd.DataFrame(rows)
+
+
 def sbc_tests(ranks: pd.DataFrame, *, n_draws: int, bins: int = SBC_BINS) -> pd.DataFrame:
     """Chi-square test of uniform ranks (``0..n_draws``) per quantity."""
     out = []
-    for name in ranks.columns:
+    for name in _quantities(ranks):
         if name in ("sim", "divergences"):
             continue
         r = ranks[name].to_numpy()
