@@ -160,7 +160,9 @@ def recovery_one(
         "diagnostics_passed": diag["passed"],
         "max_r_hat": diag["max_r_hat"],
         "min_ess_bulk": diag["min_ess_bulk"],
+        "min_ess_tail": diag["min_ess_tail"],
         "divergences": diag["divergences"],
+        "failed_checks": ";".join(k for k, ok in diag["checks"].items() if not ok),
     }
     return rows, info
 
@@ -209,7 +211,7 @@ def recovery(
 
 HARD_MODELS = ("flagship", "three_way", "school_by_wave", "residual_by_type")
 HARD_SIZE = (40_000, 80)
-HARD_SAMPLER = {"draws": 300, "tune": 300, "chains": 4}
+HARD_SAMPLER = {"draws": 500, "tune": 300, "chains": 4}
 HARD_SEEDS = tuple(range(1, 21))
 HARD_TARGET = 0.90  # the done-when: >= 90% of true wave contrasts covered (95% ETI)
 HARD_ROWS, HARD_FITS = "recovery_hard_contrasts.csv", "recovery_hard_fits.csv"
