@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
+import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -396,22 +397,32 @@ class Simulation:
 _STREAM_SCHOOL_WAVE, _STREAM_THREE_WAY = 1, 2
 
 
+def three_way_cells(params: SimulationParams, seed: int) -> dict[tuple[str, str], np.ndarray]:
+    """The drawn cells (wave x A x B arrays, eta units) of each pair in
+    ``params.three_way_pairs``; empty when ``params.three_way_sd`` is 0."""
+    if params.three_way_sd <= 0:
+        return {}
+    rng = np.random.default_rng([seed, _STREAM_THREE_WAY])
+    return {
+        (a, b): params.three_way_sd * rng.standard_normal([len(_LEVELS[c]) for c in ("wave", a, b)])
+        for a, b in params.three_way_pairs
+    }
+
+
 def draw_three_way(params: SimulationParams, seed: int) -> np.ndarray | None:
     """Three-way wave x A x B cells ~ N(0, three_way_sd^2) for each pair of
     ``params.three_way_pairs``, as an addition to the eta table (None when the SD is 0)."""
-    if params.three_way_sd <= 0:
+    cells = three_way_cells(params, seed)
+    if not cells:
         return None
-    rng = np.random.default_rng([seed, _STREAM_THREE_WAY])
-    shape = tuple(len(_LEVELS[c]) for c in COVARIATES)
-    total = np.zeros(shape)
-    for a, b in params.three_way_pairs:
+    total = np.zeros(tuple(len(_LEVELS[c]) for c in COVARIATES))
+    for (a, b), table in cells.items():
         dims = ("wave", a, b)
-        cells = params.three_way_sd * rng.standard_normal([len(_LEVELS[c]) for c in dims])
         order = sorted(range(3), key=lambda k: COVARIATES.index(dims[k]))
         view = [1] * len(COVARIATES)
         for k in order:
             view[COVARIATES.index(dims[k])] = len(_LEVELS[dims[k]])
-        total = total + np.transpose(cells, order).reshape(view)
+        total = total + np.transpose(table, order).reshape(view)
     return total
 
 
@@ -913,11 +924,37 @@ def truth_path(survey_path: str | Path) -> Path:
     return path.with_name(f"{path.stem}_truth{path.suffix or '.csv'}")
 
 
-def write_simulation(sim: Simulation, path: str | Path) -> tuple[Path, Path]:
-    """Write the survey CSV and its truth CSV (``<stem>_truth.csv``) next to it.
+def structure_truth(sim: Simulation) -> dict:
+    """The harder simulator's random structure as data: the SDs, the residual SD per school
+    type and every drawn three-way cell (``{pair: {wave: {a: {b: value}}}}``, eta units)."""
+    p = sim.params
+    out: dict[str, Any] = {
+        "school_sd": p.school_sd,
+        "school_wave_sd": p.school_wave_sd,
+        "student_sd_by_school_type": dict(
+            zip(schema.SCHOOL_TYPES, map(float, p.student_sds()), strict=True)
+        ),
+        "three_way_sd": p.three_way_sd,
+        "three_way": {},
+    }
+    for (a, b), table in three_way_cells(p, sim.seed).items():
+        out["three_way"][f"wave x {a} x {b}"] = {
+            w: {
+                la: {lb: round(float(table[iw, ia, ib]), 6) for ib, lb in enumerate(_LEVELS[b])}
+                for ia, la in enumerate(_LEVELS[a])
+            }
+            for iw, w in enumerate(schema.WAVES)
+        }
+    return out
 
-    Both files are written to temporary names first and renamed at the end, so a
-    failure leaves no half-written output. Returns the two paths.
+
+def write_simulation(sim: Simulation, path: str | Path) -> tuple[Path, Path]:
+    """Write the survey CSV and its truth CSV (``<stem>_truth.csv``) next to it; with any
+    option of the harder simulator on, also ``<stem>_truth_structure.json``
+    (``structure_truth``).
+
+    The files are written to temporary names first and renamed at the end, so a
+    failure leaves no half-written output. Returns the survey and truth CSV paths.
     """
     path = Path(path)
     if path.suffix.lower() != ".csv":
@@ -928,12 +965,19 @@ def write_simulation(sim: Simulation, path: str | Path) -> tuple[Path, Path]:
     truth = true_effects(sim)
     tmp_survey = path.with_name(f".{path.name}.tmp")
     tmp_truth = truth_file.with_name(f".{truth_file.name}.tmp")
+    structure_file = path.with_name(f"{path.stem}_truth_structure.json")
+    tmp_structure = structure_file.with_name(f".{structure_file.name}.tmp")
     try:
         sim.frame.to_csv(tmp_survey, index=False, lineterminator="\n")
         truth.to_csv(tmp_truth, index=False, lineterminator="\n", float_format="%.6f")
+        if sim.params.harder:
+            tmp_structure.write_text(json.dumps(structure_truth(sim), indent=1) + "\n")
         tmp_survey.replace(path)
         tmp_truth.replace(truth_file)
+        if sim.params.harder:
+            tmp_structure.replace(structure_file)
     finally:
         tmp_survey.unlink(missing_ok=True)
         tmp_truth.unlink(missing_ok=True)
+        tmp_structure.unlink(missing_ok=True)
     return path, truth_file
