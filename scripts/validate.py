@@ -25,7 +25,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--report", action="store_true", help="only assemble validation.md")
     p.add_argument("--out", type=Path, default=validation.OUT)
     p.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3])
-    p.add_argument("--sbc-sims", type=int, default=100)
+    p.add_argument("--sbc-sims", type=int, default=validation.SBC_SIMS)
     p.add_argument(
         "--hard-models",
         nargs="+",

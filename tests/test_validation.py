@@ -68,7 +68,7 @@ def test_full_validation(tmp_path):
         ("recovery", "sbc", "reml", "three_level", "many_groups"),
         out=tmp_path,
         seeds=(1, 2, 3),
-        sbc_sims=100,
+        sbc_sims=validation.SBC_SIMS,
     )
     assert validation.write_report(tmp_path), (tmp_path / "validation.md").read_text()
 
