@@ -285,6 +285,7 @@ def hard_recovery_tables(
     """Coverage of the harder study: overall, per breakdown (term) and per fifth of |truth|,
     per model. A fit that fails the diagnostics gate counts as a miss for every contrast."""
     gate = fits.set_index(["model", "seed"])["diagnostics_passed"].astype(bool)
+    rows = rows.reset_index(drop=True)
     kept = rows[rows["min_n"] >= min_cell_n].copy()
     passed = gate.reindex(pd.MultiIndex.from_frame(kept[["model", "seed"]])).to_numpy()
     for p in PROBS:
