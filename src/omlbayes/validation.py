@@ -327,8 +327,12 @@ def _plot_hard(tables: dict[str, pd.DataFrame], path: Path) -> None:
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(1, 2, figsize=(12, 4.5))
-    for model, sub in tables["by_fifth"].groupby("model", sort=False):
-        axes[0].plot(sub["fifth"], sub["cover_95"], "o-", label=model)
+    for k, (model, sub) in enumerate(tables["by_fifth"].groupby("model", sort=False)):
+        axes[0].plot(sub["fifth"], sub["cover_95"], "o-", color=f"C{k}", label=model)
+        axes[0].plot(
+            sub["fifth"], sub["cover_95_ungated"], "x--", color=f"C{k}", alpha=0.6,
+            label=f"{model}, gate ignored",
+        )  # fmt: skip
     axes[0].axhline(0.95, color="k", lw=1, ls="--")
     axes[0].axhline(HARD_TARGET, color="C3", lw=1, ls=":")
     axes[0].set(
@@ -337,14 +341,18 @@ def _plot_hard(tables: dict[str, pd.DataFrame], path: Path) -> None:
         title="Coverage by size of the true wave contrast",
         xticks=[1, 2, 3, 4, 5],
     )
-    axes[0].legend(fontsize=8)
+    axes[0].legend(fontsize=8, loc="center right")
     by_b = tables["by_breakdown"]
     models = list(dict.fromkeys(by_b["model"]))
     names = list(dict.fromkeys(by_b["breakdown"]))
     width = 0.8 / max(len(models), 1)
     for k, model in enumerate(models):
         sub = by_b[by_b["model"] == model].set_index("breakdown").reindex(names)
-        axes[1].barh(np.arange(len(names)) + k * width, sub["cover_95"], height=width, label=model)
+        at = np.arange(len(names)) + k * width
+        axes[1].barh(at, sub["cover_95"], height=width, label=model, color=f"C{k}")
+        axes[1].plot(
+            sub["cover_95_ungated"], at, "kx", ms=5, label="gate ignored" if k == 0 else None
+        )
     axes[1].axvline(0.95, color="k", lw=1, ls="--")
     axes[1].axvline(HARD_TARGET, color="C3", lw=1, ls=":")
     axes[1].set_yticks(np.arange(len(names)) + width * (len(models) - 1) / 2, names, fontsize=8)
