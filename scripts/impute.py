@@ -24,7 +24,7 @@ import sys
 from pathlib import Path
 
 from omlbayes import constants as C
-from omlbayes.errors import ProjectError
+from omlbayes.errors import InputError, ProjectError
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
@@ -52,6 +52,10 @@ def main(argv: list[str]) -> int:
         from omlbayes.cli import configure_logging
         from omlbayes.spec import load_spec
 
+        if args.imputations < 2:  # before any work: one line, nothing written
+            raise InputError(
+                f"--imputations {args.imputations}: multiple imputation needs at least 2"
+            )
         configure_logging()
         options = workflow.RunOptions(
             seed=args.seed,
