@@ -16,7 +16,7 @@ from pathlib import Path
 
 from omlbayes import validation
 
-PARTS = ("recovery", "sbc", "reml", "three_level", "many_groups")
+PARTS = ("recovery", "recovery_hard", "sbc", "reml", "three_level", "many_groups")
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
@@ -25,7 +25,13 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--report", action="store_true", help="only assemble validation.md")
     p.add_argument("--out", type=Path, default=validation.OUT)
     p.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3])
-    p.add_argument("--sbc-sims", type=int, default=100)
+    p.add_argument("--sbc-sims", type=int, default=validation.SBC_SIMS)
+    p.add_argument(
+        "--hard-models",
+        nargs="+",
+        default=list(validation.HARD_MODELS),
+        help="models of the harder recovery study, the default model first",
+    )
     p.add_argument("--quick", action="store_true", help="one seed, small sizes (smoke run)")
     return p.parse_args(argv)
 
@@ -38,7 +44,12 @@ def main(argv: list[str]) -> int:
     if not args.report:
         parts = args.only or PARTS
         validation.run_parts(
-            parts, out=args.out, seeds=tuple(args.seeds), sbc_sims=args.sbc_sims, quick=args.quick
+            parts,
+            out=args.out,
+            seeds=tuple(args.seeds),
+            sbc_sims=args.sbc_sims,
+            quick=args.quick,
+            hard_models=tuple(args.hard_models),
         )
     verdict = validation.write_report(args.out)
     print(f"{args.out / 'validation.md'}: {'PASS' if verdict else 'FAIL'}")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import json
 from pathlib import Path
 
 import numpy as np
@@ -18,9 +19,11 @@ from omlbayes.simulate import (
     SimulationParams,
     draw_items,
     eta_table,
+    random_truth,
     simulate_survey,
     true_effects,
     truth_path,
+    write_simulation,
 )
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -356,3 +359,113 @@ def test_one_million_students_is_fast():
     big = simulate_survey(n_students=1_000_000)
     assert time.perf_counter() - start < 60
     assert len(big.frame) == 1_000_000 and big.frame["student_id"].is_unique
+
+
+HARDER = SimulationParams(
+    school_wave_sd=0.3,
+    student_sd_by_school_type={"vmbo_bk": 0.6, "vmbo_gt": 1.0, "havo": 1.2, "vwo": 1.4},
+    three_way_sd=0.15,
+)
+
+
+def _latent_residual(sim) -> tuple[pd.DataFrame, np.ndarray]:
+    """Rows and their latent trait minus eta (school + school x wave + student parts)."""
+    rows = sim.frame
+    codes = tuple(rows[c].cat.codes.to_numpy().astype("int64") for c in COVARIATES)
+    eta = sim.eta()[codes] + sim.params.age_slope * (rows["age"].to_numpy() - sim.params.age_center)
+    return rows, sim.latent - eta
+
+
+def test_harder_options_are_off_by_default_and_change_only_their_own_draws():
+    assert not SimulationParams().harder and HARDER.harder
+    base = simulate_survey(n_students=3000, n_schools=20, seed=4)
+    hard = simulate_survey(n_students=3000, n_schools=20, seed=4, params=HARDER)
+    assert base.three_way is None and hard.three_way is not None
+    same = ["student_id", "school_id", "region", "wave", "gender", "school_type", "parent_edu"]
+    pd.testing.assert_frame_equal(base.frame[same], hard.frame[same])
+    assert not np.allclose(base.latent, hard.latent)
+    with pytest.raises(SpecError, match="school_wave_sd"):
+        SimulationParams(school_wave_sd=-0.1)
+    with pytest.raises(SpecError, match="unknown level"):
+        SimulationParams(student_sd_by_school_type={"gymnasium": 1.0})
+    with pytest.raises(SpecError, match="three_way_pairs"):
+        SimulationParams(three_way_pairs=(("wave", "gender"),))
+
+
+def test_harder_structure_is_in_the_latent_trait():
+    sim = simulate_survey(n_students=60_000, n_schools=40, seed=8, params=HARDER.__class__(
+        school_sd=0.0, school_wave_sd=0.3,
+        student_sd_by_school_type=HARDER.student_sd_by_school_type,
+    ))  # fmt: skip
+    rows, resid = _latent_residual(sim)
+    frame = pd.DataFrame(
+        {"r": resid, "s": rows["school_id"], "w": rows["wave"], "t": rows["school_type"]}
+    )
+    cell = frame.groupby(["s", "w", "t"], observed=True)["r"]
+    within = (frame["r"] - cell.transform("mean")).groupby(frame["t"], observed=True).std()
+    for t, sd in HARDER.student_sd_by_school_type.items():
+        assert within[t] == pytest.approx(sd, rel=0.05), t  # residual SD per school type
+    # school x wave: variance of the (school, wave) means beyond their sampling noise
+    by_sw = frame.groupby(["s", "w"], observed=True)["r"]
+    means, sizes = by_sw.mean(), by_sw.size()
+    noise = (frame["r"] - by_sw.transform("mean")).var() / sizes
+    assert float(np.sqrt(max(means.var() - noise.mean(), 0))) == pytest.approx(0.3, rel=0.2)
+
+
+def test_harder_analytic_truth_agrees_with_monte_carlo_counterfactual():
+    small = simulate_survey(n_students=2000, n_schools=20, seed=11, params=HARDER)
+    p = small.params
+    targets = [
+        (("gender", "school_type"), ("girl", "vwo"), "2020_2"),
+        (("parent_edu", "school_type"), ("wo", "vmbo_bk"), "2014"),
+        (("school_type",), ("vmbo_bk",), "2022"),
+        ((), (), "2014"),
+    ]
+    truth = true_effects(small, breakdowns=tuple(sorted({b for b, _, _ in targets})))
+    truth = truth.set_index(["breakdown", "group", "wave"])["value"]
+    scaled = build_index(small.frame)
+    rows = scaled.frame
+    codes = {c: rows[c].cat.codes.to_numpy().astype("int64") for c in COVARIATES}
+    age_term = p.age_slope * (rows["age"].to_numpy() - p.age_center)
+    table = small.eta()
+    reps = 100
+
+    def mc_mean(substitute: dict[str, int]) -> float:
+        rng = np.random.default_rng(123)
+        idx = tuple(
+            np.full(len(rows), substitute[c]) if c in substitute else codes[c] for c in COVARIATES
+        )
+        eta = np.tile(table[idx] + age_term, reps)
+        student_sd = np.tile(p.student_sds()[idx[COVARIATES.index("school_type")]], reps)
+        theta = eta + np.hypot(p.school_sd, p.school_wave_sd) * rng.standard_normal(eta.size)
+        theta = theta + student_sd * rng.standard_normal(eta.size)
+        return float(draw_items(theta, p, rng).mean())
+
+    pooled = mc_mean({})
+    for cols, levels, wave in targets:
+        sub = {c: schema.Levels().of(c).index(lv) for c, lv in zip(cols, levels, strict=True)}
+        sub["wave"] = schema.WAVES.index(wave)
+        mc = (mc_mean(sub) - pooled) / scaled.raw_sd
+        key = (schema.breakdown_name(cols), schema.group_label(levels), wave)
+        assert mc == pytest.approx(truth[key], abs=0.01), key
+    # the three-way cells move the cross breakdown's truth away from the two-way model's
+    two_way = true_effects(
+        simulate_survey(n_students=2000, n_schools=20, seed=11, params=SimulationParams()),
+        breakdowns=(("gender", "school_type"),),
+    ).set_index(["breakdown", "group", "wave"])["value"]
+    key = ("gender x school_type", "girl:vwo", "2020_2")
+    assert abs(truth[key] - two_way[key]) > 0.01
+
+
+def test_random_truths_differ_by_seed_and_write_their_structure(tmp_path):
+    a, b = random_truth(1), random_truth(2)
+    assert a.harder and a.school_wave_sd != b.school_wave_sd
+    assert random_truth(1).school_sd == a.school_sd  # same seed, same truth
+    sim = simulate_survey(n_students=2000, n_schools=20, seed=1, params=a)
+    write_simulation(sim, tmp_path / "hard.csv")
+    structure = json.loads((tmp_path / "hard_truth_structure.json").read_text())
+    assert structure["school_wave_sd"] == pytest.approx(a.school_wave_sd)
+    cells = structure["three_way"]["wave x gender x school_type"]
+    assert set(cells) == set(schema.WAVES) and set(cells["2014"]) == set(schema.GENDERS)
+    write_simulation(simulate_survey(n_students=2000, n_schools=20), tmp_path / "p.csv")
+    assert not (tmp_path / "p_truth_structure.json").exists()

@@ -68,6 +68,50 @@ def test_full_validation(tmp_path):
         ("recovery", "sbc", "reml", "three_level", "many_groups"),
         out=tmp_path,
         seeds=(1, 2, 3),
-        sbc_sims=100,
+        sbc_sims=validation.SBC_SIMS,
     )
     assert validation.write_report(tmp_path), (tmp_path / "validation.md").read_text()
+
+
+def test_sbc_spread_test_is_calibrated_and_detects_narrow_posteriors():
+    # calibrated: truth and 100 draws from the same distribution -> uniform ranks; the same
+    # draws narrowed 10% about their mean -> the truth lands in the tails more often
+    rng = np.random.default_rng(3)
+    n_sims, n_q, n_draws = 300, 6, 100
+    records = []
+    for k in range(n_sims):
+        rec = {"sim": k, "divergences": 0}
+        shared = rng.standard_normal()  # correlated quantities within a simulation
+        for q in range(n_q):
+            mu = 0.7 * shared + 0.3 * rng.standard_normal()
+            truth, draws = mu + rng.standard_normal(), mu + rng.standard_normal(n_draws)
+            centre = draws.mean()
+            rec[f"q{q}"] = int((draws < truth).sum())
+            rec[f"q{q}@narrow"] = int((draws < centre + (truth - centre) / 0.9).sum())
+        records.append(rec)
+    ranks = pd.DataFrame.from_records(records)
+    _, p = validation.sbc_spread_test(
+        validation.sbc_spread(ranks, n_draws=n_draws), n_draws=n_draws
+    )
+    assert p > 0.01
+    power = validation.sbc_power(ranks, n_draws=n_draws, sizes=(20, 300), n_boot=300)
+    assert power["power_narrowed"].iloc[-1] > 0.8
+    assert power["power_narrowed"].iloc[0] < power["power_narrowed"].iloc[-1]
+    assert validation.sbc_tests(ranks, n_draws=n_draws)["quantity"].tolist() == [
+        f"q{q}" for q in range(n_q)
+    ]
+
+
+def test_hard_recovery_tables_count_a_failed_gate_as_misses():
+    rows = pd.DataFrame(
+        {
+            "model": "m", "n_students": 100, "seed": [1, 1, 2, 2], "breakdown": "overall",
+            "group": "all", "wave": "2016", "reference": "2014", "truth": [0.1, 0.2, 0.1, 0.2],
+            "mean": [0.1, 0.2, 0.1, 0.2], "sd": 0.05, "min_n": 50,
+            "cover_50": True, "cover_80": True, "cover_95": True,
+        }
+    )  # fmt: skip
+    fits = pd.DataFrame({"model": "m", "seed": [1, 2], "diagnostics_passed": [True, False]})
+    overall = validation.hard_recovery_tables(rows, fits)["overall"].iloc[0]
+    assert overall["cover_95"] == 0.5 and overall["cover_95_ungated"] == 1.0
+    assert overall["gate_failures"] == 1 and overall["fits"] == 2

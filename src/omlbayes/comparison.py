@@ -1,6 +1,6 @@
 """Compare fitted runs: LOO (arviz.compare) and the same contrasts side by side.
 
-Reads run folders only (``runs.read_run``, ``loo.json``, ``contrasts.csv``): nothing is
+Reads run folders only (``run.json``, ``loo.json``, ``contrasts.csv``): nothing is
 refitted. Writes ``comparison.csv`` (every contrast, one column block per run, and each
 run's difference from the first), ``loo_comparison.csv`` and a self-contained
 ``comparison.html`` (forest plot of the overall and one-way wave comparisons, the LOO
@@ -67,12 +67,23 @@ def loo_table(paths: list[Path], labels: list[str]) -> tuple[pd.DataFrame | None
     return table, ""
 
 
+def _contrasts(path: Path) -> pd.DataFrame:
+    """A run's (or a multiple-imputation folder's, ``imputation.py``) contrasts.csv."""
+    for name in (runs.RUN_JSON, "contrasts.csv"):
+        if not (path / name).is_file():
+            raise RunError(
+                f"{path}: not a complete run folder (no {name}); give a folder under outputs/"
+            )
+    runs.read_record(path)
+    return pd.read_csv(path / "contrasts.csv", keep_default_na=True)
+
+
 def contrasts_side_by_side(paths: list[Path], labels: list[str]) -> pd.DataFrame:
     """Every contrast present in all runs: mean, lower, upper per run; differences from the
     first run (in SD units and in units of the first run's interval half-width)."""
     merged = None
     for label, path in zip(labels, paths, strict=True):
-        table = runs.read_run(path).table("contrasts.csv")
+        table = _contrasts(path)
         part = table[~table.suppressed.astype(bool)][[*KEY, "mean", "lower", "upper"]].copy()
         if "model_implied" in table:
             part["model_implied"] = table.loc[part.index, "model_implied"].astype(bool)
@@ -143,7 +154,7 @@ def write_comparison(paths: list[Path | str], out: Path | str) -> Path:
     if len(paths) < 2:
         raise RunError("compare needs at least two run folders")
     for p in paths:
-        runs.read_run(p)  # one line if a folder is not a complete run
+        _contrasts(p)  # one line if a folder is not a run (or a multiple-imputation folder)
     labels = _labels(paths)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)

@@ -16,7 +16,9 @@ expected standardized index with the covariates standardized to the pooled sampl
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
+import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -235,6 +237,20 @@ class SimulationParams:
     school_sd: float = 0.18  # tau: an ICC of the standardized index of a few percent
     student_sd: float = 1.0
 
+    # ---- the harder simulator (issue 13, item 7); every option off by default, so the
+    # calibrated survey is unchanged. Each draws from its own seeded stream, so switching
+    # one on leaves every other draw of the survey as it was.
+    # school x wave variation: u[school, wave] ~ N(0, school_wave_sd^2)
+    school_wave_sd: float = 0.0
+    # residual (student) SD per school type; empty: ``student_sd`` for every type
+    student_sd_by_school_type: Mapping[str, float] = _table({})
+    # three-way wave x group x group cells ~ N(0, three_way_sd^2) for each pair below
+    three_way_sd: float = 0.0
+    three_way_pairs: tuple[tuple[str, str], ...] = (
+        ("gender", "school_type"),
+        ("parent_edu", "school_type"),
+    )
+
     # ---- measurement: item_j = cut(loading_j * theta + eps_j), eps_j ~ N(0, noise_sd_j^2)
     item_loadings: tuple[float, ...] = (0.90, 1.00, 0.95, 1.05, 1.00, 1.05)
     item_noise_sd: tuple[float, ...] = (0.84, 0.82, 0.84, 0.82, 0.80, 0.82)
@@ -257,10 +273,28 @@ class SimulationParams:
     def __post_init__(self) -> None:
         _validate(self)
 
-    def item_total_sd(self) -> np.ndarray:
-        """SD of ``loading_j * (u + e) + eps_j`` per item: the probit scale given eta."""
+    def student_sds(self) -> np.ndarray:
+        """Residual (student) SD per school type, in ``schema.SCHOOL_TYPES`` order."""
+        table = self.student_sd_by_school_type
+        return np.array([table.get(t, self.student_sd) for t in schema.SCHOOL_TYPES])
+
+    @property
+    def harder(self) -> bool:
+        """Whether any option of the harder simulator is on."""
+        return bool(
+            self.school_wave_sd > 0 or self.three_way_sd > 0 or self.student_sd_by_school_type
+        )
+
+    def item_total_sd(self, school_type: str | None = None) -> np.ndarray:
+        """SD of ``loading_j * (u + u_sw + e) + eps_j`` per item: the probit scale given eta
+        (for a student of ``school_type``; ``None``: the common ``student_sd``)."""
         lam = np.asarray(self.item_loadings)
-        var_theta = self.school_sd**2 + self.student_sd**2
+        student = (
+            self.student_sd
+            if school_type is None
+            else self.student_sd_by_school_type.get(school_type, self.student_sd)
+        )
+        var_theta = self.school_sd**2 + self.school_wave_sd**2 + student**2
         return np.sqrt(lam**2 * var_theta + np.asarray(self.item_noise_sd) ** 2)
 
 
@@ -313,6 +347,17 @@ def _validate(p: SimulationParams) -> None:
         raise SpecError("SimulationParams.school_profile_prob must give each school profile")
     if not (p.school_sd >= 0 and p.student_sd > 0 and min(p.item_noise_sd) > 0):
         raise SpecError("SimulationParams: school_sd >= 0, student_sd > 0, noise_sd > 0 needed")
+    _check_keys("student_sd_by_school_type", p.student_sd_by_school_type, schema.SCHOOL_TYPES)
+    if not (p.school_wave_sd >= 0 and p.three_way_sd >= 0):
+        raise SpecError("SimulationParams: school_wave_sd >= 0 and three_way_sd >= 0 needed")
+    if any(not v > 0 for v in p.student_sd_by_school_type.values()):
+        raise SpecError("SimulationParams.student_sd_by_school_type: every SD must be > 0")
+    for pair in p.three_way_pairs:
+        if len(pair) != 2 or pair[0] == pair[1] or not set(pair) <= set(COVARIATES[1:]):
+            raise SpecError(
+                f"SimulationParams.three_way_pairs: {pair!r} must be two distinct columns "
+                f"among {', '.join(COVARIATES[1:])}"
+            )
 
 
 # (outer column, inner column) of each interaction table: table[outer_level][inner_level]
@@ -338,6 +383,82 @@ class Simulation:
     seed: int
     # each row's latent trait theta (same order as frame): the truth of the graded model
     latent: np.ndarray | None = field(default=None, repr=False)
+    # the drawn three-way wave x group x group cells, added to ``eta_table(params)``
+    # (broadcastable to its shape); None when ``params.three_way_sd`` is 0
+    three_way: np.ndarray | None = field(default=None, repr=False)
+
+    def eta(self) -> np.ndarray:
+        """The eta table of this survey: ``eta_table(params)`` plus its three-way cells."""
+        table = eta_table(self.params)
+        return table if self.three_way is None else table + self.three_way
+
+
+# Seeded streams of the harder simulator's draws, apart from the survey's own stream.
+_STREAM_SCHOOL_WAVE, _STREAM_THREE_WAY = 1, 2
+
+
+def three_way_cells(params: SimulationParams, seed: int) -> dict[tuple[str, str], np.ndarray]:
+    """The drawn cells (wave x A x B arrays, eta units) of each pair in
+    ``params.three_way_pairs``; empty when ``params.three_way_sd`` is 0."""
+    if params.three_way_sd <= 0:
+        return {}
+    rng = np.random.default_rng([seed, _STREAM_THREE_WAY])
+    return {
+        (a, b): params.three_way_sd * rng.standard_normal([len(_LEVELS[c]) for c in ("wave", a, b)])
+        for a, b in params.three_way_pairs
+    }
+
+
+def draw_three_way(params: SimulationParams, seed: int) -> np.ndarray | None:
+    """Three-way wave x A x B cells ~ N(0, three_way_sd^2) for each pair of
+    ``params.three_way_pairs``, as an addition to the eta table (None when the SD is 0)."""
+    cells = three_way_cells(params, seed)
+    if not cells:
+        return None
+    total = np.zeros(tuple(len(_LEVELS[c]) for c in COVARIATES))
+    for (a, b), table in cells.items():
+        dims = ("wave", a, b)
+        order = sorted(range(3), key=lambda k: COVARIATES.index(dims[k]))
+        view = [1] * len(COVARIATES)
+        for k in order:
+            view[COVARIATES.index(dims[k])] = len(_LEVELS[dims[k]])
+        total = total + np.transpose(table, order).reshape(view)
+    return total
+
+
+def random_truth(seed: int, base: SimulationParams | None = None) -> SimulationParams:
+    """A harder simulator with its truth drawn at random (the recovery study's truths).
+
+    Stated distributions (eta units, student SD about 1):
+    - every wave x group deviation (the four ``wave_by_*`` tables) ~ N(0, s_col^2),
+      s_col ~ Uniform(0.02, 0.10) per table; ``wave_effect`` ~ N(0, 0.06^2), 2018 = 0;
+    - ``school_sd`` ~ Uniform(0.10, 0.25); ``school_wave_sd`` ~ Uniform(0.05, 0.15);
+    - residual SD per school type: exp(N(0, 0.15^2)) each (about 0.75 to 1.35);
+    - ``three_way_sd`` ~ Uniform(0.03, 0.10) (the cells are drawn by ``draw_three_way``).
+    The composition, group x group tables and measurement stay the calibrated ones.
+    """
+    base = SimulationParams() if base is None else base
+    rng = np.random.default_rng([seed, 3])
+
+    def wave_values() -> dict[str, float]:
+        draws = rng.normal(0, 1, len(schema.WAVES))
+        pairs = zip(schema.WAVES, draws, strict=True)
+        return {w: 0.0 if w == "2018" else float(v) for w, v in pairs}
+
+    changes: dict[str, Any] = {"wave_effect": _ro({w: 0.06 * v for w, v in wave_values().items()})}
+    for name in ("wave_by_school_type", "wave_by_gender", "wave_by_parent_edu", "wave_by_region"):
+        col = _INTERACTIONS[name][0]
+        s = rng.uniform(0.02, 0.10)
+        changes[name] = _ro(
+            {lv: {w: s * v for w, v in wave_values().items()} for lv in _LEVELS[col]}
+        )
+    changes["school_sd"] = float(rng.uniform(0.10, 0.25))
+    changes["school_wave_sd"] = float(rng.uniform(0.05, 0.15))
+    changes["student_sd_by_school_type"] = _ro(
+        {t: float(np.exp(rng.normal(0, 0.15))) for t in schema.SCHOOL_TYPES}
+    )
+    changes["three_way_sd"] = float(rng.uniform(0.03, 0.10))
+    return dataclasses.replace(base, **changes)
 
 
 # ------------------------------------------------------------------------------------
@@ -374,15 +495,17 @@ def eta_table(params: SimulationParams) -> np.ndarray:
     return eta
 
 
-def expected_item_mean(eta: np.ndarray, params: SimulationParams) -> np.ndarray:
+def expected_item_mean(
+    eta: np.ndarray, params: SimulationParams, school_type: str | None = None
+) -> np.ndarray:
     """E[mean of the six items | eta], integrating the school, student and item noise.
 
-    Item j given eta is an ordinal probit with SD ``params.item_total_sd()[j]``, so
-    ``E[item_j | eta] = 1 + sum_k Phi((loading_j * eta - c_jk) / sd_j)``.
+    Item j given eta is an ordinal probit with SD ``params.item_total_sd(school_type)[j]``,
+    so ``E[item_j | eta] = 1 + sum_k Phi((loading_j * eta - c_jk) / sd_j)``.
     """
     eta = np.asarray(eta, dtype="float64")
     lam = np.asarray(params.item_loadings)
-    sd = params.item_total_sd()
+    sd = params.item_total_sd(school_type)
     cuts = np.asarray(params.item_cutpoints)  # (items, cuts)
     total = np.zeros_like(eta)
     for j in range(len(lam)):
@@ -563,6 +686,11 @@ def simulate_survey(
 
     region_of, offers, participates, size = _make_schools(n_schools, params, rng)
     u_school = params.school_sd * rng.standard_normal(n_schools)
+    u_school_wave = np.zeros((n_schools, len(schema.WAVES)))
+    if params.school_wave_sd > 0:
+        stream = np.random.default_rng([seed, _STREAM_SCHOOL_WAVE])
+        u_school_wave = params.school_wave_sd * stream.standard_normal(u_school_wave.shape)
+    three_way = draw_three_way(params, seed)
 
     # cell counts wave x region x type: exact to the (drifting) shares
     p_type, p_edu = _wave_compositions(params)
@@ -614,9 +742,15 @@ def simulate_survey(
     )
 
     # latent trait and items
-    eta = eta_table(params)[wave, gender, stype, parent_edu, region]
+    table = eta_table(params) if three_way is None else eta_table(params) + three_way
+    eta = table[wave, gender, stype, parent_edu, region]
     eta = eta + params.age_slope * (age - params.age_center)
-    theta = eta + u_school[school] + params.student_sd * rng.standard_normal(n_students)
+    theta = (
+        eta
+        + u_school[school]
+        + u_school_wave[school, wave]
+        + params.student_sds()[stype] * rng.standard_normal(n_students)
+    )
     answers = draw_items(theta, params, rng)
     missing = rng.random(answers.shape) < np.asarray(params.item_missing_rate)
     breakoff = rng.random(n_students) < params.breakoff_rate
@@ -645,7 +779,9 @@ def simulate_survey(
         frame[name] = pd.arrays.IntegerArray(
             answers[order, j].astype("int64"), missing[order, j].copy()
         )
-    return Simulation(frame=frame, params=params, seed=seed, latent=theta[order])
+    return Simulation(
+        frame=frame, params=params, seed=seed, latent=theta[order], three_way=three_way
+    )
 
 
 def _categorical(codes: np.ndarray, column: str) -> pd.Categorical:
@@ -703,7 +839,7 @@ def true_effects(
     rows = scaled.frame
     codes = {c: rows[c].cat.codes.to_numpy().astype("int64") for c in COVARIATES}
     age_term = params.age_slope * (rows["age"].to_numpy(dtype="float64") - params.age_center)
-    table = eta_table(params)
+    table = sim.eta()
     n_rows = len(rows)
 
     def patterns(fixed: tuple[str, ...]) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray]:
@@ -722,13 +858,20 @@ def true_effects(
     lo = float(table.min() + age_term.min()) - 0.1
     hi = float(table.max() + age_term.max()) + 0.1
     grid = np.linspace(lo, hi, max(int((hi - lo) / 0.001), 2) + 1)
-    grid_mean = expected_item_mean(grid, params)
+    # one curve per school type (the residual SD may differ by type)
+    grid_mean = np.stack([expected_item_mean(grid, params, t) for t in schema.SCHOOL_TYPES])
+    i_type = COVARIATES.index("school_type")
 
     def mean_index(fixed_codes: dict[str, int], pat: tuple) -> float:
         free_codes, age_part, weight = pat
         idx = tuple(fixed_codes[c] if c in fixed_codes else free_codes[c] for c in COVARIATES)
         eta = table[idx] + age_part
-        return float(np.sum(weight * np.interp(eta, grid, grid_mean)) / n_rows)
+        types = np.broadcast_to(idx[i_type], eta.shape)
+        curve = np.empty_like(eta)
+        for t in np.unique(types):
+            at = types == t
+            curve[at] = np.interp(eta[at], grid, grid_mean[t])
+        return float(np.sum(weight * curve) / n_rows)
 
     pooled = mean_index({}, patterns(()))
     latent_sd = None
@@ -781,11 +924,37 @@ def truth_path(survey_path: str | Path) -> Path:
     return path.with_name(f"{path.stem}_truth{path.suffix or '.csv'}")
 
 
-def write_simulation(sim: Simulation, path: str | Path) -> tuple[Path, Path]:
-    """Write the survey CSV and its truth CSV (``<stem>_truth.csv``) next to it.
+def structure_truth(sim: Simulation) -> dict:
+    """The harder simulator's random structure as data: the SDs, the residual SD per school
+    type and every drawn three-way cell (``{pair: {wave: {a: {b: value}}}}``, eta units)."""
+    p = sim.params
+    out: dict[str, Any] = {
+        "school_sd": p.school_sd,
+        "school_wave_sd": p.school_wave_sd,
+        "student_sd_by_school_type": dict(
+            zip(schema.SCHOOL_TYPES, map(float, p.student_sds()), strict=True)
+        ),
+        "three_way_sd": p.three_way_sd,
+        "three_way": {},
+    }
+    for (a, b), table in three_way_cells(p, sim.seed).items():
+        out["three_way"][f"wave x {a} x {b}"] = {
+            w: {
+                la: {lb: round(float(table[iw, ia, ib]), 6) for ib, lb in enumerate(_LEVELS[b])}
+                for ia, la in enumerate(_LEVELS[a])
+            }
+            for iw, w in enumerate(schema.WAVES)
+        }
+    return out
 
-    Both files are written to temporary names first and renamed at the end, so a
-    failure leaves no half-written output. Returns the two paths.
+
+def write_simulation(sim: Simulation, path: str | Path) -> tuple[Path, Path]:
+    """Write the survey CSV and its truth CSV (``<stem>_truth.csv``) next to it; with any
+    option of the harder simulator on, also ``<stem>_truth_structure.json``
+    (``structure_truth``).
+
+    The files are written to temporary names first and renamed at the end, so a
+    failure leaves no half-written output. Returns the survey and truth CSV paths.
     """
     path = Path(path)
     if path.suffix.lower() != ".csv":
@@ -796,12 +965,19 @@ def write_simulation(sim: Simulation, path: str | Path) -> tuple[Path, Path]:
     truth = true_effects(sim)
     tmp_survey = path.with_name(f".{path.name}.tmp")
     tmp_truth = truth_file.with_name(f".{truth_file.name}.tmp")
+    structure_file = path.with_name(f"{path.stem}_truth_structure.json")
+    tmp_structure = structure_file.with_name(f".{structure_file.name}.tmp")
     try:
         sim.frame.to_csv(tmp_survey, index=False, lineterminator="\n")
         truth.to_csv(tmp_truth, index=False, lineterminator="\n", float_format="%.6f")
+        if sim.params.harder:
+            tmp_structure.write_text(json.dumps(structure_truth(sim), indent=1) + "\n")
         tmp_survey.replace(path)
         tmp_truth.replace(truth_file)
+        if sim.params.harder:
+            tmp_structure.replace(structure_file)
     finally:
         tmp_survey.unlink(missing_ok=True)
         tmp_truth.unlink(missing_ok=True)
+        tmp_structure.unlink(missing_ok=True)
     return path, truth_file
