@@ -296,7 +296,9 @@ def test_run_says_what_the_model_does_not_support(small_run):
     assert pages and all("region&#x27;s trend" in p.read_text() for p in pages)
 
 
-def test_ppc_gate_passes_the_fit_and_fails_a_wrong_residual_sd(small_run, small_survey):
+def test_ppc_gate_passes_the_fit_and_fails_a_wrong_residual_sd(
+    small_run, small_survey, monkeypatch
+):
     """The fitted posterior passes; the same posterior with sigma shrunk by 30% (students
     scattered more than the model says) fails the residual-SD and distribution checks."""
     import json
@@ -325,6 +327,14 @@ def test_ppc_gate_passes_the_fit_and_fails_a_wrong_residual_sd(small_run, small_
     assert not bad["ppc_index_by_wave_group"]["passed"]
     gate = ppc.add_to_gate({"checks": {"r_hat_below_1_01": True}, "passed": True}, bad)
     assert gate["passed"] is False and "ppc" in gate
+    # above PPC_MAX_ROWS students a seeded subsample is checked, says so, and still catches it
+    monkeypatch.setattr(ppc, "PPC_MAX_ROWS", len(frame) // 2)
+    sub_bad, _ = ppc.posterior_predictive_checks(frame, layout, spec, narrow, **kwargs)
+    entry = sub_bad["ppc_residual_sd_by_school_type"]
+    assert entry["students"] == len(frame) // 2 and entry["students_in_data"] == len(frame)
+    assert not entry["passed"]
+    again, _ = ppc.posterior_predictive_checks(frame, layout, spec, narrow, **kwargs)
+    assert again == sub_bad  # same seed, same subsample, same p-values
 
 
 def test_subsampled_loo_estimates_the_full_elpd_within_its_error(frame):

@@ -1,7 +1,8 @@
 """Posterior predictive checks as named entries of the diagnostics gate.
 
-For thinned posterior draws the index is replicated for every student (never saved) and
-three families of statistics are compared with the observed data:
+For thinned posterior draws the index is replicated for every student (never saved; above
+``PPC_MAX_ROWS`` students for a seeded random subsample of that many) and three families of
+statistics are compared with the observed data:
 
 - ``ppc_index_by_wave_group``: mean and SD of the index in each wave x group cell of each
   one-way breakdown (the distribution the factsheet reports);
@@ -32,6 +33,9 @@ from omlbayes.plots.save import save_png
 from omlbayes.spec import ModelSpec
 
 PPC_DRAWS = 400
+# Above this many students the checks use a seeded random subsample of this size (observed
+# and replicated statistics alike): the cost stays bounded in N, as LOO's does.
+PPC_MAX_ROWS = 100_000
 ALPHA = 0.01
 MAX_EXTREME_SHARE = 0.05
 # replicated values held at once (students x draws): memory stays flat in N
@@ -99,6 +103,10 @@ def posterior_predictive_checks(
 ) -> tuple[dict, dict]:
     """(the gate's entries, the p-values per family for the figure)."""
     rng = np.random.default_rng(seed)
+    n_students = len(frame)
+    if n_students > PPC_MAX_ROWS:
+        rows_used = np.sort(rng.choice(n_students, size=PPC_MAX_ROWS, replace=False))
+        frame = frame.iloc[rows_used]
     coefs = coefficient_draws(posterior, layout.coef_names, seed=seed)
     flat = coefs.stack(sample=("chain", "draw")).transpose("sample", "coef").to_numpy()
     sigma_var = posterior["sigma"]
@@ -172,6 +180,8 @@ def posterior_predictive_checks(
     }
     for entry in entries.values():
         entry["draws"] = int(pick.size)
+        entry["students"] = len(frame)
+        entry["students_in_data"] = n_students
     return entries, {"ppc_index_by_wave_group": p_wg, "ppc_school_wave_means": p_sc,
                      "ppc_residual_sd_by_school_type": p_ty}  # fmt: skip
 
