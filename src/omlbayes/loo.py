@@ -50,7 +50,7 @@ LOO_DRAWS = 400
 LOO_CHUNK_ROWS = 50_000
 # Above this many students LOO uses a seeded simple random subsample of this size (cost and
 # loo.json size bounded in N; the subsampling error is part of the reported SE).
-LOO_EXACT_MAX = 100_000
+LOO_EXACT_MAX = 50_000
 # PSIS fits a Pareto tail to the largest 20% of the ratios: below this many draws it cannot.
 MIN_DRAWS = 100
 _LOG_2PI = math.log(2.0 * math.pi)

@@ -35,7 +35,7 @@ from omlbayes.spec import ModelSpec
 PPC_DRAWS = 400
 # Above this many students the checks use a seeded random subsample of this size (observed
 # and replicated statistics alike): the cost stays bounded in N, as LOO's does.
-PPC_MAX_ROWS = 100_000
+PPC_MAX_ROWS = 50_000
 ALPHA = 0.01
 MAX_EXTREME_SHARE = 0.05
 # replicated values held at once (students x draws): memory stays flat in N
