@@ -348,21 +348,7 @@ def read_survey(
     InputError
         One line naming the file, column, rows and the fix.
     """
-    cmap = column_map if isinstance(column_map, ColumnMap) else load_column_map(column_map)
-    if isinstance(column_map, ColumnMap):
-        _check_map(cmap)
-    name = str(path)
-    path = Path(path)
-    if not path.exists():
-        raise InputError(f"{name}: file not found; check the path (relative to {os.getcwd()})")
-    if not path.is_file():
-        raise InputError(f"{name}: is a directory, not a survey file; give the file's path")
-    kind = SUFFIXES.get(path.suffix.lower())
-    if kind is None:
-        raise InputError(
-            f"{name}: unknown file type '{path.suffix}'; save the survey as "
-            f"{', '.join(SUFFIXES)} (the suffix chooses the reader)"
-        )
+    cmap, name, path, kind = _open_survey_file(path, column_map)
     data = path.read_bytes()
     sha = hashlib.sha256(data).hexdigest()
     if not data.strip():
@@ -378,6 +364,29 @@ def read_survey(
         raise InputError(f"{name}: the file has a header but no data rows; export it with data")
     frame, origin = _rename(raw, name, cmap)
     return _validate(frame, origin, raw.value_labels, name, cmap, sha, n_read, whole_file)
+
+
+def _open_survey_file(
+    path: Path | str, column_map: Path | str | ColumnMap | None
+) -> tuple[ColumnMap, str, Path, str]:
+    """The column map and the checks every survey file passes before it is read: it exists,
+    is a file, and its suffix names a reader. (map, name as given, path, reader kind)."""
+    cmap = column_map if isinstance(column_map, ColumnMap) else load_column_map(column_map)
+    if isinstance(column_map, ColumnMap):
+        _check_map(cmap)
+    name = str(path)
+    path = Path(path)
+    if not path.exists():
+        raise InputError(f"{name}: file not found; check the path (relative to {os.getcwd()})")
+    if not path.is_file():
+        raise InputError(f"{name}: is a directory, not a survey file; give the file's path")
+    kind = SUFFIXES.get(path.suffix.lower())
+    if kind is None:
+        raise InputError(
+            f"{name}: unknown file type '{path.suffix}'; save the survey as "
+            f"{', '.join(SUFFIXES)} (the suffix chooses the reader)"
+        )
+    return cmap, name, path, kind
 
 
 def iter_survey(
@@ -397,21 +406,7 @@ def iter_survey(
     """
     if batch_rows < 1:
         raise InputError(f"batch_rows must be at least 1, got {batch_rows}")
-    cmap = column_map if isinstance(column_map, ColumnMap) else load_column_map(column_map)
-    if isinstance(column_map, ColumnMap):
-        _check_map(cmap)
-    name = str(path)
-    path = Path(path)
-    if not path.exists():
-        raise InputError(f"{name}: file not found; check the path (relative to {os.getcwd()})")
-    if not path.is_file():
-        raise InputError(f"{name}: is a directory, not a survey file; give the file's path")
-    kind = SUFFIXES.get(path.suffix.lower())
-    if kind is None:
-        raise InputError(
-            f"{name}: unknown file type '{path.suffix}'; save the survey as "
-            f"{', '.join(SUFFIXES)} (the suffix chooses the reader)"
-        )
+    cmap, name, path, kind = _open_survey_file(path, column_map)
     sha, blank_file = _hash_file(path)
     if blank_file:
         raise InputError(f"{name}: the file is empty; export the survey again")
