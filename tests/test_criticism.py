@@ -274,8 +274,10 @@ def test_cross_trends_without_a_three_way_term_are_model_implied():
     )  # fmt: skip
     flagship = load_spec("flagship").to_dict()
     assert model_implied(rows, flagship).tolist() == [True, False, False, True]
-    three_way = load_spec("three_way").to_dict()
-    assert model_implied(rows, three_way).tolist() == [False, False, False, True]
+    three_way = load_spec("three_way").to_dict()  # a term for every cross breakdown
+    assert model_implied(rows, three_way).tolist() == [False, False, False, False]
+    one_cross = {**flagship, "group": [*flagship["group"], ["wave", "gender", "school_type"]]}
+    assert model_implied(rows, one_cross).tolist() == [False, False, False, True]
     unpooled = load_spec("unpooled").to_dict()  # wave:gender:school_type as fixed cells
     assert model_implied(rows, unpooled).tolist() == [False, False, False, True]
 
