@@ -1038,7 +1038,8 @@ def _hard_section(rows: pd.DataFrame, fits: pd.DataFrame, out: Path, verdicts: d
         "school type and wave x parent education x school type cells (SD drawn per seed) are "
         "drawn at random per seed from the distributions stated in its docstring; 40,000 "
         f"students in 80 schools; sampler per fit: {_hard_settings(fits)} (4 x 300 draws "
-        "failed the gate on a 40k flagship fit; 4 x 500 failed it on full-model fits). "
+        "failed the gate on a 40k flagship fit; 4 x 500 failed it on the first full-model fit, "
+        "tail ESS 287). "
         "Truth: the analytic g-computed estimand (`simulate.true_effects`). Every wave "
         f"contrast (vs first, vs previous, factsheet pairs) whose cells have n >= {MIN_CELL_N}. "
         "**A fit that fails the diagnostics gate counts as a miss for all its contrasts** "
@@ -1094,11 +1095,15 @@ def _hard_section(rows: pd.DataFrame, fits: pd.DataFrame, out: Path, verdicts: d
     if default in overall.index:
         c95 = float(overall.loc[default, "cover_95"])
         n_fits = int(overall.loc[default, "fits"])
-        verdicts["recovery_hard"] = c95 >= HARD_TARGET and n_fits >= 20
+        complete = n_fits >= len(HARD_SEEDS)
+        verdicts["recovery_hard"] = c95 >= HARD_TARGET and complete
+        verdict = "PASS" if verdicts["recovery_hard"] else "FAIL"
+        if not complete:
+            verdict = f"INCOMPLETE ({n_fits} of {len(HARD_SEEDS)} seeds; no verdict yet)"
         lines += [
             f"Default model ({default}), {n_fits} fits: 95% coverage of the true wave contrasts "
-            f"**{c95:.3f}** (target >= {HARD_TARGET}, at least 20 seeds) -> "
-            f"**{'PASS' if verdicts['recovery_hard'] else 'FAIL'}**.",
+            f"**{c95:.3f}** (target >= {HARD_TARGET}, at least {len(HARD_SEEDS)} seeds) -> "
+            f"**{verdict}**.",
             "",
         ]
     return lines
