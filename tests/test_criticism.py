@@ -329,6 +329,24 @@ def test_ppc_gate_passes_the_fit_and_fails_a_wrong_residual_sd(
     assert not bad["ppc_index_by_wave_group"]["passed"]
     gate = ppc.add_to_gate({"checks": {"r_hat_below_1_01": True}, "passed": True}, bad)
     assert gate["passed"] is False and "ppc" in gate
+    # a variance component the model lacks: the data shifted per school x wave cell, or per
+    # wave x gender x school type cell (SD 0.3), fail the one-sided dispersion check only there
+    rng = np.random.default_rng(7)
+    for cols, name in (
+        (["school_id", "wave"], "school_id x wave"),
+        (["wave", "gender", "school_type"], "wave x gender x school_type"),
+    ):
+        codes = frame[cols].astype(str).agg(":".join, axis=1).factorize()[0]
+        shifted = frame.assign(
+            index=frame["index"] + 0.3 * rng.standard_normal(codes.max() + 1)[codes]
+        )
+        drift, _ = ppc.posterior_predictive_checks(shifted, layout, spec, post, **kwargs)
+        entry = drift["ppc_cell_dispersion"]
+        assert not entry["passed"] and entry["one_sided"]
+        assert entry["most_extreme"][0]["statistic"].startswith(f"dispersion {name} (")
+        assert entry["most_extreme"][0]["p"] < ppc.ALPHA / 2
+    assert good["ppc_cell_dispersion"]["passed"]
+    assert good["ppc_cell_dispersion"]["n_statistics"] == 6  # school x wave + 5 crosses
     # above PPC_MAX_ROWS students a seeded subsample is checked, says so, and still catches it
     monkeypatch.setattr(ppc, "PPC_MAX_ROWS", len(frame) // 2)
     sub_bad, _ = ppc.posterior_predictive_checks(frame, layout, spec, narrow, **kwargs)

@@ -53,6 +53,7 @@ def test_fit_cli_writes_the_whole_run_folder(small_run):
         "ppc_index_by_wave_group",
         "ppc_school_wave_means",
         "ppc_residual_sd_by_school_type",
+        "ppc_cell_dispersion",
     }
     assert diagnostics["thresholds"]["rhat_max"] == constants.RHAT_MAX
 

@@ -526,6 +526,7 @@ CHECK_TEXT = {
         "ppc_index_by_wave_group": "voorspelde verdeling per meting en groep (gemiddelde, SD)",
         "ppc_school_wave_means": "voorspelde schoolgemiddelden per meting",
         "ppc_residual_sd_by_school_type": "voorspelde residu-SD per schooltype",
+        "ppc_cell_dispersion": "spreiding van cel-gemiddelden (school x meting, kruisingen)",
     },
     "en": {
         "r_hat_below_1_01": "R-hat at most 1.01",
@@ -536,6 +537,7 @@ CHECK_TEXT = {
         "ppc_index_by_wave_group": "predicted distribution per wave and group (mean, SD)",
         "ppc_school_wave_means": "predicted school means per wave",
         "ppc_residual_sd_by_school_type": "predicted residual SD per school type",
+        "ppc_cell_dispersion": "spread of cell means (school x wave, cross breakdowns)",
     },
 }
 
