@@ -306,6 +306,7 @@ def test_ppc_gate_passes_the_fit_and_fails_a_wrong_residual_sd(
     import json
 
     from omlbayes import ppc
+    from omlbayes.diagnose import verdict_line
     from omlbayes.ingest import read_survey
 
     path, _ = small_run
@@ -345,6 +346,10 @@ def test_ppc_gate_passes_the_fit_and_fails_a_wrong_residual_sd(
         assert not entry["passed"] and entry["one_sided"]
         assert entry["most_extreme"][0]["statistic"].startswith(f"dispersion {name} (")
         assert entry["most_extreme"][0]["p"] < ppc.ALPHA / 2
+        numbers = {"max_r_hat": 1.0, "min_ess_bulk": 900, "min_ess_tail": 900, "divergences": 0}
+        gate = ppc.add_to_gate({"checks": {}, **numbers, "min_bfmi": 1.0}, drift)
+        hint = "school_by_wave" if name.startswith("school") else "three_way"
+        assert f"in {name} (" in verdict_line(gate) and f"--model {hint}" in verdict_line(gate)
     assert good["ppc_cell_dispersion"]["passed"]
     assert good["ppc_cell_dispersion"]["n_statistics"] == 6  # school x wave + 5 crosses
     # above PPC_MAX_ROWS students a seeded subsample is checked, says so, and still catches it

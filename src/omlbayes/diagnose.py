@@ -93,4 +93,24 @@ def verdict_line(diagnostics: dict) -> str:
     if d["passed"]:
         return f"diagnostics PASSED ({numbers})"
     failed = ", ".join(k for k, ok in d["checks"].items() if not ok)
-    return f"DIAGNOSTICS FAILED: {failed} ({numbers}); do not trust these results"
+    return f"DIAGNOSTICS FAILED: {failed} ({numbers}); do not trust these results" + _advice(d)
+
+
+# what a failed predictive-check family says about the model, and which variant has the term
+_MISSING_TERM = {
+    "school_id x wave": "schools drift between waves: fit --model school_by_wave (or full)",
+    "wave x ": "a cross breakdown's trend differs from its two-way terms': fit --model three_way "
+    "(or full)",
+}
+
+
+def _advice(d: dict) -> str:
+    """For a failed spread-of-cell-means check: the cells and the model variant with the term."""
+    entry = d.get("ppc", {}).get("ppc_cell_dispersion")
+    if not entry or entry["passed"]:
+        return ""
+    worst = entry["most_extreme"][0]["statistic"].removeprefix("dispersion ")
+    hint = next((h for key, h in _MISSING_TERM.items() if worst.startswith(key)), "")
+    return f"; cell means vary more than the model allows in {worst}" + (
+        f": {hint}" if hint else ""
+    )
