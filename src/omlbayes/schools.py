@@ -109,26 +109,40 @@ def ranks_per_draw(values: np.ndarray) -> np.ndarray:
     return ranks
 
 
-def _target(effects: xr.DataArray, breakdown: str, group: str, wave: str) -> np.ndarray | None:
-    mask = (
-        (effects["breakdown"].to_numpy() == breakdown)
-        & (effects["group"].to_numpy() == group)
-        & (effects["wave"].to_numpy() == wave)
+class _Draws:
+    """Draws of named cells (chain, draw) looked up by key in O(1): one index built once,
+    so thousands of schools x waves cost no scan of the coordinates per lookup."""
+
+    def __init__(self, values: np.ndarray, keys) -> None:
+        self.values = values  # (chain, draw, cell)
+        self.index: dict = {}
+        for k, key in enumerate(keys):
+            self.index.setdefault(key, k)  # the first match, as a scan would find
+
+    def get(self, key) -> np.ndarray | None:
+        k = self.index.get(key)
+        return None if k is None else self.values[..., k]
+
+
+def _targets(effects: xr.DataArray) -> _Draws:
+    """Effect draws by (breakdown, group, wave)."""
+    keys = zip(
+        effects["breakdown"].to_numpy(),
+        effects["group"].to_numpy(),
+        effects["wave"].to_numpy(),
+        strict=True,
     )
-    idx = np.flatnonzero(mask)
-    if len(idx) == 0:
-        return None
-    return effects.isel(target=int(idx[0])).to_numpy()
+    values = effects.transpose("chain", "draw", "target").to_numpy()
+    return _Draws(values, keys)
 
 
-def _school_term(posterior: xr.Dataset, term: str, coord: str) -> np.ndarray | None:
+def _school_term(posterior: xr.Dataset, term: str) -> _Draws:
+    """Draws of a school term's cells by coordinate label (no cells when absent)."""
     if term not in posterior:
-        return None
+        return _Draws(np.empty((0, 0, 0)), ())
     var = posterior[term]
     dim = next(d for d in var.dims if d not in ("chain", "draw"))
-    if coord not in var[dim].to_numpy():
-        return None
-    return var.sel({dim: coord}).to_numpy()
+    return _Draws(var.transpose("chain", "draw", dim).to_numpy(), var[dim].to_numpy())
 
 
 def school_feedback(
@@ -159,7 +173,9 @@ def school_feedback(
     """
     if SCHOOL_TERM not in posterior:
         raise RunError(f"the posterior has no {SCHOOL_TERM!r} term: no school feedback possible")
-    effects = estimands.effect_draws(posterior, gcomp, seed=seed)
+    effects = _targets(estimands.effect_draws(posterior, gcomp, seed=seed))
+    school_draws = _school_term(posterior, SCHOOL_TERM)
+    school_wave_draws = _school_term(posterior, SCHOOL_WAVE_TERM)
     table = schools.assign(
         school_id=schools["school_id"].astype(str),
         region=schools["region"].astype(str),
@@ -180,17 +196,14 @@ def school_feedback(
     ids = list(school_region.index)
 
     def value(school: str, region: str, wave: str) -> np.ndarray:
-        base = _target(effects, "region", region, wave)
+        base = effects.get(("region", region, wave))
         if base is None:
             raise RunError(f"the run has no region effect for {region!r} at wave {wave!r}")
-        u = _school_term(posterior, SCHOOL_TERM, school)
+        u = school_draws.get(school)
         if u is None:
             raise RunError(f"the posterior has no school effect for {school!r}")
         out = base + u
-        if (
-            wave != ALL
-            and (uw := _school_term(posterior, SCHOOL_WAVE_TERM, f"{school}:{wave}")) is not None
-        ):
+        if wave != ALL and (uw := school_wave_draws.get(f"{school}:{wave}")) is not None:
             out = out + uw
         return out
 
@@ -219,7 +232,7 @@ def school_feedback(
     def context_cells(breakdown: str, group: str) -> tuple[Cell, ...]:
         cells = []
         for wave in (*waves, ALL):
-            draws = _target(effects, breakdown, group, wave)
+            draws = effects.get((breakdown, group, wave))
             if draws is None:
                 cells.append(Cell(wave, None, "not_surveyed"))
                 continue
@@ -230,11 +243,12 @@ def school_feedback(
     province = context_cells("overall", "all")
     region_cache: dict[str, tuple[Cell, ...]] = {}
     out = []
+    rows_of = {s: rows.set_index("wave") for s, rows in table.groupby("school_id", sort=False)}
     for s in ids:
         region = school_region[s]
         if region not in region_cache:
             region_cache[region] = context_cells("region", region)
-        rows = table[table["school_id"] == s].set_index("wave")
+        rows = rows_of[s]
         cells = []
         for wave in waves:
             if wave not in rows.index:
