@@ -24,8 +24,11 @@ from __future__ import annotations
 
 import hashlib
 import io
+import multiprocessing
+import os
 import re
 import unicodedata
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -58,6 +61,11 @@ SCHOOL_WAVE_TERM = "1|school_id:wave"
 ALL = estimands.ALL_WAVES
 COLOURS = {"school": "#1f3b73", "region": "#D55E00", "province": "#7f7f7f"}
 DPI = 150
+
+# School pages are written in parallel processes from this many schools on (starting a
+# process costs a few seconds of imports; one page about 0.1 s), by at most this many.
+PARALLEL_MIN_SCHOOLS = 150
+PAGE_MAX_WORKERS = 4
 
 PAGE_CSS = CSS + "td a{color:#1f3b73}.legend span{margin-right:14px}"
 
@@ -594,12 +602,65 @@ def index_page(
     return _page(tx["index_title"], "".join(body), lang=lang)
 
 
+def _write_school_batch(
+    batch: list[tuple[Path, SchoolFeedback]],
+    options: OutputOptions,
+    diagnostics: dict,
+    own_trend: bool,
+) -> None:
+    for page, fb in batch:
+        page.write_text(
+            school_page(fb, options=options, diagnostics=diagnostics, own_trend=own_trend),
+            encoding="utf-8",
+        )
+
+
+def page_workers(n_schools: int) -> int:
+    """Processes for the school pages: one per usable core (at most PAGE_MAX_WORKERS) when
+    there are enough schools to repay starting them, else 1 (this process)."""
+    if n_schools < PARALLEL_MIN_SCHOOLS:
+        return 1
+    return max(1, min(PAGE_MAX_WORKERS, len(os.sched_getaffinity(0))))
+
+
+def _write_school_files(
+    pages: list[tuple[Path, SchoolFeedback]],
+    *,
+    options: OutputOptions,
+    diagnostics: dict,
+    own_trend: bool,
+    workers: int,
+) -> None:
+    """Each school's page (a figure each: the bulk of the cost with hundreds of schools),
+    in ``workers`` processes. Every page depends only on its own feedback, so the files
+    are the same whatever the number of workers."""
+    if workers <= 1:
+        _write_school_batch(pages, options, diagnostics, own_trend)
+        return
+    batches = [pages[k::workers] for k in range(workers)]
+    # spawn: a fork of a process that ran threaded samplers can deadlock
+    context = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
+        done = [
+            pool.submit(_write_school_batch, batch, options, diagnostics, own_trend)
+            for batch in batches
+        ]
+        for future in done:
+            future.result()  # re-raises a worker's error here
+
+
 def write_school_pages(
-    run_dir: Path | str, *, lang: str | None = None, min_cell_n: int | None = None
+    run_dir: Path | str,
+    *,
+    lang: str | None = None,
+    min_cell_n: int | None = None,
+    workers: int | None = None,
 ) -> list[Path]:
     """Write ``schools/`` in a run folder: index.html, one page per region and per school.
 
-    Returns the paths written (index first, then regions, then schools).
+    ``workers``: processes for the school pages (default :func:`page_workers`); the files
+    are the same for any number. Returns the paths written (index first, then regions,
+    then schools).
     """
     path = Path(run_dir)
     run = runs.read_run(path)
@@ -648,16 +709,13 @@ def write_school_pages(
             encoding="utf-8",
         )
         written.append(page)
-    for fb in feedback:
-        page = out / school_file(fb.school)
-        page.write_text(
-            school_page(
-                fb,
-                options=options,
-                diagnostics=run.diagnostics,
-                own_trend=SCHOOL_WAVE_TERM in run.tree["posterior"].data_vars,
-            ),
-            encoding="utf-8",
-        )
-        written.append(page)
+    pages = [(out / school_file(fb.school), fb) for fb in feedback]
+    _write_school_files(
+        pages,
+        options=options,
+        diagnostics=run.diagnostics,
+        own_trend=SCHOOL_WAVE_TERM in run.tree["posterior"].data_vars,
+        workers=page_workers(len(pages)) if workers is None else workers,
+    )
+    written.extend(page for page, _ in pages)
     return written
