@@ -123,7 +123,11 @@ def fit_survey_run(
         tree["gcomp"] = xr.DataTree(fit_info["gcomp"])
         _criticism(frame, spec, fit_info, tree, staging, progress, timings, data_key=survey.sha256)
         t = time.perf_counter()
-        diagnostics = diagnose.check(tree)
+        # one summary: its R-hat and ESS are the gate's too (costly at thousands of cells)
+        summary = summarise.parameter_summary_dataset(
+            tree["posterior"].to_dataset(), kind=output.interval, prob=output.prob
+        )
+        diagnostics = diagnose.check(tree, summary=summary)
         timings["diagnostics_s"] = time.perf_counter() - t
         progress("posterior predictive checks (Bayesian p-values)")
         t = time.perf_counter()
@@ -144,9 +148,7 @@ def fit_survey_run(
         runs.write_json(staging / runs.DIAGNOSTICS, diagnostics)
         timings["write_posterior_s"] = time.perf_counter() - t
         t = time.perf_counter()
-        summarise.parameter_summary(
-            tree["posterior"].to_dataset(), kind=output.interval, prob=output.prob
-        ).to_csv(staging / "summary.csv", index_label="parameter")
+        summarise.summary_table(summary).to_csv(staging / "summary.csv", index_label="parameter")
         timings["parameter_summary_s"] = time.perf_counter() - t
         t = time.perf_counter()
         _write_descriptives(source.tables(), staging, min_cell_n=output.min_cell_n)
