@@ -24,11 +24,13 @@ from __future__ import annotations
 
 import hashlib
 import io
-import multiprocessing
 import os
+import pickle
 import re
+import subprocess
+import sys
+import tempfile
 import unicodedata
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -632,21 +634,43 @@ def _write_school_files(
     workers: int,
 ) -> None:
     """Each school's page (a figure each: the bulk of the cost with hundreds of schools),
-    in ``workers`` processes. Every page depends only on its own feedback, so the files
-    are the same whatever the number of workers."""
-    if workers <= 1:
-        _write_school_batch(pages, options, diagnostics, own_trend)
-        return
-    batches = [pages[k::workers] for k in range(workers)]
-    # spawn: a fork of a process that ran threaded samplers can deadlock
-    context = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
-        done = [
-            pool.submit(_write_school_batch, batch, options, diagnostics, own_trend)
-            for batch in batches
-        ]
-        for future in done:
-            future.result()  # re-raises a worker's error here
+    shared between this process and ``workers - 1`` worker processes. Every page depends
+    only on its own feedback, so the files are the same whatever the number of workers.
+
+    The workers are plain ``python -c`` processes that read their share from a pickle
+    file: no multiprocessing start method re-imports the caller's main script, and no fork
+    copies a process that ran threaded samplers.
+    """
+    batches = [pages[k::workers] for k in range(max(1, workers))]
+    with tempfile.TemporaryDirectory(prefix="omlbayes-pages-") as tmp:
+        procs = []
+        for k, batch in enumerate(batches[1:], start=1):
+            job = Path(tmp) / f"batch{k}.pkl"
+            job.write_bytes(pickle.dumps((batch, options, diagnostics, own_trend)))
+            log = (Path(tmp) / f"batch{k}.log").open("wb")
+            procs.append((subprocess.Popen([sys.executable, "-c", _WORKER, str(job)],
+                                           stdout=log, stderr=log), log))  # fmt: skip
+        try:
+            _write_school_batch(batches[0], options, diagnostics, own_trend)
+        finally:
+            failed = []
+            for proc, log in procs:
+                proc.wait()
+                log.close()
+                if proc.returncode != 0:
+                    lines = Path(log.name).read_text(errors="replace").strip().splitlines()
+                    failed.append(lines[-1] if lines else f"exit code {proc.returncode}")
+        if failed:
+            raise RunError(f"writing the school pages failed in a worker process: {failed[0]}")
+
+
+_WORKER = "import sys; from omlbayes.schools import page_worker; page_worker(sys.argv[1])"
+
+
+def page_worker(job: str) -> None:
+    """A worker process's entry: write the school pages pickled in ``job``."""
+    batch, options, diagnostics, own_trend = pickle.loads(Path(job).read_bytes())
+    _write_school_batch(batch, options, diagnostics, own_trend)
 
 
 def write_school_pages(
