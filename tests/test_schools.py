@@ -175,3 +175,14 @@ def test_every_school_gets_its_own_page_whatever_its_id(tmp_path):
         a["text"]: a["attrs"]["href"] for a in index.find("a") if "school-" in a["attrs"]["href"]
     }
     assert links == {s: school_file(s) for s in ADVERSARIAL_IDS}
+
+
+def test_school_pages_are_the_same_written_in_parallel(tmp_path):
+    """Two worker processes (the path a run with hundreds of schools takes) write the same
+    bytes as this process does, for every page."""
+    serial = make_fake_run(tmp_path / "serial", passed=False)
+    parallel = make_fake_run(tmp_path / "parallel", passed=False)
+    one = write_school_pages(serial, lang="en", workers=1)
+    two = write_school_pages(parallel, lang="en", workers=2)
+    assert [p.name for p in one] == [p.name for p in two]
+    assert all(a.read_bytes() == b.read_bytes() for a, b in zip(one, two, strict=True))

@@ -10,6 +10,9 @@ import xarray as xr
 
 from omlbayes import constants as C
 
+# The rows of an ArviZ summary Dataset the gate reads: R-hat, ESS bulk, ESS tail.
+SUMMARY_DIAGNOSTICS = ("r_hat", "ess_bulk", "ess_tail")
+
 
 @dataclass(frozen=True)
 class Thresholds:
@@ -41,14 +44,26 @@ def _extreme(values: xr.Dataset, *, largest: bool) -> tuple[float, str]:
     return worst_value, worst_name
 
 
-def check(dt: xr.DataTree, *, thresholds: Thresholds | None = None) -> dict:
-    """Diagnostics of every posterior variable; ``passed`` is true only if every check is."""
+def check(
+    dt: xr.DataTree, *, thresholds: Thresholds | None = None, summary: xr.Dataset | None = None
+) -> dict:
+    """Diagnostics of every posterior variable; ``passed`` is true only if every check is.
+
+    ``summary``: the posterior's ArviZ summary as a Dataset
+    (``summarise.parameter_summary_dataset``), whose R-hat and ESS are then used rather
+    than computed a second time.
+    """
     th = thresholds or Thresholds()
     posterior = dt["posterior"].to_dataset()
     n_chains = posterior.sizes["chain"]
-    rhat, rhat_at = _extreme(az.rhat(posterior), largest=True)
-    ess_bulk, bulk_at = _extreme(az.ess(posterior, method="bulk"), largest=False)
-    ess_tail, tail_at = _extreme(az.ess(posterior, method="tail"), largest=False)
+    if summary is None:
+        r_hats = az.rhat(posterior)
+        bulk, tail = az.ess(posterior, method="bulk"), az.ess(posterior, method="tail")
+    else:
+        r_hats, bulk, tail = (summary.sel(summary=s, drop=True) for s in SUMMARY_DIAGNOSTICS)
+    rhat, rhat_at = _extreme(r_hats, largest=True)
+    ess_bulk, bulk_at = _extreme(bulk, largest=False)
+    ess_tail, tail_at = _extreme(tail, largest=False)
     stats = dt["sample_stats"].to_dataset() if "sample_stats" in dt.children else xr.Dataset()
     divergences = int(stats["diverging"].sum()) if "diverging" in stats else 0
     bfmi = (

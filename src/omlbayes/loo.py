@@ -31,6 +31,8 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import os
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numba
@@ -110,6 +112,22 @@ def _loo_loglik(log_s2, log_lam, a_data, wty, packed, cols, vals, pair_pos, pair
             out[d, i] -= 0.5 * resid * resid / ((1.0 - h) * s2)
             within[d, i] = -0.5 * (_LOG_2PI + math.log(s2 + v)) - 0.5 * resid * resid / (s2 + v)
     return out, within
+
+
+def _loo_loglik_threads(log_s2: np.ndarray, log_lam: np.ndarray, *rest) -> tuple:
+    """:func:`_loo_loglik` with the draws split over one thread per usable core (the kernel
+    releases the GIL; every draw is computed on its own, so the numbers do not depend on
+    the split)."""
+    n_draws = log_s2.shape[0]
+    workers = max(1, min(n_draws, len(os.sched_getaffinity(0))))
+    bounds = np.linspace(0, n_draws, workers + 1).astype(int)
+    with threadpool_limits(1, user_api="blas"), ThreadPoolExecutor(workers) as pool:
+        parts = [
+            pool.submit(_loo_loglik, log_s2[a:b], log_lam[a:b], *rest)
+            for a, b in zip(bounds[:-1], bounds[1:], strict=True)
+        ]
+        results = [part.result() for part in parts]
+    return tuple(np.concatenate([r[k] for r in results]) for k in range(2))
 
 
 def _logsumexp_rows(a: np.ndarray) -> np.ndarray:
@@ -199,11 +217,10 @@ def conditional_loo(
             if by is None
             else _codes(chunk[by], stats.groups, by)
         )
-        with threadpool_limits(1, user_api="blas"):  # the kernel's small dense blocks
-            ll, within = _loo_loglik(
-                log_s2, log_lam, inputs["wtw_data"], inputs["wty"], inputs["sparse_pattern"],
-                cols, vals, pair_pos, pair_coef, y, g,
-            )  # fmt: skip
+        ll, within = _loo_loglik_threads(
+            log_s2, log_lam, inputs["wtw_data"], inputs["wty"], inputs["sparse_pattern"],
+            cols, vals, pair_pos, pair_coef, y, g,
+        )  # fmt: skip
         log_lik = xr.DataArray(
             ll.reshape(n_chain, n_draw, -1), dims=("chain", "draw", "student"), name="y"
         )

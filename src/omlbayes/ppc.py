@@ -66,13 +66,21 @@ def _indicator(codes: np.ndarray, n_cells: int) -> sp.csr_matrix:
 
 def _cells(frame: pd.DataFrame, columns: list[str], min_n: int) -> tuple[np.ndarray, list[str]]:
     """Cell code of each row (-1 for cells under ``min_n``) and the kept cells' labels."""
-    keys = frame[columns].astype(str).agg(":".join, axis=1)
-    codes, uniques = pd.factorize(keys)
+    # one integer key per row from each column's codes (no per-row string joins); cells are
+    # numbered by first appearance, as factorising the joined labels would number them
+    text = frame[columns].astype(str)
+    key = np.zeros(len(frame), dtype=np.int64)
+    for column in columns:
+        col_codes, col_levels = pd.factorize(text[column])
+        key = key * len(col_levels) + col_codes
+    codes, uniques = pd.factorize(key)
     counts = np.bincount(codes, minlength=len(uniques))
     keep = counts >= min_n
     remap = np.full(len(uniques), -1)
     remap[keep] = np.arange(keep.sum())
-    return remap[codes], [f"{'/'.join(columns)}={u}" for u in np.asarray(uniques)[keep]]
+    first_row = np.unique(codes, return_index=True)[1][keep]  # a row of each kept cell
+    labels = text.iloc[first_row].agg(":".join, axis=1)
+    return remap[codes], [f"{'/'.join(columns)}={u}" for u in labels]
 
 
 def _group_moments(indicator: sp.csr_matrix, counts: np.ndarray, values: np.ndarray):

@@ -24,7 +24,12 @@ from __future__ import annotations
 
 import hashlib
 import io
+import os
+import pickle
 import re
+import subprocess
+import sys
+import tempfile
 import unicodedata
 from dataclasses import dataclass
 from pathlib import Path
@@ -58,6 +63,11 @@ SCHOOL_WAVE_TERM = "1|school_id:wave"
 ALL = estimands.ALL_WAVES
 COLOURS = {"school": "#1f3b73", "region": "#D55E00", "province": "#7f7f7f"}
 DPI = 150
+
+# School pages are written in parallel processes from this many schools on (starting a
+# process costs a few seconds of imports; one page about 0.1 s), by at most this many.
+PARALLEL_MIN_SCHOOLS = 150
+PAGE_MAX_WORKERS = 4
 
 PAGE_CSS = CSS + "td a{color:#1f3b73}.legend span{margin-right:14px}"
 
@@ -109,26 +119,40 @@ def ranks_per_draw(values: np.ndarray) -> np.ndarray:
     return ranks
 
 
-def _target(effects: xr.DataArray, breakdown: str, group: str, wave: str) -> np.ndarray | None:
-    mask = (
-        (effects["breakdown"].to_numpy() == breakdown)
-        & (effects["group"].to_numpy() == group)
-        & (effects["wave"].to_numpy() == wave)
+class _Draws:
+    """Draws of named cells (chain, draw) looked up by key in O(1): one index built once,
+    so thousands of schools x waves cost no scan of the coordinates per lookup."""
+
+    def __init__(self, values: np.ndarray, keys) -> None:
+        self.values = values  # (chain, draw, cell)
+        self.index: dict = {}
+        for k, key in enumerate(keys):
+            self.index.setdefault(key, k)  # the first match, as a scan would find
+
+    def get(self, key) -> np.ndarray | None:
+        k = self.index.get(key)
+        return None if k is None else self.values[..., k]
+
+
+def _targets(effects: xr.DataArray) -> _Draws:
+    """Effect draws by (breakdown, group, wave)."""
+    keys = zip(
+        effects["breakdown"].to_numpy(),
+        effects["group"].to_numpy(),
+        effects["wave"].to_numpy(),
+        strict=True,
     )
-    idx = np.flatnonzero(mask)
-    if len(idx) == 0:
-        return None
-    return effects.isel(target=int(idx[0])).to_numpy()
+    values = effects.transpose("chain", "draw", "target").to_numpy()
+    return _Draws(values, keys)
 
 
-def _school_term(posterior: xr.Dataset, term: str, coord: str) -> np.ndarray | None:
+def _school_term(posterior: xr.Dataset, term: str) -> _Draws:
+    """Draws of a school term's cells by coordinate label (no cells when absent)."""
     if term not in posterior:
-        return None
+        return _Draws(np.empty((0, 0, 0)), ())
     var = posterior[term]
     dim = next(d for d in var.dims if d not in ("chain", "draw"))
-    if coord not in var[dim].to_numpy():
-        return None
-    return var.sel({dim: coord}).to_numpy()
+    return _Draws(var.transpose("chain", "draw", dim).to_numpy(), var[dim].to_numpy())
 
 
 def school_feedback(
@@ -159,7 +183,9 @@ def school_feedback(
     """
     if SCHOOL_TERM not in posterior:
         raise RunError(f"the posterior has no {SCHOOL_TERM!r} term: no school feedback possible")
-    effects = estimands.effect_draws(posterior, gcomp, seed=seed)
+    effects = _targets(estimands.effect_draws(posterior, gcomp, seed=seed))
+    school_draws = _school_term(posterior, SCHOOL_TERM)
+    school_wave_draws = _school_term(posterior, SCHOOL_WAVE_TERM)
     table = schools.assign(
         school_id=schools["school_id"].astype(str),
         region=schools["region"].astype(str),
@@ -180,17 +206,14 @@ def school_feedback(
     ids = list(school_region.index)
 
     def value(school: str, region: str, wave: str) -> np.ndarray:
-        base = _target(effects, "region", region, wave)
+        base = effects.get(("region", region, wave))
         if base is None:
             raise RunError(f"the run has no region effect for {region!r} at wave {wave!r}")
-        u = _school_term(posterior, SCHOOL_TERM, school)
+        u = school_draws.get(school)
         if u is None:
             raise RunError(f"the posterior has no school effect for {school!r}")
         out = base + u
-        if (
-            wave != ALL
-            and (uw := _school_term(posterior, SCHOOL_WAVE_TERM, f"{school}:{wave}")) is not None
-        ):
+        if wave != ALL and (uw := school_wave_draws.get(f"{school}:{wave}")) is not None:
             out = out + uw
         return out
 
@@ -219,7 +242,7 @@ def school_feedback(
     def context_cells(breakdown: str, group: str) -> tuple[Cell, ...]:
         cells = []
         for wave in (*waves, ALL):
-            draws = _target(effects, breakdown, group, wave)
+            draws = effects.get((breakdown, group, wave))
             if draws is None:
                 cells.append(Cell(wave, None, "not_surveyed"))
                 continue
@@ -230,11 +253,12 @@ def school_feedback(
     province = context_cells("overall", "all")
     region_cache: dict[str, tuple[Cell, ...]] = {}
     out = []
+    rows_of = {s: rows.set_index("wave") for s, rows in table.groupby("school_id", sort=False)}
     for s in ids:
         region = school_region[s]
         if region not in region_cache:
             region_cache[region] = context_cells("region", region)
-        rows = table[table["school_id"] == s].set_index("wave")
+        rows = rows_of[s]
         cells = []
         for wave in waves:
             if wave not in rows.index:
@@ -580,12 +604,87 @@ def index_page(
     return _page(tx["index_title"], "".join(body), lang=lang)
 
 
+def _write_school_batch(
+    batch: list[tuple[Path, SchoolFeedback]],
+    options: OutputOptions,
+    diagnostics: dict,
+    own_trend: bool,
+) -> None:
+    for page, fb in batch:
+        page.write_text(
+            school_page(fb, options=options, diagnostics=diagnostics, own_trend=own_trend),
+            encoding="utf-8",
+        )
+
+
+def page_workers(n_schools: int) -> int:
+    """Processes for the school pages: one per usable core (at most PAGE_MAX_WORKERS) when
+    there are enough schools to repay starting them, else 1 (this process)."""
+    if n_schools < PARALLEL_MIN_SCHOOLS:
+        return 1
+    return max(1, min(PAGE_MAX_WORKERS, len(os.sched_getaffinity(0))))
+
+
+def _write_school_files(
+    pages: list[tuple[Path, SchoolFeedback]],
+    *,
+    options: OutputOptions,
+    diagnostics: dict,
+    own_trend: bool,
+    workers: int,
+) -> None:
+    """Each school's page (a figure each: the bulk of the cost with hundreds of schools),
+    shared between this process and ``workers - 1`` worker processes. Every page depends
+    only on its own feedback, so the files are the same whatever the number of workers.
+
+    The workers are plain ``python -c`` processes that read their share from a pickle
+    file: no multiprocessing start method re-imports the caller's main script, and no fork
+    copies a process that ran threaded samplers.
+    """
+    batches = [pages[k::workers] for k in range(max(1, workers))]
+    with tempfile.TemporaryDirectory(prefix="omlbayes-pages-") as tmp:
+        procs = []
+        for k, batch in enumerate(batches[1:], start=1):
+            job = Path(tmp) / f"batch{k}.pkl"
+            job.write_bytes(pickle.dumps((batch, options, diagnostics, own_trend)))
+            log = (Path(tmp) / f"batch{k}.log").open("wb")
+            procs.append((subprocess.Popen([sys.executable, "-c", _WORKER, str(job)],
+                                           stdout=log, stderr=log), log))  # fmt: skip
+        try:
+            _write_school_batch(batches[0], options, diagnostics, own_trend)
+        finally:
+            failed = []
+            for proc, log in procs:
+                proc.wait()
+                log.close()
+                if proc.returncode != 0:
+                    lines = Path(log.name).read_text(errors="replace").strip().splitlines()
+                    failed.append(lines[-1] if lines else f"exit code {proc.returncode}")
+        if failed:
+            raise RunError(f"writing the school pages failed in a worker process: {failed[0]}")
+
+
+_WORKER = "import sys; from omlbayes.schools import page_worker; page_worker(sys.argv[1])"
+
+
+def page_worker(job: str) -> None:
+    """A worker process's entry: write the school pages pickled in ``job``."""
+    batch, options, diagnostics, own_trend = pickle.loads(Path(job).read_bytes())
+    _write_school_batch(batch, options, diagnostics, own_trend)
+
+
 def write_school_pages(
-    run_dir: Path | str, *, lang: str | None = None, min_cell_n: int | None = None
+    run_dir: Path | str,
+    *,
+    lang: str | None = None,
+    min_cell_n: int | None = None,
+    workers: int | None = None,
 ) -> list[Path]:
     """Write ``schools/`` in a run folder: index.html, one page per region and per school.
 
-    Returns the paths written (index first, then regions, then schools).
+    ``workers``: processes for the school pages (default :func:`page_workers`); the files
+    are the same for any number. Returns the paths written (index first, then regions,
+    then schools).
     """
     path = Path(run_dir)
     run = runs.read_run(path)
@@ -634,16 +733,13 @@ def write_school_pages(
             encoding="utf-8",
         )
         written.append(page)
-    for fb in feedback:
-        page = out / school_file(fb.school)
-        page.write_text(
-            school_page(
-                fb,
-                options=options,
-                diagnostics=run.diagnostics,
-                own_trend=SCHOOL_WAVE_TERM in run.tree["posterior"].data_vars,
-            ),
-            encoding="utf-8",
-        )
-        written.append(page)
+    pages = [(out / school_file(fb.school), fb) for fb in feedback]
+    _write_school_files(
+        pages,
+        options=options,
+        diagnostics=run.diagnostics,
+        own_trend=SCHOOL_WAVE_TERM in run.tree["posterior"].data_vars,
+        workers=page_workers(len(pages)) if workers is None else workers,
+    )
+    written.extend(page for page, _ in pages)
     return written

@@ -139,6 +139,23 @@ def parameter_summary(
     posterior: xr.Dataset, *, kind: str | None = None, prob: float | None = None
 ) -> pd.DataFrame:
     """ArviZ summary, index = parameter names as Bambi names them."""
+    return summary_table(parameter_summary_dataset(posterior, kind=kind, prob=prob))
+
+
+def parameter_summary_dataset(
+    posterior: xr.Dataset, *, kind: str | None = None, prob: float | None = None
+) -> xr.Dataset:
+    """ArviZ summary as a Dataset (dim ``summary``: mean, sd, interval, ess_bulk, ess_tail,
+    r_hat, mcse). Its R-hat and ESS serve the diagnostics gate too
+    (``diagnose.check(..., summary=...)``): with thousands of coefficients they are the
+    costly part, and computing them once halves it."""
     kind = kind or CI_KIND
     prob = CI_PROB if prob is None else prob
-    return az.summary(posterior, ci_prob=prob, ci_kind=kind, round_to="none")
+    return az.summary(posterior, ci_prob=prob, ci_kind=kind, round_to="none", fmt="xarray")
+
+
+def summary_table(summary: xr.Dataset) -> pd.DataFrame:
+    """The summary Dataset as ArviZ's wide table (one row per parameter)."""
+    from arviz_base import dataset_to_dataframe
+
+    return dataset_to_dataframe(summary, sample_dims=["summary"]).T

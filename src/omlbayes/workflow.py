@@ -122,8 +122,15 @@ def fit_survey_run(
         progress("computing adjusted means (g-computation weights)")
         tree["gcomp"] = xr.DataTree(fit_info["gcomp"])
         _criticism(frame, spec, fit_info, tree, staging, progress, timings, data_key=survey.sha256)
-        diagnostics = diagnose.check(tree)
+        t = time.perf_counter()
+        # one summary: its R-hat and ESS are the gate's too (costly at thousands of cells)
+        summary = summarise.parameter_summary_dataset(
+            tree["posterior"].to_dataset(), kind=output.interval, prob=output.prob
+        )
+        diagnostics = diagnose.check(tree, summary=summary)
+        timings["diagnostics_s"] = time.perf_counter() - t
         progress("posterior predictive checks (Bayesian p-values)")
+        t = time.perf_counter()
         ppc_entries, ppc_pvalues = ppc.posterior_predictive_checks(
             frame if frame is not None else source.sample,
             fit_info["layout"],
@@ -134,19 +141,26 @@ def fit_survey_run(
             breakdown_columns=[b[0] for b in spec.breakdowns if len(b) == 1],
         )
         diagnostics = ppc.add_to_gate(diagnostics, ppc_entries)
+        timings["ppc_s"] = time.perf_counter() - t
         progress(diagnose.verdict_line(diagnostics))
+        t = time.perf_counter()
         runs.write_posterior(tree, staging / runs.POSTERIOR)
         runs.write_json(staging / runs.DIAGNOSTICS, diagnostics)
-        summarise.parameter_summary(
-            tree["posterior"].to_dataset(), kind=output.interval, prob=output.prob
-        ).to_csv(staging / "summary.csv", index_label="parameter")
+        timings["write_posterior_s"] = time.perf_counter() - t
+        t = time.perf_counter()
+        summarise.summary_table(summary).to_csv(staging / "summary.csv", index_label="parameter")
+        timings["parameter_summary_s"] = time.perf_counter() - t
+        t = time.perf_counter()
         _write_descriptives(source.tables(), staging, min_cell_n=output.min_cell_n)
         for table_name, table in fit_info.get("tables", {}).items():  # graded: item checks
             table.to_csv(staging / table_name, index=False)
+        timings["descriptives_s"] = time.perf_counter() - t
+        t = time.perf_counter()
         figures = staging / "figures"
         figures.mkdir()
         _predictive_figures(source.sample, spec, fit_info, tree, figures, options)
         ppc.plot_pvalues(ppc_pvalues, figures / "ppc_pvalues.png")
+        timings["predictive_figures_s"] = time.perf_counter() - t
         timings["total_s"] = time.perf_counter() - t0  # until the record is written
         stage.write_record(
             runs.RunRecord.new(
@@ -182,7 +196,12 @@ def fit_survey_run(
                 fit=fit_info.get("fit", {}),
             )
         )
-        headline = write_outputs(staging, progress=progress)
+        output_timings: dict[str, float] = {}
+        headline = write_outputs(staging, progress=progress, timings=output_timings)
+        # the output stages read run.json, so their seconds are added to it afterwards
+        record = runs.read_record(staging)
+        output_timings["run_total_s"] = time.perf_counter() - t0
+        runs.write_record(staging, replace(record, timings={**record.timings, **output_timings}))
     return RunResult(stage.final, diagnostics, headline, output)
 
 
@@ -274,18 +293,32 @@ def _streamed_source(data, spec: ModelSpec, column_map, options: RunOptions, pro
 
 
 def write_outputs(
-    path: Path, *, options: OutputOptions | None = None, progress: Progress = log.info
+    path: Path,
+    *,
+    options: OutputOptions | None = None,
+    progress: Progress = log.info,
+    timings: dict[str, float] | None = None,
 ) -> pd.DataFrame:
     """Everything after the fit, from the run folder: tables, figures, both reports and
-    the school pages, then the disclosure audit. Used by a fit and by ``--replot``."""
+    the school pages, then the disclosure audit. Used by a fit and by ``--replot``.
+    ``timings`` (if given) receives the seconds of each of these stages."""
+    timings = {} if timings is None else timings
     progress("summarising and drawing figures")
+    t = time.perf_counter()
     headline = summarise_run(path, options=options)
+    timings["summaries_figures_s"] = time.perf_counter() - t
     output = runs.read_record(path).output_options
     progress("writing report.html (both languages) and the school feedback pages")
+    t = time.perf_counter()
     for lang in (output.lang, *(other for other in LANGS if other != output.lang)):
         write_report(path, lang=lang)
+    timings["reports_s"] = time.perf_counter() - t
+    t = time.perf_counter()
     write_school_pages(path, lang=output.lang)
+    timings["school_pages_s"] = time.perf_counter() - t
+    t = time.perf_counter()
     disclosure.audit(path, min_cell_n=output.min_cell_n)
+    timings["disclosure_audit_s"] = time.perf_counter() - t
     return headline
 
 

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import os
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -352,7 +353,8 @@ def _sparse_draws(posterior, stats: GroupedStats, layout, spec, choice, seed: in
     inputs = sparse_inputs(stats, choice.pattern)
     rng = np.random.default_rng(seed)
     coef = np.empty((n_chain, n_draw, layout.n_coef))
-    for c in range(n_chain):  # one chain at a time keeps the (draws x p) arrays small
+
+    def chain_draws(c: int, noise: np.ndarray) -> None:
         log_var = np.concatenate(
             [np.broadcast_to(np.log(fixed_var), (n_draw, fixed_var.size))]
             + [
@@ -361,16 +363,26 @@ def _sparse_draws(posterior, stats: GroupedStats, layout, spec, choice, seed: in
             ],
             axis=1,
         )
-        noise = rng.standard_normal((n_draw, layout.n_coef))
-        with threadpool_limits(1, user_api="blas"):  # small dense blocks: threads only cost
-            coef[c] = sparse_conditional_draws(
-                np.ascontiguousarray(log_s2[c]),
-                np.ascontiguousarray(log_var),
-                inputs["wtw_data"],
-                inputs["wty"],
-                inputs["sparse_pattern"],
-                noise,
-            )
+        coef[c] = sparse_conditional_draws(
+            np.ascontiguousarray(log_s2[c]),
+            np.ascontiguousarray(log_var),
+            inputs["wtw_data"],
+            inputs["wty"],
+            inputs["sparse_pattern"],
+            noise,
+        )
+
+    # Chains in parallel threads (the numba kernel releases the GIL), a few at a time so the
+    # (draws x p) noise arrays stay few; the noise is drawn chain by chain in this thread,
+    # so the numbers are the same for any number of threads.
+    workers = max(1, min(n_chain, len(os.sched_getaffinity(0))))
+    with threadpool_limits(1, user_api="blas"), ThreadPoolExecutor(workers) as pool:
+        for first in range(0, n_chain, workers):
+            chains = range(first, min(n_chain, first + workers))
+            noises = [rng.standard_normal((n_draw, layout.n_coef)) for _ in chains]
+            jobs = [pool.submit(chain_draws, c, z) for c, z in zip(chains, noises, strict=True)]
+            for job in jobs:
+                job.result()
     return coef
 
 
