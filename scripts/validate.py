@@ -2,7 +2,8 @@
 """Statistical validation -> outputs/validation/validation.md (tables and plots).
 
 Runs recovery/coverage, SBC, REML agreement on mlmRev data, a three-level check and a
-many-groups check (Chem97)
+many-groups check (Chem97),
+and the graded model's latent recovery and two-route cross-check
 (see src/omlbayes/validation.py). Parts can run separately (--only) and in parallel
 processes; each writes its CSV under outputs/validation/, and --report (also run at the
 end of a full run) assembles validation.md from whatever CSVs are there.
@@ -17,6 +18,7 @@ from pathlib import Path
 from omlbayes import validation
 
 PARTS = ("recovery", "recovery_hard", "sbc", "reml", "three_level", "many_groups")
+PARTS += ("graded_recovery", "graded_crosscheck")  # the graded model's statistical tier
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
