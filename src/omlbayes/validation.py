@@ -795,6 +795,7 @@ def run_parts(
     sbc_sims: int = SBC_SIMS,
     quick: bool = False,
     hard_models: tuple[str, ...] = HARD_MODELS,
+    crosscheck_size: tuple[int, int] | None = None,
 ) -> None:
     """Run the named parts; each writes its CSV (and JSON) under ``out``."""
     out.mkdir(parents=True, exist_ok=True)
@@ -842,7 +843,7 @@ def run_parts(
     if "graded_recovery" in parts:
         graded_validation.run_recovery(out, quick=quick, log=_log)
     if "graded_crosscheck" in parts:
-        graded_validation.run_crosscheck(out, quick=quick, log=_log)
+        graded_validation.run_crosscheck(out, quick=quick, size=crosscheck_size, log=_log)
 
 
 PROVENANCE = "provenance.json"
