@@ -491,6 +491,8 @@ def crosscheck(
         "draws": draws,
         "ours_s": ours_s,
         "plain_s": plain_s,
+        "ours_mean_leapfrog_steps": ours.info["mean_leapfrog_steps"],
+        "plain_mean_leapfrog_steps": float(plain_tree["sample_stats"]["n_steps"].mean()),
         "ours_diagnostics_passed": bool(ours_diag["passed"]),
         "ours_min_ess_bulk": ours_diag["min_ess_bulk"],
         "ours_max_r_hat": ours_diag["max_r_hat"],
@@ -635,7 +637,9 @@ def report_sections(out: Path, verdicts: dict, md) -> list[str]:
             f"Largest |mean difference|: {worst['abs_diff_in_sd']:.3f} SD ({worst['quantity']} "
             f"{worst['cell']}); largest |log SD ratio|: {abs(worst_sd['log_sd_ratio']):.3f} "
             f"({worst_sd['quantity']} {worst_sd['cell']}). Wall: ours {run['ours_s']:.0f} s, plain "
-            f"{run['plain_s']:.0f} s (untimed, niced, shared machine). Gate: ours "
+            f"{run['plain_s']:.0f} s (untimed, niced, shared machine); mean leapfrog steps per "
+            f"draw: ours {run['ours_mean_leapfrog_steps']:.1f}, plain "
+            f"{run['plain_mean_leapfrog_steps']:.1f}. Gate: ours "
             f"{'passed' if run['ours_diagnostics_passed'] else 'FAILED'} (min bulk ESS "
             f"{run['ours_min_ess_bulk']:.0f}, max R-hat {run['ours_max_r_hat']:.3f}, "
             f"{run['ours_divergences']} divergences); plain "
