@@ -149,7 +149,7 @@ def _graded_rows(seeds=(1, 2)) -> tuple[pd.DataFrame, pd.DataFrame]:
     return rows, fits
 
 
-def test_graded_recovery_verdict_counts_a_failed_gate_and_a_wrong_scale():
+def test_graded_recovery_verdict_counts_a_failed_gate_and_bounds_coverage():
     from omlbayes import graded_validation as gv
 
     rows, fits = _graded_rows()
@@ -162,7 +162,9 @@ def test_graded_recovery_verdict_counts_a_failed_gate_and_a_wrong_scale():
     halved = rows.assign(mean=rows["mean"] / 2)  # estimates on half the scale: slope 0.5
     summary = gv.recovery_summary(halved, fits)
     assert summary["slope"].to_numpy() == pytest.approx(0.5)
-    assert not gv.recovery_verdict(summary)
+    # all covered is too many (intervals too wide), as is too few
+    assert not gv.recovery_verdict(gv.recovery_summary(rows.assign(covered=True), fits))
+    assert not gv.recovery_verdict(gv.recovery_summary(rows.assign(covered=False), fits))
 
 
 def test_graded_crosscheck_verdict_needs_agreement_and_both_gates():

@@ -3,7 +3,8 @@
 1. ``graded_recovery``: simulated surveys whose six items are ordinal cuts of a latent trait
    (``simulate.simulate_survey``); the graded model's adjusted wave effects and wave
    contrasts against the simulator's latent-scale truth (``true_effects``' ``latent_value``):
-   coverage of the 95% intervals and the slope of the posterior mean on the truth. A fit
+   coverage of the 95% intervals (the verdict), bias, RMSE and the slope of the posterior
+   mean on the truth (descriptive: see ``recovery_verdict``). A fit
    that fails the diagnostics gate counts as a miss for every one of its rows.
 2. ``graded_crosscheck``: one posterior by two routes on one simulated survey: ours (b
    integrated out by the collapsed kernel, drawn exactly afterwards) and a plain PyMC model
@@ -45,7 +46,6 @@ RECOVERY_SIZE = (4000, 40)
 RECOVERY_DRAWS = 1500
 QUICK_RECOVERY_SIZE = (600, 12)
 COVERAGE_RANGE = (0.90, 0.99)
-SLOPE_RANGE = (0.85, 1.15)
 # cross-check: 1,500 students, both routes 2 chains x (1000 tune + 1000 draws)
 CROSSCHECK_SEED = 31
 CROSSCHECK_SIZE = (1500, 16)
@@ -222,9 +222,10 @@ def _slope(rows: pd.DataFrame) -> float:
 
 def recovery_summary(rows: pd.DataFrame, fits: pd.DataFrame) -> pd.DataFrame:
     """Per kind (effect, contrast) and over all: gated 95% coverage (a fit failing the gate
-    misses all its rows), ungated coverage, bias, RMSE, SD of z, and the slope of the mean
-    on the truth over the overall and single-factor breakdowns (``slope``) and over all rows
-    (``slope_all``, cross-breakdown cells included)."""
+    misses all its rows), ungated coverage, bias, RMSE, SD of z, the SD of the truths, the
+    slope of the mean on the truth over the overall and single-factor breakdowns (``slope``)
+    and over all rows (``slope_all``), and ``slope_calibrated``: the slope a calibrated
+    shrinkage estimate would show, var(truth) / (var(truth) + mean posterior variance)."""
     gate = fits.set_index("seed")["diagnostics_passed"].astype(bool)
     rows = rows.assign(
         gated=rows["covered"].astype(bool) & rows["seed"].map(gate).to_numpy(),
@@ -236,11 +237,15 @@ def recovery_summary(rows: pd.DataFrame, fits: pd.DataFrame) -> pd.DataFrame:
             {
                 "kind": kind,
                 "rows": len(sub),
-                "truth_range": float(sub["truth"].max() - sub["truth"].min()),
+                "sd_truth": float(sub["truth"].std()),
+                "mean_post_sd": float(sub["sd"].mean()),
                 "cover_95": float(sub["gated"].mean()),
                 "cover_95_ungated": float(sub["covered"].mean()),
                 "slope": _slope(sub[~sub["breakdown"].str.contains(" x ")]),
                 "slope_all": _slope(sub),
+                "slope_calibrated": float(
+                    sub["truth"].var() / (sub["truth"].var() + (sub["sd"] ** 2).mean())
+                ),
                 "bias": float(sub["err"].mean()),
                 "rmse": float(np.sqrt((sub["err"] ** 2).mean())),
                 "sd_of_z": float((sub["err"] / sub["sd"]).std()),
@@ -250,13 +255,15 @@ def recovery_summary(rows: pd.DataFrame, fits: pd.DataFrame) -> pd.DataFrame:
 
 
 def recovery_verdict(summary: pd.DataFrame) -> bool:
-    """Every kind: gated 95% coverage in COVERAGE_RANGE and slope in SLOPE_RANGE."""
+    """Every kind: gated 95% coverage in COVERAGE_RANGE.
+
+    Not the slope of the mean on the truth: at the simulator's effect sizes the truths
+    spread about as much as the posterior SDs (both about 0.1 SD at 4,000 students), so a
+    calibrated posterior mean is shrunk and its slope on the truth is about var(truth) /
+    (var(truth) + posterior variance), near 0.5, whatever the scale; the slope tests the
+    scale only where the truths spread far more than the posterior SDs."""
     kinds = summary[summary["kind"] != "all"]
-    return bool(
-        len(kinds)
-        and kinds["cover_95"].between(*COVERAGE_RANGE).all()
-        and kinds["slope"].between(*SLOPE_RANGE).all()
-    )
+    return bool(len(kinds) and kinds["cover_95"].between(*COVERAGE_RANGE).all())
 
 
 def _plot_recovery(rows: pd.DataFrame, fits: pd.DataFrame, path: Path) -> None:
@@ -584,16 +591,17 @@ def report_sections(out: Path, verdicts: dict, md) -> list[str]:
             "every wave contrast (vs first, vs previous, factsheet pairs) whose cells have "
             f"n >= {MIN_CELL_N}; 95% equal-tailed intervals. **A fit that fails the diagnostics "
             "gate counts as a miss for all its rows** (`cover_95_ungated` ignores the gate). "
-            f"Criteria, per kind: 95% coverage in [{COVERAGE_RANGE[0]}, {COVERAGE_RANGE[1]}] "
-            "and the slope of the posterior mean on the truth in "
-            f"[{SLOPE_RANGE[0]}, {SLOPE_RANGE[1]}] "
-            "over the overall and single-factor breakdowns (`slope`; a wrong scale of the "
-            "latent shows as a slope away from 1). The slope is taken where the cells hold "
-            "hundreds of students: the posterior mean of a small cross-breakdown cell (tens of "
-            "students) is partially pooled towards its margins by design, which flattens the "
-            "regression of mean on truth without any miscalibration (`slope_all`, shown, "
-            "includes those cells). Rows of one fit share draws, so they are correlated: the "
-            "coverage is noisier than the row count suggests.",
+            f"Criterion, per kind: 95% coverage in [{COVERAGE_RANGE[0]}, {COVERAGE_RANGE[1]}]. "
+            "The slope of the posterior mean on the truth is shown but is no criterion (it was "
+            "one, slope in [0.85, 1.15], until the first 4,000-student fit): the simulator's "
+            "latent effects spread about as much as the posterior SDs (`sd_truth` vs "
+            "`mean_post_sd`), so a calibrated posterior mean is shrunk towards the pooled "
+            "margins and its slope on the truth is near `slope_calibrated` = var(truth) / "
+            "(var(truth) + mean posterior variance), about 0.5, whatever the scale. `slope`: "
+            "overall and single-factor breakdowns; `slope_all`: all rows. The latent scale "
+            "itself is checked by the item-parameter recovery in `make test` and by the "
+            "two-route cross-check below. Rows of one fit share draws, so they are correlated: "
+            "the coverage is noisier than the row count suggests.",
             "",
             md(summary),
             "",
