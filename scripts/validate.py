@@ -2,7 +2,8 @@
 """Statistical validation -> outputs/validation/validation.md (tables and plots).
 
 Runs recovery/coverage, SBC, REML agreement on mlmRev data, a three-level check and a
-many-groups check (Chem97)
+many-groups check (Chem97),
+and the graded model's latent recovery and two-route cross-check
 (see src/omlbayes/validation.py). Parts can run separately (--only) and in parallel
 processes; each writes its CSV under outputs/validation/, and --report (also run at the
 end of a full run) assembles validation.md from whatever CSVs are there.
@@ -17,6 +18,7 @@ from pathlib import Path
 from omlbayes import validation
 
 PARTS = ("recovery", "recovery_hard", "sbc", "reml", "three_level", "many_groups")
+PARTS += ("graded_recovery", "graded_crosscheck")  # the graded model's statistical tier
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
@@ -31,6 +33,14 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         nargs="+",
         default=list(validation.HARD_MODELS),
         help="models of the harder recovery study, the default model first",
+    )
+    p.add_argument(
+        "--crosscheck-size",
+        type=int,
+        nargs=2,
+        metavar=("STUDENTS", "SCHOOLS"),
+        help="graded cross-check survey size (default 1500 16; the plain model costs about "
+        "n x 4 microseconds CPU per gradient)",
     )
     p.add_argument("--quick", action="store_true", help="one seed, small sizes (smoke run)")
     return p.parse_args(argv)
@@ -50,6 +60,7 @@ def main(argv: list[str]) -> int:
             sbc_sims=args.sbc_sims,
             quick=args.quick,
             hard_models=tuple(args.hard_models),
+            crosscheck_size=tuple(args.crosscheck_size) if args.crosscheck_size else None,
         )
     verdict = validation.write_report(args.out)
     print(f"{args.out / 'validation.md'}: {'PASS' if verdict else 'FAIL'}")

@@ -11,6 +11,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
+import xarray as xr
 
 from omlbayes import validation
 
@@ -115,3 +116,70 @@ def test_hard_recovery_tables_count_a_failed_gate_as_misses():
     overall = validation.hard_recovery_tables(rows, fits)["overall"].iloc[0]
     assert overall["cover_95"] == 0.5 and overall["cover_95_ungated"] == 1.0
     assert overall["gate_failures"] == 1 and overall["fits"] == 2
+
+
+def _graded_rows(seeds=(1, 2)) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Recovery rows of two fits whose means sit on the truth; 19 of 20 intervals cover."""
+    truth = np.linspace(-0.5, 0.5, 20)
+    rows = pd.concat(
+        [
+            pd.DataFrame(
+                {
+                    "seed": seed,
+                    "kind": kind,
+                    "breakdown": "gender",
+                    "group": "girl",
+                    "wave": "2016",
+                    "reference": "",
+                    "truth": truth,
+                    "mean": truth,
+                    "sd": 0.05,
+                    "lower": truth - 0.1,
+                    "upper": truth + 0.1,
+                    "min_n": 50,
+                    "covered": np.arange(20) > 0,
+                }
+            )  # fmt: skip
+            for seed in seeds
+            for kind in ("effect", "contrast")
+        ],
+        ignore_index=True,
+    )
+    fits = pd.DataFrame({"seed": list(seeds), "diagnostics_passed": True})
+    return rows, fits
+
+
+def test_graded_recovery_verdict_counts_a_failed_gate_and_bounds_coverage():
+    from omlbayes import graded_validation as gv
+
+    rows, fits = _graded_rows()
+    assert gv.recovery_verdict(gv.recovery_summary(rows, fits))
+    failed = fits.assign(diagnostics_passed=[True, False])
+    summary = gv.recovery_summary(rows, failed).set_index("kind")
+    assert summary.loc["all", "cover_95"] == pytest.approx(0.475)
+    assert summary.loc["all", "cover_95_ungated"] == pytest.approx(0.95)
+    assert not gv.recovery_verdict(summary.reset_index())
+    halved = rows.assign(mean=rows["mean"] / 2)  # estimates on half the scale: slope 0.5
+    summary = gv.recovery_summary(halved, fits)
+    assert summary["slope"].to_numpy() == pytest.approx(0.5)
+    # all covered is too many (intervals too wide), as is too few
+    assert not gv.recovery_verdict(gv.recovery_summary(rows.assign(covered=True), fits))
+    assert not gv.recovery_verdict(gv.recovery_summary(rows.assign(covered=False), fits))
+
+
+def test_graded_crosscheck_verdict_needs_agreement_and_both_gates():
+    from omlbayes import graded_validation as gv
+
+    rng = np.random.default_rng(0)
+    a = xr.DataArray(rng.normal(size=(2, 500, 3)), dims=("chain", "draw", "item"))
+    b = xr.DataArray(rng.normal(size=(2, 500, 3)), dims=("chain", "draw", "x"))
+    table = gv.compare_routes({"loadings": a}, {"loadings": b})
+    run = {"ours_diagnostics_passed": True, "plain_diagnostics_passed": True}
+    assert len(table) == 3 and table["abs_diff_in_sd"].max() < 0.2
+    assert gv.crosscheck_verdict(table, run)
+    assert not gv.crosscheck_verdict(table, {**run, "plain_diagnostics_passed": False})
+    shifted = gv.compare_routes({"loadings": a + 0.5}, {"loadings": b})
+    assert not gv.crosscheck_verdict(shifted, run)
+    wider = gv.compare_routes({"loadings": a * 1.5}, {"loadings": b})
+    assert wider["log_sd_ratio"].to_numpy() == pytest.approx(np.log(1.5), abs=0.1)
+    assert not gv.crosscheck_verdict(wider, run)

@@ -41,7 +41,7 @@ import pandas as pd
 import xarray as xr
 from scipy import stats as sps
 
-from omlbayes import design, estimands, runs, scale, schema, simulate
+from omlbayes import design, estimands, graded_validation, runs, scale, schema, simulate
 from omlbayes.constants import MIN_CELL_N
 from omlbayes.spec import ModelSpec, load_spec
 
@@ -815,6 +815,7 @@ def run_parts(
     sbc_sims: int = SBC_SIMS,
     quick: bool = False,
     hard_models: tuple[str, ...] = HARD_MODELS,
+    crosscheck_size: tuple[int, int] | None = None,
 ) -> None:
     """Run the named parts; each writes its CSV (and JSON) under ``out``."""
     out.mkdir(parents=True, exist_ok=True)
@@ -859,10 +860,15 @@ def run_parts(
         table, info = many_groups(work=work)
         table.to_csv(out / "many_groups.csv", index=False)
         (out / "many_groups_run.json").write_text(json.dumps(info, indent=2, default=str))
+    if "graded_recovery" in parts:
+        graded_validation.run_recovery(out, quick=quick, log=_log)
+    if "graded_crosscheck" in parts:
+        graded_validation.run_crosscheck(out, quick=quick, size=crosscheck_size, log=_log)
 
 
 PROVENANCE = "provenance.json"
 PROVENANCE_PARTS = ("recovery", "recovery_hard", "sbc", "reml", "three_level", "many_groups")
+PROVENANCE_PARTS += ("graded_recovery", "graded_crosscheck")
 
 
 def record_provenance(out: Path, parts: list[str], *, quick: bool = False) -> None:
@@ -1262,6 +1268,7 @@ def write_report(out: Path = OUT) -> bool:
             f"-> **{'PASS' if verdicts['many_groups'] else 'FAIL'}**",
             "",
         ]
+    lines += graded_validation.report_sections(out, verdicts, _md)
     prov = out / PROVENANCE
     if prov.exists():
         table = pd.DataFrame.from_dict(json.loads(prov.read_text()), orient="index")
