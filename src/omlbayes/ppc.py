@@ -16,8 +16,9 @@ statistics are compared with the observed data:
   chi-square with one degree per cell; a variance component the model lacks (schools that
   drift between waves, a three-way effect) inflates it. One cell's mean has little power
   against such a component (the flagship on a harder simulated survey of 40k students, school
-  x wave SD 0.105: 0 of 320 school means extreme); their sum has much (p = 0.000 there). Fitted terms make T(y) smaller than T(y_rep)
-  (the cells' own effects are fitted), so only too large a T is extreme (one-sided).
+  x wave SD 0.105: 0 of 320 school means extreme); their sum has much (p = 0.000 there).
+  Fitted terms make T(y) smaller than T(y_rep) (the cells' own effects are fitted), so only
+  too large a T is extreme (one-sided).
 
 Each statistic gets a Bayesian p-value P(T(y_rep) >= T(y)); it is extreme outside
 [ALPHA / 2, 1 - ALPHA / 2] (below ALPHA / 2 for the one-sided dispersion family). A family
