@@ -347,8 +347,10 @@ def _plot_hard(tables: dict[str, pd.DataFrame], path: Path) -> None:
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(1, 2, figsize=(12, 4.5))
+    fits = tables["overall"].set_index("model")["fits"]
     for k, (model, sub) in enumerate(tables["by_fifth"].groupby("model", sort=False)):
-        axes[0].plot(sub["fifth"], sub["cover_95"], "o-", color=f"C{k}", label=model)
+        label = f"{model} ({fits[model]} seeds)"
+        axes[0].plot(sub["fifth"], sub["cover_95"], "o-", color=f"C{k}", label=label)
         axes[0].plot(
             sub["fifth"], sub["cover_95_ungated"], "x--", color=f"C{k}", alpha=0.6,
             label=f"{model}, gate ignored",
@@ -369,7 +371,9 @@ def _plot_hard(tables: dict[str, pd.DataFrame], path: Path) -> None:
     for k, model in enumerate(models):
         sub = by_b[by_b["model"] == model].set_index("breakdown").reindex(names)
         at = np.arange(len(names)) + k * width
-        axes[1].barh(at, sub["cover_95"], height=width, label=model, color=f"C{k}")
+        axes[1].barh(
+            at, sub["cover_95"], height=width, label=f"{model} ({fits[model]} seeds)", color=f"C{k}"
+        )
         axes[1].plot(
             sub["cover_95_ungated"], at, "kx", ms=5, label="gate ignored" if k == 0 else None
         )
@@ -1272,6 +1276,7 @@ def write_report(out: Path = OUT) -> bool:
     prov = out / PROVENANCE
     if prov.exists():
         table = pd.DataFrame.from_dict(json.loads(prov.read_text()), orient="index")
+        table = table.astype(object).where(table.notna(), "")  # parts without a note
         lines += [
             "## Provenance",
             "",
