@@ -199,9 +199,10 @@ def posterior_predictive_checks(
             rep_wg[k].append(np.concatenate([m, s]))
         rep_sc.append(_group_moments(sc[1], sc[2], y_rep[sc[0]])[0])
         keep, ind, cnt = ty
-        rep_ty.append(_group_moments(ind, cnt, (y_rep - mu)[keep])[1])
-        obs_ty.append(_group_moments(ind, cnt, (y[:, None] - mu)[keep])[1])
-        z_obs, z_rep = (y[:, None] - mu) / noise_sd, (y_rep - mu) / noise_sd
+        resid, resid_rep = y[:, None] - mu, y_rep - mu
+        rep_ty.append(_group_moments(ind, cnt, resid_rep[keep])[1])
+        obs_ty.append(_group_moments(ind, cnt, resid[keep])[1])
+        z_obs, z_rep = resid / noise_sd, resid_rep / noise_sd
         for k, ((keep, ind, cnt), _) in enumerate(dispersion):
             for z, out in ((z_obs, obs_dispersion), (z_rep, rep_dispersion)):
                 cell_sums = ind @ z[keep]  # n_c zbar_c per cell and draw
