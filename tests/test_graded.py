@@ -147,7 +147,7 @@ def test_compiled_model_gradient_and_numba_mode(small):
     point = model.initial_point()
     rng = np.random.default_rng(0)
     point = {k: v + 0.1 * rng.normal(size=np.shape(v)) for k, v in point.items()}
-    point["theta"] = rng.normal(size=data.n)
+    point["theta_u"] = rng.normal(size=data.n)
     with warnings.catch_warnings():
         warnings.filterwarnings("error", message=".*object mode.*")
         logp_numba = model.compile_logp(mode="NUMBA")
@@ -368,3 +368,27 @@ def test_compare_graded_and_index_runs_shows_each_scale(graded_run, small_run, t
     assert "SD units of the latent trait (graded measurement model)" in page
     assert "SD units of the standardized index" in page
     assert "model different responses" in page
+
+
+def test_polar_theta_keeps_the_density_of_theta():
+    """theta = r u / |u|: with a standard normal density on theta, the log density in
+    (u, log r) is that density at theta, plus n log r (the Jacobian), plus N(u; 0, I), so
+    log r has the log-chi_n density of |theta| and theta is unchanged."""
+    import pymc as pm
+
+    from omlbayes.backends.graded import polar_theta, polar_to_theta
+
+    n = 7
+    with pm.Model(coords={"student": np.arange(n)}) as model:
+        theta = polar_theta(n)
+        pm.Potential("standard_normal", -0.5 * (theta**2).sum())
+    logp = model.compile_logp(sum=True)
+    rng = np.random.default_rng(1)
+    u = rng.normal(size=n)
+    for log_r in (-1.0, 0.3, 1.2):
+        value = logp({"theta_u": u, "theta_log_norm": np.array(log_r)})
+        expected = -0.5 * np.exp(2 * log_r) + n * log_r - 0.5 * u @ u - n / 2 * np.log(2 * np.pi)
+        assert value == pytest.approx(expected, rel=1e-12)
+        theta_value = polar_to_theta(u, np.array(log_r))
+        assert np.linalg.norm(theta_value) == pytest.approx(np.exp(log_r))
+        assert theta_value / np.linalg.norm(theta_value) == pytest.approx(u / np.linalg.norm(u))
