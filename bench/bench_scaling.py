@@ -105,7 +105,7 @@ def _survey_stats(n_schools: int, school_by_wave: bool, n_students: int):
         simulate_survey(n_students=n_students, n_schools=n_schools, seed=SEED).frame
     ).frame
     frame = frame.assign(age_c=frame["age"] - frame["age"].mean())
-    spec = dataclasses.replace(load_spec(), school_by_wave=school_by_wave)
+    spec = dataclasses.replace(load_spec("flagship"), school_by_wave=school_by_wave)
     layout = build_layout(frame, spec)
     return grouped_stats(frame, layout, spec.response), layout, spec
 
@@ -120,7 +120,7 @@ def _three_level_stats():
     # as generic mode does: a nested term is one column of the observed combinations
     frame["district:school"] = frame["district"] + ":" + frame["school"]
     spec = dataclasses.replace(
-        load_spec(),
+        load_spec("flagship"),
         response="y",
         common=("x1", "x2"),
         group=(("district",), ("district:school",)),

@@ -11,8 +11,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from omlbayes import constants as C
-from omlbayes.errors import ProjectError
+from omlbayes.errors import run_script
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
@@ -22,16 +21,15 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
+def run(args: argparse.Namespace) -> None:
+    from omlbayes.comparison import write_comparison
+
+    print(f"wrote {write_comparison(args.runs, args.out)}")
+
+
 def main(argv: list[str]) -> int:
     args = parse_args(argv)
-    try:
-        from omlbayes.comparison import write_comparison
-
-        print(f"wrote {write_comparison(args.runs, args.out)}")
-    except ProjectError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return C.EXIT_USER_ERROR
-    return 0
+    return run_script(lambda: run(args))
 
 
 if __name__ == "__main__":

@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Fit a model and write a run folder under outputs/.
 
-With no arguments: the flagship model on the shipped synthetic OML data.
+With no arguments: the default model (models/full.toml) on the shipped synthetic OML data.
 `--formula` switches to generic mode: any Bambi formula on any table.
 `--replot RUN` redraws the tables and figures of a saved run without refitting.
 """
@@ -39,7 +39,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument(
         "--columns", type=Path, help="column map (TOML) for a real file's names and codes"
     )
-    p.add_argument("--model", help="model spec: a name in models/ or a path (default flagship)")
+    p.add_argument(
+        "--model", help=f"model spec: a name in models/ or a path (default {C.DEFAULT_MODEL})"
+    )
     p.add_argument("--list-models", action="store_true", help="list the model specs and exit")
     p.add_argument("--formula", help="generic mode: a Bambi formula, e.g. 'y ~ x + (1|school)'")
     p.add_argument("--family", help="generic mode: response family (default gaussian)")
@@ -73,7 +75,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     loud.add_argument("--verbose", action="store_true", help="also debugging detail")
     args = p.parse_args(argv)
     args.model_given = args.model is not None
-    args.model = args.model or "flagship"
+    args.model = args.model or C.DEFAULT_MODEL
     return args
 
 

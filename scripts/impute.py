@@ -24,7 +24,7 @@ import sys
 from pathlib import Path
 
 from omlbayes import constants as C
-from omlbayes.errors import InputError, ProjectError
+from omlbayes.errors import InputError, run_script
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
@@ -32,7 +32,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--data", type=Path, help="survey file (default: the shipped data)")
     p.add_argument("--columns", type=Path, help="column map of the survey file")
     p.add_argument("--imputations", type=int, default=5, help="number of imputations M (>= 2)")
-    p.add_argument("--model", default="flagship", help="model spec (default flagship)")
+    p.add_argument(
+        "--model", default=C.DEFAULT_MODEL, help=f"model spec (default {C.DEFAULT_MODEL})"
+    )
     p.add_argument("--draws", type=int, help="draws per chain of each fit")
     p.add_argument("--tune", type=int)
     p.add_argument("--chains", type=int)
@@ -45,43 +47,40 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
+def run(args: argparse.Namespace) -> None:
+    from omlbayes import imputation, workflow
+    from omlbayes.cli import configure_logging
+    from omlbayes.spec import load_spec
+
+    if args.imputations < 2:  # before any work: one line, nothing written
+        raise InputError(f"--imputations {args.imputations}: multiple imputation needs at least 2")
+    configure_logging()
+    options = workflow.RunOptions(
+        seed=args.seed,
+        out_dir=args.out or workflow.DEFAULT_OUT,
+        interval=args.interval,
+        prob=args.prob,
+        min_cell_n=args.min_cell_n,
+        progressbar=False,
+        name=args.name,
+    )
+    options.output()  # one line if the interval, prob or threshold is invalid
+    spec = workflow.with_overrides(
+        load_spec(args.model), draws=args.draws, tune=args.tune, chains=args.chains
+    )
+    path = imputation.multiple_imputation_run(
+        spec,
+        data=args.data or workflow.DEFAULT_DATA,
+        column_map=args.columns,
+        options=options,
+        m=args.imputations,
+    )
+    print(f"wrote {path}")
+
+
 def main(argv: list[str]) -> int:
     args = parse_args(argv)
-    try:
-        from omlbayes import imputation, workflow
-        from omlbayes.cli import configure_logging
-        from omlbayes.spec import load_spec
-
-        if args.imputations < 2:  # before any work: one line, nothing written
-            raise InputError(
-                f"--imputations {args.imputations}: multiple imputation needs at least 2"
-            )
-        configure_logging()
-        options = workflow.RunOptions(
-            seed=args.seed,
-            out_dir=args.out or workflow.DEFAULT_OUT,
-            interval=args.interval,
-            prob=args.prob,
-            min_cell_n=args.min_cell_n,
-            progressbar=False,
-            name=args.name,
-        )
-        options.output()  # one line if the interval, prob or threshold is invalid
-        spec = workflow.with_overrides(
-            load_spec(args.model), draws=args.draws, tune=args.tune, chains=args.chains
-        )
-        path = imputation.multiple_imputation_run(
-            spec,
-            data=args.data or workflow.DEFAULT_DATA,
-            column_map=args.columns,
-            options=options,
-            m=args.imputations,
-        )
-        print(f"wrote {path}")
-    except ProjectError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return C.EXIT_USER_ERROR
-    return 0
+    return run_script(lambda: run(args))
 
 
 if __name__ == "__main__":

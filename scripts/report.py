@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 
 from omlbayes import constants as C
-from omlbayes.errors import ProjectError
+from omlbayes.errors import run_script
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
@@ -27,22 +27,21 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
+def run(args: argparse.Namespace) -> None:
+    from omlbayes.report import write_report
+
+    path = write_report(args.run, lang=args.lang, min_cell_n=args.min_cell_n)
+    print(f"wrote {path}")
+    if args.schools:
+        from omlbayes.schools import write_school_pages
+
+        pages = write_school_pages(args.run, lang=args.lang, min_cell_n=args.min_cell_n)
+        print(f"wrote {len(pages)} pages in {args.run / 'schools'}")
+
+
 def main(argv: list[str]) -> int:
     args = parse_args(argv)
-    try:
-        from omlbayes.report import write_report
-
-        path = write_report(args.run, lang=args.lang, min_cell_n=args.min_cell_n)
-        print(f"wrote {path}")
-        if args.schools:
-            from omlbayes.schools import write_school_pages
-
-            pages = write_school_pages(args.run, lang=args.lang, min_cell_n=args.min_cell_n)
-            print(f"wrote {len(pages)} pages in {args.run / 'schools'}")
-    except ProjectError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return C.EXIT_USER_ERROR
-    return 0
+    return run_script(lambda: run(args))
 
 
 if __name__ == "__main__":

@@ -17,8 +17,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from omlbayes import constants as C
-from omlbayes.errors import InputError, ProjectError
+from omlbayes.errors import InputError, run_script
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
@@ -31,28 +30,27 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
+def run(args: argparse.Namespace) -> None:
+    from omlbayes import subsets, workflow
+    from omlbayes.ingest import read_survey
+
+    if not args.exclude and not args.schools_in_all:
+        raise InputError("give --exclude COLUMN=LEVEL and/or --schools-in-all W1,W2,...")
+    frame = read_survey(args.data or workflow.DEFAULT_DATA, column_map=args.columns).frame
+    for rule in args.exclude:
+        column, sep, level = rule.partition("=")
+        if not sep:
+            raise InputError(f"--exclude {rule!r}: write it as COLUMN=LEVEL")
+        frame = subsets.exclude(frame, column, level)
+    if args.schools_in_all:
+        frame = subsets.schools_in_all(frame, args.schools_in_all.split(","))
+    path = subsets.write_canonical(frame, args.out)
+    print(f"wrote {path} ({len(frame)} students)")
+
+
 def main(argv: list[str]) -> int:
     args = parse_args(argv)
-    try:
-        from omlbayes import subsets, workflow
-        from omlbayes.ingest import read_survey
-
-        if not args.exclude and not args.schools_in_all:
-            raise InputError("give --exclude COLUMN=LEVEL and/or --schools-in-all W1,W2,...")
-        frame = read_survey(args.data or workflow.DEFAULT_DATA, column_map=args.columns).frame
-        for rule in args.exclude:
-            column, sep, level = rule.partition("=")
-            if not sep:
-                raise InputError(f"--exclude {rule!r}: write it as COLUMN=LEVEL")
-            frame = subsets.exclude(frame, column, level)
-        if args.schools_in_all:
-            frame = subsets.schools_in_all(frame, args.schools_in_all.split(","))
-        path = subsets.write_canonical(frame, args.out)
-        print(f"wrote {path} ({len(frame)} students)")
-    except ProjectError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return C.EXIT_USER_ERROR
-    return 0
+    return run_script(lambda: run(args))
 
 
 if __name__ == "__main__":

@@ -38,9 +38,10 @@ def small_survey(tmp_path_factory) -> Path:
 
 
 def fit_small(survey: Path, out: Path, name: str) -> subprocess.CompletedProcess:
-    """scripts/fit.py with the small-fit settings and seed 3 (same call, same numbers)."""
+    """scripts/fit.py, the flagship with the small-fit settings and seed 3 (same call, same
+    numbers); the default model has its own end-to-end test (test_criticism)."""
     return run_script(
-        "fit.py", "--data", str(survey), *SMALL_FIT_ARGS, "--seed", "3",
+        "fit.py", "--data", str(survey), "--model", "flagship", *SMALL_FIT_ARGS, "--seed", "3",
         "--out", str(out), "--name", name, "--allow-failed", "--lang", "en",
     )  # fmt: skip
 
@@ -52,3 +53,15 @@ def small_run(small_survey, tmp_path_factory) -> tuple[Path, subprocess.Complete
     result = fit_small(small_survey, out, "small")
     assert result.returncode == 0, result.stderr[-3000:]
     return out / "small", result
+
+
+@pytest.fixture(scope="session")
+def default_run(small_survey, tmp_path_factory) -> Path:
+    """scripts/fit.py with no --model (the default model) on the small survey, seed 3."""
+    out = tmp_path_factory.mktemp("default")
+    result = run_script(
+        "fit.py", "--data", str(small_survey), *SMALL_FIT_ARGS, "--seed", "3",
+        "--out", str(out), "--name", "default", "--allow-failed", "--lang", "en",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    return out / "default"

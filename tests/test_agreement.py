@@ -52,7 +52,7 @@ def _frame() -> pd.DataFrame:
 
 
 def _spec() -> ModelSpec:
-    base = load_spec()
+    base = load_spec("flagship")
     priors = {
         "Intercept": Prior("Normal", {"mu": 0.0, "sigma": 0.5}),
         "common": Prior("Normal", {"mu": 0.0, "sigma": 0.2}),

@@ -212,23 +212,28 @@ def test_unpooled_codes_every_wave_by_group_cell_as_a_fixed_effect(frame):
 def test_list_models_names_every_spec_with_its_description():
     from conftest import run_script
 
+    from omlbayes.constants import DEFAULT_MODEL
     from omlbayes.spec import MODELS_DIR
 
     result = run_script("fit.py", "--list-models")
     assert result.returncode == 0, result.stderr
-    lines = result.stdout.strip().splitlines()
+    *lines, footer = result.stdout.rstrip().splitlines()
     specs = sorted(MODELS_DIR.glob("*.toml"))
     assert len(lines) == len(specs)
     for path, line in zip(specs, lines, strict=True):
         spec = load_spec(path)
-        assert line.split()[0] == spec.name and line.endswith(spec.description)
+        assert line[2:].split()[0] == spec.name and line.endswith(spec.description)
+        assert line.startswith("* ") == (path.stem == DEFAULT_MODEL)
+    assert "default" in footer
 
 
-def test_compare_default_and_unpooled(small_run, small_survey, tmp_path):
+def test_compare_default_and_unpooled(default_run, small_survey, tmp_path):
     import pandas as pd
     from conftest import SMALL_FIT_ARGS, run_script
 
-    path, _ = small_run
+    from omlbayes.constants import DEFAULT_MODEL
+
+    path, default = default_run, DEFAULT_MODEL
     fitted = run_script(
         "fit.py", "--model", "unpooled", "--data", str(small_survey), *SMALL_FIT_ARGS,
         "--seed", "3", "--out", str(tmp_path), "--name", "unpooled", "--allow-failed",
@@ -242,15 +247,12 @@ def test_compare_default_and_unpooled(small_run, small_survey, tmp_path):
     a = pd.read_csv(path / "contrasts.csv")
     row = side[(side.breakdown == "overall") & (side.kind == "spec_pair")].iloc[0]
     match = a[(a.breakdown == "overall") & (a.wave == row.wave) & (a.reference == row.reference)]
-    assert row["mean__flagship"] == pytest.approx(match["mean"].iloc[0])
-    assert row["diff__unpooled"] == pytest.approx(row["mean__unpooled"] - row["mean__flagship"])
+    assert row[f"mean__{default}"] == pytest.approx(match["mean"].iloc[0])
+    assert row["diff__unpooled"] == pytest.approx(row["mean__unpooled"] - row[f"mean__{default}"])
     table = pd.read_csv(tmp_path / "cmp" / "loo_comparison.csv", index_col=0)
-    assert set(table.index) == {"flagship", "unpooled"}
-    elpd = {
-        m: loo.read_loo(p).elpd
-        for m, p in [("flagship", path), ("unpooled", tmp_path / "unpooled")]
-    }
-    assert table.loc["flagship", "elpd"] == pytest.approx(elpd["flagship"])
+    assert set(table.index) == {default, "unpooled"}
+    assert table.loc[default, "elpd"] == pytest.approx(loo.read_loo(path).elpd)
+    assert table.loc["unpooled", "elpd"] == pytest.approx(loo.read_loo(tmp_path / "unpooled").elpd)
     page = (tmp_path / "cmp" / "comparison.html").read_text()
     assert "data:image/png;base64," in page and "src='http" not in page
     bad = run_script(
@@ -296,6 +298,30 @@ def test_run_says_what_the_model_does_not_support(small_run):
     assert "model-implied" in report and "gender x school_type" in report
     pages = list((path / "schools").glob("school-*.html"))
     assert pages and all("region&#x27;s trend" in p.read_text() for p in pages)
+
+
+def test_default_run_has_a_term_for_every_output(default_run):
+    """The default model (fit.py without --model): school x wave, three-way cells and a
+    residual SD per school type, so nothing is flagged model-implied and school pages show
+    the school's own trend."""
+    import json
+
+    import pandas as pd
+
+    from omlbayes.constants import DEFAULT_MODEL
+
+    record = json.loads((default_run / "run.json").read_text())
+    assert record["model"] == DEFAULT_MODEL == "full"
+    assert record["fit"]["kernel"] == "sparse" and record["fit"]["residual_sd_by"] == "school_type"
+    posterior = xr.open_datatree(default_run / "posterior.nc", engine="h5netcdf")["posterior"]
+    assert "1|school_id:wave_sigma" in posterior and "1|wave:gender:school_type_sigma" in posterior
+    assert posterior["sigma"].shape[-1] == 4  # one residual SD per school type
+    contrasts = pd.read_csv(default_run / "contrasts.csv")
+    assert contrasts.breakdown.str.contains(" x ").any() and not contrasts.model_implied.any()
+    pages = list((default_run / "schools").glob("school-*.html"))
+    assert pages and not any("region&#x27;s trend" in p.read_text() for p in pages)
+    diagnostics = json.loads((default_run / "diagnostics.json").read_text())
+    assert "ppc_cell_dispersion" in diagnostics["ppc"]
 
 
 def test_ppc_gate_passes_the_fit_and_fails_a_wrong_residual_sd(

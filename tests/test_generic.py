@@ -32,13 +32,13 @@ def test_non_collapsible_formulas_go_to_bambi(formula, why):
     parsed = generic.parse_formula(formula)
     ok, reason = parsed.collapsible()
     assert not ok and why in reason
-    backend, _ = generic.choose_backend(parsed, "gaussian", load_spec())
+    backend, _ = generic.choose_backend(parsed, "gaussian", load_spec("flagship"))
     assert backend == "bambi"
 
 
 def test_backend_choice_respects_family_and_request():
     parsed = generic.parse_formula("y ~ x + (1|g)")
-    spec = load_spec()
+    spec = load_spec("flagship")
     assert generic.choose_backend(parsed, "gaussian", spec)[0] == "collapsed"
     assert generic.choose_backend(parsed, "bernoulli", spec)[0] == "bambi"
     assert generic.choose_backend(parsed, "gaussian", spec.with_sampler(backend="bambi"))[0] == (
@@ -120,7 +120,7 @@ def test_formula_run_writes_a_complete_folder(tmp_path):
     frame.loc[0, "hours"] = np.nan
     data = tmp_path / "t.csv"
     frame.to_csv(data, index=False)
-    spec = load_spec().with_sampler(draws=200, tune=200, chains=2)
+    spec = load_spec("flagship").with_sampler(draws=200, tune=200, chains=2)
     options = workflow.RunOptions(seed=3, out_dir=tmp_path / "out", progressbar=False, name="g")
     result = generic.fit_formula_run(
         "score ~ hours + (1|school)", data=data, spec=spec, options=options, progress=lambda m: None
@@ -148,7 +148,7 @@ def test_failed_formula_run_leaves_no_folder(tmp_path):
     options = workflow.RunOptions(out_dir=tmp_path / "out", progressbar=False)
     with pytest.raises(InputError, match="constant"):
         generic.fit_formula_run(
-            "y ~ (1|g)", data=tmp_path / "c.csv", spec=load_spec(), options=options,
+            "y ~ (1|g)", data=tmp_path / "c.csv", spec=load_spec("flagship"), options=options,
             progress=lambda m: None,
         )  # fmt: skip
     assert not any((tmp_path / "out").iterdir())

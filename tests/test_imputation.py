@@ -99,7 +99,8 @@ def test_pooled_posterior_is_wider_than_the_imputations(small_survey):
 def test_impute_script_writes_a_folder_compare_reads(small_survey, small_run, tmp_path):
     run, _ = small_run
     result = run_script(
-        "impute.py", "--data", str(small_survey), "--imputations", "2", "--draws", "250",
+        "impute.py", "--data", str(small_survey), "--model", "flagship", "--imputations", "2",
+        "--draws", "250",
         "--tune", "250", "--chains", "2", "--prob", "0.9", "--out", str(tmp_path),
         "--name", "mi", "--seed", "3",
     )  # fmt: skip

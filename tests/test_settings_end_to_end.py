@@ -70,7 +70,8 @@ def page_text(path: Path) -> tuple[str, list[bytes]]:
 
 def fit(data: Path, out: Path, name: str, *extra: str) -> Path:
     result = run_script(
-        "fit.py", "--data", str(data), *SMALL_FIT_ARGS, "--seed", "5", "--out", str(out),
+        "fit.py", "--data", str(data), "--model", "flagship", *SMALL_FIT_ARGS, "--seed", "5",
+        "--out", str(out),
         "--name", name, "--allow-failed", "--quiet", *extra,
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]

@@ -218,7 +218,7 @@ def survey():
 
 
 def _spec(**sampler):
-    spec = load_spec()
+    spec = load_spec("flagship")
     return spec.with_sampler(**sampler)
 
 

@@ -71,7 +71,7 @@ def _heteroscedastic_frame(seed: int = 0) -> tuple[pd.DataFrame, dict[str, float
 def test_residual_sd_per_group_is_recovered():
     frame, truth = _heteroscedastic_frame()
     spec = dataclasses.replace(
-        load_spec(),
+        load_spec("flagship"),
         response="y",
         common=(),
         group=(("school_id",),),
@@ -99,7 +99,7 @@ def test_residual_sd_per_group_is_recovered():
 
 
 def test_bad_kernel_and_residual_keys_are_refused(tmp_path: Path):
-    source = Path(load_spec().source)
+    source = Path(load_spec("flagship").source)
     base = source.read_text()
     shutil.copytree(source.parent / "findings", tmp_path / "findings")  # the spec names one
     bad_kernel = tmp_path / "k.toml"
@@ -113,6 +113,6 @@ def test_bad_kernel_and_residual_keys_are_refused(tmp_path: Path):
 
 
 def test_residual_column_missing_from_data_is_one_clear_error(survey):
-    spec = dataclasses.replace(load_spec(), residual_sd_by="no_such_column")
+    spec = dataclasses.replace(load_spec("flagship"), residual_sd_by="no_such_column")
     with pytest.raises(SpecError, match="no_such_column"):
         build_layout(survey, spec)

@@ -190,7 +190,7 @@ def test_interrupted_run_leaves_no_folder(small_survey, tmp_path, monkeypatch):
         raise KeyboardInterrupt
 
     monkeypatch.setattr(workflow, "_write_descriptives", boom)
-    spec = load_spec().with_sampler(draws=20, tune=20, chains=1)
+    spec = load_spec("flagship").with_sampler(draws=20, tune=20, chains=1)
     with pytest.raises(KeyboardInterrupt):
         workflow.fit_survey_run(
             spec,
@@ -214,7 +214,7 @@ def test_adjusted_means_equal_hand_computed_g_computation():
             "index": rng.normal(size=n),
         }
     )
-    spec = load_spec()
+    spec = load_spec("flagship")
     spec = type(spec)(
         **{
             **spec.__dict__,
@@ -283,7 +283,7 @@ def test_collapsed_fit_recovers_ols_g_computation_exactly(tmp_path):
         + 0.05 * frame.age_c
         + rng.normal(0, 1, n)
     )
-    base = load_spec()
+    base = load_spec("flagship")
     spec = type(base)(
         **{
             **base.__dict__,

@@ -6,6 +6,7 @@ import argparse
 import logging
 import sys
 from dataclasses import replace
+from pathlib import Path
 
 from omlbayes import constants, disclosure, runs, workflow
 from omlbayes.diagnose import verdict_line
@@ -108,13 +109,16 @@ def run_fit(args: argparse.Namespace) -> int:
 
 
 def list_models() -> int:
-    """Print every spec in models/: its name and one-line description."""
+    """Print every spec in models/: its name and one-line description (the default marked)."""
+    from omlbayes.constants import DEFAULT_MODEL
     from omlbayes.spec import MODELS_DIR
 
     specs = [load_spec(path) for path in sorted(MODELS_DIR.glob("*.toml"))]
     width = max(len(s.name) for s in specs)
     for spec in specs:
-        print(f"{spec.name:<{width}}  {spec.description}")
+        mark = "*" if Path(spec.source).stem == DEFAULT_MODEL else " "
+        print(f"{mark} {spec.name:<{width}}  {spec.description}")
+    print("* the default (fitted when --model is not given)")
     return 0
 
 

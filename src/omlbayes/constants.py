@@ -22,6 +22,12 @@ MAX_DIVERGENCES = 0
 PD_VERY_LIKELY = 0.975
 PD_LIKELY = 0.90
 
+# The model a run fits when none is named (models/<name>.toml). `full` gives every output a
+# run writes a term of its own (school x wave, three-way cells for the cross breakdowns, a
+# residual SD per school type); on surveys with that structure the flagship's intervals are
+# too narrow (README "Choosing the default model"; validation.md section 1b).
+DEFAULT_MODEL = "full"
+
 DEFAULT_SEED = 20221
 EXIT_USER_ERROR = 2
 EXIT_DIAGNOSTICS_FAILED = 3

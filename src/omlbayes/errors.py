@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import sys
+from collections.abc import Callable
+
+from omlbayes.constants import EXIT_USER_ERROR
+
 
 class ProjectError(Exception):
     """Base class: the message is shown to the user as is, without a traceback."""
@@ -21,3 +26,14 @@ class RunError(ProjectError):
 
 class DiagnosticsFailed(ProjectError):
     """The sampler diagnostics gate failed (exit code 3 unless allowed)."""
+
+
+def run_script(body: Callable[[], object]) -> int:
+    """A script's body under the project's error contract: a ``ProjectError`` becomes one
+    ``error:`` line on stderr and exit code 2, never a traceback."""
+    try:
+        body()
+    except ProjectError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return EXIT_USER_ERROR
+    return 0

@@ -324,15 +324,12 @@ def multiple_imputation_run(
                 levels=levels,
                 spec=spec.to_dict(),
                 spec_sha256=spec.sha256(),
-                data={
-                    "source": survey.source,
-                    "sha256": survey.sha256,
-                    "column_map": str(column_map) if column_map else None,
-                    "n_read": survey.n_read,
-                    "n_analysed": len(frame),
-                    "exclusions": {**survey.exclusions, **scaled.exclusions},
-                    "notes": survey.notes,
-                    "imputation": {
+                data=workflow.survey_facts(
+                    survey,
+                    column_map,
+                    len(frame),
+                    {**survey.exclusions, **scaled.exclusions},
+                    imputation={
                         "column": column,
                         "missing": missing,
                         "m": m,
@@ -341,7 +338,7 @@ def multiple_imputation_run(
                         "Laplace posterior; draws pooled over imputations",
                         "n_imputed": model.n_missing,
                     },
-                },
+                ),
                 sampler={**spec.sampler.__dict__},
             )
         )

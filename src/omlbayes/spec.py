@@ -8,6 +8,7 @@ import tomllib
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
+from omlbayes.constants import DEFAULT_MODEL
 from omlbayes.errors import SpecError
 
 # Every key a spec may hold, per section: anything else is an error naming the key and
@@ -148,9 +149,10 @@ def _prior(raw: object, where: str) -> Prior:
 
 
 def load_spec(path: Path | str | None = None) -> ModelSpec:
-    """Read and validate a model spec; ``None`` or a bare name looks in ``models/``."""
+    """Read and validate a model spec; a bare name looks in ``models/``, ``None`` gives
+    :data:`DEFAULT_MODEL`."""
     if path is None:
-        path = MODELS_DIR / "flagship.toml"
+        path = MODELS_DIR / f"{DEFAULT_MODEL}.toml"
     path = Path(path)
     if not path.suffix and not path.exists():
         path = MODELS_DIR / f"{path.name}.toml"

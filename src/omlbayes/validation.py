@@ -42,7 +42,7 @@ import xarray as xr
 from scipy import stats as sps
 
 from omlbayes import design, estimands, graded_validation, runs, scale, schema, simulate
-from omlbayes.constants import MIN_CELL_N
+from omlbayes.constants import DEFAULT_MODEL, MIN_CELL_N
 from omlbayes.spec import ModelSpec, load_spec
 
 ROOT = runs.ROOT
@@ -216,7 +216,7 @@ def recovery(
 # --- 1b. recovery on the harder simulator, random truths ----------------------------
 
 # the default model first (its coverage is the verdict); add variants with --hard-models
-HARD_MODELS = ("flagship",)
+HARD_MODELS = (DEFAULT_MODEL, "flagship")
 HARD_SIZE = (40_000, 80)
 HARD_SAMPLER = {"draws": 500, "tune": 300, "chains": 4}
 # Per model where the default is not enough: with 500 draws the full model's fits failed the
@@ -619,7 +619,7 @@ def fit_formula_run(
     the run folder."""
     from omlbayes import generic, workflow
 
-    spec = workflow.with_overrides(load_spec(), draws=draws, tune=tune, chains=chains)
+    spec = workflow.with_overrides(load_spec("flagship"), draws=draws, tune=tune, chains=chains)
     options = workflow.RunOptions(seed=seed, out_dir=out, name=name, progressbar=False)
     return generic.fit_formula_run(formula, data=data, spec=spec, options=options).path
 
@@ -798,7 +798,9 @@ def many_groups(
 
 
 def flagship_spec(*, draws: int, tune: int, chains: int) -> ModelSpec:
-    return load_spec().with_sampler(sampler="nutpie", draws=draws, tune=tune, chains=chains)
+    return load_spec("flagship").with_sampler(
+        sampler="nutpie", draws=draws, tune=tune, chains=chains
+    )
 
 
 # --- the full run and its report ----------------------------------------------------
@@ -840,7 +842,7 @@ def run_parts(
             log=_log,
         )
     if "sbc" in parts:
-        spec = load_spec()
+        spec = load_spec("flagship")
         ranks, tests = sbc(
             spec=spec, n_sims=20 if quick else sbc_sims, log=_log, ranks_path=out / "sbc_ranks.csv"
         )
@@ -1072,10 +1074,12 @@ def _hard_section(rows: pd.DataFrame, fits: pd.DataFrame, out: Path, verdicts: d
     by_seed = tables["by_seed"]
     paired = []
     for model in overall.index.drop(default, errors="ignore"):
-        seeds = set(by_seed.loc[by_seed["model"] == model, "seed"])
-        both = by_seed[by_seed["seed"].isin(seeds) & by_seed["model"].isin([default, model])]
-        if set(both.loc[both["model"] == default, "seed"]) != seeds:
+        seeds = set(by_seed.loc[by_seed["model"] == model, "seed"]) & set(
+            by_seed.loc[by_seed["model"] == default, "seed"]
+        )
+        if not seeds:
             continue
+        both = by_seed[by_seed["seed"].isin(seeds) & by_seed["model"].isin([default, model])]
         agg = both.groupby("model").apply(
             lambda g: pd.Series(
                 {

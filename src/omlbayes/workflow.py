@@ -171,16 +171,9 @@ def fit_survey_run(
                 levels={c: list(survey.levels.of(c)) for c in schema.CATEGORICAL_COLUMNS},
                 spec=spec.to_dict(),
                 spec_sha256=spec.sha256(),
-                data={
-                    "source": survey.source,
-                    "sha256": survey.sha256,
-                    "column_map": str(column_map) if column_map else None,
-                    "n_read": survey.n_read,
-                    "n_analysed": source.n_analysed,
-                    "exclusions": exclusions,
-                    "notes": survey.notes,
-                    **source.data_facts,
-                },
+                data=survey_facts(
+                    survey, column_map, source.n_analysed, exclusions, **source.data_facts
+                ),
                 scale={
                     "min_items": source.scale.min_items,
                     "raw_mean": source.scale.raw_mean,
@@ -206,6 +199,20 @@ def fit_survey_run(
 
 
 @dataclass(frozen=True)
+def survey_facts(survey, column_map, n_analysed: int, exclusions: dict, **extra) -> dict:
+    """The run record's ``data`` section: where the survey came from and who was analysed."""
+    return {
+        "source": survey.source,
+        "sha256": survey.sha256,
+        "column_map": str(column_map) if column_map else None,
+        "n_read": survey.n_read,
+        "n_analysed": n_analysed,
+        "exclusions": exclusions,
+        "notes": survey.notes,
+        **extra,
+    }
+
+
 class _Source:
     """What a survey run needs from its data: the rows (one file) or sums (parts)."""
 
