@@ -198,7 +198,6 @@ def fit_survey_run(
     return RunResult(stage.final, diagnostics, headline, output)
 
 
-@dataclass(frozen=True)
 def survey_facts(survey, column_map, n_analysed: int, exclusions: dict, **extra) -> dict:
     """The run record's ``data`` section: where the survey came from and who was analysed."""
     return {
@@ -213,6 +212,7 @@ def survey_facts(survey, column_map, n_analysed: int, exclusions: dict, **extra)
     }
 
 
+@dataclass(frozen=True)
 class _Source:
     """What a survey run needs from its data: the rows (one file) or sums (parts)."""
 
