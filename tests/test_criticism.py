@@ -416,3 +416,16 @@ def test_subsampled_loo_estimates_the_full_elpd_within_its_error(frame):
     np.testing.assert_allclose(
         sub.elpd_i.to_numpy(), full.elpd_i.to_numpy()[rows] * 3.0, rtol=1e-9, atol=1e-9
     )
+
+
+def test_bambi_backend_refuses_a_residual_sd_per_group(small_survey, tmp_path):
+    """The Bambi formula has one residual SD: the default model (one per school type) is
+    refused with one line before any work, not silently fitted as another model."""
+    from conftest import run_script
+
+    result = run_script(
+        "fit.py", "--data", str(small_survey), "--backend", "bambi", "--out", str(tmp_path)
+    )
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert result.stderr.startswith("error: --backend bambi fits one residual SD")
+    assert "--model flagship" in result.stderr and not list(tmp_path.iterdir())

@@ -94,11 +94,12 @@ def fit_survey_run(
     options: RunOptions = RunOptions(),
     progress: Progress = log.info,
 ) -> RunResult:
-    """The flagship job: a survey file in, a complete run folder out.
+    """The survey job: a survey file in, a complete run folder out.
 
     The folder is assembled in a staging folder, audited for disclosure (no count under
     the run's threshold anywhere) and only then published.
     """
+    check_backend(spec)
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
     progress(f"reading {data}")
@@ -196,6 +197,16 @@ def fit_survey_run(
         output_timings["run_total_s"] = time.perf_counter() - t0
         runs.write_record(staging, replace(record, timings={**record.timings, **output_timings}))
     return RunResult(stage.final, diagnostics, headline, output)
+
+
+def check_backend(spec: ModelSpec) -> None:
+    """Refuse, before any work, a spec the chosen backend would silently fit as another model."""
+    if spec.sampler.backend == "bambi" and spec.residual_sd_by is not None:
+        raise SpecError(  # Bambi's formula has one residual SD
+            f"--backend bambi fits one residual SD, but model {spec.name!r} has one per "
+            f"{spec.residual_sd_by}: use the collapsed backend, or a model without "
+            "residual_sd_by (e.g. --model flagship) for the Bambi reference fit"
+        )
 
 
 def survey_facts(survey, column_map, n_analysed: int, exclusions: dict, **extra) -> dict:
@@ -397,6 +408,8 @@ def _fit(frame, spec, options, progress, timings, prepared=None):
         progress(f"kernel {fit_facts['kernel']}: {fit_facts['kernel_reason']}")
     else:
         from omlbayes.backends.bambi_backend import fit_bambi
+
+        check_backend(spec)
 
         tree, fit_timings = fit_bambi(
             frame, spec, seed=options.seed, progressbar=options.progressbar
