@@ -162,7 +162,8 @@ def measure_fit(data: Path, out: Path, name: str) -> dict:
     t = time.perf_counter()
     result = subprocess.run(
         ["/usr/bin/time", "-f", "MAXRSS %M", sys.executable, str(ROOT / "scripts/fit.py"),
-         "--data", str(data), "--out", str(out), "--name", name, "--no-progress"],
+         "--data", str(data), "--model", "flagship", "--out", str(out), "--name", name,
+         "--no-progress"],
         capture_output=True, text=True,
     )  # fmt: skip
     wall = time.perf_counter() - t
