@@ -63,7 +63,7 @@ def main(argv: list[str]) -> int:
             crosscheck_size=tuple(args.crosscheck_size) if args.crosscheck_size else None,
         )
     verdict = validation.write_report(args.out)
-    print(f"{args.out / 'validation.md'}: {'PASS' if verdict else 'FAIL'}")
+    print(f"{args.out / 'validation.md'}: {'PASS' if verdict else 'not passed (see its Verdict)'}")
     return 0 if verdict else 1
 
 

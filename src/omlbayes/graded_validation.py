@@ -673,7 +673,7 @@ def report_sections(out: Path, verdicts: dict, md) -> list[str]:
             f"Largest |mean difference|: {worst['abs_diff_in_sd']:.3f} SD ({worst['quantity']} "
             f"{worst['cell']}); largest |log SD ratio|: {abs(worst_sd['log_sd_ratio']):.3f} "
             f"({worst_sd['quantity']} {worst_sd['cell']}). Wall: ours {run['ours_s']:.0f} s, plain "
-            f"{run['plain_s']:.0f} s (untimed, niced, shared machine); mean leapfrog steps per "
+            f"{run['plain_s']:.0f} s (untimed, shared machine); mean leapfrog steps per "
             f"draw: ours {run['ours_mean_leapfrog_steps']:.1f}, plain "
             f"{run['plain_mean_leapfrog_steps']:.1f}. Gate: ours "
             f"{'passed' if run['ours_diagnostics_passed'] else 'FAILED'} (min bulk ESS "

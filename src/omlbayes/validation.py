@@ -1110,7 +1110,8 @@ def _hard_section(rows: pd.DataFrame, fits: pd.DataFrame, out: Path, verdicts: d
         c95 = float(overall.loc[default, "cover_95"])
         n_fits = int(overall.loc[default, "fits"])
         complete = n_fits >= len(HARD_SEEDS)
-        verdicts["recovery_hard"] = c95 >= HARD_TARGET and complete
+        # None: not yet decided (the overall verdict is then INCOMPLETE, never PASS)
+        verdicts["recovery_hard"] = (c95 >= HARD_TARGET) if complete else None
         verdict = "PASS" if verdicts["recovery_hard"] else "FAIL"
         if not complete:
             verdict = f"INCOMPLETE ({n_fits} of {len(HARD_SEEDS)} seeds; no verdict yet)"
@@ -1289,13 +1290,15 @@ def write_report(out: Path = OUT) -> bool:
             _md(table.rename_axis("part").reset_index()),
             "",
         ]
-    overall = bool(verdicts) and all(verdicts.values())
+    names = {True: "PASS", False: "FAIL", None: "INCOMPLETE"}
+    failed = any(v is False for v in verdicts.values())
+    overall = bool(verdicts) and all(v is True for v in verdicts.values())
     lines += [
         "## Verdict",
         "",
-        *(f"- {k}: {'PASS' if v else 'FAIL'}" for k, v in verdicts.items()),
+        *(f"- {k}: {names[v]}" for k, v in verdicts.items()),
         "",
-        f"Overall: **{'PASS' if overall else 'FAIL'}**",
+        f"Overall: **{'FAIL' if failed else names[overall or None]}**",
         "",
     ]
     (out / "validation.md").write_text("\n".join(lines))
