@@ -6,6 +6,8 @@ is computed here beyond layout.
 
 from __future__ import annotations
 
+import textwrap
+
 import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
@@ -75,7 +77,8 @@ def plot_item_ppc(table: pd.DataFrame, *, lang: str = "nl") -> Figure:
                 color=colour,
                 label=t["answer"].format(k=answer),
             )
-        ax.set_title(labels.ITEM_TEXT.get(lang, {}).get(item, item)[:60], fontsize=8.5)
+        title = labels.ITEM_TEXT.get(lang, {}).get(item, item)
+        ax.set_title("\n".join(textwrap.wrap(title, 52)), fontsize=8.5)  # whole, on 1-2 lines
         ax.set_xticks(
             x, [_wave_label(w, lang) for w in waves], rotation=35, ha="right", fontsize=7.5
         )
