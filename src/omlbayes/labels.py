@@ -324,6 +324,11 @@ REPORT_TEXT = {
             "meting en groep gezet en de overige kenmerken zoals in de gepoolde steekproef, "
             "voor een gemiddelde school, min het gepoolde gemiddelde."
         ),
+        "model_school_by_wave": (
+            "Elke school heeft daarnaast een eigen afwijking per meting (school x meting): de "
+            "trend van een school is die van de school zelf."
+        ),
+        "model_residual_by": "De residuele SD verschilt per {column} (één per niveau).",
         "model_text_graded": (
             "Een meetmodel (graded response, {link}-link): elk antwoord op de {n_items} "
             "stellingen ({items}) is een geordende categorie van een latente relatie-eigenschap "
@@ -353,7 +358,7 @@ REPORT_TEXT = {
         "failed": "NIET geslaagd",
         "interval_head": "Intervallen en 'significant'",
         "interval_text": (
-            "Alle intervallen zijn {interval}s van de posterior. De kans op de richting is "
+            "Elk interval is een {interval} van de posterior. De kans op de richting is "
             "het deel van de posterior aan de kant van het teken van het verschil. Een kans "
             "op de richting van minstens {very_likely} is wat een tweezijdige toets "
             "'significant' noemt. Drempels in de tekst: 'zeer waarschijnlijk' >= "
@@ -464,6 +469,11 @@ REPORT_TEXT = {
             "characteristics as in the pooled sample, for an average school, minus the "
             "pooled mean."
         ),
+        "model_school_by_wave": (
+            "Each school also has its own deviation per wave (school x wave): a school's trend "
+            "is the school's own."
+        ),
+        "model_residual_by": "The residual SD differs by {column} (one per level).",
         "model_text_graded": (
             "A measurement model (graded response, {link} link): each answer to the {n_items} "
             "statements ({items}) is an ordered category of the student's latent relation "
@@ -493,7 +503,7 @@ REPORT_TEXT = {
         "failed": "FAILED",
         "interval_head": "Intervals and 'significant'",
         "interval_text": (
-            "All intervals are posterior {interval}s. The probability of direction is the "
+            "Every interval is a posterior {interval}. The probability of direction is the "
             "share of the posterior on the side of the sign of the difference. A probability "
             "of direction of at least {very_likely} is what a two-sided test calls "
             "'significant'. "

@@ -454,11 +454,15 @@ def _model_implied_html(ctx: _Context, contrasts: pd.DataFrame) -> str:
     return f"<p class='small model-implied'>{esc(text)}</p>"
 
 
-def _model_text(rt: dict, rec: dict) -> str:
+def _model_text(rt: dict, rec: dict, lang: str) -> str:
     """The Methods paragraph on the model: the graded measurement model for a graded run."""
     spec = rec.get("spec") or {}
     if spec.get("family") != "graded":
-        return rt["model_text"]
+        extra = [rt["model_school_by_wave"]] if spec.get("school_by_wave") else []
+        if spec.get("residual_sd_by"):
+            column = labels.column(spec["residual_sd_by"], lang).lower()
+            extra.append(rt["model_residual_by"].format(column=column))
+        return " ".join([rt["model_text"], *extra])
     measurement = spec.get("measurement") or {}
     items = [str(i) for i in measurement.get("items", ())]
     return rt["model_text_graded"].format(
@@ -498,7 +502,7 @@ def _methods_html(ctx: _Context) -> str:
         parts += [f"<li>{esc(k)}: {esc(v)}</li>" for k, v in notes.items()]
         parts.append("</ul>")
 
-    parts.append(f"<h3>{esc(rt['model'])}</h3><p>{esc(_model_text(rt, rec))}</p>")
+    parts.append(f"<h3>{esc(rt['model'])}</h3><p>{esc(_model_text(rt, rec, lang))}</p>")
     formula = str(rec.get("formula", "?"))
     if (rec.get("spec") or {}).get("family") == "graded" and " ~ " in formula:
         formula = "theta ~ " + formula.split(" ~ ", 1)[1]  # the latent trait's structure
