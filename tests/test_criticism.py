@@ -322,6 +322,8 @@ def test_default_run_has_a_term_for_every_output(default_run):
     assert pages and not any("region&#x27;s trend" in p.read_text() for p in pages)
     diagnostics = json.loads((default_run / "diagnostics.json").read_text())
     assert "ppc_cell_dispersion" in diagnostics["ppc"]
+    methods = (default_run / "report.html").read_text()  # English (--lang en): the Methods
+    assert "its own deviation per wave" in methods and "differs by school type" in methods
 
 
 def test_ppc_gate_passes_the_fit_and_fails_a_wrong_residual_sd(
