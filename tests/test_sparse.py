@@ -228,7 +228,10 @@ def test_kernel_choice_is_recorded_and_forced(survey):
     stats = grouped_stats(survey, layout, spec.response)
     auto = collapsed.choose_kernel(stats, layout, spec)
     assert auto.kernel in ("dense", "sparse")
-    assert auto.facts["sparse_s_per_gradient"] > 0 and auto.facts["dense_s_per_gradient"] > 0
+    assert auto.facts["sparse_s_per_gradient"] > 0
+    # the dense kernel is timed too, unless the sparse one is clearly (10x) faster
+    clearly_sparse = 10 * auto.facts["sparse_s_per_gradient"] < auto.facts["dense_s_predicted"]
+    assert clearly_sparse or auto.facts["dense_s_per_gradient"] > 0
     # decided by predicted cost (not by a timing), so the same data always get one kernel
     faster = min(("dense", "sparse"), key=lambda k: auto.facts[f"{k}_s_predicted"])
     assert auto.kernel == faster

@@ -325,7 +325,8 @@ def forest_png(
     limit = max(0.25, 1.1 * max((abs(v) for v in finite), default=0.25))
     for j, (name, colour, cells) in enumerate(series):
         offset = (j - (k - 1) / 2) * step
-        for y, cell in enumerate(cells):
+        shown = []  # one line collection and one marker line per series: hundreds of
+        for y, cell in enumerate(cells):  # pages, so few artists per figure
             yy = y + offset
             if cell.status == "suppressed":
                 ax.text(
@@ -338,21 +339,24 @@ def forest_png(
                     color="#777777",
                     style="italic",
                 )
-                continue
-            if cell.status != "shown" or not np.isfinite(cell.mean):
-                continue
-            ax.hlines(yy, cell.lower, cell.upper, color=colour, linewidth=1.8, zorder=2)
-            ax.plot(
-                cell.mean,
-                yy,
-                marker="D",
-                markersize=6,
-                color=colour,
-                markeredgecolor="white",
-                markeredgewidth=0.6,
-                zorder=3,
-                label=name if y == 0 or not any(c.status == "shown" for c in cells[:y]) else None,
-            )
+            elif cell.status == "shown" and np.isfinite(cell.mean):
+                shown.append((yy, cell.lower, cell.upper, cell.mean))
+        if not shown:
+            continue
+        yy, lower, upper, mean = (list(v) for v in zip(*shown, strict=True))
+        ax.hlines(yy, lower, upper, color=colour, linewidth=1.8, zorder=2)
+        ax.plot(
+            mean,
+            yy,
+            linestyle="none",
+            marker="D",
+            markersize=6,
+            color=colour,
+            markeredgecolor="white",
+            markeredgewidth=0.6,
+            zorder=3,
+            label=name,
+        )
     ax.set_yticks(range(len(waves)), [_wave_text(w, lang) for w in waves], fontsize=9)
     ax.set_ylim(len(waves) - 0.5, -0.5)
     ax.set_xlim(-limit, limit)

@@ -24,7 +24,9 @@ Cholesky, forms D's Schur complement P_DD - L_DS L_DS' as one matrix product per
 lead columns with similar row patterns in D (BLAS), and factors and inverts it densely
 (LAPACK); the Takahashi recursion gives the entries of S = P^-1 on the pattern of L (which
 holds every entry of S that tr(S A_g) and diag(S) need), its D-by-D part again as grouped
-matrix products. Exact, no stochastic trace. Where D starts and how the lead columns are
+matrix products and the rest reading S at positions found once (``_relative_map``). The
+last residual group's trace follows from the others' (sum_g tr(S A_g) / s2_g = p -
+sum_j S_jj / lam_j), so G = 1 needs no pass over the pattern. Exact, no stochastic trace. Where D starts and how the lead columns are
 grouped is chosen by a cost model of the kernel's parts (``SparsePattern.predicted_s``,
 which the kernel choice also uses). All of it is numba nopython code with ``nogil``
 (BLAS and LAPACK through numba's own bindings), so nutpie's threaded chains run in
@@ -49,7 +51,7 @@ from pytensor.link.numba.dispatch import numba_funcify
 from scipy.sparse.linalg import splu
 
 _LOG_2PI = math.log(2.0 * math.pi)
-_HEADER = 6  # p, nnz of the upper pattern of P, nnz of L, t0, groups, rows of all groups
+_HEADER = 7  # p, nnz of P's upper pattern, nnz of L, t0, groups, rows of all groups, relmap
 # Cost model of a group of lead columns in the blocked kernel (seconds): a BLAS multiply-add
 # in the two products (Schur complement, selected inverse), a gathered or scattered entry of
 # the group's square block, and a fixed cost per group. Lead columns with similar row
@@ -315,11 +317,37 @@ def _scalar_work(p, lp, li, rp, ri, rpos, t0):
             factor += 1 + (rpos[t] - lp[i] if k < t0 else tpos[i] - lp[i])
     selinv = 0
     for j in range(t0):
-        selinv += 1 + lp[j + 1] - lp[j]
-        for q in range(lp[j] + 1, tpos[j]):
-            c = li[q]
-            selinv += lp[c + 1] - lp[c]
+        m = lp[j + 1] - lp[j] - 1
+        selinv += 1 + m
+        for b in range(tpos[j] - lp[j] - 1):  # each later row of j, read via the relmap
+            selinv += 1 + m - b - 1
     return factor, selinv
+
+
+@numba.njit(cache=True, nogil=True)
+def _relative_map(lp, li, t0, tpos):
+    """Where the selected inverse reads S[r_a, c] for each lead column j (last first), each
+    lead row c of j and each later row r_a of j: its position in column c of L's pattern
+    (which holds every later row of j: the elimination tree's nesting). Computed once, so
+    each evaluation reads these entries directly instead of searching column c."""
+    size = 0
+    for j in range(t0):
+        m = lp[j + 1] - lp[j] - 1
+        for b in range(tpos[j] - lp[j] - 1):
+            size += m - b - 1
+    out = np.empty(size, dtype=np.int64)
+    k = 0
+    for j in range(t0 - 1, -1, -1):
+        start, end = lp[j] + 1, lp[j + 1]
+        for b in range(tpos[j] - start):
+            c = li[start + b]
+            q = lp[c] + 1
+            for a in range(start + b + 1, end):
+                while li[q] != li[a]:  # both sorted: a merge walk down column c
+                    q += 1
+                out[k] = q
+                k += 1
+    return out
 
 
 def _tail_candidates(p: int, lp: np.ndarray) -> list[int]:
@@ -409,10 +437,13 @@ class SparsePattern:
         t0, (tpos, sptr, scols, srptr, srows, gpos), predicted, tails = _blocked_layout(
             p, lp, li, rp, ri, rpos
         )
-        header = np.array([p, ap[-1], lp[-1], t0, sptr.size - 1, srows.size], dtype=np.int64)
+        relmap = _relative_map(lp, li, t0, tpos)
+        header = np.array(
+            [p, ap[-1], lp[-1], t0, sptr.size - 1, srows.size, relmap.size], dtype=np.int64
+        )
         packed = np.concatenate(
             [header, perm, ap, ai, lp, li, rp, ri, rpos, apos, tpos, sptr, scols, srptr]
-            + [srows, gpos]
+            + [srows, gpos, relmap]
         )
         return cls(
             p,
@@ -478,9 +509,9 @@ def _unpack(packed):
 
 @numba.njit(cache=True, nogil=True)
 def _unpack_tail(packed):
-    """The blocked kernel's arrays: ``t0, tpos, sptr, scols, srptr, srows, gpos``."""
+    """The blocked kernel's arrays: ``t0, tpos, sptr, scols, srptr, srows, gpos, relmap``."""
     p, nnz_a, nnz_l = packed[0], packed[1], packed[2]
-    t0, n_grp, n_rows = packed[3], packed[4], packed[5]
+    t0, n_grp, n_rows, n_rel = packed[3], packed[4], packed[5], packed[6]
     o = _HEADER + p + 3 * (p + 1) + 2 * nnz_a + nnz_l + 2 * (nnz_l - p)
     tpos = packed[o : o + p]
     o += p
@@ -494,7 +525,9 @@ def _unpack_tail(packed):
     srows = packed[o : o + n_rows]
     o += n_rows
     gpos = packed[o : o + nnz_l]
-    return t0, tpos, sptr, scols, srptr, srows, gpos
+    o += nnz_l
+    relmap = packed[o : o + n_rel]
+    return t0, tpos, sptr, scols, srptr, srows, gpos, relmap
 
 
 # --- numeric kernel (per evaluation) -----------------------------------------------------
@@ -545,6 +578,9 @@ def _cholesky(p, ap, ai, px, lp, li, rp, ri, rpos, t0, tpos, sptr, scols, srptr,
         lx[lp[k]] = math.sqrt(d)
     nd = p - t0
     schur = np.zeros((nd, nd))  # lower triangle used
+    inv_diag = np.empty(t0)  # the D rows below divide by these thousands of times
+    for i in range(t0):
+        inv_diag[i] = 1.0 / lx[lp[i]]
     for k in range(t0, p):
         for q in range(ap[k], ap[k + 1]):
             i = ai[q]
@@ -556,7 +592,7 @@ def _cholesky(p, ap, ai, px, lp, li, rp, ri, rpos, t0, tpos, sptr, scols, srptr,
             i = ri[t]
             if i >= t0:
                 break  # sorted: the rest of row k lies in D
-            lki = x[i] / lx[lp[i]]
+            lki = x[i] * inv_diag[i]
             x[i] = 0.0
             for q in range(lp[i] + 1, tpos[i]):  # lead rows of column i only
                 x[li[q]] -= lx[q] * lki
@@ -650,7 +686,7 @@ def _lower_inverse(low):
 
 
 @numba.njit(cache=True, nogil=True)
-def _selected_inverse(p, lp, li, lx, t0, tpos, sptr, scols, srptr, srows, gpos):
+def _selected_inverse(p, lp, li, lx, t0, tpos, sptr, scols, srptr, srows, gpos, relmap):
     """Entries of S = (L L')^-1 on the pattern of L (Takahashi recursion, last column first).
 
     The trailing block D: S_DD = (L_DD L_DD')^-1, dense (LAPACK). For a lead column j the
@@ -684,39 +720,53 @@ def _selected_inverse(p, lp, li, lx, t0, tpos, sptr, scols, srptr, srows, gpos):
                 j = cols[c]
                 for q in range(tpos[j], lp[j + 1]):
                     sx[q] = prod[gpos[q], c]
-    marker = np.full(p, -1, dtype=np.int64)
     max_len = 1
     for j in range(t0):
         max_len = max(max_len, lp[j + 1] - lp[j])
     acc = np.zeros(max_len)
+    k = 0  # position in relmap, which lists the reads in this loop's order
     for j in range(t0 - 1, -1, -1):
         start, end = lp[j] + 1, lp[j + 1]
         m = end - start
         ljj = lx[lp[j]]
         for a in range(m):
-            marker[li[start + a]] = a
             # rows in D start from sum_{b in D} S[r_a, r_b] L[r_b, j] (parked above)
             acc[a] = sx[start + a] if start + a >= tpos[j] else 0.0
         # add L[r_b, j] S[r_a, r_b] over the lead rows r_b; S[r_a, r_b] (a > b) sits in
-        # column r_b of S, which the pattern guarantees.
+        # column r_b of S at relmap's position, which the pattern guarantees.
         for b in range(tpos[j] - start):
             c = li[start + b]
             lcj = lx[start + b]
             acc[b] += lcj * sx[lp[c]]
-            for q in range(lp[c] + 1, lp[c + 1]):
-                a = marker[li[q]]
-                if a >= 0:
-                    s = sx[q]
-                    acc[a] += lcj * s
-                    acc[b] += lx[start + a] * s
+            for a in range(b + 1, m):
+                s = sx[relmap[k]]
+                k += 1
+                acc[a] += lcj * s
+                acc[b] += lx[start + a] * s
         sjj = 1.0 / (ljj * ljj)
         for a in range(m):
             sx[start + a] = -acc[a] / ljj
             sjj -= lx[start + a] * sx[start + a] / ljj
         sx[lp[j]] = sjj
-        for a in range(m):
-            marker[li[start + a]] = -1
     return sx
+
+
+@numba.njit(cache=True, nogil=True)
+def _trace_and_quad(p, ap, ai, apos, a_values, sx, bhat):
+    """tr(S A) and bhat'A bhat for one group's A (values on P's upper pattern)."""
+    trace = 0.0
+    bab = 0.0
+    for k in range(p):
+        for q in range(ap[k], ap[k + 1]):
+            i = ai[q]
+            a = a_values[q]
+            if i == k:
+                trace += sx[apos[q]] * a
+                bab += a * bhat[k] * bhat[k]
+            else:
+                trace += 2.0 * sx[apos[q]] * a
+                bab += 2.0 * a * bhat[i] * bhat[k]
+    return trace, bab
 
 
 @numba.njit(cache=True, nogil=True)
@@ -755,26 +805,28 @@ def sparse_marginal_loglik(log_s2, log_lam, a_data, wty, yty, n_obs, packed):
         logdet += 2.0 * math.log(lx[lp[k]])
         quad -= r[k] * bhat[k]
     ll = -0.5 * logdet
+    # sum_g tr(S A_g) / s2_g = tr(S P) - tr(S diag(1/lam)) = p - sum_j S_jj / lam_j, and
+    # sum_g bhat'A_g bhat / s2_g = bhat'r - sum_j bhat_j^2 / lam_j: the last group's two
+    # sums follow from the others' without a pass over the pattern (for G = 1, no pass).
+    trace_rest = float(p)
+    bab_rest = -quad  # bhat'r
     for k in range(p):
         j = perm[k]
         ll -= 0.5 * log_lam[j]
         b2 = bhat[k] * bhat[k]
         g_lam[j] = -0.5 + 0.5 * sx[lp[k]] / lam[j] + 0.5 * b2 / lam[j]
+        trace_rest -= sx[lp[k]] / lam[j]
+        bab_rest -= b2 / lam[j]
     for g in range(n_groups):
         quad += yty[g] * inv_s2[g]
         ll -= 0.5 * n_obs[g] * (_LOG_2PI + log_s2[g])
-        trace = 0.0  # tr(S A_g)
-        bab = 0.0  # bhat' A_g bhat
-        for k in range(p):
-            for q in range(ap[k], ap[k + 1]):
-                i = ai[q]
-                a = a_data[g, q]
-                if i == k:
-                    trace += sx[apos[q]] * a
-                    bab += a * bhat[k] * bhat[k]
-                else:
-                    trace += 2.0 * sx[apos[q]] * a
-                    bab += 2.0 * a * bhat[i] * bhat[k]
+        if g == n_groups - 1:
+            trace = trace_rest / inv_s2[g]
+            bab = bab_rest / inv_s2[g]
+        else:
+            trace, bab = _trace_and_quad(p, ap, ai, apos, a_data[g], sx, bhat)
+            trace_rest -= trace * inv_s2[g]
+            bab_rest -= bab * inv_s2[g]
         bu = 0.0
         for k in range(p):
             bu += bhat[k] * u[g, k]
@@ -787,7 +839,7 @@ def sparse_marginal_loglik(log_s2, log_lam, a_data, wty, yty, n_obs, packed):
 def _factor(packed, px):
     """The Cholesky factor of P (upper pattern values ``px``); ok is False if P is not PD."""
     p, perm, ap, ai, lp, li, rp, ri, rpos, apos = _unpack(packed)
-    t0, tpos, sptr, scols, srptr, srows, gpos = _unpack_tail(packed)
+    t0, tpos, sptr, scols, srptr, srows, gpos, _ = _unpack_tail(packed)
     return _cholesky(p, ap, ai, px, lp, li, rp, ri, rpos, t0, tpos, sptr, scols, srptr, srows, gpos)
 
 
@@ -795,8 +847,8 @@ def _factor(packed, px):
 def selected_inverse(packed, lx):
     """The entries of P^-1 on the pattern of its factor ``lx`` (see :func:`_selected_inverse`)."""
     p, perm, ap, ai, lp, li, rp, ri, rpos, apos = _unpack(packed)
-    t0, tpos, sptr, scols, srptr, srows, gpos = _unpack_tail(packed)
-    return _selected_inverse(p, lp, li, lx, t0, tpos, sptr, scols, srptr, srows, gpos)
+    t0, tpos, sptr, scols, srptr, srows, gpos, relmap = _unpack_tail(packed)
+    return _selected_inverse(p, lp, li, lx, t0, tpos, sptr, scols, srptr, srows, gpos, relmap)
 
 
 @numba.njit(cache=True, nogil=True)
