@@ -10,6 +10,7 @@ import pytest
 import xarray as xr
 
 from omlbayes import loo, sensitivity
+from omlbayes.backends import sparse
 from omlbayes.backends.collapsed import CollapsedRefitter, _term_blocks, sparse_inputs
 from omlbayes.backends.sparse import SparsePattern
 from omlbayes.design import (
@@ -60,7 +61,7 @@ def test_conditional_loo_equals_refit_without_the_student(frame, model):
     sub = frame.iloc[rows]
     by = spec.residual_sd_by
     g_all = np.zeros(len(frame), int) if by is None else _codes(frame[by], stats.groups, by)
-    ll, _ = loo._loo_loglik(
+    ll, _ = sparse.loo_loglik(
         log_s2, log_lam, inputs["wtw_data"], inputs["wty"], inputs["sparse_pattern"],
         *loo._row_layout(sub, layout, pattern), sub[spec.response].to_numpy(), g_all[rows],
     )  # fmt: skip

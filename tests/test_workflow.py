@@ -127,7 +127,10 @@ def test_saved_posterior_has_no_student_rows(small_run, small_survey):
 
 
 def test_replot_redraws_from_disk_without_refitting(small_run, tmp_path):
-    path, _ = small_run
+    import shutil
+
+    path = tmp_path / "small"  # a copy: other tests read the shared run in its own language
+    shutil.copytree(small_run[0], path)
     before = pd.read_csv(path / "effects.csv")
     (path / "figures" / "fig2_wave.png").unlink()
     result = run_script("fit.py", "--replot", str(path), "--lang", "nl")

@@ -35,13 +35,12 @@ import os
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-import numba
 import numpy as np
 import pandas as pd
 import xarray as xr
 from threadpoolctl import threadpool_limits
 
-from omlbayes.backends.sparse import _factor_and_mean, _unpack, selected_inverse
+from omlbayes.backends.sparse import _unpack, loo_loglik
 from omlbayes.design import DesignLayout, GroupedStats, design_matrix
 from omlbayes.errors import RunError
 from omlbayes.spec import ModelSpec
@@ -55,7 +54,6 @@ LOO_CHUNK_ROWS = 50_000
 LOO_EXACT_MAX = 50_000
 # PSIS fits a Pareto tail to the largest 20% of the ratios: below this many draws it cannot.
 MIN_DRAWS = 100
-_LOG_2PI = math.log(2.0 * math.pi)
 
 
 def thin(posterior: xr.Dataset, max_draws: int) -> xr.Dataset:
@@ -82,40 +80,8 @@ def hyper_arrays(
     return np.ascontiguousarray(log_s2), np.ascontiguousarray(np.concatenate(parts, axis=1))
 
 
-@numba.njit(cache=True, nogil=True)
-def _loo_loglik(log_s2, log_lam, a_data, wty, packed, cols, vals, pair_pos, pair_coef, y, g):
-    """log p(y_i | y_-i, theta_s) and the in-sample log p(y_i | y, theta_s), every draw s
-    (rows) and student i (columns)."""
-    p, perm, ap, ai, lp, li, rp, ri, rpos, apos = _unpack(packed)
-    n_draws, n_groups = log_s2.shape
-    n, k_nz = cols.shape
-    k_pairs = pair_pos.shape[1]
-    out = np.empty((n_draws, n))
-    within = np.empty((n_draws, n))
-    for d in range(n_draws):
-        inv_s2 = np.exp(-log_s2[d])
-        lx, bhat, ok = _factor_and_mean(packed, a_data, wty, inv_s2, np.exp(log_lam[d]))
-        if not ok:
-            raise FloatingPointError("sparse Cholesky failed in the LOO pass")
-        sx = selected_inverse(packed, lx)
-        for i in range(n):
-            mu = 0.0
-            for t in range(k_nz):
-                mu += vals[i, t] * bhat[cols[i, t]]
-            v = 0.0
-            for t in range(k_pairs):
-                v += pair_coef[i, t] * sx[pair_pos[i, t]]
-            s2 = math.exp(log_s2[d, g[i]])
-            h = v / s2
-            resid = y[i] - mu
-            out[d, i] = -0.5 * (_LOG_2PI + log_s2[d, g[i]]) + 0.5 * math.log1p(-h)
-            out[d, i] -= 0.5 * resid * resid / ((1.0 - h) * s2)
-            within[d, i] = -0.5 * (_LOG_2PI + math.log(s2 + v)) - 0.5 * resid * resid / (s2 + v)
-    return out, within
-
-
 def _loo_loglik_threads(log_s2: np.ndarray, log_lam: np.ndarray, *rest) -> tuple:
-    """:func:`_loo_loglik` with the draws split over one thread per usable core (the kernel
+    """:func:`sparse.loo_loglik` with the draws split over one thread per usable core (the kernel
     releases the GIL; every draw is computed on its own, so the numbers do not depend on
     the split)."""
     n_draws = log_s2.shape[0]
@@ -123,7 +89,7 @@ def _loo_loglik_threads(log_s2: np.ndarray, log_lam: np.ndarray, *rest) -> tuple
     bounds = np.linspace(0, n_draws, workers + 1).astype(int)
     with threadpool_limits(1, user_api="blas"), ThreadPoolExecutor(workers) as pool:
         parts = [
-            pool.submit(_loo_loglik, log_s2[a:b], log_lam[a:b], *rest)
+            pool.submit(loo_loglik, log_s2[a:b], log_lam[a:b], *rest)
             for a, b in zip(bounds[:-1], bounds[1:], strict=True)
         ]
         results = [part.result() for part in parts]

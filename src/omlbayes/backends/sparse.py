@@ -26,11 +26,12 @@ lead columns with similar row patterns in D (BLAS), and factors and inverts it d
 holds every entry of S that tr(S A_g) and diag(S) need), its D-by-D part again as grouped
 matrix products and the rest reading S at positions found once (``_relative_map``). The
 last residual group's trace follows from the others' (sum_g tr(S A_g) / s2_g = p -
-sum_j S_jj / lam_j), so G = 1 needs no pass over the pattern. Exact, no stochastic trace. Where D starts and how the lead columns are
-grouped is chosen by a cost model of the kernel's parts (``SparsePattern.predicted_s``,
-which the kernel choice also uses). All of it is numba nopython code with ``nogil``
-(BLAS and LAPACK through numba's own bindings), so nutpie's threaded chains run in
-parallel; callers limit BLAS to one thread, as the blocks are small.
+sum_j S_jj / lam_j), so G = 1 needs no pass over the pattern. Exact, no stochastic
+trace. Where D starts and how the lead columns are grouped is chosen by a cost model of
+the kernel's parts (``SparsePattern.predicted_s``, which the kernel choice also uses).
+All of it is numba nopython code with ``nogil`` (BLAS and LAPACK through numba's own
+bindings), so nutpie's threaded chains run in parallel; callers limit BLAS to one thread,
+as the blocks are small.
 
 The pattern travels into the kernel as one int64 array (an Op input, held as ``pm.Data``),
 not as a compiled-in constant: numba would otherwise freeze megabytes into machine code.
@@ -885,6 +886,43 @@ def sparse_conditional_draws(log_s2, log_lam, a_data, wty, packed, noise):
         for k in range(p):
             out[d, perm[k]] = mean[k] + offset[k]
     return out
+
+
+@numba.njit(cache=True, nogil=True)
+def loo_loglik(log_s2, log_lam, a_data, wty, packed, cols, vals, pair_pos, pair_coef, y, g):
+    """log p(y_i | y_-i, theta_s) and the in-sample log p(y_i | y, theta_s), every draw s
+    (rows) and student i (columns), for ``loo.conditional_loo``.
+
+    Here, not in loo.py, because numba's cache is checked against the source file of the
+    cached function only: a kernel in another file that inlines this file's functions
+    would keep running a stale copy (and read the pattern wrongly) after they change.
+    """
+    p, perm, ap, ai, lp, li, rp, ri, rpos, apos = _unpack(packed)
+    n_draws, n_groups = log_s2.shape
+    n, k_nz = cols.shape
+    k_pairs = pair_pos.shape[1]
+    out = np.empty((n_draws, n))
+    within = np.empty((n_draws, n))
+    for d in range(n_draws):
+        inv_s2 = np.exp(-log_s2[d])
+        lx, bhat, ok = _factor_and_mean(packed, a_data, wty, inv_s2, np.exp(log_lam[d]))
+        if not ok:
+            raise FloatingPointError("sparse Cholesky failed in the LOO pass")
+        sx = selected_inverse(packed, lx)
+        for i in range(n):
+            mu = 0.0
+            for t in range(k_nz):
+                mu += vals[i, t] * bhat[cols[i, t]]
+            v = 0.0
+            for t in range(k_pairs):
+                v += pair_coef[i, t] * sx[pair_pos[i, t]]
+            s2 = math.exp(log_s2[d, g[i]])
+            h = v / s2
+            resid = y[i] - mu
+            out[d, i] = -0.5 * (_LOG_2PI + log_s2[d, g[i]]) + 0.5 * math.log1p(-h)
+            out[d, i] -= 0.5 * resid * resid / ((1.0 - h) * s2)
+            within[d, i] = -0.5 * (_LOG_2PI + math.log(s2 + v)) - 0.5 * resid * resid / (s2 + v)
+    return out, within
 
 
 class SparseMarginalLoglik(Op):
