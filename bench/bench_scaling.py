@@ -403,7 +403,9 @@ def main(argv: list[str] | None = None) -> int:
     if not args.skip_fits:
         result["fits"] = whole_fits(args.work, quick=args.quick, timeout=args.timeout)
     result["load_end"] = " ".join(f"{x:.2f}" for x in os.getloadavg())
-    busy = max(float(x) for x in (result["load_start"] + " " + result["load_end"]).split())
+    # the 1-minute load averages: the 5- and 15-minute ones still count jobs that ended
+    # before the bench started
+    busy = max(float(result[key].split()[0]) for key in ("load_start", "load_end"))
     result["shared_note"] = (
         "The machine was shared with other jobs (load above the core count), so absolute "
         "times are inflated; ratios measured in this one run are what counts."

@@ -120,7 +120,10 @@ def test_formula_run_writes_a_complete_folder(tmp_path):
     frame.loc[0, "hours"] = np.nan
     data = tmp_path / "t.csv"
     frame.to_csv(data, index=False)
-    spec = load_spec("flagship").with_sampler(draws=200, tune=200, chains=2)
+    # the default spec, as fit.py --formula without --model: its survey-only settings (terms,
+    # one residual SD per school type) must not reach a table without those columns
+    spec = load_spec(None).with_sampler(draws=200, tune=200, chains=2)
+    assert spec.residual_sd_by is not None
     options = workflow.RunOptions(seed=3, out_dir=tmp_path / "out", progressbar=False, name="g")
     result = generic.fit_formula_run(
         "score ~ hours + (1|school)", data=data, spec=spec, options=options, progress=lambda m: None
@@ -141,6 +144,17 @@ def test_formula_run_writes_a_complete_folder(tmp_path):
     tree = xr.open_datatree(result.path / runs.POSTERIOR, engine="h5netcdf")
     assert not set(tree.children) & set(runs.PRIVATE_GROUPS)
     assert not list((tmp_path / "out").glob(".staging*"))
+
+
+def test_formula_run_refuses_a_named_model_with_residual_groups(tmp_path):
+    pd.DataFrame({"y": [1.0, 2.0, 3.0], "g": list("abc")}).to_csv(tmp_path / "c.csv", index=False)
+    options = workflow.RunOptions(out_dir=tmp_path / "out", progressbar=False)
+    with pytest.raises(SpecError, match="one residual SD.*residual_sd_by = 'school_type'"):
+        generic.fit_formula_run(
+            "y ~ (1|g)", data=tmp_path / "c.csv", spec=load_spec("full"), options=options,
+            spec_priors=True, progress=lambda m: None,
+        )  # fmt: skip
+    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
 
 
 def test_failed_formula_run_leaves_no_folder(tmp_path):

@@ -414,6 +414,14 @@ def fit_formula_run(
     progress = progress or workflow.log.info
     if family not in FAMILIES:
         raise SpecError(f"family {family!r} unknown; use one of {', '.join(FAMILIES)}")
+    if spec.residual_sd_by is not None:
+        if spec_priors:  # the user named this spec: its residual groups cannot apply
+            raise SpecError(
+                f"--formula fits one residual SD, but model {spec.name!r} has residual_sd_by = "
+                f"{spec.residual_sd_by!r}; drop --model or name one without it (e.g. flagship)"
+            )
+        # the default survey model's residual groups are survey structure, like its terms
+        spec = dataclasses.replace(spec, residual_sd_by=None)
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
     parsed = parse_formula(formula)
