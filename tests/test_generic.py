@@ -146,23 +146,21 @@ def test_formula_run_writes_a_complete_folder(tmp_path):
     assert not list((tmp_path / "out").glob(".staging*"))
 
 
-def test_formula_run_refuses_a_named_model_with_residual_groups(tmp_path):
-    pd.DataFrame({"y": [1.0, 2.0, 3.0], "g": list("abc")}).to_csv(tmp_path / "c.csv", index=False)
+@pytest.mark.parametrize(
+    ("y", "model", "named", "error", "match"),
+    [
+        # a constant response: nothing to fit
+        ([1.0, 1.0, 1.0], "flagship", False, InputError, "constant"),
+        # a named model whose residual SD per school type a formula run cannot have
+        ([1.0, 2.0, 3.0], "full", True, SpecError, "one residual SD.*residual_sd_by = 'school_"),
+    ],
+)
+def test_failed_formula_run_leaves_no_folder(tmp_path, y, model, named, error, match):
+    pd.DataFrame({"y": y, "g": list("abc")}).to_csv(tmp_path / "c.csv", index=False)
     options = workflow.RunOptions(out_dir=tmp_path / "out", progressbar=False)
-    with pytest.raises(SpecError, match="one residual SD.*residual_sd_by = 'school_type'"):
+    with pytest.raises(error, match=match):
         generic.fit_formula_run(
-            "y ~ (1|g)", data=tmp_path / "c.csv", spec=load_spec("full"), options=options,
-            spec_priors=True, progress=lambda m: None,
+            "y ~ (1|g)", data=tmp_path / "c.csv", spec=load_spec(model), options=options,
+            spec_priors=named, progress=lambda m: None,
         )  # fmt: skip
     assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
-
-
-def test_failed_formula_run_leaves_no_folder(tmp_path):
-    pd.DataFrame({"y": [1.0, 1.0, 1.0], "g": list("abc")}).to_csv(tmp_path / "c.csv", index=False)
-    options = workflow.RunOptions(out_dir=tmp_path / "out", progressbar=False)
-    with pytest.raises(InputError, match="constant"):
-        generic.fit_formula_run(
-            "y ~ (1|g)", data=tmp_path / "c.csv", spec=load_spec("flagship"), options=options,
-            progress=lambda m: None,
-        )  # fmt: skip
-    assert not any((tmp_path / "out").iterdir())
