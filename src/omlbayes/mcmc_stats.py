@@ -167,7 +167,7 @@ def _diagnostics(posterior: xr.Dataset, prob: float) -> xr.Dataset:
             for i in range(0, max(per_parameter.shape[0], 1), _CHUNK)
         ]
         if len(blocks) > 1:  # sorts and FFTs release the GIL: blocks in parallel threads
-            with ThreadPoolExecutor(min(len(blocks), os.cpu_count() or 1)) as pool:
+            with ThreadPoolExecutor(min(len(blocks), len(os.sched_getaffinity(0)))) as pool:
                 parts = list(pool.map(lambda b: _diagnostics_block(b, prob), blocks))
         else:
             parts = [_diagnostics_block(blocks[0], prob)]

@@ -321,7 +321,7 @@ def _scalar_work(p, lp, li, rp, ri, rpos, t0):
         m = lp[j + 1] - lp[j] - 1
         selinv += 1 + m
         for b in range(tpos[j] - lp[j] - 1):  # each later row of j, read via the relmap
-            selinv += 1 + m - b - 1
+            selinv += m - b
     return factor, selinv
 
 
