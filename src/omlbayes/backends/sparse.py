@@ -52,7 +52,8 @@ from pytensor.link.numba.dispatch import numba_funcify
 from scipy.sparse.linalg import splu
 
 _LOG_2PI = math.log(2.0 * math.pi)
-_HEADER = 7  # p, nnz of P's upper pattern, nnz of L, t0, groups, rows of all groups, relmap
+# p, nnz of P's upper pattern, nnz of L, t0, groups, rows of all groups, relmap, tailmap
+_HEADER = 8
 # Cost model of a group of lead columns in the blocked kernel (seconds): a BLAS multiply-add
 # in the two products (Schur complement, selected inverse), a gathered or scattered entry of
 # the group's square block, and a fixed cost per group. Lead columns with similar row
@@ -310,12 +311,13 @@ def _scalar_work(p, lp, li, rp, ri, rpos, t0):
             q += 1
         tpos[j] = q
     factor = 0
-    for k in range(p):
+    for k in range(t0):  # the lead, up-looking
         for t in range(rp[k], rp[k + 1]):
-            i = ri[t]
-            if i >= t0:
-                break
-            factor += 1 + (rpos[t] - lp[i] if k < t0 else tpos[i] - lp[i])
+            factor += 1 + rpos[t] - lp[ri[t]]
+    for j in range(t0):  # the lead columns' D rows, left-looking
+        factor += lp[j + 1] - tpos[j]
+        for t in range(rp[j], rp[j + 1]):
+            factor += lp[ri[t] + 1] - tpos[ri[t]]
     selinv = 0
     for j in range(t0):
         m = lp[j + 1] - lp[j] - 1
@@ -348,6 +350,31 @@ def _relative_map(lp, li, t0, tpos):
                     q += 1
                 out[k] = q
                 k += 1
+    return out
+
+
+@numba.njit(cache=True, nogil=True)
+def _tail_map(lp, li, rp, ri, t0, tpos):
+    """Where the factor adds L[r, i] L[j, i] for each lead column j (in order), each
+    earlier lead column i of row j and each row r of i in D: the position of L[r, j] in
+    column j (the pattern of L guarantees it). Computed once, so the D rows of the lead
+    columns are formed column by column, reading L contiguously."""
+    size = 0
+    for j in range(t0):
+        for t in range(rp[j], rp[j + 1]):
+            i = ri[t]
+            size += lp[i + 1] - tpos[i]
+    out = np.empty(size, dtype=np.int64)
+    m = 0
+    for j in range(t0):
+        for t in range(rp[j], rp[j + 1]):
+            i = ri[t]
+            q = tpos[j]
+            for a in range(tpos[i], lp[i + 1]):
+                while li[q] != li[a]:  # both sorted: a merge walk down column j
+                    q += 1
+                out[m] = q
+                m += 1
     return out
 
 
@@ -439,12 +466,14 @@ class SparsePattern:
             p, lp, li, rp, ri, rpos
         )
         relmap = _relative_map(lp, li, t0, tpos)
+        tailmap = _tail_map(lp, li, rp, ri, t0, tpos)
         header = np.array(
-            [p, ap[-1], lp[-1], t0, sptr.size - 1, srows.size, relmap.size], dtype=np.int64
+            [p, ap[-1], lp[-1], t0, sptr.size - 1, srows.size, relmap.size, tailmap.size],
+            dtype=np.int64,
         )
         packed = np.concatenate(
             [header, perm, ap, ai, lp, li, rp, ri, rpos, apos, tpos, sptr, scols, srptr]
-            + [srows, gpos, relmap]
+            + [srows, gpos, relmap, tailmap]
         )
         return cls(
             p,
@@ -510,9 +539,10 @@ def _unpack(packed):
 
 @numba.njit(cache=True, nogil=True)
 def _unpack_tail(packed):
-    """The blocked kernel's arrays: ``t0, tpos, sptr, scols, srptr, srows, gpos, relmap``."""
+    """The blocked kernel's arrays: ``t0, tpos, sptr, scols, srptr, srows, gpos, relmap,
+    tailmap``."""
     p, nnz_a, nnz_l = packed[0], packed[1], packed[2]
-    t0, n_grp, n_rows, n_rel = packed[3], packed[4], packed[5], packed[6]
+    t0, n_grp, n_rows, n_rel, n_tmap = packed[3], packed[4], packed[5], packed[6], packed[7]
     o = _HEADER + p + 3 * (p + 1) + 2 * nnz_a + nnz_l + 2 * (nnz_l - p)
     tpos = packed[o : o + p]
     o += p
@@ -528,7 +558,9 @@ def _unpack_tail(packed):
     gpos = packed[o : o + nnz_l]
     o += nnz_l
     relmap = packed[o : o + n_rel]
-    return t0, tpos, sptr, scols, srptr, srows, gpos, relmap
+    o += n_rel
+    tailmap = packed[o : o + n_tmap]
+    return t0, tpos, sptr, scols, srptr, srows, gpos, relmap, tailmap
 
 
 # --- numeric kernel (per evaluation) -----------------------------------------------------
@@ -549,14 +581,16 @@ def _assemble(p, ap, ai, perm, a_data, inv_s2, lam):
 
 
 @numba.njit(cache=True, nogil=True)
-def _cholesky(p, ap, ai, px, lp, li, rp, ri, rpos, t0, tpos, sptr, scols, srptr, srows, gpos):
+def _cholesky(
+    p, ap, ai, px, lp, li, rp, ri, rpos, apos, t0, tpos, sptr, scols, srptr, srows, gpos, tailmap
+):
     """Cholesky factor L (values on the fixed pattern, diagonal first per column) of P.
 
     Columns before ``t0`` (the sparse lead) are factored up-looking, row by row. The trailing
-    block D = columns ``t0..p-1`` is done densely: the lead part of each of its rows
-    (L_DS) by a sparse solve that only touches lead rows, then its Schur complement
-    P_DD - L_DS L_DS' as one small matrix product per group of lead columns with similar
-    row patterns in D (BLAS), and a LAPACK Cholesky of that complement.
+    block D = columns ``t0..p-1`` is done densely: the lead columns' rows in D (L_DS)
+    left-looking, column by column (``tailmap`` says where each update lands), then the
+    Schur complement P_DD - L_DS L_DS' as one small matrix product per group of lead
+    columns with similar row patterns in D (BLAS), and a LAPACK Cholesky of that complement.
     """
     lx = np.zeros(lp[p])
     x = np.zeros(p)
@@ -579,31 +613,32 @@ def _cholesky(p, ap, ai, px, lp, li, rp, ri, rpos, t0, tpos, sptr, scols, srptr,
         lx[lp[k]] = math.sqrt(d)
     nd = p - t0
     schur = np.zeros((nd, nd))  # lower triangle used
-    inv_diag = np.empty(t0)  # the D rows below divide by these thousands of times
-    for i in range(t0):
-        inv_diag[i] = 1.0 / lx[lp[i]]
-    for k in range(t0, p):
+    for k in range(t0, p):  # P's entries in the D rows: into L_DS, or D's own block
         for q in range(ap[k], ap[k + 1]):
             i = ai[q]
             if i < t0:
-                x[i] = px[q]
+                lx[apos[q]] = px[q]
             else:
                 schur[k - t0, i - t0] = px[q]
-        for t in range(rp[k], rp[k + 1]):
+    # L[D, j] = (P[D, j] - sum_i L[D, i] L[j, i]) / L[j, j] over the earlier lead columns i
+    # of row j, each final when j is reached; contiguous reads, writes where tailmap says
+    m = 0
+    for j in range(t0):
+        for t in range(rp[j], rp[j + 1]):
             i = ri[t]
-            if i >= t0:
-                break  # sorted: the rest of row k lies in D
-            lki = x[i] * inv_diag[i]
-            x[i] = 0.0
-            for q in range(lp[i] + 1, tpos[i]):  # lead rows of column i only
-                x[li[q]] -= lx[q] * lki
-            lx[rpos[t]] = lki
+            lji = lx[rpos[t]]
+            for q in range(tpos[i], lp[i + 1]):
+                lx[tailmap[m]] -= lx[q] * lji
+                m += 1
+        inv_ljj = 1.0 / lx[lp[j]]
+        for q in range(tpos[j], lp[j + 1]):
+            lx[q] *= inv_ljj
     if nd == 0:
         return lx, True
     for g in range(sptr.shape[0] - 1):
         rows = srows[srptr[g] : srptr[g + 1]]
         block = _gather_lead(lp, lx, tpos, scols[sptr[g] : sptr[g + 1]], gpos, rows.shape[0])
-        update = np.dot(block, np.ascontiguousarray(block.T))
+        update = np.dot(block.T, block)
         for a in range(rows.shape[0]):
             for b in range(a + 1):  # rows ascending: the lower triangle
                 schur[rows[a], rows[b]] -= update[a, b]
@@ -619,12 +654,13 @@ def _cholesky(p, ap, ai, px, lp, li, rp, ri, rpos, t0, tpos, sptr, scols, srptr,
 
 @numba.njit(cache=True, nogil=True)
 def _gather_lead(lp, lx, tpos, cols, gpos, n_rows):
-    """The D rows of lead columns ``cols`` as a dense (group rows x columns) block."""
-    block = np.zeros((n_rows, cols.shape[0]))
+    """The D rows of lead columns ``cols`` as a dense (columns x group rows) block: each
+    column of L fills a contiguous row."""
+    block = np.zeros((cols.shape[0], n_rows))
     for c in range(cols.shape[0]):
         j = cols[c]
         for q in range(tpos[j], lp[j + 1]):
-            block[gpos[q], c] = lx[q]
+            block[c, gpos[q]] = lx[q]
     return block
 
 
@@ -707,7 +743,7 @@ def _selected_inverse(p, lp, li, lx, t0, tpos, sptr, scols, srptr, srows, gpos, 
         tail = np.dot(np.ascontiguousarray(inv_l.T), inv_l)
         for j in range(t0, p):
             for q in range(lp[j], lp[j + 1]):
-                sx[q] = tail[li[q] - t0, j - t0]
+                sx[q] = tail[j - t0, li[q] - t0]  # symmetric: read along a row
         for g in range(sptr.shape[0] - 1):
             rows = srows[srptr[g] : srptr[g + 1]]
             cols = scols[sptr[g] : sptr[g + 1]]
@@ -716,11 +752,11 @@ def _selected_inverse(p, lp, li, lx, t0, tpos, sptr, scols, srptr, srows, gpos, 
             for a in range(rows.shape[0]):
                 for b in range(rows.shape[0]):
                     s_block[a, b] = tail[rows[a], rows[b]]
-            prod = np.dot(s_block, block)
+            prod = np.dot(block, s_block)  # (S_DD[rows, rows] L[rows, cols])', S symmetric
             for c in range(cols.shape[0]):  # parked in sx until the recursion reaches j
                 j = cols[c]
                 for q in range(tpos[j], lp[j + 1]):
-                    sx[q] = prod[gpos[q], c]
+                    sx[q] = prod[c, gpos[q]]
     max_len = 1
     for j in range(t0):
         max_len = max(max_len, lp[j + 1] - lp[j])
@@ -840,15 +876,18 @@ def sparse_marginal_loglik(log_s2, log_lam, a_data, wty, yty, n_obs, packed):
 def _factor(packed, px):
     """The Cholesky factor of P (upper pattern values ``px``); ok is False if P is not PD."""
     p, perm, ap, ai, lp, li, rp, ri, rpos, apos = _unpack(packed)
-    t0, tpos, sptr, scols, srptr, srows, gpos, _ = _unpack_tail(packed)
-    return _cholesky(p, ap, ai, px, lp, li, rp, ri, rpos, t0, tpos, sptr, scols, srptr, srows, gpos)
+    t0, tpos, sptr, scols, srptr, srows, gpos, _, tailmap = _unpack_tail(packed)
+    return _cholesky(
+        p, ap, ai, px, lp, li, rp, ri, rpos, apos, t0, tpos, sptr, scols, srptr, srows, gpos,
+        tailmap,
+    )  # fmt: skip
 
 
 @numba.njit(cache=True, nogil=True)
 def selected_inverse(packed, lx):
     """The entries of P^-1 on the pattern of its factor ``lx`` (see :func:`_selected_inverse`)."""
     p, perm, ap, ai, lp, li, rp, ri, rpos, apos = _unpack(packed)
-    t0, tpos, sptr, scols, srptr, srows, gpos, relmap = _unpack_tail(packed)
+    t0, tpos, sptr, scols, srptr, srows, gpos, relmap, _ = _unpack_tail(packed)
     return _selected_inverse(p, lp, li, lx, t0, tpos, sptr, scols, srptr, srows, gpos, relmap)
 
 
