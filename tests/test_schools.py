@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import re
+from xml.etree import ElementTree
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -12,6 +15,8 @@ from omlbayes import estimands, runs
 from omlbayes.constants import MIN_CELL_N
 from omlbayes.options import OutputOptions, draw_interval
 from omlbayes.schools import (
+    Cell,
+    forest_svg,
     ranks_per_draw,
     region_file,
     school_feedback,
@@ -96,13 +101,13 @@ def test_suppressed_waves_show_no_estimate(fake_run, pages):
     assert len(marked) == len(small)
     for r in marked:
         assert r[2] == "" and r[3] == ""  # no estimate, no rank
-    assert page.find("img")  # the forest figure
+    assert page.find("svg")  # the forest figure
     assert "between" in page.find("p", cls="rank")[0]["text"]
 
 
 def test_school_with_every_wave_small_shows_nothing(fake_run, pages):
     page = parse(fake_run / "schools" / school_file("sch01"))
-    assert not page.find("img")
+    assert not page.find("svg")
     assert not page.find("p", cls="rank")
     text = (fake_run / "schools" / school_file("sch01")).read_text()
     assert "No estimates are shown" in text
@@ -177,12 +182,39 @@ def test_every_school_gets_its_own_page_whatever_its_id(tmp_path):
     assert links == {s: school_file(s) for s in ADVERSARIAL_IDS}
 
 
-def test_school_pages_are_the_same_written_in_parallel(tmp_path):
-    """Two worker processes (the path a run with hundreds of schools takes) write the same
-    bytes as this process does, for every page."""
-    serial = make_fake_run(tmp_path / "serial", passed=False)
-    parallel = make_fake_run(tmp_path / "parallel", passed=False)
-    one = write_school_pages(serial, lang="en", workers=1)
-    two = write_school_pages(parallel, lang="en", workers=2)
-    assert [p.name for p in one] == [p.name for p in two]
-    assert all(a.read_bytes() == b.read_bytes() for a, b in zip(one, two, strict=True))
+def test_forest_svg_draws_each_shown_cell_where_its_values_are():
+    """The inline figure: one interval line and diamond per shown cell, at the cell's
+    values on the axis; a suppressed cell only the mark; the run's interval named."""
+    options = OutputOptions(interval="hdi", prob=0.9, min_cell_n=20, lang="en")
+    school = (
+        Cell("2014", 30, "shown", 0.1, -0.05, 0.25),
+        Cell("2016", None, "suppressed"),
+        Cell("2018", None, "not_surveyed"),
+    )
+    region = tuple(
+        Cell(w, 300, "shown", m, m - 0.02, m + 0.03)
+        for w, m in (("2014", 0.0), ("2016", -0.1), ("2018", 0.05))
+    )
+    svg = ElementTree.fromstring(
+        forest_svg(
+            [("s<1>", "#111111", school), ("r", "#222222", region)],
+            options=options,
+            title="T & U",
+        )
+    )
+    texts = [t.text for t in svg.iter("text")]
+    assert "T & U" in texts and "s<1>" in texts  # escaped in the markup, intact as text
+    assert "line = 90% interval" in texts and texts.count("n < 20") == 1
+    lines = [e.attrib for e in svg.iter("line")]
+    school_lines = [a for a in lines if a.get("stroke") == "#111111"]
+    region_lines = [a for a in lines if a.get("stroke") == "#222222"]
+    assert len(school_lines) == 1 and len(region_lines) == 3
+    diamonds = [e for e in svg.iter("path") if e.get("fill") == "#111111"]
+    assert len(diamonds) == 2  # the cell and the legend
+    # positions: the axis maps [-limit, limit] linearly, so interval widths keep ratios
+    width = {round(float(a["x2"]) - float(a["x1"]), 1) for a in region_lines}
+    school_width = float(school_lines[0]["x2"]) - float(school_lines[0]["x1"])
+    assert width == {round(school_width * 0.05 / 0.30, 1)}
+    tick = re.compile("\u2212?\\d+(\\.\\d+)?")
+    ticks = [float(t.replace("\u2212", "-")) for t in texts if t and tick.fullmatch(t)]
+    assert 0.0 in ticks and len(ticks) >= 3 and ticks == sorted(ticks)

@@ -23,34 +23,21 @@ plus a short hash of the raw id, so ids that differ only in punctuation never sh
 from __future__ import annotations
 
 import hashlib
-import io
-import os
-import pickle
 import re
-import subprocess
-import sys
-import tempfile
 import unicodedata
 from dataclasses import dataclass
 from pathlib import Path
 
-import matplotlib
+import numpy as np
+import pandas as pd
+import xarray as xr
 
-matplotlib.use("Agg")
-
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-import xarray as xr  # noqa: E402
-from matplotlib.figure import Figure  # noqa: E402
-
-from omlbayes import disclosure, estimands, labels, runs  # noqa: E402
-from omlbayes.errors import RunError  # noqa: E402
-from omlbayes.options import OutputOptions  # noqa: E402
-from omlbayes.plots.save import save_png  # noqa: E402
-from omlbayes.report import (  # noqa: E402
+from omlbayes import disclosure, estimands, labels, runs
+from omlbayes.errors import RunError
+from omlbayes.options import OutputOptions
+from omlbayes.report import (
     CSS,
     esc,
-    figure_html,
     fmt_number,
     report_options,
     suppressed_mark,
@@ -62,12 +49,6 @@ SCHOOL_TERM = "1|school_id"
 SCHOOL_WAVE_TERM = "1|school_id:wave"
 ALL = estimands.ALL_WAVES
 COLOURS = {"school": "#1f3b73", "region": "#D55E00", "province": "#7f7f7f"}
-DPI = 150
-
-# School pages are written in parallel processes from this many schools on (starting a
-# process costs a few seconds of imports; one page about 0.1 s), by at most this many.
-PARALLEL_MIN_SCHOOLS = 150
-PAGE_MAX_WORKERS = 4
 
 PAGE_CSS = CSS + "td a{color:#1f3b73}.legend span{margin-right:14px}"
 
@@ -305,87 +286,130 @@ def _wave_text(wave: str, lang: str) -> str:
     return labels.SCHOOL_TEXT[lang]["all_waves"] if wave == ALL else labels.level(wave, lang)
 
 
-def forest_png(
-    series: list[tuple[str, str, tuple[Cell, ...]]], *, options: OutputOptions, title: str
-) -> bytes:
-    """A forest figure: waves top to bottom, one marker + interval line per series.
+# Inline SVG, drawn here: hundreds of pages of a national run cost milliseconds each (a
+# matplotlib figure costs about 0.1 s), and the figure stays sharp at any zoom and in print,
+# its texts part of the page. Sizes in CSS px.
+_SVG_WIDTH = 720
+_SVG_ROW = 34
+_SVG_TOP = 46
+_SVG_BOTTOM = 84
+_SVG_RIGHT = 18
+_SVG_CHAR = 7.4  # px per character of the 13-px wave labels (a generous average)
 
-    ``series`` holds (label, colour, cells); cells of each series are in the same wave order.
-    """
+
+def _svg_number(value: float) -> str:
+    return f"{value:.2f}".rstrip("0").rstrip(".").replace("-", "−") if value else "0"
+
+
+def _x_ticks(limit: float) -> np.ndarray:
+    """Round tick values on [-limit, limit]: steps of 1, 2, 2.5 or 5 x 10^k, 4-10 ticks."""
+    raw = 2 * limit / 8
+    power = 10.0 ** np.floor(np.log10(raw))
+    step = next(m * power for m in (1.0, 2.0, 2.5, 5.0, 10.0) if m * power >= raw)
+    k = int(np.floor(limit / step + 1e-9))
+    return np.arange(-k, k + 1) * step
+
+
+def forest_svg(
+    series: list[tuple[str, str, tuple[Cell, ...]]], *, options: OutputOptions, title: str
+) -> str:
+    """A forest figure as inline SVG: waves top to bottom, one diamond + interval line per
+    series, offset within the wave's row (``series``: (label, colour, cells), the cells of
+    each series in the same wave order). Suppressed cells show the mark, never a value."""
     lang = options.lang
     waves = [c.wave for c in series[0][2]]
+    wave_text = [_wave_text(w, lang) for w in waves]
     k = len(series)
     step = 0.22 if k > 1 else 0.0
-    fig = Figure(figsize=(7.2, 0.42 * len(waves) + 1.5), dpi=DPI, layout="constrained")
-    ax = fig.subplots()
-    ax.axvline(0.0, color="#555555", linewidth=0.9, zorder=1)
     finite = [
         v for _, _, cells in series for c in cells for v in (c.lower, c.upper) if np.isfinite(v)
     ]
     limit = max(0.25, 1.1 * max((abs(v) for v in finite), default=0.25))
+    left = 16 + _SVG_CHAR * max(len(t) for t in wave_text)
+    right = _SVG_WIDTH - _SVG_RIGHT
+    height = _SVG_TOP + _SVG_ROW * len(waves) + _SVG_BOTTOM
+    bottom = _SVG_TOP + _SVG_ROW * len(waves)
+
+    def x(value: float) -> float:
+        return left + (value + limit) / (2 * limit) * (right - left)
+
+    def y(row: float) -> float:
+        return _SVG_TOP + _SVG_ROW * (row + 0.5)
+
+    def diamond(cx: float, cy: float, colour: str, r: float = 5.5) -> str:
+        return (
+            f"<path d='M{cx:.1f} {cy - r:.1f}L{cx + r:.1f} {cy:.1f}L{cx:.1f} {cy + r:.1f}"
+            f"L{cx - r:.1f} {cy:.1f}Z' fill='{colour}' stroke='#fff' stroke-width='0.8'/>"
+        )
+
+    parts = [
+        f"<svg class='forest' viewBox='0 0 {_SVG_WIDTH} "
+        f"{height}' width='{_SVG_WIDTH}' role='img' aria-label='{esc(title)}' "
+        "font-family='DejaVu Sans, Helvetica, Arial, sans-serif'>",
+        f"<text x='2' y='18' font-size='15'>{esc(title)}</text>",
+        f"<text x='{right}' y='38' font-size='11.5' fill='#555' text-anchor='end'>"
+        + esc(labels.LINE_IS_TEXT[lang].format(interval=options.interval_short()))
+        + "</text>",
+    ]
+    for tick in _x_ticks(limit):
+        xt = x(tick)
+        parts.append(
+            f"<line x1='{xt:.1f}' x2='{xt:.1f}' y1='{_SVG_TOP}' y2='{bottom}' stroke='#e5e5e5'/>"
+            f"<line x1='{xt:.1f}' x2='{xt:.1f}' y1='{bottom}' y2='{bottom + 5}' stroke='#000'/>"
+            f"<text x='{xt:.1f}' y='{bottom + 19}' font-size='12.5' text-anchor='middle'>"
+            f"{_svg_number(tick)}</text>"
+        )
+    parts.append(
+        f"<line x1='{x(0):.1f}' x2='{x(0):.1f}' y1='{_SVG_TOP}' y2='{bottom}' stroke='#555'/>"
+        f"<line x1='{left}' x2='{left}' y1='{_SVG_TOP}' y2='{bottom}' stroke='#000'/>"
+        f"<line x1='{left}' x2='{right}' y1='{bottom}' y2='{bottom}' stroke='#000'/>"
+        f"<text x='{(left + right) / 2:.1f}' y='{bottom + 38}' font-size='12.5' "
+        f"text-anchor='middle'>{esc(labels.SCHOOL_TEXT[lang]['xlabel'])}</text>"
+    )
+    for row, text in enumerate(wave_text):
+        parts.append(
+            f"<text x='{left - 8:.1f}' y='{y(row) + 4.5:.1f}' font-size='13' "
+            f"text-anchor='end'>{esc(text)}</text>"
+        )
+    legend = []
     for j, (name, colour, cells) in enumerate(series):
         offset = (j - (k - 1) / 2) * step
-        shown = []  # one line collection and one marker line per series: hundreds of
-        for y, cell in enumerate(cells):  # pages, so few artists per figure
-            yy = y + offset
+        shown = False
+        for row, cell in enumerate(cells):
+            cy = y(row + offset)
             if cell.status == "suppressed":
-                ax.text(
-                    0.0,
-                    yy,
-                    options.suppressed_text(),
-                    ha="center",
-                    va="center",
-                    fontsize=7.5,
-                    color="#777777",
-                    style="italic",
+                parts.append(  # at the left edge, clear of the lines around zero
+                    f"<text x='{left + 6:.1f}' y='{cy + 4:.1f}' font-size='11' fill='#777' "
+                    f"font-style='italic'>{esc(options.suppressed_text())}</text>"
                 )
             elif cell.status == "shown" and np.isfinite(cell.mean):
-                shown.append((yy, cell.lower, cell.upper, cell.mean))
-        if not shown:
-            continue
-        yy, lower, upper, mean = (list(v) for v in zip(*shown, strict=True))
-        ax.hlines(yy, lower, upper, color=colour, linewidth=1.8, zorder=2)
-        ax.plot(
-            mean,
-            yy,
-            linestyle="none",
-            marker="D",
-            markersize=6,
-            color=colour,
-            markeredgecolor="white",
-            markeredgewidth=0.6,
-            zorder=3,
-            label=name,
-        )
-    ax.set_yticks(range(len(waves)), [_wave_text(w, lang) for w in waves], fontsize=9)
-    ax.set_ylim(len(waves) - 0.5, -0.5)
-    ax.set_xlim(-limit, limit)
-    ax.set_xlabel(labels.SCHOOL_TEXT[lang]["xlabel"], fontsize=9)
-    ax.grid(axis="x", color="#e5e5e5", linewidth=0.6)
-    ax.tick_params(axis="y", length=0)
-    for spine in ("top", "right"):
-        ax.spines[spine].set_visible(False)
-    handles, names = ax.get_legend_handles_labels()
-    unique = dict(zip(names, handles, strict=True))
-    if unique:
-        fig.legend(
-            unique.values(),
-            unique.keys(),
-            loc="outside lower center",
-            ncols=len(unique),
-            frameon=False,
-            fontsize=8.5,
-        )
-    fig.suptitle(title, x=0.01, ha="left", fontsize=10.5)
-    ax.set_title(
-        labels.LINE_IS_TEXT[lang].format(interval=options.interval_short()),
-        loc="right",
-        fontsize=8,
-        color="#555555",
+                shown = True
+                parts.append(
+                    f"<line x1='{x(cell.lower):.1f}' x2='{x(cell.upper):.1f}' y1='{cy:.1f}' "
+                    f"y2='{cy:.1f}' stroke='{colour}' stroke-width='2.6'/>"
+                    + diamond(x(cell.mean), cy, colour)
+                )
+        if shown:
+            legend.append((name, colour))
+    if legend:  # centred under the axis; each entry a diamond and its name
+        widths = [26 + _SVG_CHAR * 0.95 * len(name) for name, _ in legend]
+        lx = (left + right) / 2 - sum(widths) / 2
+        for (name, colour), width in zip(legend, widths, strict=True):
+            parts.append(
+                diamond(lx + 6, bottom + 64, colour)
+                + f"<text x='{lx + 18:.1f}' y='{bottom + 68.5:.1f}' font-size='12'>"
+                f"{esc(name)}</text>"
+            )
+            lx += width
+    parts.append("</svg>")
+    return "".join(parts)
+
+
+def svg_figure_html(svg: str, *, caption: str, name: str) -> str:
+    """An inline SVG figure with its caption (as ``report.figure_html`` for a PNG)."""
+    return (
+        f"<figure data-figure='{esc(name)}'>{svg}<figcaption>{esc(caption)}</figcaption></figure>"
     )
-    buf = io.BytesIO()
-    save_png(fig, buf)
-    return buf.getvalue()
 
 
 def safe_name(value: str) -> str:
@@ -468,7 +492,7 @@ def school_page(
             + f"</strong> {esc(tx['rank_note'])}</p>"
         )
         school_cells = (*fb.cells, fb.overall)
-        png = forest_png(
+        svg = forest_svg(
             [
                 (fb.school, COLOURS["school"], school_cells),
                 (region, COLOURS["region"], fb.region_cells),
@@ -477,7 +501,7 @@ def school_page(
             options=options,
             title=f"{labels.INDEX_TEXT[lang]} — {fb.school}",
         )
-        body.append(figure_html(png, caption=title, name=school_file(fb.school)))
+        body.append(svg_figure_html(svg, caption=title, name=school_file(fb.school)))
     estimate = tx["estimate"].format(interval=options.interval_short())
     rank_head = tx["rank_head"].format(interval=options.interval_short())
     rows = []
@@ -539,7 +563,7 @@ def region_page(
     title = tx["region_title"].format(region=name)
     body = [_banner(diagnostics, lang), f"<h1>{esc(title)}</h1>"]
     first = members[0]
-    png = forest_png(
+    svg = forest_svg(
         [
             (name, COLOURS["region"], first.region_cells),
             (options.whole_short(), COLOURS["province"], first.province_cells),
@@ -547,7 +571,7 @@ def region_page(
         options=options,
         title=f"{labels.INDEX_TEXT[lang]} — {name}",
     )
-    body.append(figure_html(png, caption=title, name=region_file(region)))
+    body.append(svg_figure_html(svg, caption=title, name=region_file(region)))
     body.append(f"<p>{esc(tx['shrinkage'])}</p><h2>{esc(tx['schools_in_region'])}</h2>")
     rows = []
     for fb in sorted(members, key=lambda f: f.school):
@@ -608,87 +632,15 @@ def index_page(
     return _page(tx["index_title"], "".join(body), lang=lang)
 
 
-def _write_school_batch(
-    batch: list[tuple[Path, SchoolFeedback]],
-    options: OutputOptions,
-    diagnostics: dict,
-    own_trend: bool,
-) -> None:
-    for page, fb in batch:
-        page.write_text(
-            school_page(fb, options=options, diagnostics=diagnostics, own_trend=own_trend),
-            encoding="utf-8",
-        )
-
-
-def page_workers(n_schools: int) -> int:
-    """Processes for the school pages: one per usable core (at most PAGE_MAX_WORKERS) when
-    there are enough schools to repay starting them, else 1 (this process)."""
-    if n_schools < PARALLEL_MIN_SCHOOLS:
-        return 1
-    return max(1, min(PAGE_MAX_WORKERS, len(os.sched_getaffinity(0))))
-
-
-def _write_school_files(
-    pages: list[tuple[Path, SchoolFeedback]],
-    *,
-    options: OutputOptions,
-    diagnostics: dict,
-    own_trend: bool,
-    workers: int,
-) -> None:
-    """Each school's page (a figure each: the bulk of the cost with hundreds of schools),
-    shared between this process and ``workers - 1`` worker processes. Every page depends
-    only on its own feedback, so the files are the same whatever the number of workers.
-
-    The workers are plain ``python -c`` processes that read their share from a pickle
-    file: no multiprocessing start method re-imports the caller's main script, and no fork
-    copies a process that ran threaded samplers.
-    """
-    batches = [pages[k::workers] for k in range(max(1, workers))]
-    with tempfile.TemporaryDirectory(prefix="omlbayes-pages-") as tmp:
-        procs = []
-        for k, batch in enumerate(batches[1:], start=1):
-            job = Path(tmp) / f"batch{k}.pkl"
-            job.write_bytes(pickle.dumps((batch, options, diagnostics, own_trend)))
-            log = (Path(tmp) / f"batch{k}.log").open("wb")
-            procs.append((subprocess.Popen([sys.executable, "-c", _WORKER, str(job)],
-                                           stdout=log, stderr=log), log))  # fmt: skip
-        try:
-            _write_school_batch(batches[0], options, diagnostics, own_trend)
-        finally:
-            failed = []
-            for proc, log in procs:
-                proc.wait()
-                log.close()
-                if proc.returncode != 0:
-                    lines = Path(log.name).read_text(errors="replace").strip().splitlines()
-                    failed.append(lines[-1] if lines else f"exit code {proc.returncode}")
-        if failed:
-            raise RunError(f"writing the school pages failed in a worker process: {failed[0]}")
-
-
-_WORKER = "import sys; from omlbayes.schools import page_worker; page_worker(sys.argv[1])"
-
-
-def page_worker(job: str) -> None:
-    """A worker process's entry: write the school pages pickled in ``job``."""
-    batch, options, diagnostics, own_trend = pickle.loads(Path(job).read_bytes())
-    _write_school_batch(batch, options, diagnostics, own_trend)
-
-
 def write_school_pages(
     run_dir: Path | str,
     *,
     lang: str | None = None,
     min_cell_n: int | None = None,
-    workers: int | None = None,
 ) -> list[Path]:
     """Write ``schools/`` in a run folder: index.html, one page per region and per school.
 
-    ``workers``: processes for the school pages (default :func:`page_workers`); the files
-    are the same for any number. Returns the paths written (index first, then regions,
-    then schools).
+    Returns the paths written (index first, then regions, then schools).
     """
     path = Path(run_dir)
     run = runs.read_run(path)
@@ -737,13 +689,12 @@ def write_school_pages(
             encoding="utf-8",
         )
         written.append(page)
-    pages = [(out / school_file(fb.school), fb) for fb in feedback]
-    _write_school_files(
-        pages,
-        options=options,
-        diagnostics=run.diagnostics,
-        own_trend=SCHOOL_WAVE_TERM in run.tree["posterior"].data_vars,
-        workers=page_workers(len(pages)) if workers is None else workers,
-    )
-    written.extend(page for page, _ in pages)
+    own_trend = SCHOOL_WAVE_TERM in run.tree["posterior"].data_vars
+    for fb in feedback:
+        page = out / school_file(fb.school)
+        page.write_text(
+            school_page(fb, options=options, diagnostics=run.diagnostics, own_trend=own_trend),
+            encoding="utf-8",
+        )
+        written.append(page)
     return written
