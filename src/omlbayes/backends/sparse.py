@@ -609,7 +609,7 @@ def _cholesky(
             d -= lki * lki
             lx[rpos[t]] = lki
         if not d > 0.0:
-            return lx, False
+            return lx, False, np.zeros(0)
         lx[lp[k]] = math.sqrt(d)
     nd = p - t0
     schur = np.zeros((nd, nd))  # lower triangle used
@@ -633,11 +633,15 @@ def _cholesky(
         inv_ljj = 1.0 / lx[lp[j]]
         for q in range(tpos[j], lp[j + 1]):
             lx[q] *= inv_ljj
+    blocks = _group_blocks(lp, lx, tpos, sptr, scols, srptr, gpos)
     if nd == 0:
-        return lx, True
+        return lx, True, blocks
+    o = 0
     for g in range(sptr.shape[0] - 1):
         rows = srows[srptr[g] : srptr[g + 1]]
-        block = _gather_lead(lp, lx, tpos, scols[sptr[g] : sptr[g + 1]], gpos, rows.shape[0])
+        size = (sptr[g + 1] - sptr[g]) * rows.shape[0]
+        block = blocks[o : o + size].reshape((sptr[g + 1] - sptr[g], rows.shape[0]))
+        o += size
         update = np.dot(block.T, block)
         for a in range(rows.shape[0]):
             for b in range(a + 1):  # rows ascending: the lower triangle
@@ -645,23 +649,31 @@ def _cholesky(
     try:
         ld = np.linalg.cholesky(schur)
     except Exception:  # not positive definite
-        return lx, False
+        return lx, False, blocks
     for j in range(t0, p):
         for q in range(lp[j], lp[j + 1]):
             lx[q] = ld[li[q] - t0, j - t0]
-    return lx, True
+    return lx, True, blocks
 
 
 @numba.njit(cache=True, nogil=True)
-def _gather_lead(lp, lx, tpos, cols, gpos, n_rows):
-    """The D rows of lead columns ``cols`` as a dense (columns x group rows) block: each
-    column of L fills a contiguous row."""
-    block = np.zeros((cols.shape[0], n_rows))
-    for c in range(cols.shape[0]):
-        j = cols[c]
-        for q in range(tpos[j], lp[j + 1]):
-            block[c, gpos[q]] = lx[q]
-    return block
+def _group_blocks(lp, lx, tpos, sptr, scols, srptr, gpos):
+    """Each group's D rows of its lead columns as a dense (columns x group rows) block, all
+    in one flat array (group after group; each column of L fills a contiguous row). The
+    factor forms them once and the selected inverse reuses them."""
+    size = 0
+    for g in range(sptr.shape[0] - 1):
+        size += (sptr[g + 1] - sptr[g]) * (srptr[g + 1] - srptr[g])
+    blocks = np.zeros(size)
+    o = 0
+    for g in range(sptr.shape[0] - 1):
+        n_rows = srptr[g + 1] - srptr[g]
+        for c in range(sptr[g], sptr[g + 1]):
+            j = scols[c]
+            for q in range(tpos[j], lp[j + 1]):
+                blocks[o + gpos[q]] = lx[q]
+            o += n_rows
+    return blocks
 
 
 @numba.njit(cache=True, nogil=True)
@@ -723,7 +735,7 @@ def _lower_inverse(low):
 
 
 @numba.njit(cache=True, nogil=True)
-def _selected_inverse(p, lp, li, lx, t0, tpos, sptr, scols, srptr, srows, gpos, relmap):
+def _selected_inverse(p, lp, li, lx, t0, tpos, sptr, scols, srptr, srows, gpos, relmap, blocks):
     """Entries of S = (L L')^-1 on the pattern of L (Takahashi recursion, last column first).
 
     The trailing block D: S_DD = (L_DD L_DD')^-1, dense (LAPACK). For a lead column j the
@@ -744,10 +756,14 @@ def _selected_inverse(p, lp, li, lx, t0, tpos, sptr, scols, srptr, srows, gpos, 
         for j in range(t0, p):
             for q in range(lp[j], lp[j + 1]):
                 sx[q] = tail[j - t0, li[q] - t0]  # symmetric: read along a row
+        o = 0
         for g in range(sptr.shape[0] - 1):
             rows = srows[srptr[g] : srptr[g + 1]]
             cols = scols[sptr[g] : sptr[g + 1]]
-            block = _gather_lead(lp, lx, tpos, cols, gpos, rows.shape[0])
+            block = blocks[o : o + cols.shape[0] * rows.shape[0]].reshape(
+                (cols.shape[0], rows.shape[0])
+            )
+            o += cols.shape[0] * rows.shape[0]
             s_block = np.empty((rows.shape[0], rows.shape[0]))
             for a in range(rows.shape[0]):
                 for b in range(rows.shape[0]):
@@ -824,7 +840,7 @@ def sparse_marginal_loglik(log_s2, log_lam, a_data, wty, yty, n_obs, packed):
     inv_s2 = np.exp(-log_s2)
     lam = np.exp(log_lam)
     px = _assemble(p, ap, ai, perm, a_data, inv_s2, lam)
-    lx, ok = _factor(packed, px)
+    lx, ok, blocks = _factor_blocks(packed, px)
     if not ok:
         return np.asarray(-np.inf), g_s2, g_lam
     r = np.zeros(p)
@@ -834,7 +850,10 @@ def sparse_marginal_loglik(log_s2, log_lam, a_data, wty, yty, n_obs, packed):
             u[g, k] = wty[g, perm[k]]
             r[k] += u[g, k] * inv_s2[g]
     bhat = _solve(p, lp, li, lx, r)
-    sx = selected_inverse(packed, lx)
+    t0, tpos, sptr, scols, srptr, srows, gpos, relmap, _ = _unpack_tail(packed)
+    sx = _selected_inverse(
+        p, lp, li, lx, t0, tpos, sptr, scols, srptr, srows, gpos, relmap, blocks
+    )  # fmt: skip
 
     logdet = 0.0
     quad = 0.0
@@ -875,6 +894,13 @@ def sparse_marginal_loglik(log_s2, log_lam, a_data, wty, yty, n_obs, packed):
 @numba.njit(cache=True, nogil=True)
 def _factor(packed, px):
     """The Cholesky factor of P (upper pattern values ``px``); ok is False if P is not PD."""
+    lx, ok, _ = _factor_blocks(packed, px)
+    return lx, ok
+
+
+@numba.njit(cache=True, nogil=True)
+def _factor_blocks(packed, px):
+    """:func:`_factor` and the group blocks (:func:`_group_blocks`) it formed."""
     p, perm, ap, ai, lp, li, rp, ri, rpos, apos = _unpack(packed)
     t0, tpos, sptr, scols, srptr, srows, gpos, _, tailmap = _unpack_tail(packed)
     return _cholesky(
@@ -888,7 +914,10 @@ def selected_inverse(packed, lx):
     """The entries of P^-1 on the pattern of its factor ``lx`` (see :func:`_selected_inverse`)."""
     p, perm, ap, ai, lp, li, rp, ri, rpos, apos = _unpack(packed)
     t0, tpos, sptr, scols, srptr, srows, gpos, relmap, _ = _unpack_tail(packed)
-    return _selected_inverse(p, lp, li, lx, t0, tpos, sptr, scols, srptr, srows, gpos, relmap)
+    blocks = _group_blocks(lp, lx, tpos, sptr, scols, srptr, gpos)
+    return _selected_inverse(
+        p, lp, li, lx, t0, tpos, sptr, scols, srptr, srows, gpos, relmap, blocks
+    )  # fmt: skip
 
 
 @numba.njit(cache=True, nogil=True)
