@@ -339,7 +339,12 @@ def render(result: dict) -> str:
             f"report). Target: ratio <= {TARGET_RATIO:g} with diagnostics passing.",
             "",
             *_table(
-                result["fits"],
+                [  # R-hat to 4 places: the gate's threshold is 1.01
+                    {**r, "max_rhat": f"{r['max_rhat']:.4f}"}
+                    if isinstance(r.get("max_rhat"), float)
+                    else r
+                    for r in result["fits"]
+                ],
                 [
                     "fit",
                     "n",
@@ -387,7 +392,16 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--quick", action="store_true", help="small designs and fits (smoke run)")
     p.add_argument("--skip-fits", action="store_true", help="only the seconds-per-gradient table")
     p.add_argument("--timeout", type=float, default=4 * 3600.0, help="per fit, seconds")
+    p.add_argument(
+        "--render",
+        action="store_true",
+        help="only rewrite RESULTS.md's section from the --out folder's scaling.json (no runs)",
+    )
     args = p.parse_args(argv)
+    if args.render:
+        result = json.loads((args.out / "scaling.json").read_text())
+        write_section(args.out / "RESULTS.md", render(result))
+        return 0
     sys.path.insert(0, str(HERE))
     from bench_fit import machine_info
 
