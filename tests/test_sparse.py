@@ -309,8 +309,11 @@ def test_blocked_dense_tail_matches_dense_with_residual_groups(survey, tail, mon
         pattern = SparsePattern.build(stats.pattern(), blocks)
         lp = _unpack(pattern.packed)[4]
         assert pattern.tail_start == widest < sparse._dense_tail_start(p, lp)
-    # the blocked path is really taken: a tail of many columns, lead columns in several groups
+    # the blocked path is really taken: a tail of many columns, lead columns in several groups,
+    # lead columns whose D rows take updates from earlier lead columns (school x wave cells
+    # into their school)
     assert p - pattern.tail_start >= 20 and pattern.n_groups >= 2
+    assert sparse._unpack_tail(pattern.packed)[-1].size > 0
     assert pattern.predicted_s > 0
     a = np.stack([pattern.values(m) for m in stats.wtw])
     rng = np.random.default_rng(12)
