@@ -302,7 +302,7 @@ def _svg_number(value: float) -> str:
 
 
 def _x_ticks(limit: float) -> np.ndarray:
-    """Round tick values on [-limit, limit]: steps of 1, 2, 2.5 or 5 x 10^k, 4-10 ticks."""
+    """Round tick values on [-limit, limit]: steps of 1, 2, 2.5 or 5 x 10^k, 5-9 ticks."""
     raw = 2 * limit / 8
     power = 10.0 ** np.floor(np.log10(raw))
     step = next(m * power for m in (1.0, 2.0, 2.5, 5.0, 10.0) if m * power >= raw)

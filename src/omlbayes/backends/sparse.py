@@ -20,9 +20,11 @@ ordering (the best of several candidates, judged by the flops of the factor), th
 elimination tree and the pattern of the factor L, and a split of the columns into a sparse
 lead and a trailing block D that the small common part (fixed effects, wave x group cells)
 fills almost completely. Each evaluation then factors the lead with a scalar up-looking
-Cholesky, forms D's Schur complement P_DD - L_DS L_DS' as one matrix product per group of
-lead columns with similar row patterns in D (BLAS), and factors and inverts it densely
-(LAPACK); the Takahashi recursion gives the entries of S = P^-1 on the pattern of L (which
+Cholesky, forms the lead columns' rows in D left-looking (column by column, at positions
+found once: ``_tail_map``), then D's Schur complement P_DD - L_DS L_DS' as one matrix
+product per group of lead columns with similar row patterns in D (BLAS), and factors and
+inverts it densely (LAPACK); the selected inverse reuses those groups' blocks of L. The
+Takahashi recursion gives the entries of S = P^-1 on the pattern of L (which
 holds every entry of S that tr(S A_g) and diag(S) need), its D-by-D part again as grouped
 matrix products and the rest reading S at positions found once (``_relative_map``). The
 last residual group's trace follows from the others' (sum_g tr(S A_g) / s2_g = p -
