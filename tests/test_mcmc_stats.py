@@ -82,3 +82,26 @@ def test_many_parameters_run_in_blocks(monkeypatch):
     posterior = _posterior()[["b", "ties"]]
     ref = az.summary(posterior, kind="diagnostics", round_to="none", fmt="xarray")
     _assert_same(ref, mcmc_stats.diagnostics(posterior))
+
+
+def test_failed_mixing_names_the_parameter_and_what_to_try():
+    """A parameter whose chains disagree fails the R-hat check, and the verdict line names it
+    (and the smallest-ESS one) and says what to try; a mixing posterior passes silently."""
+    from omlbayes.diagnose import check, verdict_line
+
+    rng = np.random.default_rng(3)
+    good = rng.normal(size=(4, 500))
+    stuck = rng.normal(size=(4, 500)) + np.array([0.0, 0.0, 0.0, 1.0])[:, None]
+    posterior = xr.Dataset(
+        {
+            "a": (("chain", "draw"), good),
+            "tau": (("chain", "draw"), np.exp(stuck)),
+        },
+        coords={"chain": np.arange(4), "draw": np.arange(500)},
+    )
+    failed = check(xr.DataTree.from_dict({"/posterior": posterior}))
+    assert not failed["checks"]["r_hat_below_1_01"] and failed["max_r_hat_at"] == "tau"
+    line = verdict_line(failed)
+    assert "largest R-hat at tau" in line and "--draws" in line
+    passed = check(xr.DataTree.from_dict({"/posterior": posterior[["a"]]}))
+    assert passed["passed"] and "--draws" not in verdict_line(passed)

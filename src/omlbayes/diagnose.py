@@ -108,7 +108,28 @@ def verdict_line(diagnostics: dict) -> str:
     if d["passed"]:
         return f"diagnostics PASSED ({numbers})"
     failed = ", ".join(k for k, ok in d["checks"].items() if not ok)
-    return f"DIAGNOSTICS FAILED: {failed} ({numbers}); do not trust these results" + _advice(d)
+    return (
+        f"DIAGNOSTICS FAILED: {failed} ({numbers}); do not trust these results"
+        + _mixing_advice(d)
+        + _advice(d)
+    )
+
+
+_MIXING_CHECKS = ("r_hat_below_1_01", "ess_bulk_at_least_400", "ess_tail_at_least_400")
+
+
+def _mixing_advice(d: dict) -> str:
+    """For a failed R-hat or ESS check: where, and what to try (a group SD whose posterior
+    sits near zero mixes slowly, and every coefficient of its term inherits that)."""
+    if all(d["checks"].get(k, True) for k in _MIXING_CHECKS):
+        return ""
+    if d.get("chains", 2) < 2:
+        return "; R-hat needs at least two chains (--chains)"
+    return (
+        f"; largest R-hat at {d.get('max_r_hat_at')}, smallest bulk ESS at "
+        f"{d.get('min_ess_bulk_at')}: run more draws (--draws, --tune); a group SD whose "
+        "posterior sits near zero mixes slowly, and its term may not be needed"
+    )
 
 
 # what a failed predictive-check family says about the model, and which variant has the term
