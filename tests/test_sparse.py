@@ -17,7 +17,7 @@ from omlbayes.backends.sparse import (
     SparseMarginalLoglik,
     SparsePattern,
     _assemble,
-    _factor,
+    _factor_blocks,
     _unpack,
     dense_grouped_loglik,
     selected_inverse,
@@ -332,9 +332,9 @@ def test_blocked_dense_tail_matches_dense_with_residual_groups(survey, tail, mon
     prec = prec + np.diag(np.exp(-log_lam))
     _, perm, ap, ai, lp, li, *_ = _unpack(pattern.packed)
     px = _assemble(p, ap, ai, perm, a, np.exp(-log_s2), np.exp(log_lam))
-    lx, ok = _factor(pattern.packed, px)
+    lx, ok, blocks = _factor_blocks(pattern.packed, px)
     assert ok
-    sx = selected_inverse(pattern.packed, lx)
+    sx = selected_inverse(pattern.packed, lx, blocks)
     cols = np.repeat(np.arange(p), np.diff(lp))
     inv = np.linalg.inv(prec)[np.ix_(perm, perm)]
     np.testing.assert_allclose(sx, inv[li, cols], rtol=1e-7, atol=1e-11)

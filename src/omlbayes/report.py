@@ -119,9 +119,15 @@ def figure_html(png: bytes, *, caption: str, name: str) -> str:
     it then matches the page), never wider than the page."""
     width = png_width(png)
     size = f" width='{round(width * DISPLAY_SCALE)}'" if width else ""
+    image = f"<img alt='{esc(caption)}'{size} src='{png_data_uri(png)}'>"
+    return figure_markup(image, caption=caption, name=name)
+
+
+def figure_markup(content: str, *, caption: str, name: str) -> str:
+    """A named figure: ``content`` (an image or inline SVG, already markup) and its caption."""
     return (
-        f"<figure data-figure='{esc(name)}'><img alt='{esc(caption)}'{size} "
-        f"src='{png_data_uri(png)}'><figcaption>{esc(caption)}</figcaption></figure>"
+        f"<figure data-figure='{esc(name)}'>{content}<figcaption>{esc(caption)}</figcaption>"
+        "</figure>"
     )
 
 

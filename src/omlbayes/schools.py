@@ -38,6 +38,7 @@ from omlbayes.options import OutputOptions
 from omlbayes.report import (
     CSS,
     esc,
+    figure_markup,
     fmt_number,
     report_options,
     suppressed_mark,
@@ -327,8 +328,8 @@ def forest_svg(
     limit = max(0.25, 1.1 * max((abs(v) for v in finite), default=0.25))
     left = 16 + _SVG_CHAR * max(len(t) for t in wave_text)
     right = _SVG_WIDTH - _SVG_RIGHT
-    height = _SVG_TOP + _SVG_ROW * len(waves) + _SVG_BOTTOM
-    bottom = _SVG_TOP + _SVG_ROW * len(waves)
+    bottom = _SVG_TOP + _SVG_ROW * len(waves)  # the axis line
+    height = bottom + _SVG_BOTTOM
 
     def x(value: float) -> float:
         return left + (value + limit) / (2 * limit) * (right - left)
@@ -403,13 +404,6 @@ def forest_svg(
             lx += width
     parts.append("</svg>")
     return "".join(parts)
-
-
-def svg_figure_html(svg: str, *, caption: str, name: str) -> str:
-    """An inline SVG figure with its caption (as ``report.figure_html`` for a PNG)."""
-    return (
-        f"<figure data-figure='{esc(name)}'>{svg}<figcaption>{esc(caption)}</figcaption></figure>"
-    )
 
 
 def safe_name(value: str) -> str:
@@ -501,7 +495,7 @@ def school_page(
             options=options,
             title=f"{labels.INDEX_TEXT[lang]} — {fb.school}",
         )
-        body.append(svg_figure_html(svg, caption=title, name=school_file(fb.school)))
+        body.append(figure_markup(svg, caption=title, name=school_file(fb.school)))
     estimate = tx["estimate"].format(interval=options.interval_short())
     rank_head = tx["rank_head"].format(interval=options.interval_short())
     rows = []
@@ -571,7 +565,7 @@ def region_page(
         options=options,
         title=f"{labels.INDEX_TEXT[lang]} — {name}",
     )
-    body.append(svg_figure_html(svg, caption=title, name=region_file(region)))
+    body.append(figure_markup(svg, caption=title, name=region_file(region)))
     body.append(f"<p>{esc(tx['shrinkage'])}</p><h2>{esc(tx['schools_in_region'])}</h2>")
     rows = []
     for fb in sorted(members, key=lambda f: f.school):

@@ -841,21 +841,10 @@ def sparse_marginal_loglik(log_s2, log_lam, a_data, wty, yty, n_obs, packed):
         raise ValueError("one residual variance per group of W'W, W'y, y'y and n")
     inv_s2 = np.exp(-log_s2)
     lam = np.exp(log_lam)
-    px = _assemble(p, ap, ai, perm, a_data, inv_s2, lam)
-    lx, ok, blocks = _factor_blocks(packed, px)
+    lx, blocks, r, bhat, ok = _factor_and_mean(packed, a_data, wty, inv_s2, lam)
     if not ok:
         return np.asarray(-np.inf), g_s2, g_lam
-    r = np.zeros(p)
-    u = np.empty((n_groups, p))  # permuted W_g'y_g
-    for g in range(n_groups):
-        for k in range(p):
-            u[g, k] = wty[g, perm[k]]
-            r[k] += u[g, k] * inv_s2[g]
-    bhat = _solve(p, lp, li, lx, r)
-    t0, tpos, sptr, scols, srptr, srows, gpos, relmap, _ = _unpack_tail(packed)
-    sx = _selected_inverse(
-        p, lp, li, lx, t0, tpos, sptr, scols, srptr, srows, gpos, relmap, blocks
-    )  # fmt: skip
+    sx = selected_inverse(packed, lx, blocks)
 
     logdet = 0.0
     quad = 0.0
@@ -887,22 +876,16 @@ def sparse_marginal_loglik(log_s2, log_lam, a_data, wty, yty, n_obs, packed):
             bab_rest -= bab * inv_s2[g]
         bu = 0.0
         for k in range(p):
-            bu += bhat[k] * u[g, k]
+            bu += bhat[k] * wty[g, perm[k]]
         g_s2[g] = -0.5 * n_obs[g] + 0.5 * inv_s2[g] * (trace + yty[g] - 2.0 * bu + bab)
     ll -= 0.5 * quad
     return np.asarray(ll), g_s2, g_lam
 
 
 @numba.njit(cache=True, nogil=True)
-def _factor(packed, px):
-    """The Cholesky factor of P (upper pattern values ``px``); ok is False if P is not PD."""
-    lx, ok, _ = _factor_blocks(packed, px)
-    return lx, ok
-
-
-@numba.njit(cache=True, nogil=True)
 def _factor_blocks(packed, px):
-    """:func:`_factor` and the group blocks (:func:`_group_blocks`) it formed."""
+    """The Cholesky factor of P (upper pattern values ``px``), ok (False if P is not PD),
+    and the group blocks (:func:`_group_blocks`) it formed, which the selected inverse reuses."""
     p, perm, ap, ai, lp, li, rp, ri, rpos, apos = _unpack(packed)
     t0, tpos, sptr, scols, srptr, srows, gpos, _, tailmap = _unpack_tail(packed)
     return _cholesky(
@@ -912,11 +895,11 @@ def _factor_blocks(packed, px):
 
 
 @numba.njit(cache=True, nogil=True)
-def selected_inverse(packed, lx):
-    """The entries of P^-1 on the pattern of its factor ``lx`` (see :func:`_selected_inverse`)."""
+def selected_inverse(packed, lx, blocks):
+    """The entries of P^-1 on the pattern of its factor ``lx`` (see :func:`_selected_inverse`);
+    ``blocks``: the factor's group blocks (:func:`_factor_blocks`)."""
     p, perm, ap, ai, lp, li, rp, ri, rpos, apos = _unpack(packed)
     t0, tpos, sptr, scols, srptr, srows, gpos, relmap, _ = _unpack_tail(packed)
-    blocks = _group_blocks(lp, lx, tpos, sptr, scols, srptr, gpos)
     return _selected_inverse(
         p, lp, li, lx, t0, tpos, sptr, scols, srptr, srows, gpos, relmap, blocks
     )  # fmt: skip
@@ -924,18 +907,18 @@ def selected_inverse(packed, lx):
 
 @numba.njit(cache=True, nogil=True)
 def _factor_and_mean(packed, a_data, wty, inv_s2, lam):
-    """The factor of P and the conditional mean P^-1 sum_g W_g'y_g / s2_g (permuted order);
-    ``ok`` is False where P is not positive definite."""
+    """The factor of P and its group blocks, r = sum_g W_g'y_g / s2_g and the conditional
+    mean P^-1 r (permuted order); ``ok`` is False where P is not positive definite."""
     p, perm, ap, ai, lp, li, rp, ri, rpos, apos = _unpack(packed)
     px = _assemble(p, ap, ai, perm, a_data, inv_s2, lam)
-    lx, ok = _factor(packed, px)
+    lx, ok, blocks = _factor_blocks(packed, px)
     r = np.zeros(p)
     if not ok:
-        return lx, r, False
+        return lx, blocks, r, r, False
     for g in range(a_data.shape[0]):
         for k in range(p):
             r[k] += wty[g, perm[k]] * inv_s2[g]
-    return lx, _solve(p, lp, li, lx, r), True
+    return lx, blocks, r, _solve(p, lp, li, lx, r), True
 
 
 @numba.njit(cache=True, nogil=True)
@@ -949,7 +932,8 @@ def sparse_conditional_draws(log_s2, log_lam, a_data, wty, packed, noise):
     n_draws = noise.shape[0]
     out = np.empty((n_draws, p))
     for d in range(n_draws):
-        lx, mean, ok = _factor_and_mean(packed, a_data, wty, np.exp(-log_s2[d]), np.exp(log_lam[d]))
+        inv_s2, lam = np.exp(-log_s2[d]), np.exp(log_lam[d])
+        lx, _, _, mean, ok = _factor_and_mean(packed, a_data, wty, inv_s2, lam)
         if not ok:
             raise FloatingPointError("sparse Cholesky failed in the conditional draws")
         offset = _solve_lt(p, lp, li, lx, noise[d])  # covariance (L L')^-1 = P^-1
@@ -975,10 +959,10 @@ def loo_loglik(log_s2, log_lam, a_data, wty, packed, cols, vals, pair_pos, pair_
     within = np.empty((n_draws, n))
     for d in range(n_draws):
         inv_s2 = np.exp(-log_s2[d])
-        lx, bhat, ok = _factor_and_mean(packed, a_data, wty, inv_s2, np.exp(log_lam[d]))
+        lx, blocks, _, bhat, ok = _factor_and_mean(packed, a_data, wty, inv_s2, np.exp(log_lam[d]))
         if not ok:
             raise FloatingPointError("sparse Cholesky failed in the LOO pass")
-        sx = selected_inverse(packed, lx)
+        sx = selected_inverse(packed, lx, blocks)
         for i in range(n):
             mu = 0.0
             for t in range(k_nz):
