@@ -57,6 +57,12 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         choices=("auto", "dense", "sparse"),
         help="collapsed backend's linear algebra (default auto: the faster, timed)",
     )
+    p.add_argument(
+        "--sd-parameterization",
+        choices=("log", "auto", "folded"),
+        help="collapsed backend: group SDs on the log scale (default from spec, usually log), "
+        "folded (tau = |w|), or auto: folded where a term of 100+ cells has its SD at zero",
+    )
     p.add_argument("--seed", type=int, default=C.DEFAULT_SEED)
     p.add_argument("--out", type=Path, help="folder for run folders (default outputs/)")
     p.add_argument("--name", help="run folder name (default: timestamp_model)")

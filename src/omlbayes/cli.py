@@ -80,6 +80,7 @@ def run_fit(args: argparse.Namespace) -> int:
         tune=args.tune,
         chains=args.chains,
         kernel=getattr(args, "kernel", None),
+        sd_parameterization=getattr(args, "sd_parameterization", None),
     )
     if args.formula:
         from omlbayes import generic

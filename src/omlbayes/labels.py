@@ -350,6 +350,10 @@ REPORT_TEXT = {
             "{backend}-schatter, sampler {sampler}: {chains} ketens x ({tune} opwarm- + "
             "{draws} bewaarde trekkingen), seed {seed}."
         ),
+        "sampler_folded": (
+            "Gevouwen bemonsterd (tau = |w|), omdat hun posterior tegen nul aan ligt: de SD "
+            "van {terms}."
+        ),
         "diagnostics": "Diagnostiek",
         "check": "Controle",
         "value": "Waarde",
@@ -494,6 +498,10 @@ REPORT_TEXT = {
         "sampler_text": (
             "{backend} backend, sampler {sampler}: {chains} chains x ({tune} tuning + {draws} "
             "kept draws), seed {seed}."
+        ),
+        "sampler_folded": (
+            "Sampled folded (tau = |w|) because their posterior lies against zero: the SD of "
+            "{terms}."
         ),
         "diagnostics": "Diagnostics",
         "check": "Check",

@@ -539,6 +539,10 @@ def _methods_html(ctx: _Context) -> str:
         )
         + "</p>"
     )
+    folded = (rec.get("fit") or {}).get("folded_sds") or []
+    if folded:
+        terms = ", ".join(f"<code>{esc(t)}</code>" for t in folded)
+        parts.append("<p>" + esc(rt["sampler_folded"]).format(terms=terms) + "</p>")
     parts.append(f"<h3 id='diagnostics'>{esc(rt['diagnostics'])}</h3>")
     values = {
         "r_hat_below_1_01": ("max_r_hat", 3),

@@ -28,7 +28,7 @@ ALLOWED_KEYS: dict[str, tuple[str, ...] | None] = {
     ),
     "priors": None,
     "estimands": ("breakdowns", "wave_contrasts"),
-    "sampler": ("backend", "sampler", "draws", "tune", "chains", "kernel"),
+    "sampler": ("backend", "sampler", "draws", "tune", "chains", "kernel", "sd_parameterization"),
     "report": ("findings",),
     "measurement": None,  # checked by _measurement (graded models only)
 }
@@ -36,6 +36,10 @@ ALLOWED_KEYS: dict[str, tuple[str, ...] | None] = {
 BACKENDS = ("collapsed", "bambi", "graded")
 SAMPLERS = ("nutpie", "pymc", "numpyro")
 KERNELS = ("auto", "dense", "sparse")  # the collapsed backend's linear algebra
+# How the collapsed backend samples each group SD: on the log scale (the default, under which
+# the validation studies ran), folded (tau = |w|), or folded where a term of many cells has
+# its posterior against zero ("auto"; see backends/collapsed.py).
+SD_PARAMETERIZATIONS = ("log", "auto", "folded")
 FAMILIES = ("gaussian", "t", "bernoulli", "poisson", "negativebinomial", "cumulative", "graded")
 PRIOR_DISTS = {
     "Normal": ("mu", "sigma"),
@@ -65,6 +69,7 @@ class SamplerSettings:
     tune: int = 1000
     chains: int = 4
     kernel: str = "auto"
+    sd_parameterization: str = "log"
 
 
 @dataclass(frozen=True)
@@ -281,6 +286,11 @@ def check_sampler(settings: SamplerSettings) -> None:
         raise SpecError(f"sampler {settings.sampler!r} unknown; use one of {', '.join(SAMPLERS)}")
     if settings.kernel not in KERNELS:
         raise SpecError(f"kernel {settings.kernel!r} unknown; use one of {', '.join(KERNELS)}")
+    if settings.sd_parameterization not in SD_PARAMETERIZATIONS:
+        raise SpecError(
+            f"sd_parameterization {settings.sd_parameterization!r} unknown; use one of "
+            f"{', '.join(SD_PARAMETERIZATIONS)}"
+        )
     for name in ("draws", "tune", "chains"):
         value = getattr(settings, name)
         if not isinstance(value, int) or value < 1:
