@@ -17,7 +17,7 @@ from pathlib import Path
 
 from omlbayes import validation
 
-PARTS = ("recovery", "recovery_hard", "sbc", "reml", "three_level", "many_groups")
+PARTS = ("recovery", "recovery_hard", "sbc", "sbc_folded", "reml", "three_level", "many_groups")
 PARTS += ("graded_recovery", "graded_crosscheck")  # the graded model's statistical tier
 
 

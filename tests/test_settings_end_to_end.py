@@ -26,6 +26,7 @@ from conftest import ROOT, SMALL_FIT_ARGS, run_script
 from omlbayes import estimands, labels, runs, schema
 from omlbayes.disclosure import disclosure_problems
 from omlbayes.plots.save import png_texts
+from omlbayes.spec import load_spec
 
 # "95%" (not part of another number such as a probability of direction "99.5%"); the
 # default quantile columns of a summary table.
@@ -91,7 +92,7 @@ def strict_run(small_survey, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("strict")
     return fit(
         small_survey, out, "strict", "--prob", "0.9", "--interval", "hdi", "--min-cell-n", "20",
-        "--lang", "en",
+        "--lang", "en", "--sd-parameterization", "folded",
     )  # fmt: skip
 
 
@@ -101,6 +102,14 @@ def test_run_record_holds_the_options_and_levels(strict_run):
     assert (opts.interval, opts.prob, opts.min_cell_n, opts.lang) == ("hdi", 0.9, 20, "en")
     assert record.levels["wave"] == list(schema.WAVES)
     assert record.scale["age_mean"] == pytest.approx(15.0, abs=1.5)
+    # the sampler setting reaches the record and both reports' methods
+    assert record.sampler["sd_parameterization"] == "folded"
+    assert record.fit["folded_sds"] == [f"1|{':'.join(t)}" for t in load_spec("flagship").group]
+    assert (
+        "Sampled folded (tau = |w|; sd_parameterization = folded)"
+        in (strict_run / "report.html").read_text()
+    )
+    assert "Gevouwen bemonsterd" in (strict_run / "report.nl.html").read_text()
 
 
 def test_tables_use_the_run_interval_and_threshold(strict_run):

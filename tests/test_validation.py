@@ -27,6 +27,24 @@ def test_sbc_uniformity_test_accepts_uniform_and_rejects_skewed():
     assert tests.loc["skewed", "p_value"] < 1e-6
 
 
+@pytest.mark.parametrize("skew", [False, True])
+def test_folded_sbc_section_judges_its_own_ranks(tmp_path, skew):
+    rng = np.random.default_rng(1)
+    n = 60
+    ranks = pd.DataFrame(
+        {"sim": range(n), "divergences": 0, "sigma": rng.integers(0, 101, n),
+         "1|school_id_sigma": rng.integers(0, 101, n)}
+    )  # fmt: skip
+    if skew:  # truth below almost every draw: an SD sampled from the wrong density
+        ranks["1|school_id_sigma"] = np.minimum(rng.geometric(0.2, n), 100)
+    ranks.to_csv(tmp_path / validation.SBC_FOLDED_RANKS, index=False)
+    validation.write_report(tmp_path)
+    text = (tmp_path / "validation.md").read_text()
+    assert "SBC with every group SD folded" in text
+    assert f"- sbc_folded: {'FAIL' if skew else 'PASS'}" in text
+    assert (tmp_path / "sbc_folded_ranks.png").exists()
+
+
 def test_compare_uses_median_for_variances():
     draws = {"sigma2": np.exp(np.random.default_rng(1).normal(0, 0.5, 4000)), "b": np.ones(4000)}
     draws["b"] = draws["b"] + np.random.default_rng(2).normal(0, 1, 4000)
@@ -66,7 +84,7 @@ def test_reml_agreement(case, tmp_path):
 @pytest.mark.statistical
 def test_full_validation(tmp_path):
     validation.run_parts(
-        ("recovery", "sbc", "reml", "three_level", "many_groups"),
+        ("recovery", "sbc", "sbc_folded", "reml", "three_level", "many_groups"),
         out=tmp_path,
         seeds=(1, 2, 3),
         sbc_sims=validation.SBC_SIMS,

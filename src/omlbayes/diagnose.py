@@ -128,7 +128,8 @@ def _mixing_advice(d: dict) -> str:
     return (
         f"; largest R-hat at {d.get('max_r_hat_at')}, smallest bulk ESS at "
         f"{d.get('min_ess_bulk_at')}: run more draws (--draws, --tune); a group SD whose "
-        "posterior sits near zero mixes slowly, and its term may not be needed"
+        "posterior sits near zero mixes slowly (--sd-parameterization auto samples it folded "
+        "where its term has many cells), and its term may not be needed"
     )
 
 

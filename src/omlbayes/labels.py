@@ -351,8 +351,7 @@ REPORT_TEXT = {
             "{draws} bewaarde trekkingen), seed {seed}."
         ),
         "sampler_folded": (
-            "Gevouwen bemonsterd (tau = |w|), omdat hun posterior tegen nul aan ligt: de SD "
-            "van {terms}."
+            "Gevouwen bemonsterd (tau = |w|; sd_parameterization = {setting}): de SD van {terms}."
         ),
         "diagnostics": "Diagnostiek",
         "check": "Controle",
@@ -500,8 +499,7 @@ REPORT_TEXT = {
             "kept draws), seed {seed}."
         ),
         "sampler_folded": (
-            "Sampled folded (tau = |w|) because their posterior lies against zero: the SD of "
-            "{terms}."
+            "Sampled folded (tau = |w|; sd_parameterization = {setting}): the SD of {terms}."
         ),
         "diagnostics": "Diagnostics",
         "check": "Check",

@@ -539,10 +539,11 @@ def _methods_html(ctx: _Context) -> str:
         )
         + "</p>"
     )
-    folded = (rec.get("fit") or {}).get("folded_sds") or []
-    if folded:
-        terms = ", ".join(f"<code>{esc(t)}</code>" for t in folded)
-        parts.append("<p>" + esc(rt["sampler_folded"]).format(terms=terms) + "</p>")
+    fit = rec.get("fit") or {}
+    if fit.get("folded_sds"):
+        terms = ", ".join(f"<code>{esc(t)}</code>" for t in fit["folded_sds"])
+        setting = esc(str(fit.get("sd_parameterization", "?")))
+        parts.append(f"<p>{esc(rt['sampler_folded']).format(terms=terms, setting=setting)}</p>")
     parts.append(f"<h3 id='diagnostics'>{esc(rt['diagnostics'])}</h3>")
     values = {
         "r_hat_below_1_01": ("max_r_hat", 3),
