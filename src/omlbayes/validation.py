@@ -941,7 +941,9 @@ def _plot_coverage(rows: pd.DataFrame, path: Path) -> None:
     plt.close(fig)
 
 
-def _plot_sbc(ranks: pd.DataFrame, tests: pd.DataFrame, path: Path) -> None:
+def _plot_sbc(
+    ranks: pd.DataFrame, tests: pd.DataFrame, path: Path, *, title: str = "SBC rank histograms"
+) -> None:
     import matplotlib.pyplot as plt
 
     names = list(tests["quantity"])
@@ -962,7 +964,7 @@ def _plot_sbc(ranks: pd.DataFrame, tests: pd.DataFrame, path: Path) -> None:
         ax.tick_params(labelsize=6)
     for ax in axes.ravel()[len(names) :]:
         ax.axis("off")
-    fig.suptitle("SBC rank histograms (band: 99% binomial range per bin)", fontsize=10)
+    fig.suptitle(f"{title} (band: 99% binomial range per bin)", fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -977,7 +979,8 @@ def _sbc_folded_section(ranks: pd.DataFrame, out: Path, verdicts: dict) -> list[
     n_draws = SBC_DRAWS // SBC_THIN
     tests = sbc_tests(ranks, n_draws=n_draws)
     tests.to_csv(out / "sbc_folded_tests.csv", index=False)
-    _plot_sbc(ranks, tests, out / "sbc_folded_ranks.png")
+    title = "SBC rank histograms, every group SD folded (tau = |w|)"
+    _plot_sbc(ranks, tests, out / "sbc_folded_ranks.png", title=title)
     complete = len(ranks) >= 5 * SBC_BINS
     verdicts["sbc_folded"] = complete and bool((tests["p_value"] >= ALPHA).all())
     t, p = sbc_spread_test(sbc_spread(ranks, n_draws=n_draws), n_draws=n_draws)
