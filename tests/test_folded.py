@@ -96,7 +96,8 @@ def test_few_cells_and_exponential_priors_stay_on_the_log_scale(design):
     exponential = Prior("Exponential", {"lam": 2.0})
     spec = _spec(sd_parameterization="folded")
     spec = dataclasses.replace(spec, priors={**spec.priors, "group_sigma": exponential})
-    assert collapsed.folded_terms(stats, layout, spec, choice)[0] == frozenset()
+    folded, facts = collapsed.folded_terms(stats, layout, spec, choice)
+    assert folded == frozenset() and facts["unfoldable_sds"] == ["1|a", "1|b"]
     frame = _two_terms().assign(b=lambda d: d["b"].str[:2])  # b0..b9, b1x -> 10 levels
     small = _spec(sd_parameterization="auto")
     small_layout = build_layout(frame, small)

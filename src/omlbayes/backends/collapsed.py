@@ -93,10 +93,11 @@ FOLDED_SUFFIX = "_folded"  # the signed w behind tau = |w|; dropped from the pos
 # density at zero (other parameters re-optimized) is within BOUNDARY_DROP nats of the peak,
 # i.e. at least e^-3 = 5% of it. Many cells bound such an SD sharply from above, so its
 # posterior piles up against zero and spans orders of magnitude on the log scale, which
-# NUTS crosses slowly (national survey, 4,200 school x wave cells at zero: folded, sampling
-# took 155 s instead of 221 s and the SD's bulk ESS doubled). The SD of a term with few cells
-# has a long right tail that the log scale suits: folding the 8-cell parent_edu x gender SD
-# of the flagship (drop 0.8) cost 60% more sampling time and half its ESS.
+# NUTS crosses slowly (national bench survey, 4,200 school x wave cells at zero: folded,
+# sampling took 142 s instead of 221 s and that SD's bulk ESS rose from 1,259 to 2,754). The
+# SD of a term with few cells has a long right tail that the log scale suits: folding the
+# 8-cell parent_edu x gender SD of the flagship (drop 0.8) cost 63% more sampling time and
+# halved the smallest ESS.
 BOUNDARY_DROP = 3.0
 FOLD_MIN_CELLS = 100
 # "Zero" for the profile: this fraction of the SD's prior scale (the likelihood depends on
@@ -477,6 +478,8 @@ def folded_terms(
             facts["sd_boundary"] = drops
             folded = frozenset(name for name in candidates if drops[name]["drop"] < BOUNDARY_DROP)
     facts["folded_sds"] = [t.name for t in layout.group_terms if t.name in folded]
+    if setting != "log":  # say which SDs no setting can fold (their prior has no smooth twin)
+        facts["unfoldable_sds"] = [t.name for t in layout.group_terms if t.name not in can_fold]
     return folded, facts
 
 
