@@ -14,6 +14,7 @@ from pathlib import Path
 
 from omlbayes import constants as C
 from omlbayes.errors import DiagnosticsFailed, ProjectError
+from omlbayes.spec import KERNELS, SD_PARAMETERIZATIONS
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
@@ -54,12 +55,12 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--chains", type=int)
     p.add_argument(
         "--kernel",
-        choices=("auto", "dense", "sparse"),
+        choices=KERNELS,
         help="collapsed backend's linear algebra (default auto: the faster, timed)",
     )
     p.add_argument(
         "--sd-parameterization",
-        choices=("log", "auto", "folded"),
+        choices=SD_PARAMETERIZATIONS,
         help="collapsed backend: group SDs on the log scale (default from spec, usually log), "
         "folded (tau = |w|), or auto: folded where a term of 100+ cells has its SD at zero",
     )

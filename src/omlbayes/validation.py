@@ -970,19 +970,28 @@ def _plot_sbc(
     plt.close(fig)
 
 
+def _judge_sbc(
+    ranks: pd.DataFrame, out: Path, stem: str, *, title: str = "SBC rank histograms"
+) -> tuple[pd.DataFrame, bool, bool]:
+    """One SBC run's chi-square tests and figure (``<stem>_tests.csv``, ``<stem>_ranks.png``):
+    ``(tests, complete, passed)``."""
+    tests = sbc_tests(ranks, n_draws=SBC_DRAWS // SBC_THIN)
+    tests.to_csv(out / f"{stem}_tests.csv", index=False)
+    _plot_sbc(ranks, tests, out / f"{stem}_ranks.png", title=title)
+    # the chi-square needs >= 5 expected ranks per bin; fewer sims: incomplete, not a pass
+    complete = len(ranks) >= 5 * SBC_BINS
+    return tests, complete, complete and bool((tests["p_value"] >= ALPHA).all())
+
+
 SBC_FOLDED_RANKS = "sbc_folded_ranks.csv"
 SBC_POWER_SIZES = (10, 15, 20, 30, 40, 50, 75, 100, 150, 200)
 
 
 def _sbc_folded_section(ranks: pd.DataFrame, out: Path, verdicts: dict) -> list[str]:
     """SBC of the folded parameterization (tau = |w|): every group SD folded."""
-    n_draws = SBC_DRAWS // SBC_THIN
-    tests = sbc_tests(ranks, n_draws=n_draws)
-    tests.to_csv(out / "sbc_folded_tests.csv", index=False)
     title = "SBC rank histograms, every group SD folded (tau = |w|)"
-    _plot_sbc(ranks, tests, out / "sbc_folded_ranks.png", title=title)
-    complete = len(ranks) >= 5 * SBC_BINS
-    verdicts["sbc_folded"] = complete and bool((tests["p_value"] >= ALPHA).all())
+    tests, complete, verdicts["sbc_folded"] = _judge_sbc(ranks, out, "sbc_folded", title=title)
+    n_draws = SBC_DRAWS // SBC_THIN
     t, p = sbc_spread_test(sbc_spread(ranks, n_draws=n_draws), n_draws=n_draws)
     verdict = "PASS" if verdicts["sbc_folded"] else ("FAIL" if complete else "INCOMPLETE")
     return [
@@ -1213,13 +1222,8 @@ def write_report(out: Path = OUT) -> bool:
     sbc_csv = out / "sbc_ranks.csv"
     if sbc_csv.exists():
         ranks = pd.read_csv(sbc_csv)
-        tests = sbc_tests(ranks, n_draws=SBC_DRAWS // SBC_THIN)
-        tests.to_csv(out / "sbc_tests.csv", index=False)
-        _plot_sbc(ranks, tests, out / "sbc_ranks.png")
+        tests, complete, verdicts["sbc"] = _judge_sbc(ranks, out, "sbc")
         min_p = float(tests["p_value"].min())
-        # the chi-square needs >= 5 expected ranks per bin; fewer sims: incomplete, not a pass
-        complete = len(ranks) >= 5 * SBC_BINS
-        verdicts["sbc"] = complete and bool((tests["p_value"] >= ALPHA).all())
         lines += [
             "## 2. Simulation-based calibration (flagship, collapsed backend)",
             "",

@@ -465,13 +465,13 @@ def folded_terms(
     setting = spec.sampler.sd_parameterization
     can_fold = [t.name for t in layout.group_terms if foldable(spec, t.name)]
     facts: dict = {"sd_parameterization": setting}
+    folded: frozenset[str] = frozenset()
     if setting == "folded":
         folded = frozenset(can_fold)
-    else:
+    elif setting == "auto":
         sizes = {t.name: t.size for t in layout.group_terms}
         candidates = [name for name in can_fold if sizes[name] >= FOLD_MIN_CELLS]
-        folded = frozenset()
-        if setting == "auto" and candidates:
+        if candidates:
             t = time.perf_counter()
             drops = boundary_drops(build_model(stats, layout, spec, choice), spec, candidates)
             facts["sd_boundary_s"] = time.perf_counter() - t
