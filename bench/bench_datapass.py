@@ -3,7 +3,7 @@
 Writes simulated surveys of 1M/5M/10M rows as Parquet parts (simulated one block at a
 time, never all in memory; cached in --work outside the repo and reused), then times in
 fresh processes: the in-memory pass (read the whole file, scale, exact statistics), the
-streamed pass over the parts (``datapass.stream_pass``, batches of ``ingest.BATCH_ROWS``)
+streamed pass over the parts (``passes.stream_pass``, batches of ``ingest.BATCH_ROWS``)
 and the Dask pass (a LocalCluster); where the sampling time goes at 40k and 1M (the
 project's sample stage vs a bare ``nutpie.sample``, one process per size); and whole fits
 through ``scripts/fit.py`` (40k file, 1M file, 1M parts, 5M parts). Wall time and peak RSS
@@ -33,22 +33,23 @@ PART_ROWS = 250_000
 PASS_CODE = """
 import json, resource, sys, time
 t = time.perf_counter()
-from omlbayes.spec import load_spec
+from omlbayes.model.spec import load_spec
 spec = load_spec("flagship")
 mode, path = sys.argv[1], sys.argv[2]
 t = time.perf_counter()
 if mode == "in-memory":  # what a run does with one file: read, scale, exact statistics
-    from omlbayes import datapass, scale
-    from omlbayes.ingest import read_survey
+    from omlbayes.model import stats as model_stats
+    from omlbayes.data import scale
+    from omlbayes.data.ingest import read_survey
     survey = read_survey(path)
     frame = scale.build_index(survey.frame).frame
-    layout, stats, _ = datapass.frame_prepared(frame, survey.levels, spec)
+    layout, stats, _ = model_stats.frame_prepared(frame, survey.levels, spec)
 elif mode == "dask":
-    from omlbayes import datapass
-    _, layout, stats = datapass.dask_pass(path, spec)
+    from omlbayes.pipeline import passes
+    _, layout, stats = passes.dask_pass(path, spec)
 else:
-    from omlbayes import datapass
-    _, layout, stats = datapass.stream_pass(path, spec)
+    from omlbayes.pipeline import passes
+    _, layout, stats = passes.stream_pass(path, spec)
 print(json.dumps({"wall_s": time.perf_counter() - t, "p": layout.n_coef,
                   "n": int(stats.n.sum()),
                   "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
@@ -62,17 +63,18 @@ print(json.dumps({"wall_s": time.perf_counter() - t, "p": layout.n_coef,
 # run before and after (a). If (b) grew with N while (a) did not, the gap is in the stage.
 SAMPLING_CODE = """
 import gc, json, os, resource, sys, time
-from omlbayes import datapass, scale
+from omlbayes.model import stats as model_stats
+from omlbayes.data import scale
 from omlbayes.backends import collapsed
-from omlbayes.ingest import read_survey
-from omlbayes.spec import load_spec
+from omlbayes.data.ingest import read_survey
+from omlbayes.model.spec import load_spec
 from threadpoolctl import threadpool_limits
 spec = load_spec("flagship")
 s = spec.sampler
 t = time.perf_counter()
 survey = read_survey(sys.argv[1])
 scaled = scale.build_index(survey.frame)  # kept alive while sampling, as in a run
-layout, stats, _ = datapass.frame_prepared(scaled.frame, survey.levels, spec)
+layout, stats, _ = model_stats.frame_prepared(scaled.frame, survey.levels, spec)
 out = {"n": int(stats.n.sum()), "p": layout.n_coef, "read_stats_s": time.perf_counter() - t,
        "gc_objects": len(gc.get_objects())}
 def steps(tree):
@@ -113,7 +115,7 @@ def measure_sampling(path: Path) -> dict:
 
 def write_parts(n_rows: int, folder: Path, seed: int) -> None:
     """``n_rows`` simulated students as Parquet parts of PART_ROWS, one block at a time."""
-    from omlbayes.simulate import simulate_survey
+    from omlbayes.simulate.survey import simulate_survey
 
     folder.mkdir(parents=True, exist_ok=True)
     if len(list(folder.glob("*.parquet"))) == -(-n_rows // PART_ROWS):
@@ -366,8 +368,8 @@ def main(argv: list[str]) -> int:
     if args.render_only:
         write_section(markdown(json.loads((ROOT / "bench" / "datapass_results.json").read_text())))
         return 0
-    from omlbayes.ingest import BATCH_ROWS
-    from omlbayes.simulate import simulate_survey
+    from omlbayes.data.ingest import BATCH_ROWS
+    from omlbayes.simulate.survey import simulate_survey
 
     args.work.mkdir(parents=True, exist_ok=True)
     # the data first (cached across runs), so the timed part does not include generating it

@@ -4,10 +4,10 @@ Every configuration runs in its own subprocess, so wall time includes imports-fr
 compile + sampling and the peak RSS is that configuration's alone. For ours the clock
 starts before reading the survey file and covers the real pipeline:
 
-    ingest.read_survey -> scale.build_index (index, age_c) -> workflow.fit_frame
+    ingest.read_survey -> scale.build_index (index, age_c) -> survey_run.fit_frame
       (design layout, sufficient statistics, compile, NUTS, exact draws, g-computation weights)
 
-``workflow.fit_frame`` is the fit path `scripts/fit.py` and the validation use, so the bench
+``survey_run.fit_frame`` is the fit path `scripts/fit.py` and the validation use, so the bench
 times what users run. For the reference (Bambi + PyMC's default NUTS, Bambi + nutpie) the
 clock covers the same read + scale, then the same ``fit_frame`` with the Bambi backend.
 
@@ -171,7 +171,7 @@ def make_data(n: int, n_schools: int, fmt: str) -> Path:
     path = data_path(n, n_schools, fmt)
     if path.exists():
         return path
-    from omlbayes.simulate import simulate_survey
+    from omlbayes.simulate.survey import simulate_survey
 
     WORK.mkdir(parents=True, exist_ok=True)
     frame = simulate_survey(n_students=n, n_schools=n_schools, seed=SEED).frame
@@ -196,10 +196,11 @@ def worker(args: argparse.Namespace) -> None:
     import warnings
 
     warnings.filterwarnings("ignore")
-    from omlbayes import diagnose, scale
-    from omlbayes.ingest import read_survey
-    from omlbayes.spec import load_spec
-    from omlbayes.workflow import fit_frame
+    from omlbayes.criticism import diagnose
+    from omlbayes.data import scale
+    from omlbayes.data.ingest import read_survey
+    from omlbayes.model.spec import load_spec
+    from omlbayes.pipeline.survey_run import fit_frame
 
     spec = load_spec("flagship").with_sampler(
         backend=args.backend,
@@ -225,7 +226,7 @@ def worker(args: argparse.Namespace) -> None:
     n_analysed = len(frame)
     t = time.perf_counter()
     fitted = fit_frame(frame, spec, seed=SEED)
-    stages.mark("workflow.fit_frame", time.perf_counter() - t)
+    stages.mark("survey_run.fit_frame", time.perf_counter() - t)
     tree, timings = fitted.tree, fitted.timings
     # read + scale, plus the layout and statistics inside fit_frame (ours only)
     read_stats_s = (t - t0) + timings.get("sufficient_stats_s", 0.0)
@@ -620,7 +621,7 @@ def main(argv: list[str] | None = None) -> int:
         print(write_report(args.out, rows, meta, quick))
         return 0
     sys.path.insert(0, str(ROOT / "src"))
-    from omlbayes.spec import load_spec
+    from omlbayes.model.spec import load_spec
 
     sampler = load_spec("flagship").sampler
     opts = {

@@ -96,10 +96,10 @@ def three_level_frame(
 def _survey_stats(n_schools: int, school_by_wave: bool, n_students: int):
     import dataclasses
 
-    from omlbayes.design import build_layout, grouped_stats
-    from omlbayes.scale import build_index
-    from omlbayes.simulate import simulate_survey
-    from omlbayes.spec import load_spec
+    from omlbayes.data.scale import build_index
+    from omlbayes.model.design import build_layout, grouped_stats
+    from omlbayes.model.spec import load_spec
+    from omlbayes.simulate.survey import simulate_survey
 
     frame = build_index(
         simulate_survey(n_students=n_students, n_schools=n_schools, seed=SEED).frame
@@ -113,8 +113,8 @@ def _survey_stats(n_schools: int, school_by_wave: bool, n_students: int):
 def _three_level_stats():
     import dataclasses
 
-    from omlbayes.design import build_layout, grouped_stats
-    from omlbayes.spec import load_spec
+    from omlbayes.model.design import build_layout, grouped_stats
+    from omlbayes.model.spec import load_spec
 
     frame = three_level_frame()
     # as generic mode does: a nested term is one column of the observed combinations
@@ -224,7 +224,7 @@ def _run_fit(name: str, args: list[str], work: Path, *, timeout: float) -> dict:
 
 
 def whole_fits(work: Path, *, quick: bool, timeout: float) -> list[dict]:
-    from omlbayes.simulate import simulate_survey
+    from omlbayes.simulate.survey import simulate_survey
 
     work.mkdir(parents=True, exist_ok=True)
     sampler = ["--draws", "200", "--tune", "200", "--chains", "2"] if quick else []

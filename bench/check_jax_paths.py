@@ -30,10 +30,11 @@ def main() -> None:
 
     import jax
 
-    from omlbayes import diagnose, scale
-    from omlbayes.simulate import simulate_survey
-    from omlbayes.spec import load_spec
-    from omlbayes.workflow import fit_frame
+    from omlbayes.criticism import diagnose
+    from omlbayes.data import scale
+    from omlbayes.model.spec import load_spec
+    from omlbayes.pipeline.survey_run import fit_frame
+    from omlbayes.simulate.survey import simulate_survey
 
     print(f"jax {jax.__version__}, devices: {jax.devices()}")
     frame = scale.build_index(simulate_survey(n_students=args.n, n_schools=80).frame).frame

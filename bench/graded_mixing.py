@@ -21,16 +21,11 @@ import arviz as az
 import nutpie
 from threadpoolctl import threadpool_limits
 
-from omlbayes.backends.graded import (
-    MeasurementSettings,
-    build_model,
-    graded_data,
-    initial_point,
-)
-from omlbayes.design import build_layout
-from omlbayes.scale import build_index
-from omlbayes.simulate import simulate_survey
-from omlbayes.spec import load_spec
+from omlbayes.backends.graded import MeasurementSettings, build_model, graded_data, initial_point
+from omlbayes.data.scale import build_index
+from omlbayes.model.design import build_layout
+from omlbayes.model.spec import load_spec
+from omlbayes.simulate.survey import simulate_survey
 
 ITEMS = tuple(f"item_{k}" for k in range(1, 7))
 

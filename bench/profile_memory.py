@@ -32,7 +32,7 @@ def _reset_hwm() -> None:
 def _trace_ingest() -> None:
     """Print the high-water mark after each internal step of ``read_survey``: the step
     where it jumps is where the stage's peak happened."""
-    from omlbayes import ingest
+    from omlbayes.data import ingest
 
     def wrap(name):
         inner = getattr(ingest, name)
@@ -65,10 +65,10 @@ def main() -> None:
     args = p.parse_args()
     warnings.filterwarnings("ignore")
 
-    from omlbayes import scale
-    from omlbayes.design import build_layout, sufficient_stats
-    from omlbayes.ingest import read_survey
-    from omlbayes.spec import load_spec
+    from omlbayes.data import scale
+    from omlbayes.data.ingest import read_survey
+    from omlbayes.model.design import build_layout, sufficient_stats
+    from omlbayes.model.spec import load_spec
 
     spec = load_spec("flagship")
     state: dict = {}

@@ -22,7 +22,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 
 
 def run(args: argparse.Namespace) -> None:
-    from omlbayes.comparison import write_comparison
+    from omlbayes.report.compare import write_comparison
 
     print(f"wrote {write_comparison(args.runs, args.out)}")
 

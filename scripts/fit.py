@@ -14,7 +14,7 @@ from pathlib import Path
 
 from omlbayes import constants as C
 from omlbayes.errors import DiagnosticsFailed, ProjectError
-from omlbayes.spec import KERNELS, SD_PARAMETERIZATIONS
+from omlbayes.model.spec import KERNELS, SD_PARAMETERIZATIONS
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
@@ -89,7 +89,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 def main(argv: list[str]) -> int:
     args = parse_args(argv)
     try:
-        from omlbayes import cli
+        from omlbayes.pipeline import cli
 
         if args.list_models:
             return cli.list_models()

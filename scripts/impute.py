@@ -48,16 +48,16 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 
 
 def run(args: argparse.Namespace) -> None:
-    from omlbayes import imputation, workflow
-    from omlbayes.cli import configure_logging
-    from omlbayes.spec import load_spec
+    from omlbayes.model.spec import load_spec
+    from omlbayes.pipeline import imputation, survey_run
+    from omlbayes.pipeline.cli import configure_logging
 
     if args.imputations < 2:  # before any work: one line, nothing written
         raise InputError(f"--imputations {args.imputations}: multiple imputation needs at least 2")
     configure_logging()
-    options = workflow.RunOptions(
+    options = survey_run.RunOptions(
         seed=args.seed,
-        out_dir=args.out or workflow.DEFAULT_OUT,
+        out_dir=args.out or survey_run.DEFAULT_OUT,
         interval=args.interval,
         prob=args.prob,
         min_cell_n=args.min_cell_n,
@@ -65,12 +65,12 @@ def run(args: argparse.Namespace) -> None:
         name=args.name,
     )
     options.output()  # one line if the interval, prob or threshold is invalid
-    spec = workflow.with_overrides(
+    spec = survey_run.with_overrides(
         load_spec(args.model), draws=args.draws, tune=args.tune, chains=args.chains
     )
     path = imputation.multiple_imputation_run(
         spec,
-        data=args.data or workflow.DEFAULT_DATA,
+        data=args.data or survey_run.DEFAULT_DATA,
         column_map=args.columns,
         options=options,
         m=args.imputations,

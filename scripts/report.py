@@ -28,12 +28,12 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 
 
 def run(args: argparse.Namespace) -> None:
-    from omlbayes.report import write_report
+    from omlbayes.report.page import write_report
 
     path = write_report(args.run, lang=args.lang, min_cell_n=args.min_cell_n)
     print(f"wrote {path}")
     if args.schools:
-        from omlbayes.schools import write_school_pages
+        from omlbayes.report.schools import write_school_pages
 
         pages = write_school_pages(args.run, lang=args.lang, min_cell_n=args.min_cell_n)
         print(f"wrote {len(pages)} pages in {args.run / 'schools'}")

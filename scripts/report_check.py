@@ -74,8 +74,8 @@ def main(argv: list[str]) -> int:
     p.add_argument("--window", default=WINDOW, help=f"width,height in pixels (default {WINDOW})")
     args = p.parse_args(argv)
     from omlbayes.errors import ProjectError
-    from omlbayes.report import write_report
-    from omlbayes.schools import write_school_pages
+    from omlbayes.report.page import write_report
+    from omlbayes.report.schools import write_school_pages
 
     run = args.run or newest_run()
     try:

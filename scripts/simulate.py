@@ -14,10 +14,15 @@ from __future__ import annotations
 import argparse
 import sys
 
-from omlbayes import schema
 from omlbayes.constants import DEFAULT_SEED, EXIT_USER_ERROR
+from omlbayes.data import schema
 from omlbayes.errors import ProjectError, SpecError
-from omlbayes.simulate import SimulationParams, random_truth, simulate_survey, write_simulation
+from omlbayes.simulate.survey import (
+    SimulationParams,
+    random_truth,
+    simulate_survey,
+    write_simulation,
+)
 
 
 def main(argv: list[str] | None = None) -> int:

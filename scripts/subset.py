@@ -31,12 +31,13 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 
 
 def run(args: argparse.Namespace) -> None:
-    from omlbayes import subsets, workflow
-    from omlbayes.ingest import read_survey
+    from omlbayes.data import subsets
+    from omlbayes.data.ingest import read_survey
+    from omlbayes.pipeline import survey_run
 
     if not args.exclude and not args.schools_in_all:
         raise InputError("give --exclude COLUMN=LEVEL and/or --schools-in-all W1,W2,...")
-    frame = read_survey(args.data or workflow.DEFAULT_DATA, column_map=args.columns).frame
+    frame = read_survey(args.data or survey_run.DEFAULT_DATA, column_map=args.columns).frame
     for rule in args.exclude:
         column, sep, level = rule.partition("=")
         if not sep:

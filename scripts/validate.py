@@ -15,7 +15,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from omlbayes import validation
+from omlbayes.validation import studies as validation
 
 PARTS = ("recovery", "recovery_hard", "sbc", "sbc_folded", "reml", "three_level", "many_groups")
 PARTS += ("graded_recovery", "graded_crosscheck")  # the graded model's statistical tier
@@ -48,7 +48,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 
 def main(argv: list[str]) -> int:
     args = parse_args(argv)
-    from omlbayes.cli import configure_logging
+    from omlbayes.pipeline.cli import configure_logging
 
     configure_logging()
     if not args.report:

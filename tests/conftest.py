@@ -29,7 +29,7 @@ def run_script(script: str, *args: str, timeout: int = 600) -> subprocess.Comple
 @pytest.fixture(scope="session")
 def small_survey(tmp_path_factory) -> Path:
     """1,500 simulated students in 16 schools, with the truth file beside it."""
-    from omlbayes.simulate import simulate_survey, write_simulation
+    from omlbayes.simulate.survey import simulate_survey, write_simulation
 
     folder = tmp_path_factory.mktemp("survey")
     sim = simulate_survey(n_students=1500, n_schools=16, seed=11)

@@ -18,7 +18,6 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from omlbayes import design
 from omlbayes.backends.bambi_backend import (
     STUDENT_GROUPS,
     build_bambi_model,
@@ -26,10 +25,11 @@ from omlbayes.backends.bambi_backend import (
     model_frame,
 )
 from omlbayes.backends.collapsed import fit_collapsed
+from omlbayes.data.scale import build_index
 from omlbayes.errors import SpecError
-from omlbayes.scale import build_index
-from omlbayes.simulate import simulate_survey
-from omlbayes.spec import ModelSpec, Prior, load_spec
+from omlbayes.model import design
+from omlbayes.model.spec import ModelSpec, Prior, load_spec
+from omlbayes.simulate.survey import simulate_survey
 
 SEED = 20260417
 DRAWS, TUNE, CHAINS = 1000, 500, 4

@@ -60,8 +60,8 @@ def test_bench_quick_writes_results(tmp_path: Path) -> None:
     # the table shows the run's own divergence count (an int, as diagnose counted it)
     assert isinstance(rec["divergences"], int)
     assert row["divergences"] == str(rec["divergences"])
-    # the bench times the fit path users run (workflow.fit_frame), not its own copy
-    assert "workflow.fit_frame" in rec["stages"]
+    # the bench times the fit path users run (survey_run.fit_frame), not its own copy
+    assert "survey_run.fit_frame" in rec["stages"]
     assert rec["timings"]["sufficient_stats_s"] > 0
     assert report.startswith("<!-- fit -->") and other.strip() in report
     assert report.count("<!-- fit -->") == 1

@@ -12,12 +12,13 @@ import pytest
 from conftest import ROOT, run_script
 from test_report import make_fake_run
 
-from omlbayes import runs, spec
 from omlbayes.errors import RunError, SpecError
-from omlbayes.findings import load_findings, parse_findings
-from omlbayes.options import OutputOptions
-from omlbayes.report import write_report
-from omlbayes.schools import write_school_pages
+from omlbayes.model import spec
+from omlbayes.report.findings import load_findings, parse_findings
+from omlbayes.report.page import write_report
+from omlbayes.report.schools import write_school_pages
+from omlbayes.results import runs
+from omlbayes.results.options import OutputOptions
 
 FLAGSHIP = (ROOT / "models" / "flagship.toml").read_text(encoding="utf-8")
 

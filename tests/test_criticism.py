@@ -9,11 +9,12 @@ import numpy as np
 import pytest
 import xarray as xr
 
-from omlbayes import loo, sensitivity
 from omlbayes.backends import sparse
 from omlbayes.backends.collapsed import CollapsedRefitter, _term_blocks, sparse_inputs
 from omlbayes.backends.sparse import SparsePattern
-from omlbayes.design import (
+from omlbayes.criticism import loo, sensitivity
+from omlbayes.data.scale import build_index
+from omlbayes.model.design import (
     GroupedStats,
     _codes,
     build_layout,
@@ -21,9 +22,8 @@ from omlbayes.design import (
     grouped_stats,
     sufficient_stats,
 )
-from omlbayes.scale import build_index
-from omlbayes.simulate import simulate_survey
-from omlbayes.spec import Prior, load_spec
+from omlbayes.model.spec import Prior, load_spec
+from omlbayes.simulate.survey import simulate_survey
 
 
 @pytest.fixture(scope="module")
@@ -214,7 +214,7 @@ def test_list_models_names_every_spec_with_its_description():
     from conftest import run_script
 
     from omlbayes.constants import DEFAULT_MODEL
-    from omlbayes.spec import MODELS_DIR
+    from omlbayes.model.spec import MODELS_DIR
 
     result = run_script("fit.py", "--list-models")
     assert result.returncode == 0, result.stderr
@@ -266,7 +266,7 @@ def test_compare_default_and_unpooled(default_run, small_survey, tmp_path):
 def test_cross_trends_without_a_three_way_term_are_model_implied():
     import pandas as pd
 
-    from omlbayes.workflow import model_implied
+    from omlbayes.pipeline.survey_run import model_implied
 
     rows = pd.DataFrame(
         {
@@ -334,9 +334,9 @@ def test_ppc_gate_passes_the_fit_and_fails_a_wrong_residual_sd(
     scattered more than the model says) fails the residual-SD and distribution checks."""
     import json
 
-    from omlbayes import ppc
-    from omlbayes.diagnose import verdict_line
-    from omlbayes.ingest import read_survey
+    from omlbayes.criticism import ppc
+    from omlbayes.criticism.diagnose import verdict_line
+    from omlbayes.data.ingest import read_survey
 
     path, _ = small_run
     diagnostics = json.loads((path / "diagnostics.json").read_text())

@@ -10,11 +10,14 @@ import pytest
 import xarray as xr
 from conftest import fit_small, run_script
 
-from omlbayes import datapass, estimands, scale
-from omlbayes.design import build_layout, grouped_stats
+from omlbayes.data import scale, stream
+from omlbayes.data.ingest import read_survey
 from omlbayes.errors import InputError
-from omlbayes.ingest import read_survey
-from omlbayes.spec import load_spec
+from omlbayes.model import estimands
+from omlbayes.model import stats as model_stats
+from omlbayes.model.design import build_layout, grouped_stats
+from omlbayes.model.spec import load_spec
+from omlbayes.pipeline import passes
 
 TOL = 1e-10
 
@@ -53,7 +56,7 @@ def test_streamed_statistics_equal_in_memory(parts, model: str, from_patterns: b
     single, folder = parts
     spec = load_spec(model)
     frame, layout, stats = _in_memory(single, spec)
-    streamed, s_layout, s_stats = datapass.stream_pass(
+    streamed, s_layout, s_stats = passes.stream_pass(
         folder, spec, chunk_rows=97, from_patterns=from_patterns
     )
     assert s_layout == layout
@@ -88,9 +91,9 @@ def test_file_parts_and_batches_give_identical_statistics(parts, model: str) -> 
     spec = load_spec(model)
     survey = read_survey(single)
     scaled = scale.build_index(survey.frame)
-    layout, stats, gcomp = datapass.frame_prepared(scaled.frame, survey.levels, spec)
-    whole, w_layout, w_stats = datapass.stream_pass(folder, spec)
-    batched, b_layout, b_stats = datapass.stream_pass(folder, spec, batch_rows=37)
+    layout, stats, gcomp = model_stats.frame_prepared(scaled.frame, survey.levels, spec)
+    whole, w_layout, w_stats = passes.stream_pass(folder, spec)
+    batched, b_layout, b_stats = passes.stream_pass(folder, spec, batch_rows=37)
     assert layout == w_layout == b_layout
     _assert_stats_identical(stats, w_stats)
     _assert_stats_identical(w_stats, b_stats)
@@ -115,8 +118,8 @@ def test_part_larger_than_the_batch(parts, tmp_path: Path) -> None:
     with (csv_folder / "one.csv").open("a") as fh:
         fh.write(",,,,,,,,,,,,,\n\n")  # trailing blank rows are not rows
     for data in (tmp_path / "one.parquet", csv_folder):
-        whole, _, w_stats = datapass.stream_pass(data, spec, batch_rows=10**6)
-        batched, _, b_stats = datapass.stream_pass(data, spec, batch_rows=97)
+        whole, _, w_stats = passes.stream_pass(data, spec, batch_rows=10**6)
+        batched, _, b_stats = passes.stream_pass(data, spec, batch_rows=97)
         _assert_stats_identical(w_stats, b_stats)
         assert whole.n_read == batched.n_read == len(frame)
         assert whole.exclusions == batched.exclusions
@@ -127,8 +130,8 @@ def test_part_larger_than_the_batch(parts, tmp_path: Path) -> None:
                 pd.testing.assert_series_equal(table, other, rtol=TOL)
             else:
                 pd.testing.assert_frame_equal(table, other, rtol=TOL, atol=TOL)
-        _, _, two_w = datapass.stream_pass(data, spec, batch_rows=10**6, from_patterns=False)
-        _, _, two_b = datapass.stream_pass(data, spec, batch_rows=97, from_patterns=False)
+        _, _, two_w = passes.stream_pass(data, spec, batch_rows=10**6, from_patterns=False)
+        _, _, two_b = passes.stream_pass(data, spec, batch_rows=97, from_patterns=False)
         _assert_stats_equal(two_w, two_b)
         _assert_stats_equal(w_stats, two_b)
 
@@ -139,7 +142,7 @@ def test_errors_in_a_later_batch_name_the_file_row(parts, tmp_path: Path) -> Non
     frame.loc[1000, "item_2"] = 9
     frame.to_csv(tmp_path / "bad.csv", index=False)
     with pytest.raises(InputError, match=r"bad\.csv: column 'item_2' .* in row 1001 "):
-        datapass.stream_pass(tmp_path, load_spec("flagship"), batch_rows=300)
+        passes.stream_pass(tmp_path, load_spec("flagship"), batch_rows=300)
     twice = pd.concat([frame.iloc[:5], frame.iloc[600:700], frame.iloc[3:4]])
     twice["item_2"] = twice["item_2"].clip(upper=5)
     folder = tmp_path / "dup"
@@ -147,15 +150,15 @@ def test_errors_in_a_later_batch_name_the_file_row(parts, tmp_path: Path) -> Non
     twice.to_parquet(folder / "a.parquet", index=False)
     repeated = frame["student_id"].iloc[3]
     with pytest.raises(InputError, match=rf"repeats id '{repeated}' in other rows of this"):
-        datapass.stream_pass(folder, load_spec("flagship"), batch_rows=50)
+        passes.stream_pass(folder, load_spec("flagship"), batch_rows=50)
 
 
 def test_streamed_tables_equal_in_memory(parts) -> None:
     single, folder = parts
     spec = load_spec("flagship")
     frame, _, _ = _in_memory(single, spec)
-    streamed, _, _ = datapass.stream_pass(folder, spec)
-    mine, theirs = streamed.tables(), datapass.frame_tables(frame)
+    streamed, _, _ = passes.stream_pass(folder, spec)
+    mine, theirs = streamed.tables(), stream.frame_tables(frame)
     for name in ("table1", "items", "reliability", "schools"):
         pd.testing.assert_frame_equal(
             mine[name].reset_index(drop=True),
@@ -166,8 +169,8 @@ def test_streamed_tables_equal_in_memory(parts) -> None:
         )
     pd.testing.assert_series_equal(mine["item_total"], theirs["item_total"], rtol=TOL)
     sample = streamed.sample
-    assert len(sample) == datapass.SAMPLE_ROWS or len(sample) == len(frame)
-    again, _, _ = datapass.stream_pass(folder, spec)
+    assert len(sample) == stream.SAMPLE_ROWS or len(sample) == len(frame)
+    again, _, _ = passes.stream_pass(folder, spec)
     pd.testing.assert_frame_equal(again.sample, sample)  # same seed, same rows
 
 
@@ -180,7 +183,7 @@ def test_duplicate_id_across_parts_is_one_line(parts, tmp_path: Path) -> None:
     with pytest.raises(
         InputError, match=rf"b\.parquet: column 'student_id' repeats id '{repeated}'"
     ):
-        datapass.stream_pass(tmp_path, load_spec("flagship"))
+        passes.stream_pass(tmp_path, load_spec("flagship"))
 
 
 def test_school_in_two_regions_across_parts(parts, tmp_path: Path) -> None:
@@ -194,7 +197,7 @@ def test_school_in_two_regions_across_parts(parts, tmp_path: Path) -> None:
     a.to_parquet(tmp_path / "a.parquet", index=False)
     b.to_parquet(tmp_path / "b.parquet", index=False)
     with pytest.raises(InputError, match=rf"b\.parquet: column 'region': school '{school}'"):
-        datapass.stream_pass(tmp_path, load_spec("flagship"))
+        passes.stream_pass(tmp_path, load_spec("flagship"))
 
 
 def test_bad_part_names_the_part(parts, tmp_path: Path) -> None:
@@ -207,7 +210,7 @@ def test_bad_part_names_the_part(parts, tmp_path: Path) -> None:
     bad.loc[bad.index[3], "item_3"] = 9.0
     bad.to_parquet(tmp_path / "b.parquet", index=False)
     with pytest.raises(InputError) as err:
-        datapass.stream_pass(tmp_path, load_spec("flagship"))
+        passes.stream_pass(tmp_path, load_spec("flagship"))
     message = str(err.value)
     assert message.startswith(str(tmp_path / "b.parquet")) and "\n" not in message
 
@@ -224,7 +227,7 @@ def test_bad_batch_size_is_one_line(parts, tmp_path: Path) -> None:
 
 def test_no_parts_is_one_line(tmp_path: Path) -> None:
     with pytest.raises(InputError, match="no survey parts found"):
-        datapass.list_parts(tmp_path)
+        stream.list_parts(tmp_path)
 
 
 def test_dask_statistics_equal_streamed_and_in_memory(parts) -> None:
@@ -232,9 +235,9 @@ def test_dask_statistics_equal_streamed_and_in_memory(parts) -> None:
     single, folder = parts
     spec = load_spec("residual_by_type")
     _, layout, stats = _in_memory(single, spec)
-    local, l_layout, l_stats = datapass.stream_pass(folder, spec, from_patterns=False)
+    local, l_layout, l_stats = passes.stream_pass(folder, spec, from_patterns=False)
     lines: list[str] = []
-    remote, d_layout, d_stats = datapass.dask_pass(
+    remote, d_layout, d_stats = passes.dask_pass(
         folder, spec, n_workers=2, progress=lines.append, from_patterns=False
     )
     assert d_layout == l_layout == layout
@@ -251,9 +254,9 @@ def test_dask_statistics_equal_streamed_and_in_memory(parts) -> None:
     pd.testing.assert_frame_equal(remote.sample, local.sample)
     assert any(line.startswith("pass 2: 4/4") for line in lines)
     # one pass (counted patterns, exact sums): bit for bit the statistics of the file
-    _, _, one_pass = datapass.dask_pass(folder, spec, n_workers=2, batch_rows=150)
+    _, _, one_pass = passes.dask_pass(folder, spec, n_workers=2, batch_rows=150)
     survey = read_survey(single)
-    _, exact, _ = datapass.frame_prepared(
+    _, exact, _ = model_stats.frame_prepared(
         scale.build_index(survey.frame).frame, survey.levels, spec
     )
     _assert_stats_identical(exact, one_pass)
@@ -286,7 +289,7 @@ def test_exact_sums_do_not_depend_on_the_split() -> None:
     """Limb sums: any split and order gives the same bits; the constants are the exact ones."""
     from fractions import Fraction
 
-    from omlbayes import exactsum
+    from omlbayes.data import exactsum
 
     rng = np.random.default_rng(5)
     x = rng.uniform(10.0, 22.0, 10_001)

@@ -6,9 +6,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from omlbayes import schema
 from omlbayes.constants import ITEM_COLUMNS
-from omlbayes.descriptives import composition_table, item_distribution
+from omlbayes.data import schema
+from omlbayes.data.descriptives import composition_table, item_distribution
 from omlbayes.errors import InputError
 
 

@@ -6,7 +6,8 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
-from omlbayes import estimands, summarise
+from omlbayes.model import estimands
+from omlbayes.results import summarise
 
 WAVES = ("2018", "2020_1", "2020_2")
 CELLS = [("overall", "all", w) for w in (*WAVES, "all")] + [

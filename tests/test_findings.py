@@ -9,10 +9,11 @@ import pytest
 import xarray as xr
 from conftest import ROOT
 
-from omlbayes import estimands, summarise
 from omlbayes.errors import SpecError
-from omlbayes.findings import build_findings, load_findings, parse_findings
-from omlbayes.options import OutputOptions
+from omlbayes.model import estimands
+from omlbayes.report.findings import build_findings, load_findings, parse_findings
+from omlbayes.results import summarise
+from omlbayes.results.options import OutputOptions
 
 WAVES = ("w2015", "w2017", "w2019")
 REGIONS = ("<i>north</i>", "south & east", "Zürich")

@@ -9,9 +9,9 @@ import pandas as pd
 import pytest
 
 from omlbayes.backends import collapsed
-from omlbayes.design import build_layout, grouped_stats
 from omlbayes.errors import SpecError
-from omlbayes.spec import Prior, load_spec
+from omlbayes.model.design import build_layout, grouped_stats
+from omlbayes.model.spec import Prior, load_spec
 
 
 def _two_terms(n: int = 6000, seed: int = 3) -> pd.DataFrame:
@@ -132,7 +132,7 @@ def test_refitter_needs_a_fixed_parameterization(design):
 
 
 def test_unknown_parameterization_is_refused(tmp_path):
-    from omlbayes.spec import check_sampler
+    from omlbayes.model.spec import check_sampler
 
     with pytest.raises(SpecError, match="sd_parameterization 'sqrt' unknown"):
         check_sampler(_spec(sd_parameterization="sqrt").sampler)

@@ -7,13 +7,14 @@ import pandas as pd
 import pytest
 import xarray as xr
 
-from omlbayes import generic, runs, workflow
 from omlbayes.errors import InputError, SpecError
-from omlbayes.spec import load_spec
+from omlbayes.model.spec import load_spec
+from omlbayes.pipeline import formula_run, survey_run
+from omlbayes.results import runs
 
 
 def test_parse_formula_splits_terms():
-    parsed = generic.parse_formula("y ~ x + g + (1 | school) + (1|district:school)")
+    parsed = formula_run.parse_formula("y ~ x + g + (1 | school) + (1|district:school)")
     assert parsed.response == "y"
     assert parsed.common == ("x", "g")
     assert parsed.group == (("school",), ("district", "school"))
@@ -29,39 +30,39 @@ def test_parse_formula_splits_terms():
     ],
 )
 def test_non_collapsible_formulas_go_to_bambi(formula, why):
-    parsed = generic.parse_formula(formula)
+    parsed = formula_run.parse_formula(formula)
     ok, reason = parsed.collapsible()
     assert not ok and why in reason
-    backend, _ = generic.choose_backend(parsed, "gaussian", load_spec("flagship"))
+    backend, _ = formula_run.choose_backend(parsed, "gaussian", load_spec("flagship"))
     assert backend == "bambi"
 
 
 def test_backend_choice_respects_family_and_request():
-    parsed = generic.parse_formula("y ~ x + (1|g)")
+    parsed = formula_run.parse_formula("y ~ x + (1|g)")
     spec = load_spec("flagship")
-    assert generic.choose_backend(parsed, "gaussian", spec)[0] == "collapsed"
-    assert generic.choose_backend(parsed, "bernoulli", spec)[0] == "bambi"
-    assert generic.choose_backend(parsed, "gaussian", spec.with_sampler(backend="bambi"))[0] == (
-        "bambi"
-    )
+    assert formula_run.choose_backend(parsed, "gaussian", spec)[0] == "collapsed"
+    assert formula_run.choose_backend(parsed, "bernoulli", spec)[0] == "bambi"
+    assert formula_run.choose_backend(parsed, "gaussian", spec.with_sampler(backend="bambi"))[
+        0
+    ] == ("bambi")
 
 
 @pytest.mark.parametrize("bad", ["y x", "y ~ a ~ b", "log(y) ~ x"])
 def test_bad_formulas_raise(bad):
     with pytest.raises(SpecError):
-        generic.parse_formula(bad)
+        formula_run.parse_formula(bad)
 
 
 def test_read_table_errors(tmp_path):
-    parsed = generic.parse_formula("y ~ x + (1|g)")
+    parsed = formula_run.parse_formula("y ~ x + (1|g)")
     with pytest.raises(InputError, match="no such file"):
-        generic.read_table(tmp_path / "nope.csv", parsed)
+        formula_run.read_table(tmp_path / "nope.csv", parsed)
     (tmp_path / "t.xlsx").write_text("x")
     with pytest.raises(InputError, match="unknown file type"):
-        generic.read_table(tmp_path / "t.xlsx", parsed)
+        formula_run.read_table(tmp_path / "t.xlsx", parsed)
     pd.DataFrame({"y": [1.0], "g": ["a"]}).to_csv(tmp_path / "t.csv", index=False)
     with pytest.raises(InputError, match="x"):
-        generic.read_table(tmp_path / "t.csv", parsed)
+        formula_run.read_table(tmp_path / "t.csv", parsed)
 
 
 def test_missing_values_are_excluded_and_counted(tmp_path):
@@ -70,7 +71,7 @@ def test_missing_values_are_excluded_and_counted(tmp_path):
     )
     path = tmp_path / "t.parquet"
     frame.to_parquet(path)
-    table = generic.read_table(path, generic.parse_formula("y ~ x + (1|g)"))
+    table = formula_run.read_table(path, formula_run.parse_formula("y ~ x + (1|g)"))
     assert table.n_read == 5
     assert len(table.frame) == 2
     # each excluded row counted once, under its first missing formula column
@@ -80,13 +81,13 @@ def test_missing_values_are_excluded_and_counted(tmp_path):
 def test_back_transform_is_the_inverse_of_the_standardization():
     rng = np.random.default_rng(0)
     frame = pd.DataFrame({"y": rng.normal(10, 3, 50), "x": rng.normal(5, 2, 50), "g": ["a"] * 50})
-    parsed = generic.parse_formula("y ~ x + (1|g)")
-    z, st, group = generic._collapsed_frame(frame, parsed)
+    parsed = formula_run.parse_formula("y ~ x + (1|g)")
+    z, st, group = formula_run._collapsed_frame(frame, parsed)
     assert group == (("g",),)
     # a linear fit on the standardized scale maps back to the raw-scale OLS fit
     a_z, b_z = np.polynomial.polynomial.polyfit(z["x"], z["y"], 1)
-    from omlbayes.design import build_layout
-    from omlbayes.spec import ModelSpec
+    from omlbayes.model.design import build_layout
+    from omlbayes.model.spec import ModelSpec
 
     spec = ModelSpec("t", "", "y", "gaussian", ("x",), group, False, {}, (), ())
     layout = build_layout(z, spec)
@@ -100,7 +101,7 @@ def test_back_transform_is_the_inverse_of_the_standardization():
         },
         coords={"chain": [0], "draw": [0], "g__factor_dim": ["a"]},
     )
-    back = generic._back_transform(post, st, layout)
+    back = formula_run._back_transform(post, st, layout)
     a, b = np.polynomial.polynomial.polyfit(frame["x"], frame["y"], 1)
     assert back["x"].item() == pytest.approx(b)
     assert back["Intercept"].item() == pytest.approx(a)
@@ -124,8 +125,8 @@ def test_formula_run_writes_a_complete_folder(tmp_path):
     # one residual SD per school type) must not reach a table without those columns
     spec = load_spec(None).with_sampler(draws=200, tune=200, chains=2)
     assert spec.residual_sd_by is not None
-    options = workflow.RunOptions(seed=3, out_dir=tmp_path / "out", progressbar=False, name="g")
-    result = generic.fit_formula_run(
+    options = survey_run.RunOptions(seed=3, out_dir=tmp_path / "out", progressbar=False, name="g")
+    result = formula_run.fit_formula_run(
         "score ~ hours + (1|school)", data=data, spec=spec, options=options, progress=lambda m: None
     )
     assert result.headline.empty
@@ -157,9 +158,9 @@ def test_formula_run_writes_a_complete_folder(tmp_path):
 )
 def test_failed_formula_run_leaves_no_folder(tmp_path, y, model, named, error, match):
     pd.DataFrame({"y": y, "g": list("abc")}).to_csv(tmp_path / "c.csv", index=False)
-    options = workflow.RunOptions(out_dir=tmp_path / "out", progressbar=False)
+    options = survey_run.RunOptions(out_dir=tmp_path / "out", progressbar=False)
     with pytest.raises(error, match=match):
-        generic.fit_formula_run(
+        formula_run.fit_formula_run(
             "y ~ (1|g)", data=tmp_path / "c.csv", spec=load_spec(model), options=options,
             spec_priors=named, progress=lambda m: None,
         )  # fmt: skip

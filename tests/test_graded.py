@@ -21,10 +21,10 @@ from omlbayes.backends.graded import (
     latent_prior_variances,
 )
 from omlbayes.backends.graded_kernel import graded_logp
-from omlbayes.design import build_layout
-from omlbayes.scale import build_index
-from omlbayes.simulate import simulate_survey
-from omlbayes.spec import load_spec
+from omlbayes.data.scale import build_index
+from omlbayes.model.design import build_layout
+from omlbayes.model.spec import load_spec
+from omlbayes.simulate.survey import simulate_survey
 
 ITEMS = tuple(f"item_{k}" for k in range(1, 7))
 
@@ -224,7 +224,7 @@ def test_small_fit_recovers_item_parameters(small_fit):
     np.testing.assert_allclose(post["sigma"] * post["latent_sd"], 1.0)
 
 
-# ---- statistical tier (logic in omlbayes.graded_validation, also run by make validate) ---
+# ---- statistical tier (logic in omlbayes.validation.graded, also run by make validate) ---
 
 
 @pytest.mark.statistical
@@ -232,7 +232,7 @@ def test_collapsed_route_agrees_with_plain_pymc_model():
     """Same posterior by two routes on 1,500 students: item parameters, latent SD, group SDs,
     standardized common effects and adjusted wave effects agree to a fraction of a posterior
     SD, and both fits pass the diagnostics gate."""
-    from omlbayes import graded_validation as gv
+    from omlbayes.validation import graded as gv
 
     table, run = gv.crosscheck()
     print(gv.crosscheck_summary(table).to_string(), run)
@@ -242,7 +242,7 @@ def test_collapsed_route_agrees_with_plain_pymc_model():
 @pytest.fixture(scope="module")
 def small_fit():
     """One short fit of 600 simulated students, shared by the make-test recovery checks."""
-    from omlbayes import graded_validation as gv
+    from omlbayes.validation import graded as gv
 
     spec = gv.graded_spec(draws=250, tune=250)
     return gv.latent_recovery(seed=41, n_students=600, n_schools=12, spec=spec)
@@ -265,7 +265,7 @@ def test_latent_truth_recovered_with_nominal_coverage():
     """Recovery study: three simulated surveys of 4,000 students; every adjusted wave
     effect and wave contrast with n >= 10 against the latent truth. Coverage of the 95%
     intervals is close to nominal (a fit failing the gate counts as misses)."""
-    from omlbayes import graded_validation as gv
+    from omlbayes.validation import graded as gv
 
     rows, fits = gv.recovery_study()
     summary = gv.recovery_summary(rows, fits)
@@ -290,7 +290,7 @@ def test_latent_truth_recovered_with_nominal_coverage():
 )
 def test_bad_measurement_section_is_one_clear_error(tmp_path, edit, message):
     from omlbayes.errors import SpecError
-    from omlbayes.spec import MODELS_DIR
+    from omlbayes.model.spec import MODELS_DIR
 
     text = (MODELS_DIR / "graded.toml").read_text()
     bad = tmp_path / "bad.toml"

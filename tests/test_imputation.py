@@ -8,9 +8,10 @@ import pandas as pd
 import pytest
 from conftest import run_script
 
-from omlbayes import imputation, scale
+from omlbayes.data import scale
+from omlbayes.data.ingest import read_survey
 from omlbayes.errors import InputError
-from omlbayes.ingest import read_survey
+from omlbayes.pipeline import imputation
 
 LEVELS = ["max_mbo", "hbo", "wo"]
 # true P(parent_edu | school type): strongly type-dependent
@@ -74,7 +75,7 @@ def test_imputation_rejects_bad_input():
 
 
 def test_pooled_posterior_is_wider_than_the_imputations(small_survey):
-    from omlbayes import validation
+    from omlbayes.validation import studies as validation
 
     frame = scale.build_index(read_survey(small_survey).frame).frame
     model = imputation.fit_imputation_model(frame)

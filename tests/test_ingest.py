@@ -12,16 +12,16 @@ import pandas as pd
 import pyreadstat
 import pytest
 
-from omlbayes import schema
 from omlbayes.constants import ITEM_COLUMNS
-from omlbayes.errors import InputError
-from omlbayes.ingest import (
+from omlbayes.data import schema
+from omlbayes.data.ingest import (
     NOTE_PARENT_EDU_UNKNOWN,
     ColumnMap,
     Survey,
     load_column_map,
     read_survey,
 )
+from omlbayes.errors import InputError
 
 HERE = Path(__file__).parent
 BAD = HERE / "bad_inputs"

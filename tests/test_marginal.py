@@ -11,7 +11,7 @@ import pytest
 from scipy.stats import multivariate_normal
 
 from omlbayes.backends.marginal import MarginalLoglik, marginal_loglik
-from omlbayes.design import SufficientStats
+from omlbayes.model.design import SufficientStats
 
 
 def _problem(seed: int = 0, n: int = 40, p: int = 6):

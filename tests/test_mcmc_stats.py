@@ -8,7 +8,8 @@ import pytest
 import xarray as xr
 from arviz_base import rc_context
 
-from omlbayes import mcmc_stats, summarise
+from omlbayes.criticism import mcmc_stats
+from omlbayes.results import summarise
 
 
 def _posterior(n_chains: int = 4, n_draws: int = 203, seed: int = 0) -> xr.Dataset:
@@ -87,7 +88,7 @@ def test_many_parameters_run_in_blocks(monkeypatch):
 def test_failed_mixing_names_the_parameter_and_what_to_try():
     """A parameter whose chains disagree fails the R-hat check, and the verdict line names it
     (and the smallest-ESS one) and says what to try; a mixing posterior passes silently."""
-    from omlbayes.diagnose import check, verdict_line
+    from omlbayes.criticism.diagnose import check, verdict_line
 
     rng = np.random.default_rng(3)
     good = rng.normal(size=(4, 500))

@@ -15,18 +15,17 @@ import pytest  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 from matplotlib.text import Text  # noqa: E402
 
-from omlbayes import labels, schema  # noqa: E402
+from omlbayes import labels
+from omlbayes.data import schema  # noqa: E402
 from omlbayes.errors import SpecError  # noqa: E402
-from omlbayes.plots import (  # noqa: E402
-    figure_specs,
+from omlbayes.plots.diagnostics import (  # noqa: E402
     plot_energy,
-    plot_forest,
-    plot_item_distribution,
     plot_ppc_index,
     plot_prior_predictive,
     plot_rank_hyper,
-    write_forest_figures,
 )
+from omlbayes.plots.forest import figure_specs, plot_forest, write_forest_figures  # noqa: E402
+from omlbayes.plots.items import plot_item_distribution  # noqa: E402
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 HYPER = ("sigma", "1|school_sigma", "1|wave:gender_sigma")

@@ -21,20 +21,22 @@ import pytest  # noqa: E402
 import xarray as xr  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
-from omlbayes import estimands, runs, schema, summarise  # noqa: E402
 from omlbayes.constants import MIN_CELL_N, PD_LIKELY, PD_VERY_LIKELY  # noqa: E402
+from omlbayes.data import schema  # noqa: E402
 from omlbayes.errors import SpecError  # noqa: E402
-from omlbayes.findings import load_findings  # noqa: E402
-from omlbayes.options import OutputOptions  # noqa: E402
-from omlbayes.report import (  # noqa: E402
+from omlbayes.model import estimands
+from omlbayes.report.findings import (
     direction_key,
     direction_phrase,
-    disclosure_problems,
     fmt_number,
     fmt_pd,
+    load_findings,  # noqa: E402
     parse_number,
-    write_report,
 )
+from omlbayes.report.page import write_report
+from omlbayes.results import runs, summarise
+from omlbayes.results.disclosure import disclosure_problems
+from omlbayes.results.options import OutputOptions  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 WAVE_PAIRS = (
@@ -556,7 +558,7 @@ def test_stricter_threshold_suppresses_more(fake_run, tmp_path):
 
 
 def test_no_student_ids_or_small_counts_in_outputs(fake_run, report_nl):
-    from omlbayes.schools import write_school_pages
+    from omlbayes.report.schools import write_school_pages
 
     write_school_pages(fake_run)
     assert disclosure_problems(fake_run, student_ids=STUDENT_IDS, min_cell_n=MIN_CELL_N) == []

@@ -7,14 +7,14 @@ import pandas as pd
 import pytest
 from statsmodels.multivariate.factor import Factor
 
-from omlbayes.errors import InputError
-from omlbayes.scale import (
+from omlbayes.data.scale import (
     build_index,
     cronbach_alpha,
     item_total_correlations,
     mcdonald_omega,
     reliability,
 )
+from omlbayes.errors import InputError
 
 ITEMS = [f"item_{k}" for k in range(1, 7)]
 

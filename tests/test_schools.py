@@ -11,10 +11,9 @@ import pytest
 import xarray as xr
 from test_report import SCHOOLS, make_fake_run, parse
 
-from omlbayes import estimands, runs
 from omlbayes.constants import MIN_CELL_N
-from omlbayes.options import OutputOptions, draw_interval
-from omlbayes.schools import (
+from omlbayes.model import estimands
+from omlbayes.report.schools import (
     Cell,
     forest_svg,
     ranks_per_draw,
@@ -23,6 +22,8 @@ from omlbayes.schools import (
     school_file,
     write_school_pages,
 )
+from omlbayes.results import runs
+from omlbayes.results.options import OutputOptions, draw_interval
 
 
 @pytest.fixture(scope="module")

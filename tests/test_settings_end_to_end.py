@@ -23,10 +23,13 @@ import pytest
 import xarray as xr
 from conftest import ROOT, SMALL_FIT_ARGS, run_script
 
-from omlbayes import estimands, labels, runs, schema
-from omlbayes.disclosure import disclosure_problems
+from omlbayes import labels
+from omlbayes.data import schema
+from omlbayes.model import estimands
+from omlbayes.model.spec import load_spec
 from omlbayes.plots.save import png_texts
-from omlbayes.spec import load_spec
+from omlbayes.results import runs
+from omlbayes.results.disclosure import disclosure_problems
 
 # "95%" (not part of another number such as a probability of direction "99.5%"); the
 # default quantile columns of a summary table.

@@ -10,11 +10,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from omlbayes import schema
 from omlbayes.constants import ITEM_COLUMNS
+from omlbayes.data import schema
+from omlbayes.data.scale import build_index, cronbach_alpha
 from omlbayes.errors import SpecError
-from omlbayes.scale import build_index, cronbach_alpha
-from omlbayes.simulate import (
+from omlbayes.simulate.survey import (
     COVARIATES,
     SimulationParams,
     draw_items,

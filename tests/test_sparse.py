@@ -24,9 +24,9 @@ from omlbayes.backends.sparse import (
     sparse_conditional_draws,
     sparse_marginal_loglik,
 )
-from omlbayes.design import GroupedStats, SufficientStats, build_layout, grouped_stats
 from omlbayes.errors import SpecError
-from omlbayes.spec import load_spec
+from omlbayes.model.design import GroupedStats, SufficientStats, build_layout, grouped_stats
+from omlbayes.model.spec import load_spec
 
 
 def _design(kind: str, seed: int = 0, n: int = 1500):
@@ -210,8 +210,8 @@ def test_numba_op_runs_without_object_mode():
 
 @pytest.fixture(scope="module")
 def survey():
-    from omlbayes.scale import build_index
-    from omlbayes.simulate import simulate_survey
+    from omlbayes.data.scale import build_index
+    from omlbayes.simulate.survey import simulate_survey
 
     frame = build_index(simulate_survey(n_students=3000, n_schools=60, seed=3).frame).frame
     return frame.assign(age_c=frame["age"] - frame["age"].mean())

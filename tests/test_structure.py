@@ -10,13 +10,14 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from omlbayes import estimands, predictive
 from omlbayes.backends.collapsed import fit_collapsed
-from omlbayes.design import build_layout, grouped_stats
+from omlbayes.criticism import predictive
+from omlbayes.data.scale import build_index
 from omlbayes.errors import SpecError
-from omlbayes.scale import build_index
-from omlbayes.simulate import simulate_survey
-from omlbayes.spec import load_spec
+from omlbayes.model import estimands
+from omlbayes.model.design import build_layout, grouped_stats
+from omlbayes.model.spec import load_spec
+from omlbayes.simulate.survey import simulate_survey
 
 
 @pytest.fixture(scope="module")

@@ -6,9 +6,9 @@ import pandas as pd
 import pytest
 from conftest import run_script
 
-from omlbayes import subsets
+from omlbayes.data import subsets
+from omlbayes.data.ingest import read_survey
 from omlbayes.errors import InputError
-from omlbayes.ingest import read_survey
 
 
 def _frame() -> pd.DataFrame:

@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 import xarray as xr
 
-from omlbayes import validation
+from omlbayes.validation import studies as validation
 
 
 def test_sbc_uniformity_test_accepts_uniform_and_rejects_skewed():
@@ -168,7 +168,7 @@ def _graded_rows(seeds=(1, 2)) -> tuple[pd.DataFrame, pd.DataFrame]:
 
 
 def test_graded_recovery_verdict_counts_a_failed_gate_and_bounds_coverage():
-    from omlbayes import graded_validation as gv
+    from omlbayes.validation import graded as gv
 
     rows, fits = _graded_rows()
     assert gv.recovery_verdict(gv.recovery_summary(rows, fits))
@@ -186,7 +186,7 @@ def test_graded_recovery_verdict_counts_a_failed_gate_and_bounds_coverage():
 
 
 def test_graded_crosscheck_verdict_needs_agreement_and_both_gates():
-    from omlbayes import graded_validation as gv
+    from omlbayes.validation import graded as gv
 
     rng = np.random.default_rng(0)
     a = xr.DataArray(rng.normal(size=(2, 500, 3)), dims=("chain", "draw", "item"))

@@ -12,9 +12,9 @@ import xarray as xr
 from conftest import fit_small, run_script
 
 from omlbayes import constants
-from omlbayes.design import build_layout
-from omlbayes.estimands import effect_draws, gcomp_weights
-from omlbayes.spec import load_spec
+from omlbayes.model.design import build_layout
+from omlbayes.model.estimands import effect_draws, gcomp_weights
+from omlbayes.model.spec import load_spec
 
 RUN_FILES = (
     "posterior.nc",
@@ -187,18 +187,18 @@ def test_bad_input_one_line_error_no_folder(tmp_path):
 
 
 def test_interrupted_run_leaves_no_folder(small_survey, tmp_path, monkeypatch):
-    from omlbayes import workflow
+    from omlbayes.pipeline import survey_run
 
     def boom(*args, **kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(workflow, "_write_descriptives", boom)
+    monkeypatch.setattr(survey_run, "_write_descriptives", boom)
     spec = load_spec("flagship").with_sampler(draws=20, tune=20, chains=1)
     with pytest.raises(KeyboardInterrupt):
-        workflow.fit_survey_run(
+        survey_run.fit_survey_run(
             spec,
             data=small_survey,
-            options=workflow.RunOptions(out_dir=tmp_path, progressbar=False, name="x"),
+            options=survey_run.RunOptions(out_dir=tmp_path, progressbar=False, name="x"),
         )
     assert list(tmp_path.iterdir()) == []
 
@@ -267,8 +267,8 @@ def test_collapsed_fit_recovers_ols_g_computation_exactly(tmp_path):
     """Closed form: with vague priors and a large sample the posterior mean of a diamond is
     the OLS g-computation, which statsmodels computes independently."""
     from omlbayes.backends.collapsed import fit_collapsed
-    from omlbayes.design import sufficient_stats
-    from omlbayes.spec import Prior
+    from omlbayes.model.design import sufficient_stats
+    from omlbayes.model.spec import Prior
 
     rng = np.random.default_rng(1)
     n = 6000

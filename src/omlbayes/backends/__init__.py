@@ -1,1 +1,1 @@
-"""Fitting backends: ``collapsed`` (exact, sufficient statistics) and ``bambi`` (reference)."""
+"""Stage 3, the fit: the collapsed exact backend (dense and sparse kernels), Bambi, graded."""

@@ -28,7 +28,7 @@ import pandas as pd
 import xarray as xr
 
 from omlbayes.errors import SpecError
-from omlbayes.spec import ModelSpec, Prior, SamplerSettings
+from omlbayes.model.spec import ModelSpec, Prior, SamplerSettings
 
 # Our family names -> Bambi's (the same words today; one table so they can diverge).
 FAMILY_NAMES = {

@@ -47,16 +47,16 @@ from scipy.linalg import lapack
 from threadpoolctl import threadpool_limits
 
 from omlbayes.backends.marginal import MarginalLoglik
-from omlbayes.backends.priors import pymc_prior
 from omlbayes.backends.sparse import (
     SparseMarginalLoglik,
     SparsePattern,
     sparse_conditional_draws,
     sparse_marginal_loglik,
 )
-from omlbayes.design import SIGMA_DIM_SUFFIX, DesignLayout, GroupedStats, SufficientStats
 from omlbayes.errors import SpecError
-from omlbayes.spec import ModelSpec
+from omlbayes.model.design import SIGMA_DIM_SUFFIX, DesignLayout, GroupedStats, SufficientStats
+from omlbayes.model.priors import pymc_prior
+from omlbayes.model.spec import ModelSpec
 
 MARGINAL = "marginal_loglik"
 # Above nutpie's 0.8: with very large N the residual SD is pinned down far more tightly than

@@ -44,11 +44,11 @@ from threadpoolctl import threadpool_limits
 
 from omlbayes.backends.collapsed import _fixed_prior_variances
 from omlbayes.backends.graded_kernel import GradedLogp
-from omlbayes.backends.priors import pymc_prior
 from omlbayes.constants import ITEM_MAX, ITEM_MIN
-from omlbayes.design import DesignLayout, design_matrix
 from omlbayes.errors import SpecError
-from omlbayes.spec import ModelSpec
+from omlbayes.model.design import DesignLayout, design_matrix
+from omlbayes.model.priors import pymc_prior
+from omlbayes.model.spec import ModelSpec
 
 N_CATEGORIES = ITEM_MAX - ITEM_MIN + 1
 # Posterior draws of theta kept in posterior.nc for this many students (seeded choice), so

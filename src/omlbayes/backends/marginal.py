@@ -41,7 +41,7 @@ from pytensor.link.numba.dispatch import numba_funcify
 from pytensor.link.numba.dispatch.basic import numba_njit
 from scipy.linalg import lapack
 
-from omlbayes.design import SufficientStats
+from omlbayes.model.design import SufficientStats
 
 
 def marginal_loglik(

@@ -19,6 +19,7 @@ from matplotlib.lines import Line2D
 from matplotlib.ticker import MaxNLocator
 
 from omlbayes import labels
+from omlbayes.criticism import ppc
 from omlbayes.errors import SpecError
 from omlbayes.plots.save import save_png
 
@@ -228,3 +229,28 @@ def plot_prior_predictive(
         title=text["prior_title"],
         draws_text=text["prior"],
     )
+
+
+def plot_ppc_pvalues(pvalues: dict, path: Path) -> None:
+    """Histogram of the Bayesian p-values per family, with the extreme bands shaded."""
+    fig, axes = plt.subplots(1, len(pvalues), figsize=(4 * len(pvalues), 3), squeeze=False)
+    for ax, (name, values) in zip(axes[0], pvalues.items(), strict=True):
+        ax.hist(values, bins=np.linspace(0, 1, 21), color="#4c72b0", edgecolor="white")
+        one_sided = name in ppc.ONE_SIDED
+        bands = ((0, ppc.ALPHA / 2),) if one_sided else ((0, ppc.ALPHA / 2), (1 - ppc.ALPHA / 2, 1))
+        for lo, hi in bands:
+            ax.axvspan(lo, hi, color="#b00020", alpha=0.3)
+        extreme = np.mean(ppc.is_extreme(values, one_sided=one_sided)) if values.size else 0
+        ax.set_title(f"{name.removeprefix('ppc_')}\n{values.size} statistics, "
+                     f"{100 * extreme:.1f}% extreme", fontsize=9)  # fmt: skip
+        ax.set_xlabel("Bayesian p-value P(T(y_rep) >= T(y))", fontsize=8)
+    axes[0][0].set_ylabel("statistics")
+    half = ppc.ALPHA / 2
+    fig.suptitle(
+        f"Posterior predictive checks (red: extreme, outside [{half}, {1 - half}]; "
+        f"dispersion: below {half} only)",
+        fontsize=10,
+    )
+    fig.tight_layout()
+    save_png(fig, path)
+    plt.close(fig)

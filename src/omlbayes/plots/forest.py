@@ -22,11 +22,12 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
-from omlbayes import labels, schema
+from omlbayes import labels
 from omlbayes.constants import COVID_WAVE_PREFIX
+from omlbayes.data import schema
 from omlbayes.errors import SpecError
-from omlbayes.options import OutputOptions
 from omlbayes.plots.save import DPI, save_png
+from omlbayes.results.options import OutputOptions
 
 EFFECT_COLUMNS = ("breakdown", "group", "wave", "mean", "lower", "upper", "n")
 BREAKDOWN_COLUMNS = tuple(c for c in schema.CATEGORICAL_COLUMNS if c != "wave")

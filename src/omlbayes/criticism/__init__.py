@@ -1,0 +1,1 @@
+"""Stage 4, criticism: the diagnostics gate, LOO, predictive checks, prior sensitivity."""

@@ -1,0 +1,335 @@
+"""Leave-one-out cross-validation of a collapsed Gaussian run, without student rows saved.
+
+Given the variance parameters theta, the coefficients b are Gaussian with posterior
+precision P = sum_g W_g'W_g / s2_g + diag(1 / lam) and mean bhat = P^-1 r. Removing student
+i (design row w_i, residual variance s2_i) is a rank-one downdate, so with
+
+    v_i = w_i' P^-1 w_i,   h_i = v_i / s2_i,   r_i = y_i - w_i' bhat
+
+Sherman-Morrison gives y_i | y_-i, theta ~ Normal(y_i - r_i / (1 - h_i), s2_i / (1 - h_i))
+exactly (with one residual SD, P = M / sigma^2 and h_i = w_i' M^-1 w_i). This holds for a
+residual SD per group as well: s2_i is the variance of student i's group.
+
+The posterior over theta is then reweighted to theta | y_-i with the importance ratios
+1 / p(y_i | y_-i, theta), smoothed by PSIS (arviz-stats), so the LOO density integrates
+over the hyper-parameters; Pareto k says where that reweighting is unreliable.
+
+Only the entries of P^-1 on the pattern of W'W are needed for v_i; the sparse selected
+inverse (``backends/sparse.py``) gives exactly those, for either kernel. Up to
+``LOO_EXACT_MAX`` students every student is used; above it a simple random subsample of that
+many (seeded by the data's hash, so two runs on the same data share it) stands for all N, its
+pointwise values scaled by N / m: the total is then the usual estimate N * mean, and the
+SE the arviz formula gives, sqrt(m * var(scaled)) = N * sd / sqrt(m), is exactly the
+data SE and the subsampling error together (N sd^2 + N^2 sd^2 / m (1 - m / N)); the same
+holds for paired differences in ``arviz.compare``. The cost is then bounded in N. The
+hyper-parameter draws are thinned to ``max_draws``; the students are processed in chunks so
+memory stays flat.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import xarray as xr
+from threadpoolctl import threadpool_limits
+
+from omlbayes.backends.sparse import _unpack, loo_loglik
+from omlbayes.errors import RunError
+from omlbayes.model.design import DesignLayout, GroupedStats, design_matrix
+from omlbayes.model.spec import ModelSpec
+
+LOO_JSON = "loo.json"
+# Thinned hyper-parameter draws used for LOO (all chains together): PSIS needs a few hundred.
+LOO_DRAWS = 400
+LOO_CHUNK_ROWS = 50_000
+# Above this many students LOO uses a seeded simple random subsample of this size (cost and
+# loo.json size bounded in N; the subsampling error is part of the reported SE).
+LOO_EXACT_MAX = 50_000
+# PSIS fits a Pareto tail to the largest 20% of the ratios: below this many draws it cannot.
+MIN_DRAWS = 100
+
+
+def thin(posterior: xr.Dataset, max_draws: int) -> xr.Dataset:
+    """Every k-th draw of each chain, so that at most ``max_draws`` remain in all."""
+    n_chain, n_draw = posterior.sizes["chain"], posterior.sizes["draw"]
+    step = max(1, math.ceil(n_chain * n_draw / max_draws))
+    return posterior.isel(draw=slice(None, None, step))
+
+
+def hyper_arrays(
+    posterior: xr.Dataset, layout: DesignLayout, spec: ModelSpec
+) -> tuple[np.ndarray, np.ndarray]:
+    """(log residual variances (S, G), log prior variances of b (S, p)), one row per draw."""
+    from omlbayes.backends.collapsed import _fixed_prior_variances
+
+    sigma = posterior["sigma"].to_numpy()
+    n_samples = sigma.shape[0] * sigma.shape[1]
+    log_s2 = 2.0 * np.log(sigma.reshape(n_samples, -1))
+    fixed_var = _fixed_prior_variances(layout, spec)
+    parts = [np.broadcast_to(np.log(fixed_var), (n_samples, fixed_var.size))]
+    for term in layout.group_terms:
+        tau = posterior[f"{term.name}_sigma"].to_numpy().reshape(n_samples)
+        parts.append(np.repeat(2.0 * np.log(tau)[:, None], term.size, axis=1))
+    return np.ascontiguousarray(log_s2), np.ascontiguousarray(np.concatenate(parts, axis=1))
+
+
+def _loo_loglik_threads(log_s2: np.ndarray, log_lam: np.ndarray, *rest) -> tuple:
+    """:func:`sparse.loo_loglik` with the draws split over one thread per usable core (the kernel
+    releases the GIL; every draw is computed on its own, so the numbers do not depend on
+    the split)."""
+    n_draws = log_s2.shape[0]
+    workers = max(1, min(n_draws, len(os.sched_getaffinity(0))))
+    bounds = np.linspace(0, n_draws, workers + 1).astype(int)
+    with threadpool_limits(1, user_api="blas"), ThreadPoolExecutor(workers) as pool:
+        parts = [
+            pool.submit(loo_loglik, log_s2[a:b], log_lam[a:b], *rest)
+            for a, b in zip(bounds[:-1], bounds[1:], strict=True)
+        ]
+        results = [part.result() for part in parts]
+    return tuple(np.concatenate([r[k] for r in results]) for k in range(2))
+
+
+def _logsumexp_rows(a: np.ndarray) -> np.ndarray:
+    top = a.max(axis=0)
+    return top + np.log(np.exp(a - top).sum(axis=0))
+
+
+def _row_layout(chunk: pd.DataFrame, layout: DesignLayout, pattern) -> tuple[np.ndarray, ...]:
+    """Per student: permuted non-zero columns and values of w_i (padded), and for every
+    pair of them where P^-1's entry sits in the selected inverse and its weight in v_i."""
+    w = design_matrix(chunk, layout).tocsr()
+    w.sum_duplicates()
+    n, p = w.shape
+    nnz = np.diff(w.indptr)
+    k_nz = int(nnz.max()) if n else 1
+    inv_perm = np.empty(p, dtype=np.int64)
+    inv_perm[pattern.perm] = np.arange(p)
+    cols = np.zeros((n, k_nz), dtype=np.int64)
+    vals = np.zeros((n, k_nz))
+    slot = np.arange(w.indptr[-1]) - np.repeat(w.indptr[:-1], nnz)
+    rows = np.repeat(np.arange(n), nnz)
+    cols[rows, slot] = inv_perm[w.indices]
+    vals[rows, slot] = w.data
+    upper = pattern.upper
+    keys = upper.indices.astype(np.int64) + p * np.repeat(
+        np.arange(p, dtype=np.int64), np.diff(upper.indptr)
+    )
+    apos = _unpack(pattern.packed)[-1]
+    first, second = np.triu_indices(k_nz)
+    a, b = cols[:, first], cols[:, second]
+    lo, hi = np.minimum(a, b), np.maximum(a, b)
+    q = np.searchsorted(keys, lo + p * hi)
+    q = np.minimum(q, keys.size - 1)
+    coef = vals[:, first] * vals[:, second] * np.where(first == second, 1.0, 2.0)
+    live = coef != 0.0
+    if np.any(keys[q[live]] != (lo + p * hi)[live]):
+        raise RuntimeError("a design pair lies outside the pattern of W'W")
+    return cols, vals, np.where(live, apos[q], 0), coef
+
+
+def conditional_loo(
+    frame: pd.DataFrame,
+    layout: DesignLayout,
+    spec: ModelSpec,
+    stats: GroupedStats,
+    posterior: xr.Dataset,
+    *,
+    max_draws: int = LOO_DRAWS,
+    chunk_rows: int = LOO_CHUNK_ROWS,
+    max_students: int = LOO_EXACT_MAX,
+    sample_key: str = "",
+):
+    """PSIS-LOO over the hyper-parameters of exact conditional LOO densities: every
+    student, or above ``max_students`` a subsample seeded by ``sample_key`` (the data's
+    hash), scaled to all N (module docstring).
+
+    Returns arviz-stats' ``ELPDDataLOO`` (pointwise) and a dict of facts for ``loo.json``.
+    """
+    import arviz_stats as azs
+    from arviz_stats.loo.loo_helper import _get_r_eff
+    from arviz_stats.utils import ELPDDataLOO
+
+    from omlbayes.backends.collapsed import _term_blocks, sparse_inputs
+    from omlbayes.backends.sparse import SparsePattern
+    from omlbayes.model.design import _codes
+
+    hyper_names = ["sigma", *(f"{t.name}_sigma" for t in layout.group_terms)]
+    thinned = thin(posterior[hyper_names], max_draws)
+    log_s2, log_lam = hyper_arrays(thinned, layout, spec)
+    n_chain, n_draw = thinned.sizes["chain"], thinned.sizes["draw"]
+    pattern = SparsePattern.build(stats.pattern(), _term_blocks(layout))
+    inputs = sparse_inputs(stats, pattern)
+    by = spec.residual_sd_by
+    # one relative efficiency of the thinned draws for every chunk
+    reff = _get_r_eff(xr.DataTree.from_dict({"/posterior": thinned}), n_chain * n_draw)
+    n_students = len(frame)
+    if n_students > max_students:
+        frame = frame.iloc[subsample_rows(n_students, max_students, sample_key)]
+    weight = n_students / len(frame)  # N / m: 1 when every student is used
+    elpd_i, pareto_k, p_loo, good_k = [], [], 0.0, None
+    for start in range(0, len(frame), chunk_rows):
+        chunk = frame.iloc[start : start + chunk_rows]
+        cols, vals, pair_pos, pair_coef = _row_layout(chunk, layout, pattern)
+        y = chunk[spec.response].to_numpy(dtype=np.float64)
+        g = (
+            np.zeros(len(chunk), dtype=np.int64)
+            if by is None
+            else _codes(chunk[by], stats.groups, by)
+        )
+        ll, within = _loo_loglik_threads(
+            log_s2, log_lam, inputs["wtw_data"], inputs["wty"], inputs["sparse_pattern"],
+            cols, vals, pair_pos, pair_coef, y, g,
+        )  # fmt: skip
+        log_lik = xr.DataArray(
+            ll.reshape(n_chain, n_draw, -1), dims=("chain", "draw", "student"), name="y"
+        )
+        tree = xr.DataTree.from_dict(
+            {"/posterior": thinned, "/log_likelihood": log_lik.to_dataset()}
+        )
+        # PSIS once, handed to loo (which would otherwise smooth every student twice)
+        log_weights, k_hat = log_lik.azstats.psislw(r_eff=reff, dim=["chain", "draw"])
+        result = azs.loo(tree, pointwise=True, reff=reff, log_weights=log_weights, pareto_k=k_hat)
+        elpd_i.append(result.elpd_i.to_numpy())
+        pareto_k.append(result.pareto_k.to_numpy())
+        # p_loo = in-sample lpd - elpd_loo; the in-sample density integrates b out given
+        # theta (arviz's own p would count only the hyper-parameters' share)
+        lpd = _logsumexp_rows(within) - math.log(within.shape[0])
+        p_loo += float(np.sum(lpd - result.elpd_i.to_numpy()))
+        good_k = result.good_k
+    elpd_i = np.concatenate(elpd_i) * weight
+    pareto_k = np.concatenate(pareto_k)
+    n = elpd_i.size
+    elpd = ELPDDataLOO(
+        elpd=float(elpd_i.sum()),
+        se=float(np.sqrt(n * np.var(elpd_i))),
+        p=p_loo * weight,
+        n_samples=n_chain * n_draw,
+        n_data_points=n,
+        scale="log",
+        warning=bool(np.any(pareto_k > good_k)),
+        good_k=float(good_k),
+        elpd_i=xr.DataArray(elpd_i, dims=["student"]),
+        pareto_k=xr.DataArray(pareto_k, dims=["student"]),
+    )
+    facts = {
+        "method": (
+            "exact leave-one-out given the hyper-parameters (Sherman-Morrison downdate of the "
+            "collapsed Gaussian posterior; residual variance of the student's group), "
+            "integrated over thinned hyper-parameter draws with PSIS (arviz-stats loo); "
+            + (
+                "all students, no subsampling"
+                if weight == 1.0
+                else f"a simple random subsample of {n:,} of the {n_students:,} students "
+                "(seeded by the data's hash), pointwise values scaled by N / m; the SE "
+                "includes the subsampling error"
+            )
+        ),
+        "n_students": n_students,
+        "n_subsample": n if weight != 1.0 else None,
+        "subsampling_se": (
+            float(n_students * np.std(elpd_i / weight) * math.sqrt((1 - n / n_students) / n))
+            if weight != 1.0
+            else 0.0
+        ),
+        "draws_used": n_chain * n_draw,
+        "chains": n_chain,
+        "thinning": int(posterior.sizes["draw"] // max(n_draw, 1)),
+        "residual_sd_by": by,
+    }
+    return elpd, facts
+
+
+def pareto_k_counts(pareto_k: np.ndarray, good_k: float) -> dict[str, int]:
+    return {
+        f"k <= {good_k:.2f} (good)": int(np.sum(pareto_k <= good_k)),
+        f"{good_k:.2f} < k <= 1 (bad)": int(np.sum((pareto_k > good_k) & (pareto_k <= 1.0))),
+        "k > 1 (very bad)": int(np.sum(pareto_k > 1.0)),
+    }
+
+
+def subsample_rows(n: int, m: int, key: str) -> np.ndarray:
+    """m of n row positions, sorted, drawn without replacement from a seed fixed by ``key``
+    (the data's hash): the same data give the same subsample in every run."""
+    seed = int.from_bytes(hashlib.sha256(f"loo-subsample:{key}".encode()).digest()[:8], "little")
+    return np.sort(np.random.default_rng(seed).choice(n, size=m, replace=False))
+
+
+def pointwise_order(n: int, order_key: str) -> np.ndarray:
+    """A permutation of the students fixed by ``order_key`` (the data's hash).
+
+    The pointwise values are saved in this order, not in data row order, so a value cannot
+    be read back to a row of the file; two runs on the same data share the order, which is
+    all ``arviz.compare`` needs to pair them.
+    """
+    seed = int.from_bytes(hashlib.sha256(order_key.encode()).digest()[:8], "little")
+    return np.random.default_rng(seed).permutation(n)
+
+
+def loo_payload(elpd, facts: dict, *, order_key: str) -> dict:
+    """What ``loo.json`` holds: the summary, the method, and the pointwise values (rounded,
+    with no identifiers, permuted by :func:`pointwise_order`) that ``arviz.compare`` needs for
+    paired SEs."""
+    k = elpd.pareto_k.to_numpy()
+    order = pointwise_order(k.size, order_key)
+    return {
+        "elpd_loo": elpd.elpd,
+        "se": elpd.se,
+        "p_loo": elpd.p,
+        "n": elpd.n_data_points,
+        "n_samples": elpd.n_samples,
+        "good_k": elpd.good_k,
+        "pareto_k_counts": pareto_k_counts(k, elpd.good_k),
+        "pareto_k_max": float(k.max()),
+        "warning": elpd.warning,
+        **facts,
+        "pointwise_order": "permuted by a key derived from the data's hash (same data, same order)",
+        "pointwise": {
+            "elpd_i": np.round(elpd.elpd_i.to_numpy()[order], 6).tolist(),
+            "pareto_k": np.round(k[order], 4).tolist(),
+        },
+    }
+
+
+def write_loo(path: Path, elpd, facts: dict, *, order_key: str) -> None:
+    path.write_text(json.dumps(loo_payload(elpd, facts, order_key=order_key)) + "\n")
+
+
+def write_not_computed(path: Path, reason: str) -> None:
+    """``loo.json`` of a run where LOO cannot be computed, saying why."""
+    path.write_text(json.dumps({"computed": False, "reason": reason}) + "\n")
+
+
+def read_loo(path: Path | str):
+    """An ``ELPDDataLOO`` rebuilt from a run folder's ``loo.json`` (for ``arviz.compare``)."""
+    from arviz_stats.utils import ELPDDataLOO
+
+    path = Path(path)
+    file = path / LOO_JSON if path.is_dir() else path
+    if not file.is_file():
+        raise RunError(f"{file.parent}: no {LOO_JSON} in this run (refit it to get LOO)")
+    try:
+        raw = json.loads(file.read_text(encoding="utf-8"))
+        if raw.get("computed") is False:
+            raise RunError(f"{file.parent}: no LOO in this run ({raw.get('reason', '')})")
+        point = raw["pointwise"]
+        return ELPDDataLOO(
+            elpd=float(raw["elpd_loo"]),
+            se=float(raw["se"]),
+            p=float(raw["p_loo"]),
+            n_samples=int(raw["n_samples"]),
+            n_data_points=int(raw["n"]),
+            scale="log",
+            warning=bool(raw["warning"]),
+            good_k=float(raw["good_k"]),
+            elpd_i=xr.DataArray(np.asarray(point["elpd_i"], dtype=float), dims=["student"]),
+            pareto_k=xr.DataArray(np.asarray(point["pareto_k"], dtype=float), dims=["student"]),
+        )
+    except (json.JSONDecodeError, KeyError, TypeError, ValueError) as err:
+        raise RunError(f"{file}: not a valid {LOO_JSON} ({err}); refit the run") from None

@@ -1,0 +1,1 @@
+"""Stage 1, the data: column maps, readers and checks, the index, the streamed pass over parts."""

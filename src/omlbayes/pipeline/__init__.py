@@ -1,0 +1,1 @@
+"""Stage 8, the pipeline: the survey run, the formula run, the graded run, imputation, CLI."""

@@ -1,0 +1,1 @@
+"""Stage 7, the report: the HTML page, findings, school pages, run comparison."""

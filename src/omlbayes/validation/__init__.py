@@ -1,0 +1,1 @@
+"""Studies (make validate): recovery, SBC, REML agreement. No library module imports this."""
