@@ -55,16 +55,15 @@ def run(args: argparse.Namespace) -> None:
     if args.imputations < 2:  # before any work: one line, nothing written
         raise InputError(f"--imputations {args.imputations}: multiple imputation needs at least 2")
     configure_logging()
-    options = survey_run.RunOptions(
+    from omlbayes.results.options import OutputOptions
+
+    options = survey_run.RunOptions(  # one line if the interval, prob or threshold is invalid
+        output=OutputOptions(interval=args.interval, prob=args.prob, min_cell_n=args.min_cell_n),
         seed=args.seed,
         out_dir=args.out or survey_run.DEFAULT_OUT,
-        interval=args.interval,
-        prob=args.prob,
-        min_cell_n=args.min_cell_n,
         progressbar=False,
         name=args.name,
     )
-    options.output()  # one line if the interval, prob or threshold is invalid
     spec = survey_run.with_overrides(
         load_spec(args.model), draws=args.draws, tune=args.tune, chains=args.chains
     )

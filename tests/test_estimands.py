@@ -8,6 +8,7 @@ import xarray as xr
 
 from omlbayes.model import estimands
 from omlbayes.results import summarise
+from omlbayes.results.options import OutputOptions
 
 WAVES = ("2018", "2020_1", "2020_2")
 CELLS = [("overall", "all", w) for w in (*WAVES, "all")] + [
@@ -66,7 +67,9 @@ def test_contrast_draws_equal_the_hand_computed_differences():
 
 def test_a_gap_change_is_hidden_when_any_of_its_four_cells_is():
     table = summarise.contrasts_table(
-        estimands.contrast_draws(_effects(), _defs()), suppressed={("gender", "girls", "2020_1")}
+        estimands.contrast_draws(_effects(), _defs()),
+        suppressed={("gender", "girls", "2020_1")},
+        options=OutputOptions(),
     )
     gaps = table[table.kind == estimands.GAP_CHANGE].set_index(["wave", "reference"])
     # girls in 2020_1 is one of the four cells of the first two gap changes only

@@ -41,13 +41,13 @@ def _tables(*, small: str | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
         },
     )
     n = np.array([4 if g == small else 200 for _, g, _ in targets])
-    table = summarise.effects_table(effects, n, min_cell_n=10)
+    table = summarise.effects_table(effects, n, options=OutputOptions(min_cell_n=10))
     defs = estimands.contrast_list(
         table[["breakdown", "group"]], waves=WAVES, wave_pairs=(("w2019", "w2015"),)
     )
     hidden = {(r.breakdown, r.group, r.wave) for r in table.itertuples() if r.suppressed}
     contrasts = summarise.contrasts_table(
-        estimands.contrast_draws(effects, defs), suppressed=hidden
+        estimands.contrast_draws(effects, defs), suppressed=hidden, options=OutputOptions()
     )
     return table, contrasts
 

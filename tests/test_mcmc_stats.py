@@ -10,6 +10,7 @@ from arviz_base import rc_context
 
 from omlbayes.criticism import mcmc_stats
 from omlbayes.results import summarise
+from omlbayes.results.options import OutputOptions
 
 
 def _posterior(n_chains: int = 4, n_draws: int = 203, seed: int = 0) -> xr.Dataset:
@@ -71,7 +72,8 @@ def test_parameter_summary_equals_arviz_summary():
     for kind, prob in (("eti", 0.95), ("hdi", 0.8)):
         ref = az.summary(posterior, ci_prob=prob, ci_kind=kind, round_to="none", fmt="xarray")
         with np.errstate(all="ignore"):
-            got = summarise.parameter_summary_dataset(posterior, kind=kind, prob=prob)
+            options = OutputOptions(interval=kind, prob=prob)
+            got = summarise.parameter_summary_dataset(posterior, options=options)
         _assert_same(ref, got)
         table_ref, table = summarise.summary_table(ref), summarise.summary_table(got)
         assert list(table.index) == list(table_ref.index)

@@ -162,14 +162,14 @@ def make_fake_run(
 
     # Tables exactly as workflow.summarise_run makes them.
     effects = estimands.effect_draws(posterior, gcomp, seed=seed)
-    table = summarise.effects_table(effects, n, min_cell_n=MIN_CELL_N)
+    table = summarise.effects_table(effects, n, options=OutputOptions(min_cell_n=MIN_CELL_N))
     table.to_csv(folder / "effects.csv", index=False)
     defs = estimands.contrast_list(
         table[["breakdown", "group"]], waves=schema.WAVES, wave_pairs=WAVE_PAIRS
     )
     suppressed = {(r.breakdown, r.group, r.wave) for r in table.itertuples() if r.suppressed}
     summarise.contrasts_table(
-        estimands.contrast_draws(effects, defs), suppressed=suppressed
+        estimands.contrast_draws(effects, defs), suppressed=suppressed, options=OutputOptions()
     ).to_csv(folder / "contrasts.csv", index=False)
 
     school_rows = []

@@ -83,13 +83,9 @@ def model_frame(frame: pd.DataFrame, formula: str) -> pd.DataFrame:
     return out.reset_index(drop=True)
 
 
-def _bambi_prior(prior: Prior) -> bmb.Prior:
-    return bmb.Prior(prior.dist, **prior.params)
-
-
 def _group_prior(prior: Prior) -> bmb.Prior:
     """A partially pooled term: Normal(0, tau) with tau from the spec's group_sigma prior."""
-    return bmb.Prior("Normal", mu=0.0, sigma=_bambi_prior(prior))
+    return bmb.Prior("Normal", mu=0.0, sigma=prior.bambi())
 
 
 def spec_priors(model: bmb.Model, spec: ModelSpec) -> dict[str, bmb.Prior]:
@@ -107,14 +103,14 @@ def spec_priors(model: bmb.Model, spec: ModelSpec) -> dict[str, bmb.Prior]:
     out: dict[str, bmb.Prior] = {}
     for name in model.parameters[parent].terms:
         if name == "Intercept":
-            out[name] = _bambi_prior(spec.prior_for("Intercept", "Intercept"))
+            out[name] = spec.prior_for("Intercept", "Intercept").bambi()
         elif "|" not in name:  # a common term
             if name in spec.common or name in spec.priors:
-                out[name] = _bambi_prior(spec.prior_for(name, "common"))
+                out[name] = spec.prior_for(name, "common").bambi()
         elif name.startswith("1|") or name in spec.priors:  # a group term "expr|factor"
             out[name] = _group_prior(spec.prior_for(name, "group_sigma"))
     if spec.family in _SIGMA_FAMILIES and "sigma" in model.parameters:
-        out["sigma"] = _bambi_prior(spec.prior_for("sigma", "sigma"))
+        out["sigma"] = spec.prior_for("sigma", "sigma").bambi()
     return out
 
 

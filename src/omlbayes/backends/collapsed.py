@@ -55,7 +55,6 @@ from omlbayes.backends.sparse import (
 )
 from omlbayes.errors import SpecError
 from omlbayes.model.design import SIGMA_DIM_SUFFIX, DesignLayout, GroupedStats, SufficientStats
-from omlbayes.model.priors import pymc_prior
 from omlbayes.model.spec import ModelSpec
 
 MARGINAL = "marginal_loglik"
@@ -80,14 +79,6 @@ SPARSE_OVERHEAD_S = 5e-5
 GRADIENTS_PER_DRAW = 15
 # Auto mode refuses a fit whose sampling is expected to take longer than this.
 MAX_EXPECTED_SAMPLING_S = 3 * 3600.0
-# The symmetric twin of each SD prior that can be folded: |w| then has exactly that prior.
-# Exponential stays on the log scale: its twin (Laplace) has a kink at zero, which NUTS
-# handles badly.
-FOLDED_PRIORS = {
-    "HalfNormal": lambda p: ("Normal", {"mu": 0.0, "sigma": p["sigma"]}),
-    "HalfStudentT": lambda p: ("StudentT", {"nu": p["nu"], "mu": 0.0, "sigma": p["sigma"]}),
-    "HalfCauchy": lambda p: ("Cauchy", {"alpha": 0.0, "beta": p["beta"]}),
-}
 FOLDED_SUFFIX = "_folded"  # the signed w behind tau = |w|; dropped from the posterior
 # Auto mode folds the SD of a term with at least FOLD_MIN_CELLS cells when its posterior
 # density at zero (other parameters re-optimized) is within BOUNDARY_DROP nats of the peak,
@@ -136,18 +127,10 @@ def _prior_log_var(layout: DesignLayout, spec: ModelSpec) -> np.ndarray:
     """log prior variances at the group SDs' prior scales: a typical point for timing."""
     fixed_var = _fixed_prior_variances(layout, spec)
     group = [
-        np.full(t.size, 2.0 * np.log(_prior_scale(spec.prior_for(t.name, "group_sigma"))))
+        np.full(t.size, 2.0 * np.log(spec.prior_for(t.name, "group_sigma").scale))
         for t in layout.group_terms
     ]
     return np.concatenate([np.log(fixed_var), *group])
-
-
-def _prior_scale(prior) -> float:
-    params = prior.params
-    for key in ("sigma", "beta"):
-        if key in params:
-            return float(params[key])
-    return 1.0 / float(params.get("lam", 1.0))
 
 
 def _time_call(fn, *, budget_s: float = 0.3, max_reps: int = 20) -> float:
@@ -303,15 +286,15 @@ def _check_cost(choice: KernelChoice, seconds: float | None, spec: ModelSpec, co
 def _group_sd(name: str, prior, folded: bool) -> pt.TensorVariable:
     """The SD ``name`` with its spec prior: a plain (log-transformed) variable, or |w|."""
     if not folded:
-        return pymc_prior(name, prior)
-    dist, params = FOLDED_PRIORS[prior.dist](prior.params)
+        return prior.pymc(name)
+    dist, params = prior.twin()
     w = getattr(pm, dist)(f"{name}{FOLDED_SUFFIX}", **params)
     return pm.Deterministic(name, pt.abs(w))
 
 
 def foldable(spec: ModelSpec, term_name: str) -> bool:
-    """Whether this term's SD prior has a smooth symmetric twin (see ``FOLDED_PRIORS``)."""
-    return spec.prior_for(term_name, "group_sigma").dist in FOLDED_PRIORS
+    """Whether this term's SD prior has a smooth symmetric twin (``Prior.twin``)."""
+    return spec.prior_for(term_name, "group_sigma").foldable
 
 
 def build_model(
@@ -341,9 +324,9 @@ def build_model(
         coords[_sigma_dim(spec)] = list(stats.groups)
     with pm.Model(coords=coords) as model:
         if coords:
-            sigma = pymc_prior("sigma", spec.prior_for("sigma", "sigma"), dims=_sigma_dim(spec))
+            sigma = spec.prior_for("sigma", "sigma").pymc("sigma", dims=_sigma_dim(spec))
         else:
-            sigma = pymc_prior("sigma", spec.prior_for("sigma", "sigma"))
+            sigma = spec.prior_for("sigma", "sigma").pymc("sigma")
         taus = [
             _group_sd(f"{t.name}_sigma", spec.prior_for(t.name, "group_sigma"), t.name in folded)
             for t in group_terms
@@ -411,7 +394,7 @@ def boundary_drops(model: pm.Model, spec: ModelSpec, terms: list[str]) -> dict[s
     for i, k in enumerate(names):
         base = k.removesuffix("_log__")
         kind = "sigma" if base == "sigma" else "group_sigma"
-        scale = _prior_scale(spec.prior_for(base.removesuffix("_sigma"), kind))
+        scale = spec.prior_for(base.removesuffix("_sigma"), kind).scale
         floor[offsets[i] : offsets[i + 1]] = (PROFILE_ZERO * scale) ** 2
 
     def optimum(fn, x: np.ndarray, lower: np.ndarray):

@@ -47,7 +47,6 @@ from omlbayes.backends.graded_kernel import GradedLogp
 from omlbayes.constants import ITEM_MAX, ITEM_MIN
 from omlbayes.errors import SpecError
 from omlbayes.model.design import DesignLayout, design_matrix
-from omlbayes.model.priors import pymc_prior
 from omlbayes.model.spec import ModelSpec
 
 N_CATEGORIES = ITEM_MAX - ITEM_MIN + 1
@@ -212,7 +211,7 @@ def build_model(
         start, gaps = marginal_cutpoints(loadings, settings)
         cut = pm.Deterministic("cutpoints", cutpoints_from(start, gaps), dims=("item", "cut"))
         taus = [
-            pymc_prior(f"{t.name}_sigma", spec.prior_for(t.name, "group_sigma"))
+            spec.prior_for(t.name, "group_sigma").pymc(f"{t.name}_sigma")
             for t in layout.group_terms
         ]
         log_lam = pt.concatenate(

@@ -13,7 +13,6 @@ import xarray as xr
 from omlbayes.errors import SpecError
 from omlbayes.model.design import SIGMA_DIM_SUFFIX, DesignLayout, design_matrix, residual_groups
 from omlbayes.model.estimands import coefficient_draws
-from omlbayes.model.priors import pymc_prior
 from omlbayes.model.spec import ModelSpec
 
 
@@ -31,14 +30,14 @@ def prior_predictive(
     by = spec.residual_sd_by
     groups = residual_groups(frame, by)
     with pm.Model():
-        sigma = pymc_prior("sigma", spec.prior_for("sigma", "sigma"), shape=len(groups))
+        sigma = spec.prior_for("sigma", "sigma").pymc("sigma", shape=len(groups))
         scales = []
         for term in layout.terms:
             if term.kind == "group":
-                scale = pymc_prior(f"{term.name}_sigma", spec.prior_for(term.name, "group_sigma"))
+                scale = spec.prior_for(term.name, "group_sigma").pymc(f"{term.name}_sigma")
             else:
                 kind = "Intercept" if term.kind == "intercept" else "common"
-                scale = spec.prior_for(term.name, kind).params["sigma"]
+                scale = spec.prior_for(term.name, kind).scale
             scales.append((scale, term.size))
         values = pm.draw(
             [sigma] + [s for s, _ in scales if not isinstance(s, float)],

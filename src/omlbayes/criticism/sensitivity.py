@@ -18,7 +18,6 @@ import logging
 
 import numpy as np
 import pandas as pd
-import pymc as pm
 import xarray as xr
 
 from omlbayes.model.design import DesignLayout, GroupedStats
@@ -30,44 +29,25 @@ SENSITIVITY_CSV = "prior_sensitivity.csv"
 THRESHOLD = 0.05
 
 
-def _logp(prior, values: np.ndarray) -> np.ndarray:
-    """The prior's log density at ``values`` (scipy for the spec's families: no compiling)."""
-    from scipy import stats
-
-    k = prior.params
-    if prior.dist == "Normal":
-        return stats.norm.logpdf(values, loc=k["mu"], scale=k["sigma"])
-    if prior.dist == "HalfNormal":
-        return stats.halfnorm.logpdf(values, scale=k["sigma"])
-    if prior.dist == "Exponential":
-        return stats.expon.logpdf(values, scale=1.0 / k["lam"])
-    if prior.dist == "HalfStudentT":
-        return np.log(2.0) + stats.t.logpdf(values, k["nu"], scale=k["sigma"])
-    if prior.dist == "HalfCauchy":
-        return stats.halfcauchy.logpdf(values, scale=k["beta"])
-    dist = getattr(pm, prior.dist).dist(**k)
-    return np.asarray(pm.logp(dist, values).eval())
-
-
 def log_prior_draws(posterior: xr.Dataset, layout: DesignLayout, spec: ModelSpec) -> xr.Dataset:
     """Per-draw log prior density of each spec prior: sigma, each group SD, each common term."""
     out = {}
     sigma = posterior["sigma"]
     extra = [d for d in sigma.dims if d not in ("chain", "draw")]
     out["sigma"] = xr.DataArray(
-        _logp(spec.prior_for("sigma", "sigma"), sigma.to_numpy()), dims=sigma.dims
+        spec.prior_for("sigma", "sigma").logpdf(sigma.to_numpy()), dims=sigma.dims
     ).sum(extra)
     for term in layout.terms:
         if term.kind == "group":
             name = f"{term.name}_sigma"
             out[name] = xr.DataArray(
-                _logp(spec.prior_for(term.name, "group_sigma"), posterior[name].to_numpy()),
+                spec.prior_for(term.name, "group_sigma").logpdf(posterior[name].to_numpy()),
                 dims=posterior[name].dims,
             )
             continue
         kind = "Intercept" if term.kind == "intercept" else "common"
         values = posterior[term.name]
-        dense = _logp(spec.prior_for(term.name, kind), values.to_numpy())
+        dense = spec.prior_for(term.name, kind).logpdf(values.to_numpy())
         out[term.name] = xr.DataArray(dense, dims=values.dims).sum(
             [d for d in values.dims if d not in ("chain", "draw")]
         )

@@ -10,6 +10,8 @@ from pathlib import Path
 
 from omlbayes.constants import DEFAULT_MODEL
 from omlbayes.errors import SpecError
+from omlbayes.model.priors import FAMILIES as PRIOR_DISTS
+from omlbayes.model.priors import Prior
 
 # Every key a spec may hold, per section: anything else is an error naming the key and
 # these (one table, so a new key is a one-line addition). None = any key (the [priors]
@@ -41,24 +43,7 @@ KERNELS = ("auto", "dense", "sparse")  # the collapsed backend's linear algebra
 # its posterior against zero ("auto"; see backends/collapsed.py).
 SD_PARAMETERIZATIONS = ("log", "auto", "folded")
 FAMILIES = ("gaussian", "t", "bernoulli", "poisson", "negativebinomial", "cumulative", "graded")
-PRIOR_DISTS = {
-    "Normal": ("mu", "sigma"),
-    "HalfNormal": ("sigma",),
-    "Exponential": ("lam",),
-    "HalfStudentT": ("nu", "sigma"),
-    "HalfCauchy": ("beta",),
-}
 MODELS_DIR = Path(__file__).resolve().parents[3] / "models"
-
-
-@dataclass(frozen=True)
-class Prior:
-    dist: str
-    params: dict[str, float]
-
-    def __str__(self) -> str:
-        args = ", ".join(f"{k}={v:g}" for k, v in self.params.items())
-        return f"{self.dist}({args})"
 
 
 @dataclass(frozen=True)

@@ -8,11 +8,11 @@ import sys
 from dataclasses import replace
 from pathlib import Path
 
-from omlbayes import constants
 from omlbayes.criticism.diagnose import verdict_line
 from omlbayes.errors import DiagnosticsFailed, SpecError
 from omlbayes.model.spec import load_spec
 from omlbayes.pipeline import survey_run
+from omlbayes.pipeline.outputs import replot
 from omlbayes.results import disclosure, runs
 from omlbayes.results.options import OutputOptions
 
@@ -31,32 +31,26 @@ def configure_logging(*, quiet: bool = False, verbose: bool = False) -> None:
     logger.propagate = False
 
 
+def _given(args: argparse.Namespace, names: tuple[str, ...]) -> dict:
+    """The flags the command line gave (the rest keep the options' own defaults)."""
+    return {k: getattr(args, k) for k in names if getattr(args, k, None) is not None}
+
+
 def _options(args: argparse.Namespace) -> survey_run.RunOptions:
-    defaults = {
-        "lang": "nl",
-        "interval": constants.CI_KIND,
-        "prob": constants.CI_PROB,
-        "min_cell_n": constants.MIN_CELL_N,
-    }
-    given = {k: getattr(args, k) for k in OUTPUT_FLAGS if getattr(args, k) is not None}
-    options = survey_run.RunOptions(
-        seed=args.seed,
-        out_dir=args.out or survey_run.DEFAULT_OUT,
+    # validates interval, prob, threshold and language (one line each)
+    output = OutputOptions(**_given(args, OUTPUT_FLAGS))
+    return survey_run.RunOptions(
+        output=output,
         progressbar=not args.no_progress and not args.quiet,
-        name=args.name,
-        engine=getattr(args, "engine", "local"),
-        scheduler=getattr(args, "scheduler", None),
-        batch_rows=getattr(args, "batch_rows", None) or survey_run.BATCH_ROWS,
-        **{**defaults, **given},
+        **_given(args, ("seed", "name", "engine", "scheduler", "batch_rows")),
+        **({"out_dir": args.out} if args.out else {}),
     )
-    options.output()  # validates interval, prob, threshold and language (one line each)
-    return options
 
 
 def _replot_options(args: argparse.Namespace) -> OutputOptions:
     """The run's options, with the output flags given on this command line."""
     run = runs.read_record(args.replot).output_options
-    given = {k: getattr(args, k) for k in OUTPUT_FLAGS if getattr(args, k) is not None}
+    given = _given(args, OUTPUT_FLAGS)
     # the disclosure threshold may be raised on a replot, never lowered
     given["min_cell_n"] = disclosure.effective_min_cell_n(run.min_cell_n, args.min_cell_n)
     return replace(run, **given)
@@ -65,7 +59,7 @@ def _replot_options(args: argparse.Namespace) -> OutputOptions:
 def run_fit(args: argparse.Namespace) -> int:
     configure_logging(quiet=args.quiet, verbose=args.verbose)
     if args.replot:
-        survey_run.write_outputs(args.replot, options=_replot_options(args))
+        replot(args.replot, options=_replot_options(args))
         print(f"redrawn: {args.replot}")
         return 0
     if getattr(args, "scheduler", None) and getattr(args, "engine", "local") != "dask":
@@ -133,8 +127,7 @@ def print_summary(result: survey_run.RunResult) -> None:
     print("=" * 72)
     print(verdict_line(result.diagnostics))
     if len(result.headline):
-        scale = runs.read_record(result.path).fit.get("scale", "index")
-        units = "SD units of the latent trait" if scale == "latent" else "SD units"
+        units = "SD units of the latent trait" if result.scale == "latent" else "SD units"
         print(
             f"Main contrasts (overall, {units}, {result.output.interval_short('en')}, "
             "probability of direction):"

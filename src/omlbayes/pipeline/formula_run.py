@@ -434,7 +434,7 @@ def fit_formula_run(
     backend, reason = choose_backend(parsed, family, spec)
     progress(f"backend {backend}: {reason}")
     name = options.name or runs.run_name("generic")
-    output = options.output()
+    output = options.output
     with runs.staged_run(options.out_dir, name) as stage:
         staging = stage.path
         if backend == "collapsed":
@@ -452,7 +452,7 @@ def fit_formula_run(
         runs.write_posterior(tree, staging / runs.POSTERIOR)
         runs.write_json(staging / runs.DIAGNOSTICS, diagnostics)
         posterior = tree["posterior"].to_dataset()
-        summarise.parameter_summary(posterior, prob=output.prob, kind=output.interval).to_csv(
+        summarise.parameter_summary(posterior, options=output).to_csv(
             staging / "summary.csv", index_label="parameter"
         )
         figures = staging / "figures"

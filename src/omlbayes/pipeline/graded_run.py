@@ -15,25 +15,26 @@ from __future__ import annotations
 
 import time
 from dataclasses import replace
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import xarray as xr
 
 from omlbayes.backends.graded import GradedFit, MeasurementSettings, fit_graded, long_items
-from omlbayes.constants import CI_PROB, ITEM_MIN
+from omlbayes.constants import ITEM_MIN
 from omlbayes.criticism import diagnose
 from omlbayes.errors import SpecError
 from omlbayes.model import estimands
 from omlbayes.model.design import DesignLayout
 from omlbayes.model.spec import ModelSpec
 from omlbayes.results import summarise
+from omlbayes.results.options import OutputOptions, draw_interval
 from omlbayes.results.runs import (
     DIF_CSV,
     ITEM_PPC_CSV,
     LATENT_VS_INDEX_CSV,
     RELIABILITY_MODEL_CSV,
+    Run,
 )
 
 PPC_DRAWS = 200  # posterior draws replicated for the item checks
@@ -69,10 +70,12 @@ def fit_graded_run(
     spec: ModelSpec,
     *,
     seed: int,
+    output: OutputOptions,
     progressbar: bool = True,
     progress=print,
 ) -> tuple[xr.DataTree, dict[str, float], dict, dict[str, pd.DataFrame]]:
-    """Graded fit + item checks + the index model on the same students.
+    """Graded fit + item checks (with the run's interval) + the index model on the same
+    students.
 
     Returns the tree (posterior on the standardized latent scale, plus the index model's
     coefficients as group ``index_posterior``), timings, the run record's ``fit`` section
@@ -87,9 +90,9 @@ def fit_graded_run(
     t0 = time.perf_counter()
     progress("graded model: item posterior predictive checks, DIF, reliability")
     tables = {
-        ITEM_PPC_CSV: item_ppc_table(frame, fit, settings, seed=seed),
-        DIF_CSV: dif_table(frame, fit, settings, seed=seed),
-        RELIABILITY_MODEL_CSV: model_reliability(fit),
+        ITEM_PPC_CSV: item_ppc_table(frame, fit, settings, seed=seed, options=output),
+        DIF_CSV: dif_table(frame, fit, settings, seed=seed, options=output),
+        RELIABILITY_MODEL_CSV: model_reliability(fit, options=output),
     }
     timings["item_checks_s"] = time.perf_counter() - t0
     latent_diag = latent_diagnostics(fit.theta)
@@ -164,15 +167,15 @@ def _group_codes(frame: pd.DataFrame, column: str, data) -> tuple[np.ndarray, li
     return codes[data.obs_student], levels
 
 
-def _interval(draws: np.ndarray, axis: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    tail = (1.0 - CI_PROB) / 2.0
-    return np.quantile(draws, tail, axis=axis), np.quantile(draws, 1.0 - tail, axis=axis)
-
-
 def item_ppc_table(
-    frame: pd.DataFrame, fit: GradedFit, settings: MeasurementSettings, *, seed: int
+    frame: pd.DataFrame,
+    fit: GradedFit,
+    settings: MeasurementSettings,
+    *,
+    seed: int,
+    options: OutputOptions,
 ) -> pd.DataFrame:
-    """Share of each answer per item and group: observed vs replicated (95% interval).
+    """Share of each answer per item and group: observed vs replicated (the run's interval).
 
     ``ppp`` is the posterior predictive p-value P(replicated share >= observed share);
     values near 0 or 1 mean the model misses that share.
@@ -192,7 +195,7 @@ def item_ppc_table(
         rep = np.stack([np.bincount(key + r, minlength=size) for r in reps])
         rep = rep.reshape(len(reps), -1, n_items, n_cat) / np.maximum(answered, 1)
         obs_share = observed / np.maximum(answered, 1)
-        lower, upper = _interval(rep)
+        lower, upper = draw_interval(rep, options.interval, options.prob, axis=0)
         ppp = (rep >= obs_share[None]).mean(axis=0)
         for g, level in enumerate(levels):
             for j, item in enumerate(settings.items):
@@ -215,15 +218,22 @@ def item_ppc_table(
 
 
 def dif_table(
-    frame: pd.DataFrame, fit: GradedFit, settings: MeasurementSettings, *, seed: int
+    frame: pd.DataFrame,
+    fit: GradedFit,
+    settings: MeasurementSettings,
+    *,
+    seed: int,
+    options: OutputOptions,
 ) -> pd.DataFrame:
     """Posterior predictive DIF: each item's mean answer per group, observed vs replicated.
 
     Given each student's latent value, the model says an item works the same in every
     group; an item whose observed group mean falls outside the replicated interval
     (``ppp`` near 0 or 1) answers differently in that group than the trait predicts.
-    ``difference`` is observed minus predicted, in answer points.
+    ``difference`` is observed minus predicted, in answer points; ``flagged`` when ``ppp``
+    lies in either tail outside the run's interval probability.
     """
+    tail = (1.0 - options.prob) / 2.0
     data = long_items(frame, settings.items)
     reps, _ = _replicates(fit, data, seed=seed + 1)
     n_items = len(settings.items)
@@ -241,7 +251,7 @@ def dif_table(
         rep = np.stack(
             [np.bincount(key, weights=r + ITEM_MIN, minlength=size) for r in reps]
         ) / np.maximum(count, 1)
-        lower, upper = _interval(rep)
+        lower, upper = draw_interval(rep, options.interval, options.prob, axis=0)
         ppp = (rep >= obs[None]).mean(axis=0)
         for g, level in enumerate(levels):
             for j, item in enumerate(settings.items):
@@ -258,13 +268,13 @@ def dif_table(
                         "upper": upper[k],
                         "difference": obs[k] - rep[:, k].mean(),
                         "ppp": ppp[k],
-                        "flagged": bool(ppp[k] < 0.025 or ppp[k] > 0.975),
+                        "flagged": bool(ppp[k] < tail or ppp[k] > 1.0 - tail),
                     }
                 )
     return pd.DataFrame.from_records(rows)
 
 
-def model_reliability(fit: GradedFit) -> pd.DataFrame:
+def model_reliability(fit: GradedFit, *, options: OutputOptions) -> pd.DataFrame:
     """Reliability from the graded model, to set next to alpha and omega.
 
     * latent-response omega, per draw: (sum a)^2 / ((sum a)^2 + J) with the loadings a on
@@ -278,7 +288,7 @@ def model_reliability(fit: GradedFit) -> pd.DataFrame:
     a = fit.loadings
     total = a.sum(axis=-1)
     omega = (total**2 / (total**2 + a.shape[-1])).ravel()
-    lo, hi = _interval(omega)
+    lo, hi = draw_interval(omega, options.interval, options.prob)
     theta = fit.theta
     z = (theta - theta.mean(axis=-1, keepdims=True)) / theta.std(axis=-1, ddof=1, keepdims=True)
     flat = z.reshape(-1, z.shape[-1])
@@ -304,25 +314,20 @@ KEYS = ["breakdown", "group", "wave", "reference", "reference_group", "kind"]
 
 
 def latent_vs_index_table(
-    tree: xr.DataTree,
-    gcomp: xr.Dataset,
+    run: Run,
     contrast_defs: list[estimands.Contrast],
     latent_contrasts: pd.DataFrame,
     *,
     suppressed: set[tuple[str, str, str]],
-    kind: str,
-    prob: float,
-    seed: int,
 ) -> pd.DataFrame:
     """Every contrast on both scales: the graded model's latent trait and the index model's
     standardized index, fitted on the same students (both in SD units)."""
-    index_post = tree[INDEX_GROUP].to_dataset()
-    index_effects = estimands.effect_draws(index_post, gcomp, seed=seed)
+    index_post = run.tree[INDEX_GROUP].to_dataset()
+    index_effects = estimands.effect_draws(index_post, run.gcomp, seed=run.record.seed)
     index_contrasts = summarise.contrasts_table(
         estimands.contrast_draws(index_effects, contrast_defs),
         suppressed=suppressed,
-        kind=kind,
-        prob=prob,
+        options=run.options,
     )
     values = ["mean", "lower", "upper", "p_direction"]
     latent = latent_contrasts[KEYS + values + ["suppressed"]].rename(
@@ -334,35 +339,21 @@ def latent_vs_index_table(
 
 
 def write_latent_vs_index(
-    path: Path,
-    tree: xr.DataTree,
-    gcomp: xr.Dataset,
+    run: Run,
     contrast_defs: list[estimands.Contrast],
     latent_contrasts: pd.DataFrame,
     *,
     suppressed: set[tuple[str, str, str]],
-    kind: str,
-    prob: float,
-    seed: int,
-    lang: str,
 ) -> None:
     """latent_vs_index.csv and its figure, plus the item-check figure (graded runs only)."""
     import matplotlib.pyplot as plt
 
     from omlbayes.plots.measurement import plot_item_ppc, plot_latent_vs_index
 
-    if INDEX_GROUP not in tree.children:
+    if INDEX_GROUP not in run.tree.children:
         return
-    table = latent_vs_index_table(
-        tree,
-        gcomp,
-        contrast_defs,
-        latent_contrasts,
-        suppressed=suppressed,
-        kind=kind,
-        prob=prob,
-        seed=seed,
-    )
+    path, lang = run.path, run.options.lang
+    table = latent_vs_index_table(run, contrast_defs, latent_contrasts, suppressed=suppressed)
     table.to_csv(path / LATENT_VS_INDEX_CSV, index=False)
     figures = path / "figures"
     fig = plot_latent_vs_index(table, lang=lang)

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -36,6 +36,7 @@ from omlbayes.data import schema
 from omlbayes.errors import InputError
 from omlbayes.model import estimands
 from omlbayes.model.spec import ModelSpec
+from omlbayes.pipeline.outputs import model_implied
 from omlbayes.results import runs, summarise
 
 MI_PREDICTORS = ("school_id", "school_type", "region", "wave")
@@ -225,7 +226,10 @@ def fit_imputations(
             fitted.tree["posterior"].to_dataset(), fitted.gcomp, seed=seed + k
         )
         n = fitted.gcomp["n"].to_numpy()
-        table = summarise.effects_table(eff, n, min_cell_n=min_cell_n)
+        cells = {k: eff[k].to_numpy() for k in ("breakdown", "group", "wave")}
+        table = summarise.suppress_small_cells(
+            pd.DataFrame({**cells, "n": n}), min_cell_n=min_cell_n
+        )
         suppressed |= {(r.breakdown, r.group, r.wave) for r in table.itertuples() if r.suppressed}
         if defs is None:
             waves = tuple(
@@ -290,22 +294,19 @@ def multiple_imputation_run(
         f"{column}, {len(model.features)} features"
     )
     frames = impute(frame, model, m=m, seed=options.seed)
-    output = options.output(monitor=survey.monitor, area=survey.area)
+    output = replace(options.output, monitor=survey.monitor, area=survey.area)
     pooled = fit_imputations(
         frames, spec, seed=options.seed, min_cell_n=output.min_cell_n, column=column,
         progress=progress,
     )  # fmt: skip
     name = options.name or runs.run_name(f"{spec.name}_mi_{column}")
     with runs.staged_run(options.out_dir, name) as stage:
-        effects = summarise.effects_table(
-            pooled.effects, pooled.n, kind=output.interval, prob=output.prob,
-            min_cell_n=output.min_cell_n,
-        )  # fmt: skip
+        effects = summarise.effects_table(pooled.effects, pooled.n, options=output)
         effects.to_csv(stage.path / "effects.csv", index=False)
         contrasts = summarise.contrasts_table(
-            pooled.contrasts, suppressed=pooled.suppressed, kind=output.interval, prob=output.prob
+            pooled.contrasts, suppressed=pooled.suppressed, options=output
         )
-        contrasts["model_implied"] = survey_run.model_implied(contrasts, spec.to_dict())
+        contrasts["model_implied"] = model_implied(contrasts, spec.to_dict())
         contrasts.to_csv(stage.path / "contrasts.csv", index=False)
         known = frame[frame[column].astype(str) != missing][column].astype(str)
         per = pooled.per_imputation.assign(

@@ -1,11 +1,13 @@
-"""The one place that chains the stages: read -> scale -> fit -> diagnose -> summarise -> plot.
+"""The survey run: a survey file in, a complete run folder out, stage by stage.
 
-Every stage after the fit reads only the run folder, so ``summarise_run`` also serves
-``--replot`` without refitting.
+``fit_survey_run`` is the list of stages; each is a function below or in the stage's own
+folder. Everything after the fit works from one :class:`~omlbayes.results.runs.Run`,
+handed over in memory (``pipeline.outputs``); ``--replot`` opens the same object from disk.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from collections.abc import Callable
@@ -13,25 +15,21 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import matplotlib
-import numpy as np
 import pandas as pd
 import xarray as xr
 
-from omlbayes.constants import CI_KIND, CI_PROB, DEFAULT_SEED, MIN_CELL_N
+from omlbayes.constants import DEFAULT_SEED
 from omlbayes.criticism import diagnose, ppc
 from omlbayes.data import scale, schema, stream
 from omlbayes.data.ingest import BATCH_ROWS, read_survey
 from omlbayes.errors import SpecError
-from omlbayes.labels import LANGS
 from omlbayes.model import estimands
 from omlbayes.model import stats as model_stats
 from omlbayes.model.spec import ModelSpec
 from omlbayes.pipeline import passes
+from omlbayes.pipeline.outputs import write_outputs
 from omlbayes.plots import diagnostics as diag_plots
-from omlbayes.plots.save import save_png
 from omlbayes.report.findings import load_findings
-from omlbayes.report.page import write_report
-from omlbayes.report.schools import write_school_pages
 from omlbayes.results import disclosure, runs, summarise
 from omlbayes.results.options import OutputOptions
 
@@ -42,7 +40,6 @@ DEFAULT_DATA = ROOT / "data" / "oml_synthetic.csv"
 DEFAULT_OUT = ROOT / "outputs"
 PREDICTIVE_ROWS = 4000
 PREDICTIVE_DRAWS = 100
-MIN_PSIS_DRAWS = 100  # power-scaling (PSIS) needs a Pareto tail of at least 5 draws
 
 Progress = Callable[[str], None]
 log = logging.getLogger("omlbayes")
@@ -50,28 +47,20 @@ log = logging.getLogger("omlbayes")
 
 @dataclass(frozen=True)
 class RunOptions:
+    """How a run is made and what it shows: the one options object below the command line.
+
+    ``output`` holds what every table, figure and sentence follows (interval, probability,
+    disclosure threshold, language); the monitor's name and area come from the data.
+    """
+
+    output: OutputOptions = field(default_factory=OutputOptions)
     seed: int = DEFAULT_SEED
     out_dir: Path = DEFAULT_OUT
-    lang: str = "nl"
-    interval: str = CI_KIND
-    prob: float = CI_PROB
-    min_cell_n: int = MIN_CELL_N
     progressbar: bool = True
     name: str | None = None
     engine: str = "local"  # the data pass over parts: "local" (this process) or "dask"
     scheduler: str | None = None  # a Dask scheduler's address; None starts a LocalCluster
     batch_rows: int = BATCH_ROWS  # rows per batch when parts are read (bounds the memory)
-
-    def output(self, *, monitor: str = "", area: str = "") -> OutputOptions:
-        """The output options of a run with these settings (validated)."""
-        return OutputOptions(
-            interval=self.interval,
-            prob=self.prob,
-            min_cell_n=self.min_cell_n,
-            lang=self.lang,
-            monitor=monitor,
-            area=area,
-        )
 
 
 @dataclass(frozen=True)
@@ -79,7 +68,27 @@ class RunResult:
     path: Path
     diagnostics: dict
     headline: pd.DataFrame
-    output: OutputOptions = OutputOptions()
+    output: OutputOptions
+    scale: str = "index"  # what the effects are in: "index" or "latent" (graded runs)
+
+
+class _Clock:
+    """Seconds per stage for the run record."""
+
+    def __init__(self) -> None:
+        self.start = self.lap_start = time.perf_counter()
+        self.timings: dict[str, float] = {}
+
+    def lap(self, name: str) -> None:
+        now = time.perf_counter()
+        self.timings[name] = now - self.lap_start
+        self.lap_start = now
+
+    def restart(self) -> None:
+        self.lap_start = time.perf_counter()
+
+    def total(self, name: str) -> None:
+        self.timings[name] = time.perf_counter() - self.start
 
 
 def fit_survey_run(
@@ -96,103 +105,127 @@ def fit_survey_run(
     the run's threshold anywhere) and only then published.
     """
     check_backend(spec)
-    timings: dict[str, float] = {}
-    t0 = time.perf_counter()
+    clock = _Clock()
+    source = read_source(data, spec, column_map, options, progress)
+    clock.lap("read_scale_s")
+    output = replace(options.output, monitor=source.survey.monitor, area=source.survey.area)
+    findings = load_findings(spec.findings or None)
+    with runs.staged_run(options.out_dir, options.name or runs.run_name(spec.name)) as stage:
+        tree, fitted = _fit(source.frame, spec, options, progress, clock.timings, source.prepared)
+        progress("computing adjusted means (g-computation weights)")
+        clock.restart()
+        tree["gcomp"] = xr.DataTree(fitted["gcomp"])
+        _criticism(source, spec, fitted, tree, stage.path, progress, clock.timings)
+        clock.restart()
+        summary, diagnostics, pvalues = _diagnose(
+            source, spec, fitted, tree, output, options, clock, progress
+        )
+        tree, diagnostics = _write_fit_files(stage.path, tree, diagnostics, summary, clock)
+        _write_fit_tables(stage.path, source, fitted, output, clock)
+        _fit_figures(stage.path, source, spec, fitted, tree, pvalues, output, options, clock)
+        clock.total("total_s")  # the fit, until the outputs
+        record = runs.RunRecord.new(
+            model=spec.name,
+            kind="survey",
+            options=output.to_dict(),
+            seed=options.seed,
+            levels={c: list(source.survey.levels.of(c)) for c in schema.CATEGORICAL_COLUMNS},
+            spec=spec.to_dict(),
+            spec_sha256=spec.sha256(),
+            data=survey_facts(
+                source.survey,
+                column_map,
+                source.n_analysed,
+                source.exclusions,
+                **source.data_facts,
+            ),
+            scale={
+                "min_items": source.scale.min_items,
+                "raw_mean": source.scale.raw_mean,
+                "raw_sd": source.scale.raw_sd,
+                "age_mean": source.scale.age_mean,
+            },
+            sampler={**spec.sampler.__dict__},
+            priors={k: str(v) for k, v in spec.priors.items()},
+            formula=spec.formula(),
+            n_coefficients=fitted["n_coef"],
+            findings=findings.to_dict(),
+            timings=dict(clock.timings),
+            fit=fitted.get("fit", {}),
+        ).as_written()
+        run = runs.Run(stage.path, record, diagnostics=diagnostics, tree=tree)
+        headline = write_outputs(run, progress=progress, timings=clock.timings)
+        clock.total("run_total_s")
+        stage.write_record(replace(record, timings=dict(clock.timings)))
+        disclosure.audit(stage.path, min_cell_n=output.min_cell_n)
+    scale = str(record.fit.get("scale", "index"))
+    return RunResult(stage.final, diagnostics, headline, output, scale)
+
+
+def read_source(data, spec: ModelSpec, column_map, options: RunOptions, progress) -> _Source:
+    """Stage 1: read, check and scale the survey (one file in memory, or parts as sums)."""
     progress(f"reading {data}")
     if stream.is_parts(data) or options.engine == "dask":
         source = _streamed_source(data, spec, column_map, options, progress)
     else:
         source = _in_memory_source(data, column_map, options, spec)
-    survey, frame, exclusions = source.survey, source.frame, source.exclusions
+    excluded = source.exclusions
     progress(
-        f"{survey.n_read} rows read, {source.n_analysed} students analysed"
-        + (f"; excluded: {exclusions}" if exclusions else "; nothing excluded")
+        f"{source.survey.n_read} rows read, {source.n_analysed} students analysed"
+        + (f"; excluded: {excluded}" if excluded else "; nothing excluded")
     )
-    timings["read_scale_s"] = time.perf_counter() - t0
-    output = options.output(monitor=survey.monitor, area=survey.area)
-    findings = load_findings(spec.findings or None)
+    return source
 
-    name = options.name or runs.run_name(spec.name)
-    with runs.staged_run(options.out_dir, name) as stage:
-        staging = stage.path
-        tree, fit_info = _fit(frame, spec, options, progress, timings, prepared=source.prepared)
-        progress("computing adjusted means (g-computation weights)")
-        tree["gcomp"] = xr.DataTree(fit_info["gcomp"])
-        _criticism(frame, spec, fit_info, tree, staging, progress, timings, data_key=survey.sha256)
-        t = time.perf_counter()
-        # one summary: its R-hat and ESS are the gate's too (costly at thousands of cells)
-        summary = summarise.parameter_summary_dataset(
-            tree["posterior"].to_dataset(), kind=output.interval, prob=output.prob
-        )
-        diagnostics = diagnose.check(tree, summary=summary)
-        timings["diagnostics_s"] = time.perf_counter() - t
-        progress("posterior predictive checks (Bayesian p-values)")
-        t = time.perf_counter()
-        ppc_entries, ppc_pvalues = ppc.posterior_predictive_checks(
-            frame if frame is not None else source.sample,
-            fit_info["layout"],
-            spec,
-            tree["posterior"].to_dataset(),
-            seed=options.seed,
-            min_cell_n=output.min_cell_n,
-            breakdown_columns=[b[0] for b in spec.breakdowns if len(b) == 1],
-        )
-        diagnostics = ppc.add_to_gate(diagnostics, ppc_entries)
-        timings["ppc_s"] = time.perf_counter() - t
-        progress(diagnose.verdict_line(diagnostics))
-        t = time.perf_counter()
-        runs.write_posterior(tree, staging / runs.POSTERIOR)
-        runs.write_json(staging / runs.DIAGNOSTICS, diagnostics)
-        timings["write_posterior_s"] = time.perf_counter() - t
-        t = time.perf_counter()
-        summarise.summary_table(summary).to_csv(staging / "summary.csv", index_label="parameter")
-        timings["parameter_summary_s"] = time.perf_counter() - t
-        t = time.perf_counter()
-        _write_descriptives(source.tables(), staging, min_cell_n=output.min_cell_n)
-        for table_name, table in fit_info.get("tables", {}).items():  # graded: item checks
-            table.to_csv(staging / table_name, index=False)
-        timings["descriptives_s"] = time.perf_counter() - t
-        t = time.perf_counter()
-        figures = staging / "figures"
-        figures.mkdir()
-        _predictive_figures(source.sample, spec, fit_info, tree, figures, options)
-        diag_plots.plot_ppc_pvalues(ppc_pvalues, figures / "ppc_pvalues.png")
-        timings["predictive_figures_s"] = time.perf_counter() - t
-        timings["total_s"] = time.perf_counter() - t0  # until the record is written
-        stage.write_record(
-            runs.RunRecord.new(
-                model=spec.name,
-                kind="survey",
-                options=output.to_dict(),
-                seed=options.seed,
-                levels={c: list(survey.levels.of(c)) for c in schema.CATEGORICAL_COLUMNS},
-                spec=spec.to_dict(),
-                spec_sha256=spec.sha256(),
-                data=survey_facts(
-                    survey, column_map, source.n_analysed, exclusions, **source.data_facts
-                ),
-                scale={
-                    "min_items": source.scale.min_items,
-                    "raw_mean": source.scale.raw_mean,
-                    "raw_sd": source.scale.raw_sd,
-                    "age_mean": source.scale.age_mean,
-                },
-                sampler={**spec.sampler.__dict__},
-                priors={k: str(v) for k, v in spec.priors.items()},
-                formula=spec.formula(),
-                n_coefficients=fit_info["n_coef"],
-                findings=findings.to_dict(),
-                timings=timings,
-                fit=fit_info.get("fit", {}),
-            )
-        )
-        output_timings: dict[str, float] = {}
-        headline = write_outputs(staging, progress=progress, timings=output_timings)
-        # the output stages read run.json, so their seconds are added to it afterwards
-        record = runs.read_record(staging)
-        output_timings["run_total_s"] = time.perf_counter() - t0
-        runs.write_record(staging, replace(record, timings={**record.timings, **output_timings}))
-    return RunResult(stage.final, diagnostics, headline, output)
+
+def _diagnose(source, spec, fitted, tree, output: OutputOptions, options, clock, progress):
+    """Stage 4: the parameter summary, the diagnostics gate and the predictive checks."""
+    # one summary: its R-hat and ESS are the gate's too (costly at thousands of cells)
+    posterior = tree["posterior"].to_dataset()
+    summary = summarise.parameter_summary_dataset(posterior, options=output)
+    diagnostics = diagnose.check(tree, summary=summary)
+    clock.lap("diagnostics_s")
+    progress("posterior predictive checks (Bayesian p-values)")
+    entries, pvalues = ppc.posterior_predictive_checks(
+        source.frame if source.frame is not None else source.sample,
+        fitted["layout"],
+        spec,
+        posterior,
+        seed=options.seed,
+        min_cell_n=output.min_cell_n,
+        breakdown_columns=[b[0] for b in spec.breakdowns if len(b) == 1],
+    )
+    diagnostics = ppc.add_to_gate(diagnostics, entries)
+    clock.lap("ppc_s")
+    progress(diagnose.verdict_line(diagnostics))
+    return summary, diagnostics, pvalues
+
+
+def _write_fit_files(folder: Path, tree, diagnostics: dict, summary, clock):
+    """Stage 5: posterior.nc (no student rows), diagnostics.json and summary.csv; returns
+    the tree and the diagnostics as written, which the later stages use."""
+    written = runs.write_posterior(tree, folder / runs.POSTERIOR)
+    runs.write_json(folder / runs.DIAGNOSTICS, diagnostics)
+    clock.lap("write_posterior_s")
+    summarise.summary_table(summary).to_csv(folder / "summary.csv", index_label="parameter")
+    clock.lap("parameter_summary_s")
+    return written, json.loads(json.dumps(diagnostics, default=str))
+
+
+def _write_fit_tables(folder: Path, source, fitted, output: OutputOptions, clock) -> None:
+    """The descriptive tables (and a graded run's item checks)."""
+    _write_descriptives(source.tables(), folder, min_cell_n=output.min_cell_n)
+    for table_name, table in fitted.get("tables", {}).items():  # graded: item checks
+        table.to_csv(folder / table_name, index=False)
+    clock.lap("descriptives_s")
+
+
+def _fit_figures(folder, source, spec, fitted, tree, pvalues, output, options, clock) -> None:
+    """Sampler and predictive-check figures."""
+    figures = folder / "figures"
+    figures.mkdir()
+    _predictive_figures(source.sample, spec, fitted, tree, figures, output, seed=options.seed)
+    diag_plots.plot_ppc_pvalues(pvalues, figures / "ppc_pvalues.png")
+    clock.lap("predictive_figures_s")
 
 
 def check_backend(spec: ModelSpec) -> None:
@@ -306,36 +339,6 @@ def _streamed_source(data, spec: ModelSpec, column_map, options: RunOptions, pro
     )
 
 
-def write_outputs(
-    path: Path,
-    *,
-    options: OutputOptions | None = None,
-    progress: Progress = log.info,
-    timings: dict[str, float] | None = None,
-) -> pd.DataFrame:
-    """Everything after the fit, from the run folder: tables, figures, both reports and
-    the school pages, then the disclosure audit. Used by a fit and by ``--replot``.
-    ``timings`` (if given) receives the seconds of each of these stages."""
-    timings = {} if timings is None else timings
-    progress("summarising and drawing figures")
-    t = time.perf_counter()
-    headline = summarise_run(path, options=options)
-    timings["summaries_figures_s"] = time.perf_counter() - t
-    output = runs.read_record(path).output_options
-    progress("writing report.html (both languages) and the school feedback pages")
-    t = time.perf_counter()
-    for lang in (output.lang, *(other for other in LANGS if other != output.lang)):
-        write_report(path, lang=lang)
-    timings["reports_s"] = time.perf_counter() - t
-    t = time.perf_counter()
-    write_school_pages(path, lang=output.lang)
-    timings["school_pages_s"] = time.perf_counter() - t
-    t = time.perf_counter()
-    disclosure.audit(path, min_cell_n=output.min_cell_n)
-    timings["disclosure_audit_s"] = time.perf_counter() - t
-    return headline
-
-
 def fit_frame(
     frame: pd.DataFrame,
     spec: ModelSpec,
@@ -385,8 +388,8 @@ def _fit(frame, spec, options, progress, timings, prepared=None):
             )
 
         tree, fit_timings, fit_section, tables = fit_graded_run(
-            frame, layout, spec, seed=options.seed, progressbar=options.progressbar,
-            progress=progress,
+            frame, layout, spec, seed=options.seed, output=options.output,
+            progressbar=options.progressbar, progress=progress,
         )  # fmt: skip
         extra = {"fit": fit_section, "tables": tables}
     elif sampler.backend == "collapsed":
@@ -420,14 +423,13 @@ def _fit(frame, spec, options, progress, timings, prepared=None):
     return tree, info
 
 
-def _criticism(
-    frame, spec, fit_info, tree, staging: Path, progress, timings, *, data_key: str
-) -> None:
-    """LOO (loo.json) and the per-draw log prior / log likelihood totals that prior
+def _criticism(source, spec, fit_info, tree, staging: Path, progress, timings) -> None:
+    """Stage 3: LOO (loo.json) and the per-draw log prior / log likelihood totals that prior
     power-scaling needs (posterior.nc), for Gaussian runs; no student rows are kept."""
     from omlbayes.criticism import loo, sensitivity
     from omlbayes.model.design import grouped_stats
 
+    frame, data_key = source.frame, source.survey.sha256
     if spec.family != "gaussian":
         reason = f"exact LOO is implemented for Gaussian models (this one is {spec.family})"
         loo.write_not_computed(staging / loo.LOO_JSON, reason)
@@ -488,7 +490,9 @@ def _write_descriptives(tables: dict, folder: Path, *, min_cell_n: int) -> None:
     schools.to_csv(folder / "schools.csv", index=False)
 
 
-def _predictive_figures(sub, spec, fit_info, tree, figures: Path, options: RunOptions) -> None:
+def _predictive_figures(
+    sub, spec, fit_info, tree, figures: Path, output: OutputOptions, *, seed: int
+) -> None:
     """Predictive checks on ``sub``: at most PREDICTIVE_ROWS rows (seeded) of the data."""
     from omlbayes.criticism import predictive
 
@@ -499,121 +503,14 @@ def _predictive_figures(sub, spec, fit_info, tree, figures: Path, options: RunOp
     if spec.family == "graded":  # its predictive checks are of the items (item_ppc.png)
         return
     observed = sub[spec.response].to_numpy()
-    prior = predictive.prior_predictive(
-        sub, layout, spec, draws=PREDICTIVE_DRAWS, seed=options.seed
-    )
+    prior = predictive.prior_predictive(sub, layout, spec, draws=PREDICTIVE_DRAWS, seed=seed)
     diag_plots.plot_prior_predictive(
-        prior, observed, figures / "prior_predictive.png", lang=options.lang
+        prior, observed, figures / "prior_predictive.png", lang=output.lang
     )
     post = predictive.posterior_predictive(
-        sub, layout, tree["posterior"].to_dataset(), draws=PREDICTIVE_DRAWS, seed=options.seed
+        sub, layout, tree["posterior"].to_dataset(), draws=PREDICTIVE_DRAWS, seed=seed
     )
-    diag_plots.plot_ppc_index(observed, post, figures / "ppc_index.png", lang=options.lang)
-
-
-def summarise_run(path: Path | str, *, options: OutputOptions | None = None) -> pd.DataFrame:
-    """Tables and forest plots from a run folder (fit or ``--replot``); returns headline rows.
-
-    ``options`` (a replot's) replace the run's; the run record then says so.
-    """
-    from omlbayes.plots.forest import write_forest_figures
-    from omlbayes.plots.items import plot_item_distribution
-
-    path = Path(path)
-    record = runs.read_record(path)
-    if options is not None and options != record.output_options:
-        record = replace(record, options=options.to_dict())
-        runs.write_record(path, record)
-    options = record.output_options
-    tree = xr.open_datatree(path / runs.POSTERIOR, engine="h5netcdf").load()
-    if "gcomp" not in tree.children:
-        raise SpecError(f"{path}: this run has no adjusted-mean weights (a --formula run)")
-    posterior = tree["posterior"].to_dataset()
-    gcomp = tree["gcomp"].to_dataset()
-    effects = estimands.effect_draws(posterior, gcomp, seed=record.seed)
-    effects_table = summarise.effects_table(
-        effects,
-        gcomp["n"].to_numpy(),
-        kind=options.interval,
-        prob=options.prob,
-        min_cell_n=options.min_cell_n,
-    )
-    effects_table.to_csv(path / "effects.csv", index=False)
-    spec_waves = tuple(
-        w for w in dict.fromkeys(gcomp["wave"].to_numpy()) if w != estimands.ALL_WAVES
-    )
-    present = set(spec_waves)
-    wave_pairs = tuple(p for p in record.wave_pairs if set(p) <= present)
-    skipped = [p for p in record.wave_pairs if not set(p) <= present]
-    if skipped:
-        log.info(
-            "wave_contrasts naming waves the data lack are skipped: "
-            + ", ".join(f"{w} vs {r}" for w, r in skipped)
-        )
-    contrast_defs = estimands.contrast_list(
-        effects_table[["breakdown", "group"]], waves=spec_waves, wave_pairs=wave_pairs
-    )
-    suppressed = {
-        (r.breakdown, r.group, r.wave) for r in effects_table.itertuples() if r.suppressed
-    }
-    contrast_values = estimands.contrast_draws(effects, contrast_defs)
-    contrasts = summarise.contrasts_table(
-        contrast_values,
-        suppressed=suppressed,
-        kind=options.interval,
-        prob=options.prob,
-    )
-    contrasts["model_implied"] = model_implied(contrasts, record.spec)
-    contrasts.to_csv(path / "contrasts.csv", index=False)
-    n_draws = posterior.sizes["chain"] * posterior.sizes["draw"]
-    if {"log_prior", "log_likelihood"} <= set(tree.children) and n_draws >= MIN_PSIS_DRAWS:
-        from omlbayes.criticism import sensitivity
-
-        headline = headline_contrasts(contrasts[~contrasts.suppressed], wave_pairs)
-        sensitivity.prior_sensitivity(
-            tree, contrast_values.isel(contrast=headline.index.to_numpy())
-        ).to_csv(path / sensitivity.SENSITIVITY_CSV)
-    figures = path / "figures"
-    figures.mkdir(exist_ok=True)
-    write_forest_figures(effects_table, figures, options=options, levels=record.levels)
-    from omlbayes.pipeline.graded_run import write_latent_vs_index  # graded runs only
-
-    write_latent_vs_index(
-        path, tree, gcomp, contrast_defs, contrasts, suppressed=suppressed,
-        kind=options.interval, prob=options.prob, seed=record.seed, lang=options.lang,
-    )  # fmt: skip
-    items_csv = path / "items.csv"
-    if items_csv.exists():
-        import matplotlib.pyplot as plt
-
-        fig = plot_item_distribution(pd.read_csv(items_csv), lang=options.lang)
-        save_png(fig, figures / "fig1_items.png", bbox_inches="tight")
-        plt.close(fig)
-    return headline_contrasts(contrasts, wave_pairs)
-
-
-def model_implied(contrasts: pd.DataFrame, spec: dict) -> np.ndarray:
-    """Contrasts between waves within a cross breakdown 'a x b' that the model implies
-    rather than estimates: no term (group or unpooled cells) holds wave, a and b together,
-    so the cross's trend is a copy of the two-way terms'."""
-    terms = [set(t) for t in spec.get("group", ())]
-    terms += [set(str(c).split(":")) for c in spec.get("common", ()) if ":" in str(c)]
-    supported = {
-        b
-        for b in dict.fromkeys(contrasts.breakdown)
-        if " x " in b and any({"wave", *b.split(" x ")} <= t for t in terms)
-    }
-    cross = contrasts.breakdown.str.contains(" x ", regex=False)
-    between_waves = contrasts.wave.astype(str) != contrasts.reference.astype(str)
-    return (cross & between_waves & ~contrasts.breakdown.isin(supported)).to_numpy()
-
-
-def headline_contrasts(contrasts: pd.DataFrame, wave_pairs) -> pd.DataFrame:
-    """The overall factsheet comparisons, for the terminal summary."""
-    overall = contrasts[(contrasts.breakdown == "overall") & (contrasts.kind != "between_groups")]
-    keys = {(w, r) for w, r in wave_pairs}
-    rows = overall[[(w, r) in keys for w, r in zip(overall.wave, overall.reference, strict=True)]]
-    return rows.drop_duplicates(["wave", "reference"])
+    diag_plots.plot_ppc_index(observed, post, figures / "ppc_index.png", lang=output.lang)
 
 
 def with_overrides(spec: ModelSpec, **sampler_changes) -> ModelSpec:

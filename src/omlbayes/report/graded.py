@@ -9,6 +9,7 @@ import numpy as np
 import pandas as pd
 
 from omlbayes.report.html import esc
+from omlbayes.results.options import OutputOptions
 from omlbayes.results.runs import (
     DIF_CSV,
     ITEM_PPC_CSV,
@@ -29,19 +30,19 @@ SECTION_TEXT = {
         "ppc": "Item answers per wave: observed shares against the model's replications.",
         "ppc_summary": (
             "{outside} of {total} answer shares (item x answer x group, groups: all, wave, "
-            "gender, school type) fall outside the 95% predictive interval."
+            "gender, school type) fall outside the {pct}% predictive interval."
         ),
         "dif": "Differential item functioning (posterior predictive, by wave and gender)",
         "dif_none": "No item's mean answer in any wave or gender group falls outside its "
-        "95% predictive interval given the latent trait.",
-        "dif_intro": "Items whose observed mean answer in a group falls outside the 95% "
+        "{pct}% predictive interval given the latent trait.",
+        "dif_intro": "Items whose observed mean answer in a group falls outside the {pct}% "
         "interval the model predicts from the students' latent values (largest first):",
         "rel": "Reliability: graded model next to alpha and omega",
         "lvi": "Latent trait and index side by side (same students, both in SD units).",
         "lvi_table": "The factsheet's overall contrasts on both scales",
-        "cols_dif": ["grouping", "group", "item", "observed", "predicted [95%]", "difference"],
-        "cols_rel": ["measure", "value", "95% interval"],
-        "cols_lvi": ["contrast", "latent trait [95%]", "index [95%]"],
+        "cols_dif": ["grouping", "group", "item", "observed", "predicted [{pct}%]", "difference"],
+        "cols_rel": ["measure", "value", "{pct}% interval"],
+        "cols_lvi": ["contrast", "latent trait [{pct}%]", "index [{pct}%]"],
         "measures": {
             "latent_response_omega": "latent-response omega (graded model)",
             "eap_reliability": "EAP reliability of the latent values (items and covariates)",
@@ -62,20 +63,20 @@ SECTION_TEXT = {
         "van het model.",
         "ppc_summary": (
             "{outside} van de {total} antwoordaandelen (item x antwoord x groep; groepen: "
-            "totaal, meting, geslacht, schooltype) vallen buiten het 95%-voorspelinterval."
+            "totaal, meting, geslacht, schooltype) vallen buiten het {pct}%-voorspelinterval."
         ),
         "dif": "Differentieel itemfunctioneren (posterior predictive, naar meting en geslacht)",
         "dif_none": "Bij geen enkel item valt het gemiddelde antwoord in een meting of "
-        "geslachtsgroep buiten het 95%-voorspelinterval gegeven de latente eigenschap.",
+        "geslachtsgroep buiten het {pct}%-voorspelinterval gegeven de latente eigenschap.",
         "dif_intro": "Items waarvan het waargenomen gemiddelde in een groep buiten het "
-        "95%-interval valt dat het model voorspelt uit de latente waarden (grootste eerst):",
+        "{pct}%-interval valt dat het model voorspelt uit de latente waarden (grootste eerst):",
         "rel": "Betrouwbaarheid: graded-responsmodel naast alfa en omega",
         "lvi": "Latente eigenschap en index naast elkaar (dezelfde leerlingen, beide in "
         "SD-eenheden).",
         "lvi_table": "De totaalvergelijkingen van de factsheet op beide schalen",
-        "cols_dif": ["indeling", "groep", "item", "waargenomen", "voorspeld [95%]", "verschil"],
-        "cols_rel": ["maat", "waarde", "95%-interval"],
-        "cols_lvi": ["vergelijking", "latente eigenschap [95%]", "index [95%]"],
+        "cols_dif": ["indeling", "groep", "item", "waargenomen", "voorspeld [{pct}%]", "verschil"],
+        "cols_rel": ["maat", "waarde", "{pct}%-interval"],
+        "cols_lvi": ["vergelijking", "latente eigenschap [{pct}%]", "index [{pct}%]"],
         "measures": {
             "latent_response_omega": "omega van de latente responsen (graded-responsmodel)",
             "eap_reliability": "EAP-betrouwbaarheid van de latente waarden (items en "
@@ -102,12 +103,26 @@ def _table(header: list[str], rows: list[list[str]]) -> str:
     return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
 
-def section_html(path: Path | str, *, lang: str) -> str:
-    """The report section of a graded run (empty for other runs)."""
+def _texts(lang: str, options: OutputOptions) -> dict:
+    """The section's texts in ``lang`` with the run's interval probability filled in."""
+    pct = options.percent_text(lang)
+
+    def fill(value):
+        if isinstance(value, str):
+            return value.replace("{pct}", pct)
+        if isinstance(value, list):
+            return [fill(v) for v in value]
+        return {k: fill(v) for k, v in value.items()}
+
+    return fill(SECTION_TEXT.get(lang, SECTION_TEXT["en"]))
+
+
+def section_html(path: Path | str, *, lang: str, options: OutputOptions) -> str:
+    """The report section of a graded run (empty for other runs), with the run's interval."""
     path = Path(path)
     if not (path / LATENT_VS_INDEX_CSV).is_file():
         return ""
-    t = SECTION_TEXT.get(lang, SECTION_TEXT["en"])
+    t = _texts(lang, options)
     parts = [f"<h2 id='latent'>{esc(t['title'])}</h2>", f"<p>{esc(t['intro'])}</p>"]
     figures = path / "figures"
     if (path / ITEM_PPC_CSV).is_file():

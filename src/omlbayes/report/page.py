@@ -11,7 +11,6 @@ base64 PNG and the CSS is inline: the file needs nothing else.
 from __future__ import annotations
 
 import io
-import json
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -66,11 +65,21 @@ DIAGNOSTIC_FIGURES = (
 
 @dataclass(frozen=True)
 class _Context:
-    path: Path
-    record: runs.RunRecord
-    diagnostics: dict
+    run: runs.Run
     options: OutputOptions  # the run's, in the report's language and threshold
     factsheet: bool = False  # the run's levels are those the factsheet's statements are about
+
+    @property
+    def path(self) -> Path:
+        return self.run.path
+
+    @property
+    def record(self) -> runs.RunRecord:
+        return self.run.record
+
+    @property
+    def diagnostics(self) -> dict:
+        return self.run.diagnostics
 
     @property
     def lang(self) -> str:
@@ -93,15 +102,16 @@ class _Context:
         return first if first == last else f"{first}-{last}"
 
 
-def _read_tables(path: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
+def _read_tables(run: runs.Run) -> tuple[pd.DataFrame, pd.DataFrame]:
     for name in ("effects.csv", "contrasts.csv"):
-        if not (path / name).is_file():
+        if not (run.path / name).is_file():
             raise RunError(
-                f"{path}: no {name}; summarise the run first (scripts/fit.py --replot {path})"
+                f"{run.path}: no {name}; summarise the run first "
+                f"(scripts/fit.py --replot {run.path})"
             )
-    effects = pd.read_csv(path / "effects.csv", dtype={"group": str, "wave": str})
-    contrasts = pd.read_csv(
-        path / "contrasts.csv",
+    effects = run.table("effects.csv", dtype={"group": str, "wave": str})
+    contrasts = run.table(
+        "contrasts.csv",
         dtype={"group": str, "wave": str, "reference": str, "reference_group": str},
     )
     return effects, contrasts
@@ -133,7 +143,7 @@ def _figure_bytes(
             return buf.getvalue()
 
         if (ctx.path / "items.csv").is_file():
-            fig = plot_item_distribution(pd.read_csv(ctx.path / "items.csv"), lang=ctx.lang)
+            fig = plot_item_distribution(ctx.run.table("items.csv"), lang=ctx.lang)
             out.append(("fig1_items.png", rt["fig1"].format(years=ctx.years()), render(fig)))
         for spec in figure_specs(breakdowns):
             fig = plot_forest(
@@ -184,17 +194,17 @@ def _measurement_html(ctx: _Context) -> str:
         "<p>"
         + esc(
             rt["measurement_intro"].format(
-                min_items=scale_info.get("min_items", "?"),
-                raw_mean=fmt_number(scale_info.get("raw_mean", float("nan")), lang=lang),
-                raw_sd=fmt_number(scale_info.get("raw_sd", float("nan")), lang=lang),
+                min_items=scale_info["min_items"],
+                raw_mean=fmt_number(scale_info["raw_mean"], lang=lang),
+                raw_sd=fmt_number(scale_info["raw_sd"], lang=lang),
             )
         )
         + "</p>"
     )
     if (path / "items.csv").is_file():
-        items = pd.read_csv(path / "items.csv")
+        items = ctx.run.table("items.csv")
         item_total = (
-            pd.read_csv(path / "item_total.csv").set_index("item")["item_total_r"]
+            ctx.run.table("item_total.csv").set_index("item")["item_total_r"]
             if (path / "item_total.csv").is_file()
             else pd.Series(dtype=float)
         )
@@ -226,7 +236,7 @@ def _measurement_html(ctx: _Context) -> str:
             )
         )
     if (path / "reliability.csv").is_file():
-        rel = pd.read_csv(path / "reliability.csv", dtype={"group": str})
+        rel = ctx.run.table("reliability.csv", dtype={"group": str})
         rows = []
         for r in rel.itertuples(index=False):
             ok = not disclosure.is_small(r.n_complete, ctx.min_cell_n)
@@ -257,7 +267,7 @@ def _composition_html(ctx: _Context) -> str:
     parts = [f"<h2 id='composition'>{esc(rt['composition'])}</h2>"]
     if not path.is_file():
         return "".join(parts)
-    table = pd.read_csv(path, dtype={"level": str})
+    table = ctx.run.table("table1.csv", dtype={"level": str})
     fixed = {"variable", "level", "n", "percent"}
     wave_cols = [c for c in table.columns if c not in fixed]
     header = [rt["variable"], rt["level"], "n"] + [
@@ -342,9 +352,9 @@ def _model_implied_html(ctx: _Context, contrasts: pd.DataFrame) -> str:
     return f"<p class='small model-implied'>{esc(text)}</p>"
 
 
-def _model_text(rt: dict, rec: dict, lang: str) -> str:
+def _model_text(rt: dict, rec: runs.RunRecord, lang: str) -> str:
     """The Methods paragraph on the model: the graded measurement model for a graded run."""
-    spec = rec.get("spec") or {}
+    spec = rec.spec
     if spec.get("family") != "graded":
         extra = [rt["model_school_by_wave"]] if spec.get("school_by_wave") else []
         if spec.get("residual_sd_by"):
@@ -360,20 +370,18 @@ def _model_text(rt: dict, rec: dict, lang: str) -> str:
 
 def _methods_html(ctx: _Context) -> str:
     rt, lang, diag = labels.REPORT_TEXT[ctx.lang], ctx.lang, ctx.diagnostics
-    rec = ctx.record.to_dict()
-    data = rec.get("data", {})
+    rec = ctx.record
+    data = rec.data
     parts = [f"<h2 id='methods'>{esc(rt['methods'])}</h2>", f"<h3>{esc(rt['data'])}</h3>"]
     rows = [
-        [esc(rt["source"]), f"<code>{esc(Path(str(data.get('source', '?'))).name)}</code>"],
-        [esc(rt["sha256"]), f"<code>{esc(data.get('sha256', '?'))}</code>"],
+        [esc(rt["source"]), f"<code>{esc(Path(str(data['source'])).name)}</code>"],
+        [esc(rt["sha256"]), f"<code>{esc(data['sha256'])}</code>"],
     ]
     if data.get("column_map"):
         rows.append([esc(rt["column_map"]), f"<code>{esc(Path(data['column_map']).name)}</code>"])
-    rows.append([esc(rt["n_read"]), f"<span class='count'>{esc(data.get('n_read', '?'))}</span>"])
-    rows.append(
-        [esc(rt["n_analysed"]), f"<span class='count'>{esc(data.get('n_analysed', '?'))}</span>"]
-    )
-    exclusions = data.get("exclusions") or {}
+    rows.append([esc(rt["n_read"]), f"<span class='count'>{esc(data['n_read'])}</span>"])
+    rows.append([esc(rt["n_analysed"]), f"<span class='count'>{esc(data['n_analysed'])}</span>"])
+    exclusions = data["exclusions"]
     for reason, count in exclusions.items():
         rows.append(
             [
@@ -391,11 +399,11 @@ def _methods_html(ctx: _Context) -> str:
         parts.append("</ul>")
 
     parts.append(f"<h3>{esc(rt['model'])}</h3><p>{esc(_model_text(rt, rec, lang))}</p>")
-    formula = str(rec.get("formula", "?"))
-    if (rec.get("spec") or {}).get("family") == "graded" and " ~ " in formula:
+    formula = rec.formula
+    if rec.spec.get("family") == "graded" and " ~ " in formula:
         formula = "theta ~ " + formula.split(" ~ ", 1)[1]  # the latent trait's structure
     parts.append(f"<p>{esc(rt['formula'])}: <code>{esc(formula)}</code></p>")
-    priors = rec.get("priors") or {}
+    priors = rec.priors
     if priors:
         parts.append(f"<h3>{esc(rt['priors'])}</h3>")
         parts.append(
@@ -405,26 +413,26 @@ def _methods_html(ctx: _Context) -> str:
                 cls="priors",
             )
         )
-    sampler = rec.get("sampler") or {}
+    sampler = rec.sampler
     parts.append(f"<h3>{esc(rt['sampler'])}</h3>")
     parts.append(
         "<p>"
         + esc(
             rt["sampler_text"].format(
-                backend=sampler.get("backend", "?"),
-                sampler=sampler.get("sampler", "?"),
-                chains=sampler.get("chains", "?"),
-                tune=sampler.get("tune", "?"),
-                draws=sampler.get("draws", "?"),
-                seed=rec.get("seed", "?"),
+                backend=sampler["backend"],
+                sampler=sampler["sampler"],
+                chains=sampler["chains"],
+                tune=sampler["tune"],
+                draws=sampler["draws"],
+                seed=rec.seed,
             )
         )
         + "</p>"
     )
-    fit = rec.get("fit") or {}
+    fit = rec.fit
     if fit.get("folded_sds"):
         terms = ", ".join(f"<code>{esc(t)}</code>" for t in fit["folded_sds"])
-        setting = esc(str(fit.get("sd_parameterization", "?")))
+        setting = esc(str(fit["sd_parameterization"]))
         parts.append(f"<p>{esc(rt['sampler_folded']).format(terms=terms, setting=setting)}</p>")
     parts.append(f"<h3 id='diagnostics'>{esc(rt['diagnostics'])}</h3>")
     values = {
@@ -459,7 +467,7 @@ def _methods_html(ctx: _Context) -> str:
             parts.append(figure_html(p.read_bytes(), caption=p.stem.replace("_", " "), name=p.name))
 
     parts.append(f"<h3>{esc(rt['software'])}</h3>")
-    versions = rec.get("versions") or {}
+    versions = rec.versions
     parts.append(
         table_html(
             [rt["package"], rt["version"]],
@@ -471,14 +479,14 @@ def _methods_html(ctx: _Context) -> str:
         "<p class='small'>"
         + esc(
             rt["provenance"].format(
-                commit=rec.get("git_commit", "?"),
-                python=rec.get("python", "?"),
-                seed=rec.get("seed", "?"),
+                commit=rec.git_commit,
+                python=rec.python,
+                seed=rec.seed,
             )
         )
         + "</p>"
     )
-    timings = rec.get("timings") or {}
+    timings = rec.timings
     if "total_s" in timings or "fit_s" in timings:
         parts.append(
             "<p class='small'>"
@@ -512,26 +520,20 @@ def report_options(
 
 
 def render_report(
-    run_dir: Path | str,
+    run: runs.Run | Path | str,
     *,
     lang: str | None = None,
     min_cell_n: int | None = None,
     redraw_figures: bool | None = None,
 ) -> str:
     """The report of a run folder as one HTML string (see :func:`write_report`)."""
-    path = Path(run_dir)
-    for name in (runs.RUN_JSON, runs.DIAGNOSTICS):
-        if not (path / name).is_file():
-            raise RunError(f"{path}: not a complete run folder (no {name}); give a run folder")
-    record = runs.read_record(path)
-    diagnostics = json.loads((path / runs.DIAGNOSTICS).read_text())
+    run = runs.as_run(run)
+    path, record, diagnostics = run.path, run.record, run.diagnostics
     options = report_options(record, lang=lang, min_cell_n=min_cell_n)
     declaration = parse_findings(record.findings, where=f"{path / runs.RUN_JSON} findings")
-    ctx = _Context(
-        path, record, diagnostics, options, factsheet_applies(declaration, record.levels)
-    )
+    ctx = _Context(run, options, factsheet_applies(declaration, record.levels))
     lang = options.lang
-    effects, contrasts = _read_tables(path)
+    effects, contrasts = _read_tables(run)
     effects, contrasts = disclosure.resuppress(effects, contrasts, min_cell_n=options.min_cell_n)
     findings = build_findings(
         effects,
@@ -576,7 +578,7 @@ def render_report(
     body.append(_measurement_html(ctx))
     from omlbayes.report.graded import section_html as latent_section_html  # graded runs only
 
-    body.append(latent_section_html(path, lang=lang))
+    body.append(latent_section_html(path, lang=lang, options=options))
     body += [figure_html(png, caption=cap, name=name) for name, cap, png in fig1]
     body.append(_composition_html(ctx))
     body.append(f"<h2 id='figures'>{esc(rt['figures'])}</h2>")
@@ -607,18 +609,19 @@ def report_filename(record: runs.RunRecord, lang: str) -> str:
 
 
 def write_report(
-    run_dir: Path | str,
+    run: runs.Run | Path | str,
     *,
     lang: str | None = None,
     min_cell_n: int | None = None,
     redraw_figures: bool | None = None,
 ) -> Path:
-    """Write the self-contained HTML report of a run folder and return its path.
+    """Write the self-contained HTML report of a run and return its path.
 
     Parameters
     ----------
-    run_dir : path
-        A run folder (run.json, diagnostics.json, effects.csv, contrasts.csv, figures/).
+    run : Run or path
+        A run (or its folder: run.json, diagnostics.json, effects.csv, contrasts.csv,
+        figures/).
     lang : {"nl", "en"}, optional
         Language; default the run's. The run's language goes to ``report.html``, the other
         to ``report.<lang>.html``.
@@ -629,10 +632,9 @@ def write_report(
         Redraw Figures 1-6 and the crosses in memory; default: when ``lang`` or the
         threshold differs from the run's (the saved PNGs would not match).
     """
-    path = Path(run_dir)
-    text = render_report(path, lang=lang, min_cell_n=min_cell_n, redraw_figures=redraw_figures)
-    record = runs.read_record(path)
-    out = path / report_filename(record, labels.check_lang(lang or record.output_options.lang))
+    run = runs.as_run(run)
+    text = render_report(run, lang=lang, min_cell_n=min_cell_n, redraw_figures=redraw_figures)
+    out = run.path / report_filename(run.record, labels.check_lang(lang or run.options.lang))
     tmp = out.with_suffix(".tmp")
     tmp.write_text(text, encoding="utf-8")
     tmp.replace(out)

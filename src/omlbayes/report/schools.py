@@ -141,6 +141,7 @@ def school_feedback(
     options: OutputOptions,
     levels: dict[str, list[str]],
     seed: int = 0,
+    effects: xr.DataArray | None = None,
 ) -> list[SchoolFeedback]:
     """Every school's adjusted index per wave, its region's and the province's, with ranks.
 
@@ -158,10 +159,14 @@ def school_feedback(
         The run's declared levels (run record): waves and regions keep their order.
     seed : int
         The run's seed (``effect_draws`` draws unsampled cells with it, as summarise did).
+    effects : xarray.DataArray, optional
+        The run's adjusted-mean draws when already computed (``Run.effect_draws``).
     """
     if SCHOOL_TERM not in posterior:
         raise RunError(f"the posterior has no {SCHOOL_TERM!r} term: no school feedback possible")
-    effects = _targets(estimands.effect_draws(posterior, gcomp, seed=seed))
+    if effects is None:
+        effects = estimands.effect_draws(posterior, gcomp, seed=seed)
+    effects = _targets(effects)
     school_draws = _school_term(posterior, SCHOOL_TERM)
     school_wave_draws = _school_term(posterior, SCHOOL_WAVE_TERM)
     table = schools.assign(
@@ -618,7 +623,7 @@ def index_page(
 
 
 def write_school_pages(
-    run_dir: Path | str,
+    run: runs.Run | Path | str,
     *,
     lang: str | None = None,
     min_cell_n: int | None = None,
@@ -627,27 +632,27 @@ def write_school_pages(
 
     Returns the paths written (index first, then regions, then schools).
     """
-    path = Path(run_dir)
-    run = runs.read_run(path)
-    record = run.record
+    run = runs.as_run(run)
+    path, record = run.path, run.record
     options = report_options(record, lang=lang, min_cell_n=min_cell_n)
     if "gcomp" not in run.tree.children:
         raise RunError(f"{path}: this run has no adjusted-mean weights (a --formula run)")
     if not (path / "schools.csv").is_file():
         raise RunError(f"{path}: no schools.csv in this run")
-    schools = pd.read_csv(
-        path / "schools.csv",
+    schools = run.table(
+        "schools.csv",
         dtype={"school_id": str, "wave": str, "region": str},
         keep_default_na=False,
         na_values={"n": [""]},
     )
     feedback = school_feedback(
-        run.tree["posterior"].to_dataset(),
-        run.tree["gcomp"].to_dataset(),
+        run.posterior,
+        run.gcomp,
         schools,
         options=options,
         levels=record.levels,
         seed=record.seed,
+        effects=run.effect_draws(),
     )
     files = [school_file(fb.school) for fb in feedback]
     if len(set(files)) != len(files):  # a hash collision: never let one page overwrite another

@@ -89,8 +89,8 @@ class OutputOptions:
 
     # -- numbers ---------------------------------------------------------------------
     def bounds(self, draws: np.ndarray) -> tuple[float, float]:
-        """The run's interval of a flat sample: equal-tailed or highest density."""
-        return draw_interval(np.asarray(draws, dtype=float).reshape(-1), self.interval, self.prob)
+        """The run's interval of all values of ``draws`` (a flat sample)."""
+        return draw_interval(np.ravel(draws), self.interval, self.prob)
 
     # -- conversions -----------------------------------------------------------------
     def with_lang(self, lang: str) -> OutputOptions:
@@ -106,21 +106,28 @@ class OutputOptions:
         return cls(**{k: v for k, v in raw.items() if k in known})
 
 
-def draw_interval(flat: np.ndarray, kind: str, prob: float) -> tuple[float, float]:
-    """Equal-tailed (``eti``) or shortest (``hdi``) interval holding ``prob`` of ``flat``."""
-    flat = flat[np.isfinite(flat)]
-    if flat.size == 0:
-        return float("nan"), float("nan")
-    if kind == "eti":
-        a = (1.0 - prob) / 2.0
-        lo, hi = np.quantile(flat, [a, 1.0 - a])
-        return float(lo), float(hi)
-    if kind != "hdi":
+def draw_interval(
+    values: np.ndarray, kind: str, prob: float, *, axis: int | tuple[int, ...] = -1
+) -> tuple[np.ndarray, np.ndarray]:
+    """The one interval of the project: equal-tailed (``eti``) or highest-density (``hdi``)
+    bounds holding ``prob`` of ``values`` over ``axis``, as ArviZ computes them.
+
+    A 1-d sample may hold non-finite values (they are dropped); bounds are NaN when
+    nothing is left.
+    """
+    from arviz_stats.base import array_stats
+
+    if kind not in INTERVAL_KINDS:
         raise SpecError(f"interval kind {kind!r} unknown; use one of {', '.join(INTERVAL_KINDS)}")
-    ordered = np.sort(flat)
-    k = max(1, int(np.ceil(prob * ordered.size)))
-    if k >= ordered.size:
-        return float(ordered[0]), float(ordered[-1])
-    widths = ordered[k - 1 :] - ordered[: ordered.size - k + 1]
-    start = int(np.argmin(widths))
-    return float(ordered[start]), float(ordered[start + k - 1])
+    if not 0 < float(prob) < 1:
+        raise SpecError(f"interval probability must be between 0 and 1, got {prob}")
+    values = np.asarray(values, dtype=float)
+    if values.ndim == 1:
+        values = values[np.isfinite(values)]
+        if values.size == 0:
+            return float("nan"), float("nan")
+    compute = array_stats.eti if kind == "eti" else array_stats.hdi
+    bounds = compute(values, prob, axis=axis)
+    if bounds.ndim == 1:  # one interval: plain numbers
+        return float(bounds[0]), float(bounds[1])
+    return bounds[..., 0], bounds[..., 1]

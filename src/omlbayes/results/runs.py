@@ -119,13 +119,15 @@ def write_json(path: Path, payload: dict) -> None:
     path.write_text(json.dumps(payload, indent=2, sort_keys=False, default=str) + "\n")
 
 
-def write_posterior(tree: xr.DataTree, path: Path) -> None:
+def write_posterior(tree: xr.DataTree, path: Path) -> xr.DataTree:
+    """Write ``posterior.nc`` without student rows; returns the tree as written."""
     clean = strip_private(tree)
     for node in clean.subtree:  # netCDF cannot store object coords of mixed/None types
         for name, coord in node.dataset.coords.items():
             if coord.dtype == object:
                 node.dataset[name] = coord.astype(str)
     clean.to_netcdf(path, engine="h5netcdf")
+    return clean
 
 
 RECORD_VERSION = 2
@@ -174,6 +176,11 @@ class RunRecord:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+    def as_written(self) -> RunRecord:
+        """The record as ``run.json`` gives it back (JSON types: lists, str for the rest),
+        so a run handed on in memory reads exactly as one opened from disk."""
+        return RunRecord(**json.loads(json.dumps(self.to_dict(), default=str)))
 
     @classmethod
     def new(cls, **values: object) -> RunRecord:
@@ -235,30 +242,108 @@ def staged_run(out_dir: Path, name: str) -> Iterator[Stage]:
         raise
 
 
-@dataclass(frozen=True)
 class Run:
-    """A run folder read back from disk."""
+    """A run folder and what it holds, each part read at most once.
 
-    path: Path
-    record: RunRecord
-    diagnostics: dict
-    tree: xr.DataTree
+    :func:`open_run` makes one from disk (``--replot``, the report script, the public API);
+    the pipeline makes one from what it has just computed, so no stage of a run reads back
+    ``run.json`` or ``posterior.nc``. Derived values (the adjusted-mean draws, the tables)
+    are computed once and shared by every later stage.
+    """
 
-    def table(self, name: str) -> pd.DataFrame:
-        path = self.path / name
-        if not path.is_file():
-            raise RunError(f"{self.path}: no {name} in this run")
-        return pd.read_csv(path, keep_default_na=True)
+    def __init__(
+        self,
+        path: Path | str,
+        record: RunRecord,
+        *,
+        diagnostics: dict | None = None,
+        tree: xr.DataTree | None = None,
+    ) -> None:
+        self.path = Path(path)
+        self.record = record
+        self._diagnostics = diagnostics
+        self._tree = tree
+        self._cache: dict[str, object] = {}
+
+    def __repr__(self) -> str:
+        return f"Run({str(self.path)!r}, model={self.record.model!r})"
+
+    @property
+    def options(self) -> OutputOptions:
+        """The run's output options: interval, probability, threshold, language."""
+        return self.record.output_options
+
+    @property
+    def diagnostics(self) -> dict:
+        if self._diagnostics is None:
+            self._diagnostics = json.loads((self.path / DIAGNOSTICS).read_text(encoding="utf-8"))
+        return self._diagnostics
+
+    @property
+    def tree(self) -> xr.DataTree:
+        """``posterior.nc`` (loaded into memory once)."""
+        if self._tree is None:
+            self._tree = xr.open_datatree(self.path / POSTERIOR, engine="h5netcdf").load()
+        return self._tree
+
+    @property
+    def posterior(self) -> xr.Dataset:
+        return self._cached("posterior", lambda: self.tree["posterior"].to_dataset())
+
+    @property
+    def gcomp(self) -> xr.Dataset:
+        """The g-computation weights of every adjusted mean (survey runs only)."""
+        if "gcomp" not in self.tree.children:
+            raise RunError(f"{self.path}: this run has no adjusted-mean weights (a --formula run)")
+        return self._cached("gcomp", lambda: self.tree["gcomp"].to_dataset())
+
+    def effect_draws(self) -> xr.DataArray:
+        """Draws of every adjusted mean minus the pooled mean (chain, draw, target)."""
+        from omlbayes.model.estimands import effect_draws
+
+        return self._cached(
+            "effect_draws", lambda: effect_draws(self.posterior, self.gcomp, seed=self.record.seed)
+        )
+
+    def table(self, name: str, **read_csv: object) -> pd.DataFrame:
+        """A CSV of the run folder (read once; a copy is returned)."""
+
+        def read() -> pd.DataFrame:
+            path = self.path / name
+            if not path.is_file():
+                raise RunError(f"{self.path}: no {name} in this run")
+            return pd.read_csv(path, **read_csv)
+
+        return self._cached(f"table:{name}:{read_csv!r}", read).copy()
+
+    def forget(self, *names: str) -> None:
+        """Drop the cached reads of these tables after a stage rewrote them."""
+        for key in [k for k in self._cache if k.split(":")[:2] in (["table", n] for n in names)]:
+            del self._cache[key]
+
+    def with_record(self, record: RunRecord) -> Run:
+        """The same run with another record (new options or timings), sharing what was read."""
+        other = Run(self.path, record, diagnostics=self._diagnostics, tree=self._tree)
+        other._cache = self._cache
+        return other
+
+    def _cached(self, key: str, make):
+        if key not in self._cache:
+            self._cache[key] = make()
+        return self._cache[key]
 
 
-def read_run(path: Path | str) -> Run:
+def as_run(run: Run | Path | str) -> Run:
+    """``run`` itself, or the run in the folder it names."""
+    return run if isinstance(run, Run) else open_run(run)
+
+
+def open_run(path: Path | str) -> Run:
+    """A run folder written by this package, read lazily (one line if it is not one)."""
     path = Path(path)
     for name in (POSTERIOR, RUN_JSON, DIAGNOSTICS):
         if not (path / name).is_file():
             raise RunError(
                 f"{path}: not a complete run folder (no {name}); give a folder under outputs/"
             )
-    record = read_record(path)
-    diagnostics = json.loads((path / DIAGNOSTICS).read_text())
-    tree = xr.open_datatree(path / POSTERIOR, engine="h5netcdf").load()
-    return Run(path, record, diagnostics, tree)
+    return Run(path, read_record(path))

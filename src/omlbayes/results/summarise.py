@@ -7,10 +7,11 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
-from omlbayes.constants import CI_KIND, CI_PROB, MIN_CELL_N
 from omlbayes.criticism import mcmc_stats
-from omlbayes.errors import SpecError
 from omlbayes.model.estimands import contrast_terms
+from omlbayes.results.options import OutputOptions, draw_interval
+
+SAMPLE_DIMS = ("chain", "draw")
 
 EFFECT_COLUMNS = ["breakdown", "group", "wave", "mean", "lower", "upper", "n"]
 CONTRAST_COLUMNS = [
@@ -27,21 +28,11 @@ CONTRAST_COLUMNS = [
 ]
 
 
-def interval(
-    draws: xr.DataArray, *, kind: str | None = None, prob: float | None = None
-) -> tuple[np.ndarray, np.ndarray]:
-    """Lower and upper bounds over (chain, draw); ETI or HDI, 95% unless told otherwise."""
-    kind = kind or CI_KIND
-    prob = CI_PROB if prob is None else prob
-    if not 0 < prob < 1:
-        raise SpecError(f"interval probability must be between 0 and 1, got {prob}")
-    if kind == "eti":
-        bounds = az.eti(draws, prob=prob, dim=["chain", "draw"])
-    elif kind == "hdi":
-        bounds = az.hdi(draws, prob=prob, dim=["chain", "draw"])
-    else:
-        raise SpecError(f"interval kind {kind!r} unknown; use eti or hdi")
-    return bounds.sel(ci_bound="lower").to_numpy(), bounds.sel(ci_bound="upper").to_numpy()
+def interval(draws: xr.DataArray, *, options: OutputOptions) -> tuple[np.ndarray, np.ndarray]:
+    """The run's interval over (chain, draw), for every other coordinate of ``draws``."""
+    other = [d for d in draws.dims if d not in SAMPLE_DIMS]
+    values = draws.transpose(*other, *SAMPLE_DIMS).to_numpy()
+    return draw_interval(values, options.interval, options.prob, axis=(-2, -1))
 
 
 def p_direction(draws: xr.DataArray) -> np.ndarray:
@@ -50,16 +41,10 @@ def p_direction(draws: xr.DataArray) -> np.ndarray:
     return np.maximum(positive, 1.0 - positive)
 
 
-def effects_table(
-    effects: xr.DataArray,
-    n: np.ndarray,
-    *,
-    kind: str | None = None,
-    prob: float | None = None,
-    min_cell_n: int = MIN_CELL_N,
-) -> pd.DataFrame:
-    """One row per target; cells with fewer than ``min_cell_n`` students are suppressed."""
-    lower, upper = interval(effects, kind=kind, prob=prob)
+def effects_table(effects: xr.DataArray, n: np.ndarray, *, options: OutputOptions) -> pd.DataFrame:
+    """One row per target; cells with fewer than ``options.min_cell_n`` students are
+    suppressed."""
+    lower, upper = interval(effects, options=options)
     table = pd.DataFrame(
         {
             "breakdown": effects["breakdown"].to_numpy(),
@@ -71,10 +56,10 @@ def effects_table(
             "n": np.asarray(n, dtype=np.int64),
         }
     )
-    return suppress_small_cells(table, min_cell_n=min_cell_n)
+    return suppress_small_cells(table, min_cell_n=options.min_cell_n)
 
 
-def suppress_small_cells(table: pd.DataFrame, *, min_cell_n: int = MIN_CELL_N) -> pd.DataFrame:
+def suppress_small_cells(table: pd.DataFrame, *, min_cell_n: int) -> pd.DataFrame:
     """Blank estimates and counts of cells under the disclosure threshold, and mark them."""
     small = table["n"] < min_cell_n
     out = table.copy()
@@ -87,12 +72,11 @@ def suppress_small_cells(table: pd.DataFrame, *, min_cell_n: int = MIN_CELL_N) -
 def contrasts_table(
     contrasts: xr.DataArray,
     *,
+    options: OutputOptions,
     suppressed: set[tuple[str, str, str]] = frozenset(),
-    kind: str | None = None,
-    prob: float | None = None,
 ) -> pd.DataFrame:
     """One row per contrast; a contrast touching a suppressed cell is suppressed too."""
-    lower, upper = interval(contrasts, kind=kind, prob=prob)
+    lower, upper = interval(contrasts, options=options)
     table = pd.DataFrame(
         {
             "breakdown": contrasts["breakdown"].to_numpy(),
@@ -136,24 +120,23 @@ def touches_cells(contrasts: pd.DataFrame, cells: set[tuple[str, str, str]]) -> 
     )
 
 
-def parameter_summary(
-    posterior: xr.Dataset, *, kind: str | None = None, prob: float | None = None
-) -> pd.DataFrame:
+def parameter_summary(posterior: xr.Dataset, *, options: OutputOptions) -> pd.DataFrame:
     """ArviZ summary, index = parameter names as Bambi names them."""
-    return summary_table(parameter_summary_dataset(posterior, kind=kind, prob=prob))
+    return summary_table(parameter_summary_dataset(posterior, options=options))
 
 
-def parameter_summary_dataset(
-    posterior: xr.Dataset, *, kind: str | None = None, prob: float | None = None
-) -> xr.Dataset:
+def parameter_summary_dataset(posterior: xr.Dataset, *, options: OutputOptions) -> xr.Dataset:
     """ArviZ summary as a Dataset (dim ``summary``: mean, sd, interval, ess_bulk, ess_tail,
     r_hat, mcse). Its R-hat and ESS serve the diagnostics gate too
     (``diagnose.check(..., summary=...)``): with thousands of coefficients they are the
     costly part, and computing them once halves it."""
-    kind = kind or CI_KIND
-    prob = CI_PROB if prob is None else prob
     stats = az.summary(
-        posterior, kind="stats", ci_prob=prob, ci_kind=kind, round_to="none", fmt="xarray"
+        posterior,
+        kind="stats",
+        ci_prob=options.prob,
+        ci_kind=options.interval,
+        round_to="none",
+        fmt="xarray",
     )
     # ArviZ's numbers, computed for all parameters at once (mcmc_stats; 3x faster at 5,000)
     return xr.concat([stats, mcmc_stats.diagnostics(posterior)], dim="summary")

@@ -108,6 +108,7 @@ def latent_recovery(
     from omlbayes.backends.graded import fit_graded
     from omlbayes.model.design import build_layout
     from omlbayes.pipeline.graded_run import settings_of
+    from omlbayes.results.options import OutputOptions
     from omlbayes.results.summarise import interval
 
     sim, frame = simulated_frame(n_students, n_schools, seed)
@@ -127,7 +128,7 @@ def latent_recovery(
         )
     )  # fmt: skip
     n_cell = dict(zip(cells, gcomp["n"].to_numpy(), strict=True))
-    lower, upper = interval(effects)
+    lower, upper = interval(effects, options=OutputOptions())
     effect_rows = pd.DataFrame(
         {
             "kind": "effect",
@@ -152,7 +153,7 @@ def latent_recovery(
         if c.kind in WAVE_KINDS
     ]
     draws = estimands.contrast_draws(effects, defs)
-    lower, upper = interval(draws)
+    lower, upper = interval(draws, options=OutputOptions())
     contrast_rows = pd.DataFrame(
         {
             "kind": "contrast",
@@ -353,7 +354,7 @@ def plain_pymc_model(frame: pd.DataFrame, layout, spec: ModelSpec):
         sds = [pt.as_tensor(fixed_sd)]
         for term in layout.group_terms:
             prior = spec.prior_for(term.name, "group_sigma")
-            tau = getattr(pm, prior.dist)(f"{term.name}_sigma", **prior.params)
+            tau = prior.pymc(f"{term.name}_sigma")
             sds.append(pt.repeat(tau, term.size))
         raw = pm.Normal("raw", 0.0, 1.0, shape=layout.n_coef)
         b_centred = raw * pt.concatenate(sds)

@@ -399,19 +399,6 @@ def _plot_hard(tables: dict[str, pd.DataFrame], path: Path) -> None:
 # --- 2. simulation-based calibration ------------------------------------------------
 
 
-def _prior_draw(prior, size, rng) -> np.ndarray:
-    p = prior.params
-    if prior.dist == "Normal":
-        return rng.normal(p["mu"], p["sigma"], size)
-    if prior.dist == "HalfNormal":
-        return np.abs(rng.normal(0.0, p["sigma"], size))
-    if prior.dist == "Exponential":
-        return rng.exponential(1.0 / p["lam"], size)
-    if prior.dist == "HalfStudentT":
-        return np.abs(p["sigma"] * rng.standard_t(p["nu"], size))
-    raise ValueError(f"no prior sampler for {prior.dist}")
-
-
 def sbc(
     *,
     spec: ModelSpec,
@@ -460,17 +447,17 @@ def sbc(
     refitter = None  # compiled once, refitted to every simulated data set
     for k in range(n_sims):
         # parameters from the prior
-        theta = {"sigma": float(_prior_draw(fit_spec.prior_for("sigma", "sigma"), 1, rng)[0])}
+        theta = {"sigma": float(fit_spec.prior_for("sigma", "sigma").sample(1, rng)[0])}
         b = np.empty(layout.n_coef)
         for term in layout.terms:
             sl = slices[term.name]
             if term.kind == "group":
-                tau = float(_prior_draw(fit_spec.prior_for(term.name, "group_sigma"), 1, rng)[0])
+                tau = float(fit_spec.prior_for(term.name, "group_sigma").sample(1, rng)[0])
                 theta[f"{term.name}_sigma"] = tau
                 b[sl] = rng.normal(0.0, tau, term.size)
             else:
                 kind = "Intercept" if term.kind == "intercept" else "common"
-                b[sl] = _prior_draw(fit_spec.prior_for(term.name, kind), term.size, rng)
+                b[sl] = fit_spec.prior_for(term.name, kind).sample(term.size, rng)
         y = w @ b + theta["sigma"] * rng.standard_normal(w.shape[0])
         stats = design.SufficientStats(
             np.asarray((w.T @ w).toarray()), w.T @ y, float(y @ y), w.shape[0]
