@@ -4,7 +4,7 @@
 Runs recovery/coverage, SBC, REML agreement on mlmRev data, a three-level check and a
 many-groups check (Chem97),
 and the graded model's latent recovery and two-route cross-check
-(see src/omlbayes/validation.py). Parts can run separately (--only) and in parallel
+(see src/omlbayes/validation/studies.py). Parts can run separately (--only) and in parallel
 processes; each writes its CSV under outputs/validation/, and --report (also run at the
 end of a full run) assembles validation.md from whatever CSVs are there.
 """

@@ -25,7 +25,7 @@ PD_LIKELY = 0.90
 # The model a run fits when none is named (models/<name>.toml). `full` gives every output a
 # run writes a term of its own (school x wave, three-way cells for the cross breakdowns, a
 # residual SD per school type); on surveys with that structure the flagship's intervals are
-# too narrow (README "Choosing the default model"; validation.md section 1b).
+# too narrow (docs/models.md "The default model, and the evidence"; validation.md section 1b).
 DEFAULT_MODEL = "full"
 
 DEFAULT_SEED = 20221

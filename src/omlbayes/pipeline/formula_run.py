@@ -1,7 +1,7 @@
 """Generic mode: any Bambi formula on any table (``scripts/fit.py --formula``).
 
 The same machinery as the survey path, pointed at a plain table, so it can be checked
-against public multilevel data with known results (``validation.py``).
+against public multilevel data with known results (``validation/studies.py``).
 
 Which backend fits
 ------------------

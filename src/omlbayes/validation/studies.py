@@ -1172,7 +1172,7 @@ def write_report(out: Path = OUT) -> bool:
         "# Statistical validation of omlbayes",
         "",
         "Written by `make validate` (`scripts/validate.py`, logic in "
-        "`src/omlbayes/validation.py`). Pass criteria: 95% coverage of wave contrasts in "
+        "`src/omlbayes/validation/studies.py`). Pass criteria: 95% coverage of wave contrasts in "
         "[0.90, 0.99] over all contrasts and seeds; SBC ranks uniform (chi-square, "
         f"{SBC_BINS} bins) not rejected at {ALPHA:.0%} for any quantity; every REML comparison "
         f"within {TOLERANCE_SD} posterior SD (fixed effects: posterior mean; variances: "
