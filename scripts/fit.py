@@ -56,7 +56,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument(
         "--kernel",
         choices=KERNELS,
-        help="collapsed backend's linear algebra (default auto: the one with the lower predicted cost per gradient)",
+        help="collapsed backend's linear algebra (default auto: the lower predicted cost)",
     )
     p.add_argument(
         "--sd-parameterization",
