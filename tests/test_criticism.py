@@ -266,7 +266,7 @@ def test_compare_default_and_unpooled(default_run, small_survey, tmp_path):
 def test_cross_trends_without_a_three_way_term_are_model_implied():
     import pandas as pd
 
-    from omlbayes.pipeline.survey_run import model_implied
+    from omlbayes.pipeline.outputs import implied_by_structure
 
     rows = pd.DataFrame(
         {
@@ -276,13 +276,42 @@ def test_cross_trends_without_a_three_way_term_are_model_implied():
         }
     )  # fmt: skip
     flagship = load_spec("flagship").to_dict()
-    assert model_implied(rows, flagship).tolist() == [True, False, False, True]
+    assert implied_by_structure(rows, flagship).tolist() == [True, False, False, True]
     three_way = load_spec("three_way").to_dict()  # a term for every cross breakdown
-    assert model_implied(rows, three_way).tolist() == [False, False, False, False]
+    assert implied_by_structure(rows, three_way).tolist() == [False, False, False, False]
     one_cross = {**flagship, "group": [*flagship["group"], ["wave", "gender", "school_type"]]}
-    assert model_implied(rows, one_cross).tolist() == [False, False, False, True]
+    assert implied_by_structure(rows, one_cross).tolist() == [False, False, False, True]
     unpooled = load_spec("unpooled").to_dict()  # wave:gender:school_type as fixed cells
-    assert model_implied(rows, unpooled).tolist() == [False, False, False, True]
+    assert implied_by_structure(rows, unpooled).tolist() == [False, False, False, True]
+
+
+def test_model_implied_is_judged_from_the_posterior():
+    """A cross trend is implied when the data leave its own term's part negligible: under
+    10% of the contrast's variance and an interval that includes 0."""
+    import pandas as pd
+
+    from omlbayes.pipeline.outputs import model_implied
+
+    rng = np.random.default_rng(0)
+    n = 4000
+    two_way = rng.normal(0.1, 0.05, n)
+    parts = {
+        1: rng.normal(0.0, 0.005, n),  # a three-way SD at zero: the part is tiny
+        2: rng.normal(0.0, 0.05, n),  # as variable as the two-way part: separated
+        3: rng.normal(0.03, 0.005, n),  # small but clearly away from 0: separated
+    }
+    rows = pd.DataFrame(
+        {
+            "breakdown": ["gender x school_type"] * 4 + ["gender"],
+            "wave": ["2018", "2018", "2018", "2018", "2018"],
+            "reference": ["2014"] * 5,
+        }
+    )
+    draws = np.stack([two_way + parts.get(k, 0.0) for k in range(5)], axis=-1)
+    values = xr.DataArray(draws[None], dims=("chain", "draw", "contrast"))
+    implied = model_implied(rows, values, parts)
+    # 0: no term of its own; 1: negligible part; 2, 3: separated; 4: not a cross
+    assert implied.tolist() == [True, True, False, False, False]
 
 
 def test_run_says_what_the_model_does_not_support(small_run):

@@ -91,7 +91,8 @@ def test_file_parts_and_batches_give_identical_statistics(parts, model: str) -> 
     spec = load_spec(model)
     survey = read_survey(single)
     scaled = scale.build_index(survey.frame)
-    layout, stats, gcomp = model_stats.frame_prepared(scaled.frame, survey.levels, spec)
+    layout, stats, composition = model_stats.frame_prepared(scaled.frame, survey.levels, spec)
+    gcomp = estimands.gcomp_weights(None, layout, spec, composition=composition)
     whole, w_layout, w_stats = passes.stream_pass(folder, spec)
     batched, b_layout, b_stats = passes.stream_pass(folder, spec, batch_rows=37)
     assert layout == w_layout == b_layout

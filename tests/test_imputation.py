@@ -86,8 +86,11 @@ def test_pooled_posterior_is_wider_than_the_imputations(small_survey):
     var_pooled = pooled.contrasts.var(["chain", "draw"]).to_numpy()[edu]
     singles = np.stack([c.var(["chain", "draw"]).to_numpy()[edu] for c in pooled.single])
     means = np.stack([c.mean(["chain", "draw"]).to_numpy()[edu] for c in pooled.single])
-    # mixing equal-size draws: total variance = mean within + between (law of total variance)
-    assert var_pooled == pytest.approx(singles.mean(0) + means.var(0), rel=1e-6)
+    # Rubin's total variance T = W + (1 + 1/M) B, not the W + (1 - 1/M) B of plain mixing
+    m = len(pooled.single)
+    rubin = singles.mean(0) + (1 + 1 / m) * means.var(0, ddof=1)
+    assert var_pooled == pytest.approx(rubin, rel=1e-6)
+    assert (var_pooled > singles.mean(0) + means.var(0)).all()
     # the imputations disagree, so the pooled posterior is wider than their average one
     assert (means.var(0) > 0).all()
     assert (var_pooled > singles.mean(0)).all()
@@ -119,3 +122,74 @@ def test_impute_script_writes_a_folder_compare_reads(small_survey, small_run, tm
                      "--out", str(tmp_path), "--name", "bad")  # fmt: skip
     assert bad.returncode != 0 and bad.stderr.startswith("error:") and "Traceback" not in bad.stderr
     assert bad.stderr.count("\n") == 1 and not (tmp_path / "bad").exists()
+
+
+def _informative_missingness(n: int = 6000, seed: int = 11) -> tuple[pd.DataFrame, float]:
+    """Parental education with a real effect on the index (wo - max_mbo = 0.5 SD), and
+    "unknown" far more likely among students with a low index: missing at random given
+    the index, not given the school alone. Returns the frame and the true gap."""
+    rng = np.random.default_rng(seed)
+    school = rng.integers(0, 30, n)
+    types = np.array(["vmbo_bk", "havo", "vwo"])[school % 3]
+    shares = {"vmbo_bk": [0.6, 0.3, 0.1], "havo": [0.35, 0.4, 0.25], "vwo": [0.15, 0.4, 0.45]}
+    truth = np.array([rng.choice(LEVELS, p=shares[t]) for t in types])
+    gap = 0.5
+    effect = np.select([truth == "hbo", truth == "wo"], [0.25, gap], 0.0)
+    index = effect + rng.normal(0, 0.2, 30)[school] + rng.normal(size=n)
+    unknown = rng.random(n) < 1 / (1 + np.exp(1.0 + 1.5 * index))  # ~30%, mostly low index
+    frame = pd.DataFrame(
+        {
+            "school_id": pd.Categorical([f"s{k:02d}" for k in school]),
+            "school_type": pd.Categorical(types),
+            "region": pd.Categorical(np.where(school < 15, "north", "south")),
+            "wave": pd.Categorical(rng.choice(["2018", "2022"], n), ordered=True),
+            "gender": pd.Categorical(rng.choice(["boy", "girl"], n)),
+            "age": rng.normal(15, 0.7, n),
+            "parent_edu": pd.Categorical(
+                np.where(unknown, "unknown", truth), categories=[*LEVELS, "unknown"], ordered=True
+            ),
+            "index": index,
+        }
+    )
+    return frame, gap
+
+
+@pytest.mark.slow
+def test_imputation_congenial_with_the_analysis_covers_the_gap_the_old_one_misses():
+    """The old imputation model (school, type, region, wave only) imputes parental education
+    without its link to the index, so the pooled wo - max_mbo gap shrinks towards zero by
+    about the unknown share and its interval misses the truth; conditioning on the index
+    (and the analysis covariates) recovers it."""
+    import dataclasses
+
+    from omlbayes.model.spec import load_spec
+
+    frame, gap = _informative_missingness()
+    spec = dataclasses.replace(
+        load_spec("flagship"),
+        common=("wave", "parent_edu"),
+        group=(("school_id",),),
+        school_by_wave=False,
+        residual_sd_by=None,
+        breakdowns=(("parent_edu",),),
+        wave_contrasts=(),
+    ).with_sampler(draws=300, tune=300, chains=2)
+    old = {"predictors": ("school_id", "school_type", "region", "wave"), "numeric": ()}
+    found = {}
+    for name, kwargs in (("old", {**old, "interactions": None}), ("congenial", {})):
+        model = imputation.fit_imputation_model(frame, **kwargs)
+        frames = imputation.impute(frame, model, m=5, seed=3)
+        pooled = imputation.fit_imputations(frames, spec, seed=4, min_cell_n=10)
+        c = pooled.contrasts
+        pick = (
+            (c["kind"] == "between_groups")
+            & (c["wave"] == "all")
+            & (c["group"] == "max_mbo")
+            & (c["reference_group"] == "wo")
+        ).to_numpy()
+        draws = -c.isel(contrast=int(np.flatnonzero(pick)[0])).to_numpy().ravel()  # wo - mbo
+        found[name] = np.quantile(draws, [0.025, 0.5, 0.975])
+    lo, mid, hi = found["congenial"]
+    assert lo <= gap <= hi, found
+    lo, mid, hi = found["old"]
+    assert hi < gap and mid < 0.85 * gap, found  # attenuated towards zero

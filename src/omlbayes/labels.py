@@ -298,9 +298,17 @@ REPORT_TEXT = {
         "results_skipped": "Niet in deze run (de gegevens hebben die metingen niet): {pairs}.",
         "model_implied": (
             "Niet als bevinding gerapporteerd: de ontwikkeling over de metingen binnen de "
-            "kruisingen {crosses}. Het model heeft daarvoor geen eigen term (meting x beide "
-            "kenmerken); die trends zijn kopieën van de tweewegtermen, dus door het model "
-            "opgelegd en niet door de gegevens getoond (contrasts.csv: model_implied)."
+            "kruisingen {crosses}. De gegevens onderscheiden die trends niet van de "
+            "tweewegtermen (geen eigen term meting x beide kenmerken, of een eigen term die "
+            "minder dan 10% van de onzekerheid draagt en nul niet uitsluit); ze zijn dus "
+            "door het model opgelegd en niet door de gegevens getoond "
+            "(contrasts.csv: model_implied)."
+        ),
+        "extrapolated": (
+            "Geëxtrapoleerd: {cells}. Deze gecorrigeerde gemiddelden plaatsen leerlingen in "
+            "combinaties van kenmerken waarin geen enkele leerling is waargenomen (bijv. een "
+            "schooltype in een regio zonder zulke scholen); daar rust de schatting op de "
+            "priorverdeling van het model (effects.csv: extrapolated, empty_cell_share)."
         ),
         "factsheet_said": "Factsheet: ",
         "methods": "5. Verantwoording",
@@ -359,6 +367,13 @@ REPORT_TEXT = {
         "verdict": "Oordeel",
         "passed": "geslaagd",
         "failed": "NIET geslaagd",
+        "prior_predictive": (
+            "Controle van de priors (prior predictive): uit de priors alleen gesimuleerd zou "
+            "de index een SD van {sd} hebben (90% tussen {lo} en {hi}), tegen {observed} "
+            "waargenomen; {share}% van de simulaties ligt binnen de helft tot het dubbele "
+            "daarvan. De posterior volgt hier de gegevens (zie de gevoeligheid voor de "
+            "priors, prior_sensitivity.csv)."
+        ),
         "interval_head": "Intervallen en 'significant'",
         "interval_text": (
             "Elk interval is een {interval} van de posterior. De kans op de richting is "
@@ -446,9 +461,16 @@ REPORT_TEXT = {
         "results_skipped": "Not in this run (the data lack those waves): {pairs}.",
         "model_implied": (
             "Not reported as findings: the changes between waves within the crosses "
-            "{crosses}. The model has no term of its own for them (wave x both "
-            "characteristics); those trends copy the two-way terms, so the model implies "
-            "them rather than the data showing them (contrasts.csv: model_implied)."
+            "{crosses}. The data do not separate those trends from the two-way terms (no "
+            "term of their own for wave x both characteristics, or one that carries under "
+            "10% of the uncertainty and does not exclude 0), so the model implies them "
+            "rather than the data showing them (contrasts.csv: model_implied)."
+        ),
+        "extrapolated": (
+            "Extrapolated: {cells}. These adjusted means place students in combinations of "
+            "characteristics in which no student was observed (e.g. a school type in a "
+            "region without such schools); there the estimate rests on the model's prior "
+            "(effects.csv: extrapolated, empty_cell_share)."
         ),
         "factsheet_said": "Factsheet: ",
         "methods": "5. Methods",
@@ -507,6 +529,12 @@ REPORT_TEXT = {
         "verdict": "Verdict",
         "passed": "passed",
         "failed": "FAILED",
+        "prior_predictive": (
+            "Prior predictive check: simulated from the priors alone, the index would have "
+            "an SD of {sd} (90% between {lo} and {hi}) against {observed} observed; "
+            "{share}% of the simulations lie within half to double that. The posterior "
+            "here follows the data (see the prior sensitivity, prior_sensitivity.csv)."
+        ),
         "interval_head": "Intervals and 'significant'",
         "interval_text": (
             "Every interval is a posterior {interval}. The probability of direction is the "
@@ -612,6 +640,17 @@ SCHOOL_TEXT = {
             "verschil van deze school; veranderingen tussen metingen zijn die van de regio, niet "
             "van deze school zelf."
         ),
+        "adjusted": (
+            "Gecorrigeerd voor de samenstelling: de waarden zijn berekend alsof elke school "
+            "dezelfde mix van leerlingen had ({covariates}); ze tonen het eigen verschil van "
+            "de school ten opzichte van scholen van hetzelfde type in dezelfde regio, bovenop "
+            "het gemiddelde van alle scholen. Zo vergelijkt de rangorde scholen van alle "
+            "schooltypen op hun eigen verschil, niet op het niveau van hun schooltype."
+        ),
+        "all_waves_note": (
+            "'Alle metingen': het gemiddelde van alle metingen samen, met het eigen verschil "
+            "van de school gemiddeld over de metingen waarin zij meedeed."
+        ),
         "shrinkage": (
             "Krimp naar het gemiddelde: het model trekt de schatting van een school naar die "
             "van haar regio, sterker naarmate de school minder leerlingen heeft, zodat een "
@@ -665,6 +704,17 @@ SCHOOL_TEXT = {
             "Note: this model has no school-specific development (no school x wave term). The "
             "per-wave values follow the region's trend, shifted by this school's constant "
             "difference; changes between waves are the region's, not this school's own."
+        ),
+        "adjusted": (
+            "Adjusted for composition: the values are computed as if every school had the "
+            "same mix of students ({covariates}); they show the school's own difference from "
+            "schools of its type in its region, on top of the mean of all schools. So the "
+            "rank compares schools of all types on their own difference, not on the level of "
+            "their school type."
+        ),
+        "all_waves_note": (
+            "'All waves': the mean over all waves together, with the school's own difference "
+            "averaged over the waves it took part in."
         ),
         "shrinkage": (
             "Shrinkage: the model pulls a school's estimate towards its region's, the more "

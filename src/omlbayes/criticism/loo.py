@@ -306,30 +306,51 @@ def write_not_computed(path: Path, reason: str) -> None:
     path.write_text(json.dumps({"computed": False, "reason": reason}) + "\n")
 
 
-def read_loo(path: Path | str):
-    """An ``ELPDDataLOO`` rebuilt from a run folder's ``loo.json`` (for ``arviz.compare``)."""
-    from arviz_stats.utils import ELPDDataLOO
-
+def _loo_json(path: Path | str) -> tuple[Path, dict]:
     path = Path(path)
     file = path / LOO_JSON if path.is_dir() else path
     if not file.is_file():
         raise RunError(f"{file.parent}: no {LOO_JSON} in this run (refit it to get LOO)")
     try:
         raw = json.loads(file.read_text(encoding="utf-8"))
-        if raw.get("computed") is False:
-            raise RunError(f"{file.parent}: no LOO in this run ({raw.get('reason', '')})")
+    except json.JSONDecodeError as err:
+        raise RunError(f"{file}: not a valid {LOO_JSON} ({err}); refit the run") from None
+    if raw.get("computed") is False:
+        raise RunError(f"{file.parent}: no LOO in this run ({raw.get('reason', '')})")
+    return file, raw
+
+
+def subsample_scale(path: Path | str) -> float:
+    """N / m of a run's pointwise LOO values: 1 when every student was used."""
+    _, raw = _loo_json(path)
+    m = raw.get("n_subsample")
+    return float(raw["n_students"]) / float(m) if m else 1.0
+
+
+def read_loo(path: Path | str, *, unscaled: bool = False):
+    """An ``ELPDDataLOO`` rebuilt from a run folder's ``loo.json`` (for ``arviz.compare``).
+
+    ``unscaled``: the pointwise values of a subsampled LOO without the N / m scaling (what
+    stacking weights need; sums and SEs need the scaled ones).
+    """
+    from arviz_stats.utils import ELPDDataLOO
+
+    file, raw = _loo_json(path)
+    try:
         point = raw["pointwise"]
+        scale = subsample_scale(path) if unscaled else 1.0
+        elpd_i = np.asarray(point["elpd_i"], dtype=float) / scale
         return ELPDDataLOO(
-            elpd=float(raw["elpd_loo"]),
-            se=float(raw["se"]),
+            elpd=float(elpd_i.sum()) if unscaled else float(raw["elpd_loo"]),
+            se=float(np.sqrt(elpd_i.size * np.var(elpd_i))) if unscaled else float(raw["se"]),
             p=float(raw["p_loo"]),
             n_samples=int(raw["n_samples"]),
             n_data_points=int(raw["n"]),
             scale="log",
             warning=bool(raw["warning"]),
             good_k=float(raw["good_k"]),
-            elpd_i=xr.DataArray(np.asarray(point["elpd_i"], dtype=float), dims=["student"]),
+            elpd_i=xr.DataArray(elpd_i, dims=["student"]),
             pareto_k=xr.DataArray(np.asarray(point["pareto_k"], dtype=float), dims=["student"]),
         )
-    except (json.JSONDecodeError, KeyError, TypeError, ValueError) as err:
+    except (KeyError, TypeError, ValueError) as err:
         raise RunError(f"{file}: not a valid {LOO_JSON} ({err}); refit the run") from None

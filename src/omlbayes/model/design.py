@@ -85,32 +85,46 @@ def build_layout(frame: pd.DataFrame, spec: ModelSpec) -> DesignLayout:
     missing = [c for c in spec.columns if c not in frame.columns]
     if missing:
         raise SpecError(f"model {spec.name}: data lack column(s) {', '.join(missing)}")
-    levels: dict[str, tuple[str, ...]] = {}
+
+    def numeric(col: str) -> bool:
+        return pd.api.types.is_numeric_dtype(frame[col]) and not isinstance(
+            frame[col].dtype, pd.CategoricalDtype
+        )
+
+    categorical = {c for t in spec.group_terms for c in t}  # grouping: always levels
+    categorical |= {c for t in spec.common if ":" in t for c in t.split(":")}
+    categorical |= {c for c in spec.common if ":" not in c and not numeric(c)}
+    return layout_for(spec, {c: _levels(frame, c) for c in categorical})
+
+
+def layout_for(spec: ModelSpec, levels: dict[str, tuple[str, ...]]) -> DesignLayout:
+    """The layout of ``spec`` for the levels present (a common column without levels is
+    numeric): what :func:`build_layout` gives for data with those levels, e.g. rebuilt
+    from a saved run."""
+    used: dict[str, tuple[str, ...]] = {}
     terms = [Term("Intercept", "intercept", (), (), None)]
     for col in spec.common:
         if ":" in col:  # unpooled cells: every combination a fixed effect (Normal prior)
             cols = tuple(col.split(":"))
             for c in cols:
-                levels.setdefault(c, _levels(frame, c))
-            cells = tuple(":".join(combo) for combo in product(*(levels[c] for c in cols)))
+                used.setdefault(c, tuple(levels[c]))
+            cells = tuple(":".join(combo) for combo in product(*(used[c] for c in cols)))
             terms.append(Term(col, "cells", cols, cells, f"{col}_dim"))
             continue
-        if pd.api.types.is_numeric_dtype(frame[col]) and not isinstance(
-            frame[col].dtype, pd.CategoricalDtype
-        ):
+        if col not in levels:
             terms.append(Term(col, "numeric", (col,), (), None))
             continue
-        levels[col] = _levels(frame, col)
-        if len(levels[col]) < 2:
+        used[col] = tuple(levels[col])
+        if len(used[col]) < 2:
             raise SpecError(f"column {col!r} has fewer than two levels in the data; drop it")
-        terms.append(Term(col, "categorical", (col,), levels[col][1:], f"{col}_dim"))
+        terms.append(Term(col, "categorical", (col,), used[col][1:], f"{col}_dim"))
     for cols in spec.group_terms:
         for col in cols:
-            levels.setdefault(col, _levels(frame, col))
+            used.setdefault(col, tuple(levels[col]))
         name = group_term_name(cols)
-        cells = tuple(":".join(combo) for combo in product(*(levels[c] for c in cols)))
+        cells = tuple(":".join(combo) for combo in product(*(used[c] for c in cols)))
         terms.append(Term(f"1|{name}", "group", cols, cells, f"{name}__factor_dim"))
-    return DesignLayout(tuple(terms), levels)
+    return DesignLayout(tuple(terms), used)
 
 
 def _codes(values: pd.Series, levels: tuple[str, ...], column: str) -> np.ndarray:

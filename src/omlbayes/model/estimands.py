@@ -20,9 +20,11 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
+from omlbayes.constants import MIN_CELL_N
 from omlbayes.data.schema import breakdown_name, group_label
 from omlbayes.errors import RunError, SpecError
-from omlbayes.model.design import DesignLayout, encode, weighted_mean_row
+from omlbayes.model.composition import Composition, weight_row
+from omlbayes.model.design import DesignLayout
 from omlbayes.model.spec import ModelSpec
 
 ALL_WAVES = "all"
@@ -38,7 +40,7 @@ class Target:
     substitute: tuple[tuple[str, str], ...]  # (column, level) pairs set for every student
 
 
-def _targets(frame: pd.DataFrame, spec: ModelSpec, levels: dict[str, tuple[str, ...]]):
+def _targets(spec: ModelSpec, levels: dict[str, tuple[str, ...]]) -> list[Target]:
     waves = levels["wave"]
     out = []
     for columns in spec.breakdowns:
@@ -54,74 +56,43 @@ def _targets(frame: pd.DataFrame, spec: ModelSpec, levels: dict[str, tuple[str, 
     return out
 
 
-def _cell_counts(frame: pd.DataFrame, targets: list[Target], weight: str | None) -> np.ndarray:
-    """Students observed in each target cell (the wave x group n of effects.csv)."""
-    tables: dict[tuple[str, ...], pd.Series] = {}
-    counts = np.empty(len(targets), dtype=np.int64)
-    for i, t in enumerate(targets):
-        columns = tuple(col for col, _ in t.substitute)
-        if not columns:
-            counts[i] = len(frame) if weight is None else int(frame[weight].sum())
-            continue
-        if columns not in tables:  # one groupby per set of columns, not one scan per target
-            grouped = frame.groupby(list(columns), observed=True)
-            table = grouped.size() if weight is None else grouped[weight].sum()
-            table.index = table.index.map(lambda key: tuple(map(str, np.atleast_1d(key))))
-            tables[columns] = table
-        counts[i] = int(tables[columns].get(tuple(lvl for _, lvl in t.substitute), 0))
-    return counts
-
-
 def gcomp_weights(
-    frame: pd.DataFrame, layout: DesignLayout, spec: ModelSpec, *, weight: str | None = None
+    frame: pd.DataFrame,
+    layout: DesignLayout,
+    spec: ModelSpec,
+    *,
+    weight: str | None = None,
+    min_cell_n: int = MIN_CELL_N,
+    composition: Composition | None = None,
 ) -> xr.Dataset:
-    """Weight vectors of every adjusted mean (targets x coefficients), pooled mean removed.
+    """Weight vectors of every reported adjusted mean (targets x coefficients), the pooled
+    mean removed, from the run's composition store (``model.composition``).
 
     ``weight`` names a column of counts when ``frame`` is a table of counted patterns (a
-    streamed pass's); its numeric columns then hold the pattern means. Either gives the
-    same weights: only the pooled composition and the cell counts enter.
+    streamed pass's); its numeric columns then hold the pattern means. ``n`` is each
+    target cell's count (0 under the disclosure threshold); ``empty_share`` the share of
+    students a target places in cells without (or with too few) observed students.
     """
-    categorical = [c for c in layout.levels if c not in POPULATION_LEVEL_COLUMNS]
-    numeric = [t.columns[0] for t in layout.terms if t.kind == "numeric"]
-    if weight is None:
-        patterns = (
-            frame.groupby(categorical, observed=True)
-            .agg(n=(spec.response, "size"), **{c: (c, "mean") for c in numeric})
-            .reset_index()
-        )
-    else:
-        sums = frame[numeric].mul(frame[weight], axis=0).assign(n=frame[weight])
-        for c in categorical:
-            sums[c] = frame[c]
-        patterns = sums.groupby(categorical, observed=True)[["n", *numeric]].sum().reset_index()
-        for c in numeric:
-            patterns[c] = patterns[c] / patterns["n"]
-    for col in POPULATION_LEVEL_COLUMNS:
-        if col in layout.levels:  # any valid level; its columns are zeroed below
-            patterns[col] = layout.levels[col][0]
-    zero = np.zeros(layout.n_coef, dtype=bool)
-    for term, sl in zip(layout.terms, layout.slices().values(), strict=True):
-        if set(term.columns) & set(POPULATION_LEVEL_COLUMNS):
-            zero[sl] = True
-    share = patterns["n"].to_numpy(dtype=np.float64) / patterns["n"].sum()
-    encoded = encode(patterns, layout)
-
-    def average_row(substitute: tuple[tuple[str, str], ...]) -> np.ndarray:
-        codes = dict(encoded)
-        for col, lvl in substitute:
-            codes[col] = np.full(len(patterns), layout.levels[col].index(lvl))
-        row = weighted_mean_row(codes, share, layout)
-        row[zero] = 0.0
-        return row
-
-    targets = _targets(frame, spec, layout.levels)
-    pooled = average_row(())
-    weights = np.stack([average_row(t.substitute) - pooled for t in targets])
+    if composition is None:
+        composition = Composition.build(frame, layout, min_cell_n=min_cell_n, weight=weight)
+    targets = _targets(spec, layout.levels)
+    pooled, _ = weight_row(layout, composition, {})
+    rows, empty, counts = [], [], []
+    for t in targets:
+        row, share = weight_row(layout, composition, dict(t.substitute))
+        rows.append(row)
+        empty.append(share)
+        cols = tuple(c for c, _ in t.substitute)
+        if cols:
+            counts.append(float(composition.table(cols).sel(dict(t.substitute))))
+        else:
+            counts.append(float(composition.wave_counts.sum()))
     return xr.Dataset(
         {
-            "weights": (("target", "coef"), weights),
+            "weights": (("target", "coef"), np.stack(rows) - pooled),
             "pooled": (("coef",), pooled),
-            "n": (("target",), _cell_counts(frame, targets, weight)),
+            "n": (("target",), np.asarray(counts).round().astype(np.int64)),
+            "empty_share": (("target",), np.asarray(empty)),
         },
         coords={
             "target": np.arange(len(targets)),
@@ -301,3 +272,95 @@ def contrast_draws(effects: xr.DataArray, contrasts: list[Contrast]) -> xr.DataA
             "kind": ("contrast", [c.kind for c in contrasts]),
         },
     )
+
+
+# --- any adjusted mean (the public API's questions) --------------------------------------
+
+ADJUSTED_MEANS_GROUP = "adjusted_means"
+
+
+def adjusted_mean_weights(
+    layout: DesignLayout,
+    composition: Composition,
+    by: tuple[str, ...],
+    *,
+    waves: tuple[str, ...],
+    reference: object = "pooled",
+    schools: str = "any",
+    deviation: bool = True,
+) -> xr.Dataset:
+    """Weight rows of the adjusted mean of every wave x level combination of ``by``.
+
+    ``deviation``: minus the pooled mean (the standardized index scale of effects.csv);
+    otherwise the mean itself. Returns ``weights`` (wave, *by, coef), the observed count
+    ``n`` of each cell (0 under the disclosure threshold) and ``empty_share`` (the share
+    of students placed in cells without observed students).
+    """
+    levels = {c: composition.levels[c] for c in by}
+    pooled, _ = weight_row(layout, composition, {}) if deviation else (0.0, 0.0)
+    shape = (len(waves), *(len(levels[c]) for c in by))
+    rows = np.empty((*shape, layout.n_coef))
+    empty, counts = np.empty(shape), np.empty(shape)
+    for k, wave in enumerate(waves):
+        for cell in product(*(range(len(levels[c])) for c in by)):
+            setting = {"wave": wave, **{c: levels[c][j] for c, j in zip(by, cell, strict=True)}}
+            row, share = weight_row(
+                layout, composition, setting, reference=reference, schools=schools
+            )
+            rows[(k, *cell)] = row - pooled
+            empty[(k, *cell)] = share
+            counts[(k, *cell)] = float(composition.table(("wave", *by)).sel(setting))
+    coords = {"wave": list(waves), **{c: list(levels[c]) for c in by}, "coef": layout.coef_names}
+    dims = ("wave", *by)
+    return xr.Dataset(
+        {
+            "weights": ((*dims, "coef"), rows),
+            "n": (dims, counts.round().astype(np.int64)),
+            "empty_share": (dims, empty),
+        },
+        coords=coords,
+    )
+
+
+def stored_adjusted_means(effects: xr.DataArray, n: np.ndarray, *, min_cell_n: int) -> xr.Dataset:
+    """The draws of every reported adjusted mean as one variable per breakdown, with named
+    dims (wave, then the breakdown's columns) and level coordinates, so ``az.summary`` and
+    ``az.plot_forest`` read them directly. Cells under the disclosure threshold hold NaN."""
+    out = {}
+    table = pd.DataFrame(
+        {
+            "breakdown": effects["breakdown"].to_numpy(),
+            "group": effects["group"].to_numpy(),
+            "wave": effects["wave"].to_numpy(),
+        }
+    )
+    values = effects.transpose("chain", "draw", "target").to_numpy()
+    for breakdown, rows in table.groupby("breakdown", sort=False):
+        columns = () if breakdown == "overall" else tuple(breakdown.split(" x "))
+        waves = list(dict.fromkeys(rows["wave"]))
+        cells = list(dict.fromkeys(rows["group"]))
+        parts = [tuple(g.split(":")) if columns else () for g in cells]
+        level_lists = [list(dict.fromkeys(p[i] for p in parts)) for i in range(len(columns))]
+        shape = (*values.shape[:2], len(waves), *(len(lv) for lv in level_lists))
+        block = np.full(shape, np.nan)
+        for k, r in zip(rows.index, rows.itertuples(), strict=True):
+            if n[k] < min_cell_n:
+                continue
+            part = tuple(r.group.split(":")) if columns else ()
+            at = (
+                waves.index(r.wave),
+                *(lv.index(p) for lv, p in zip(level_lists, part, strict=True)),
+            )
+            block[(slice(None), slice(None), *at)] = values[..., k]
+        out[variable_name(breakdown)] = xr.DataArray(
+            block,
+            dims=("chain", "draw", "wave", *columns),
+            coords={"wave": waves, **dict(zip(columns, level_lists, strict=True))},
+        )
+    return xr.Dataset(out, coords={"chain": effects["chain"], "draw": effects["draw"]})
+
+
+def variable_name(breakdown: str) -> str:
+    """``"gender x school_type"`` -> ``"by_gender_x_school_type"``; ``"overall"`` stays
+    (a name apart from the columns, which are the variables' dims)."""
+    return breakdown if breakdown == "overall" else "by_" + breakdown.replace(" x ", "_x_")

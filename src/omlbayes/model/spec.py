@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import tomllib
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 
 from omlbayes.constants import DEFAULT_MODEL
@@ -103,6 +103,22 @@ class ModelSpec:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+    @classmethod
+    def from_dict(cls, raw: dict) -> ModelSpec:
+        """The spec a run record holds (``to_dict`` after a JSON round trip)."""
+        known = {f.name for f in fields(cls)}
+        values = {k: v for k, v in raw.items() if k in known}
+        values["common"] = tuple(values.get("common", ()))
+        values["group"] = tuple(tuple(t) for t in values.get("group", ()))
+        values["breakdowns"] = tuple(tuple(b) for b in values.get("breakdowns", ()))
+        values["wave_contrasts"] = tuple(tuple(p) for p in values.get("wave_contrasts", ()))
+        values["priors"] = {
+            k: Prior(p["dist"], dict(p["params"])) for k, p in raw["priors"].items()
+        }
+        if "sampler" in raw:
+            values["sampler"] = SamplerSettings(**raw["sampler"])
+        return cls(**values)
 
     def sha256(self) -> str:
         canonical = json.dumps(self.to_dict(), sort_keys=True, default=str)

@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
+from omlbayes.constants import MIN_CELL_N
 from omlbayes.data.ingest import BATCH_ROWS, ColumnMap
 from omlbayes.data.stream import (
     PATTERN_COLUMNS,
@@ -19,6 +20,7 @@ from omlbayes.data.stream import (
     count_patterns,
     finish_patterns,
 )
+from omlbayes.model.composition import Composition
 from omlbayes.model.design import (
     CHUNK_ROWS,
     DesignLayout,
@@ -100,8 +102,10 @@ class PatternTotals:
     age_mean: float
 
 
-def frame_prepared(frame: pd.DataFrame, levels, spec: ModelSpec) -> tuple | None:
-    """(layout, statistics, g-computation weights) of analysed rows held in memory, summed
+def frame_prepared(
+    frame: pd.DataFrame, levels, spec: ModelSpec, *, min_cell_n: int = MIN_CELL_N
+) -> tuple | None:
+    """(layout, statistics, composition store) of analysed rows held in memory, summed
     exactly as the streamed pass sums its parts, or None when the counted patterns do not
     give the model's statistics (then the caller sums the rows).
 
@@ -109,7 +113,6 @@ def frame_prepared(frame: pd.DataFrame, levels, spec: ModelSpec) -> tuple | None
     constants equal the exact ones here bit for bit. So one file and its parts give the
     same statistics, the same weights and, for the same seed, the same draws.
     """
-    from omlbayes.model import estimands
 
     pattern_sums, constants = finish_patterns(count_patterns(frame), levels)
     totals = PatternTotals(
@@ -121,7 +124,7 @@ def frame_prepared(frame: pd.DataFrame, levels, spec: ModelSpec) -> tuple | None
     stats = stats_from_patterns(totals, layout, spec, groups)
     if stats is None:
         return None
-    return layout, stats, estimands.gcomp_weights(patterns, layout, spec, weight="n")
+    return layout, stats, Composition.build(patterns, layout, min_cell_n=min_cell_n, weight="n")
 
 
 def design_of(survey: StreamedSurvey, spec: ModelSpec) -> tuple[DesignLayout, tuple[str, ...]]:

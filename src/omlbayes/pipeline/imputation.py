@@ -1,21 +1,28 @@
 """Multiple imputation of a coded-missing level ("unknown" parental education).
 
 The third way of handling "unknown" next to keeping it as its own category (the default)
-and excluding those rows (``subsets.exclude``). Assumption: given the school, school type,
-region and wave, whether a parent's education is reported does not depend on what it is
-(missing at random given those columns).
+and excluding those rows (``subsets.exclude``). Assumption: whether a parent's education
+is reported does not depend on what it is, given everything the imputation model sees
+(missing at random given the school, the analysis model's covariates and the index).
 
-1. ``fit_imputation_model``: a multinomial logit of the column on the known rows, one-hot
-   predictors (every level of every predictor column, an intercept), a Normal(0, prior_sd)
-   prior on each predictor level (so schools with few rows borrow from the rest, and a
-   school with no known row falls back to its type, region and wave), fitted by Newton's
-   method to the posterior mode; the Laplace approximation gives its posterior.
+1. ``fit_imputation_model``: a multinomial logit of the column on the known rows. It is
+   *congenial* with the analysis model: it conditions on the school, every covariate of
+   the analysis (school type, region, wave, gender, age) and the outcome (the index), with
+   the index's slope free to differ by wave, gender, school type and region (the analysis
+   lets the parental-education effect differ by those). Without the index, imputed rows
+   carry no link between parental education and the index, and the analysis's gaps are
+   pulled towards zero by about the "unknown" share. A Normal(0, prior_sd) prior on every
+   coefficient (schools with few rows borrow from the rest); Newton's method to the
+   posterior mode, and its Laplace approximation.
 2. ``impute``: M completed data sets; each draws its own coefficients from that posterior
    (a "proper" imputation: the imputation model's uncertainty reaches the analysis) and then
    a level for every "unknown" row.
 3. ``multiple_imputation_run``: each completed data set fitted with the run's model
-   (``survey_run.fit_frame``), the adjusted effects and contrasts of every fit, the draws of
-   the M posteriors pooled (mixing draws: Zhou & Reiter 2010). Written as a folder with
+   (``survey_run.fit_frame``); the draws of the M posteriors are pooled so that their spread
+   is Rubin's total variance W + (1 + 1/M) B: mixing the draws as they are gives only
+   W + (1 - 1/M) B, so each imputation's draws are shifted by (c - 1) times its mean's
+   distance to the mean over imputations, c = sqrt((M + 1) / (M - 1)) (the same shift for
+   every adjusted mean, so every contrast gets it too). Written as a folder with
    ``contrasts.csv`` / ``effects.csv`` in the run's format and ``run.json``, so
    ``scripts/compare.py`` puts it next to the own-category and excluded runs.
 """
@@ -36,11 +43,15 @@ from omlbayes.data import schema
 from omlbayes.errors import InputError
 from omlbayes.model import estimands
 from omlbayes.model.spec import ModelSpec
-from omlbayes.pipeline.outputs import model_implied
+from omlbayes.pipeline.outputs import implied_by_structure
 from omlbayes.results import runs, summarise
 
-MI_PREDICTORS = ("school_id", "school_type", "region", "wave")
-PRIOR_SD = 1.0  # each predictor level's log-odds effect
+# Categorical predictors (one-hot), numeric ones (standardized), and the numeric one whose
+# slope may differ by the levels of ``MI_INTERACTIONS`` (the analysis model's cells).
+MI_PREDICTORS = ("school_id", "school_type", "region", "wave", "gender")
+MI_NUMERIC = ("age", "index")
+MI_INTERACTIONS = ("index", ("wave", "gender", "school_type", "region"))
+PRIOR_SD = 1.0  # each coefficient's log-odds effect (per level, per SD of a numeric one)
 INTERCEPT_SD = 5.0
 IMPUTATION_CSV = "imputations.csv"
 log = logging.getLogger("omlbayes")
@@ -49,8 +60,9 @@ log = logging.getLogger("omlbayes")
 @dataclass(frozen=True)
 class ImputationModel:
     """A fitted multinomial logit of ``column`` (levels ``levels``, the first the reference)
-    on one-hot ``features``: posterior mode ``coef`` (features x (K-1)) and the Laplace
-    covariance ``cov`` of its flattened form."""
+    on ``features`` (one-hot levels, standardized numeric columns and their interactions):
+    posterior mode ``coef`` (features x (K-1)) and the Laplace covariance ``cov`` of its
+    flattened form."""
 
     column: str
     missing: str
@@ -61,17 +73,27 @@ class ImputationModel:
     cov: np.ndarray
     n_known: int
     n_missing: int
+    numeric: tuple[tuple[str, float, float], ...] = ()  # (column, mean, sd)
+    interaction: str = ""  # the numeric column whose slope varies by level
+    interacts: tuple[str, ...] = ()  # ... of these categorical columns
 
     def design(self, frame: pd.DataFrame) -> np.ndarray:
-        """One-hot features of the rows (levels unseen when fitted get no column)."""
+        """The features of the rows (levels unseen when fitted get no column)."""
         index = {name: j for j, name in enumerate(self.features)}
         x = np.zeros((len(frame), len(self.features)))
         x[:, 0] = 1.0
+        values = {col: (frame[col].to_numpy(float) - mu) / sd for col, mu, sd in self.numeric}
+        for col, value in values.items():
+            x[:, index[col]] = value
         for col in self.predictors:
             names = col + "=" + frame[col].astype(str).to_numpy().astype(object)
             j = np.array([index.get(n, -1) for n in names])
             rows = np.flatnonzero(j >= 0)
             x[rows, j[rows]] = 1.0
+            if col in self.interacts:
+                k = np.array([index.get(f"{self.interaction}:{n}", -1) for n in names])
+                rows = np.flatnonzero(k >= 0)
+                x[rows, k[rows]] = values[self.interaction][rows]
         return x
 
     def probabilities(self, frame: pd.DataFrame, coef: np.ndarray | None = None) -> np.ndarray:
@@ -98,16 +120,35 @@ def _check(frame: pd.DataFrame, column: str, missing: str, predictors: Sequence[
         raise InputError(f"imputation: every row has {column} = {missing!r}; nothing to learn")
 
 
+def _levels_seen(frame: pd.DataFrame, col: str) -> list[str]:
+    seen = frame[col].astype(str)
+    order = (
+        [str(c) for c in frame[col].cat.categories]
+        if isinstance(frame[col].dtype, pd.CategoricalDtype)
+        else sorted(set(seen))
+    )
+    return [lv for lv in order if (seen == lv).any()]
+
+
 def fit_imputation_model(
     frame: pd.DataFrame,
     *,
     column: str = "parent_edu",
     missing: str = "unknown",
     predictors: Sequence[str] = MI_PREDICTORS,
+    numeric: Sequence[str] = MI_NUMERIC,
+    interactions: tuple[str, Sequence[str]] | None = MI_INTERACTIONS,
     prior_sd: float = PRIOR_SD,
     max_iter: int = 50,
 ) -> ImputationModel:
-    """Posterior mode and Laplace covariance of the multinomial logit (see module doc)."""
+    """Posterior mode and Laplace covariance of the multinomial logit (see module doc).
+
+    Predictor columns the frame lacks are left out (the survey schema has them all); the
+    outcome-free model of earlier versions is ``numeric=(), interactions=None`` with
+    ``predictors=("school_id", "school_type", "region", "wave")``.
+    """
+    predictors = tuple(c for c in predictors if c in frame.columns)
+    numeric = tuple(c for c in numeric if c in frame.columns)
     _check(frame, column, missing, predictors)
     values = frame[column].astype(str)
     known = frame[values != missing]
@@ -118,19 +159,18 @@ def fit_imputation_model(
     levels = tuple(lv for lv in levels if (known[column].astype(str) == lv).any())
     if len(levels) < 2:
         raise InputError(f"imputation: {column} has fewer than two known levels; nothing to model")
-    features = ["(intercept)"]
+    scales = tuple((c, float(frame[c].mean()), float(frame[c].std()) or 1.0) for c in numeric)
+    slope, by = interactions if interactions is not None else ("", ())
+    by = tuple(c for c in by if c in predictors) if slope in numeric else ()
+    features = ["(intercept)", *numeric]
     for col in predictors:
-        seen = frame[col].astype(str)
-        order = (
-            [str(c) for c in frame[col].cat.categories]
-            if isinstance(frame[col].dtype, pd.CategoricalDtype)
-            else sorted(set(seen))
-        )
-        features += [f"{col}={lv}" for lv in order if (seen == lv).any()]
+        features += [f"{col}={lv}" for lv in _levels_seen(frame, col)]
+    for col in by:
+        features += [f"{slope}:{col}={lv}" for lv in _levels_seen(frame, col)]
     model = ImputationModel(
-        column, missing, levels, tuple(predictors), tuple(features),
+        column, missing, levels, predictors, tuple(features),
         np.zeros((len(features), len(levels) - 1)), np.empty((0, 0)),
-        len(known), int((values == missing).sum()),
+        len(known), int((values == missing).sum()), scales, slope, by,
     )  # fmt: skip
     x = model.design(known)
     y = pd.Categorical(known[column].astype(str), categories=levels).codes
@@ -160,11 +200,7 @@ def fit_imputation_model(
             break
     p = _softmax(x @ beta.reshape(k1, n_feat).T)[:, 1:]
     cov = np.linalg.inv(hessian(p))
-    return ImputationModel(
-        column, missing, levels, tuple(predictors), tuple(features),
-        beta.reshape(k1, n_feat).T.copy(), (cov + cov.T) / 2,
-        model.n_known, model.n_missing,
-    )  # fmt: skip
+    return replace(model, coef=beta.reshape(k1, n_feat).T.copy(), cov=(cov + cov.T) / 2)
 
 
 def impute(frame: pd.DataFrame, model: ImputationModel, *, m: int, seed: int) -> list[pd.DataFrame]:
@@ -243,7 +279,6 @@ def fit_imputations(
                 table[["breakdown", "group"]], waves=waves, wave_pairs=pairs
             )
         effects.append(eff)
-        contrasts.append(estimands.contrast_draws(eff, defs))
         counts.append(n)
         shares = frame[column].astype(str).value_counts(normalize=True)
         infos.append(
@@ -259,14 +294,30 @@ def fit_imputations(
             }
         )
 
+    # each imputation's own contrasts (``single``); pooled with Rubin's spread (a shift
+    # that is the same affine map for effects and, through them, for contrasts)
+    contrasts = [estimands.contrast_draws(eff, defs) for eff in effects]
+
     def stack(draws: list[xr.DataArray]) -> xr.DataArray:
         pooled = xr.concat(draws, dim="chain")
         return pooled.assign_coords(chain=np.arange(pooled.sizes["chain"]))
 
     return PooledFit(
-        stack(effects), stack(contrasts), suppressed,
+        stack(rubin_spread(effects)), stack(rubin_spread(contrasts)), suppressed,
         np.min(np.stack(counts), axis=0), pd.DataFrame(infos), contrasts,
     )  # fmt: skip
+
+
+def rubin_spread(draws: list[xr.DataArray]) -> list[xr.DataArray]:
+    """Each imputation's draws shifted so that the pooled draws' variance is Rubin's total
+    W + (1 + 1/M) B rather than the W + (1 - 1/M) B of plain mixing: each imputation's
+    mean moves (c - 1) times its distance to the mean over imputations, c =
+    sqrt((M + 1) / (M - 1)); within-imputation spread and shape are kept."""
+    m = len(draws)
+    means = [d.mean(("chain", "draw")) for d in draws]
+    centre = sum(means) / m
+    c = np.sqrt((m + 1) / (m - 1))
+    return [d + (c - 1.0) * (mu - centre) for d, mu in zip(draws, means, strict=True)]
 
 
 def multiple_imputation_run(
@@ -306,7 +357,7 @@ def multiple_imputation_run(
         contrasts = summarise.contrasts_table(
             pooled.contrasts, suppressed=pooled.suppressed, options=output
         )
-        contrasts["model_implied"] = model_implied(contrasts, spec.to_dict())
+        contrasts["model_implied"] = implied_by_structure(contrasts, spec.to_dict())
         contrasts.to_csv(stage.path / "contrasts.csv", index=False)
         known = frame[frame[column].astype(str) != missing][column].astype(str)
         per = pooled.per_imputation.assign(
@@ -339,8 +390,12 @@ def multiple_imputation_run(
                         "missing": missing,
                         "m": m,
                         "predictors": list(model.predictors),
-                        "model": "multinomial logit, Normal(0, 1) per predictor level, "
-                        "Laplace posterior; draws pooled over imputations",
+                        "model": "multinomial logit on the school, the analysis covariates "
+                        "and the index (its slope by wave, gender, school type and region), "
+                        "Normal(0, 1) per coefficient, Laplace posterior",
+                        "numeric": [c for c, _, _ in model.numeric],
+                        "pooling": "draws mixed over imputations, each imputation's mean "
+                        "moved so the pooled variance is Rubin's W + (1 + 1/M) B",
                         "n_imputed": model.n_missing,
                     },
                 ),

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import xarray as xr
 
 from omlbayes.labels import LANGS
 from omlbayes.model import estimands
@@ -73,7 +74,12 @@ def summarise_run(run: runs.Run) -> pd.DataFrame:
     path, record, options = run.path, run.record, run.options
     gcomp = run.gcomp
     effects = run.effect_draws()
-    effects_table = summarise.effects_table(effects, gcomp["n"].to_numpy(), options=options)
+    effects_table = summarise.effects_table(
+        effects,
+        gcomp["n"].to_numpy(),
+        options=options,
+        empty_share=gcomp["empty_share"].to_numpy() if "empty_share" in gcomp else None,
+    )
     effects_table.to_csv(path / "effects.csv", index=False)
     spec_waves = tuple(
         w for w in dict.fromkeys(gcomp["wave"].to_numpy()) if w != estimands.ALL_WAVES
@@ -94,7 +100,12 @@ def summarise_run(run: runs.Run) -> pd.DataFrame:
     }
     contrast_values = estimands.contrast_draws(effects, contrast_defs)
     contrasts = summarise.contrasts_table(contrast_values, suppressed=suppressed, options=options)
-    contrasts["model_implied"] = model_implied(contrasts, record.spec)
+    contrasts["extrapolated"] = summarise.touches_cells(
+        contrasts,
+        {(r.breakdown, r.group, r.wave) for r in effects_table.itertuples() if r.extrapolated},
+    )
+    cross_part = three_way_part(run, contrast_defs)
+    contrasts["model_implied"] = model_implied(contrasts, contrast_values, cross_part)
     contrasts.to_csv(path / "contrasts.csv", index=False)
     run.forget("effects.csv", "contrasts.csv")
     posterior = run.posterior
@@ -122,10 +133,45 @@ def summarise_run(run: runs.Run) -> pd.DataFrame:
     return headline_contrasts(contrasts, wave_pairs)
 
 
-def model_implied(contrasts: pd.DataFrame, spec: dict) -> np.ndarray:
-    """Contrasts between waves within a cross breakdown 'a x b' that the model implies
-    rather than estimates: no term (group or unpooled cells) holds wave, a and b together,
-    so the cross's trend is a copy of the two-way terms'."""
+# A change between waves within a cross breakdown a x b is model-implied when the data do
+# not separate it from the two-way terms: the wave x a x b term carries less than this
+# share of the contrast's posterior variance and its own part's interval includes 0.
+IMPLIED_VARIANCE_SHARE = 0.1
+
+
+def three_way_part(run: runs.Run, defs: list[estimands.Contrast]) -> dict[int, np.ndarray]:
+    """Per contrast between waves within a cross breakdown a x b: the draws of the part the
+    cross's own terms (a wave x a x b group term, or unpooled cells) contribute; a contrast
+    whose cross has no such term is absent (its part is 0)."""
+    gcomp, posterior = run.gcomp, run.posterior
+    coefs = list(gcomp["coef"].to_numpy())
+    out: dict[int, np.ndarray] = {}
+    by_cross: dict[str, list[int]] = {}
+    for k, c in enumerate(defs):
+        if " x " in c.breakdown and c.wave != c.reference:
+            by_cross.setdefault(c.breakdown, []).append(k)
+    for breakdown, members in by_cross.items():
+        columns = {"wave", *breakdown.split(" x ")}
+        own = [
+            i
+            for i, name in enumerate(coefs)
+            if set(name.removeprefix("1|").split("[")[0].split(":")) == columns
+        ]
+        if not own:
+            continue
+        sub = gcomp.isel(coef=own)
+        part = estimands.effect_draws(posterior, sub, seed=run.record.seed)
+        draws = estimands.contrast_draws(part, [defs[k] for k in members]).to_numpy()
+        for j, k in enumerate(members):
+            out[k] = draws[..., j]
+    return out
+
+
+def implied_by_structure(contrasts: pd.DataFrame, spec: dict) -> np.ndarray:
+    """Changes between waves within a cross breakdown 'a x b' for which no term (group or
+    unpooled cells) holds wave, a and b together: the cross's trend is then a copy of the
+    two-way terms' whatever the data say. (Runs judge the rest from the posterior, see
+    :func:`model_implied`; a pooled multiple-imputation folder has this rule only.)"""
     terms = [set(t) for t in spec.get("group", ())]
     terms += [set(str(c).split(":")) for c in spec.get("common", ()) if ":" in str(c)]
     supported = {
@@ -136,6 +182,27 @@ def model_implied(contrasts: pd.DataFrame, spec: dict) -> np.ndarray:
     cross = contrasts.breakdown.str.contains(" x ", regex=False)
     between_waves = contrasts.wave.astype(str) != contrasts.reference.astype(str)
     return (cross & between_waves & ~contrasts.breakdown.isin(supported)).to_numpy()
+
+
+def model_implied(
+    contrasts: pd.DataFrame, values: xr.DataArray, parts: dict[int, np.ndarray]
+) -> np.ndarray:
+    """Changes between waves within a cross breakdown that the data do not separate from
+    the two-way terms (``IMPLIED_VARIANCE_SHARE``), judged from the posterior: the cross's
+    trend is then a copy of the two-way terms', and the report states no finding on it."""
+    draws = values.to_numpy()
+    cross = contrasts.breakdown.str.contains(" x ", regex=False).to_numpy()
+    between_waves = (contrasts.wave.astype(str) != contrasts.reference.astype(str)).to_numpy()
+    implied = cross & between_waves
+    for k in np.flatnonzero(implied):
+        part = parts.get(int(k))
+        if part is None:
+            continue  # no term of the cross's own: structurally implied
+        total = np.var(draws[..., k])
+        lo, hi = np.quantile(part, [0.025, 0.975])
+        separated = np.var(part) >= IMPLIED_VARIANCE_SHARE * total or lo > 0 or hi < 0
+        implied[k] = not separated
+    return implied
 
 
 def headline_contrasts(contrasts: pd.DataFrame, wave_pairs) -> pd.DataFrame:

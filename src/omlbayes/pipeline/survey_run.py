@@ -25,11 +25,12 @@ from omlbayes.data.ingest import BATCH_ROWS, read_survey
 from omlbayes.errors import SpecError
 from omlbayes.model import estimands
 from omlbayes.model import stats as model_stats
+from omlbayes.model.composition import Composition
 from omlbayes.model.spec import ModelSpec
 from omlbayes.pipeline import passes
 from omlbayes.pipeline.outputs import write_outputs
 from omlbayes.plots import diagnostics as diag_plots
-from omlbayes.report.findings import load_findings
+from omlbayes.report.findings import findings_for
 from omlbayes.results import disclosure, runs, summarise
 from omlbayes.results.options import OutputOptions
 
@@ -109,27 +110,40 @@ def fit_survey_run(
     source = read_source(data, spec, column_map, options, progress)
     clock.lap("read_scale_s")
     output = replace(options.output, monitor=source.survey.monitor, area=source.survey.area)
-    findings = load_findings(spec.findings or None)
+    levels = {c: list(source.survey.levels.of(c)) for c in schema.CATEGORICAL_COLUMNS}
+    findings, findings_reason = findings_for(spec.findings or None, levels)
+    progress(f"findings: {findings_reason}")
     with runs.staged_run(options.out_dir, options.name or runs.run_name(spec.name)) as stage:
         tree, fitted = _fit(source.frame, spec, options, progress, clock.timings, source.prepared)
         progress("computing adjusted means (g-computation weights)")
         clock.restart()
         tree["gcomp"] = xr.DataTree(fitted["gcomp"])
+        tree["composition"] = xr.DataTree(fitted["composition"].to_dataset())
+        effects = estimands.effect_draws(
+            tree["posterior"].to_dataset(), fitted["gcomp"], seed=options.seed
+        )
+        tree[estimands.ADJUSTED_MEANS_GROUP] = xr.DataTree(
+            estimands.stored_adjusted_means(
+                effects, fitted["gcomp"]["n"].to_numpy(), min_cell_n=output.min_cell_n
+            )
+        )
         _criticism(source, spec, fitted, tree, stage.path, progress, clock.timings)
         clock.restart()
-        summary, diagnostics, pvalues = _diagnose(
+        summary, diagnostics, (pvalues, prior) = _diagnose(
             source, spec, fitted, tree, output, options, clock, progress
         )
         tree, diagnostics = _write_fit_files(stage.path, tree, diagnostics, summary, clock)
         _write_fit_tables(stage.path, source, fitted, output, clock)
-        _fit_figures(stage.path, source, spec, fitted, tree, pvalues, output, options, clock)
+        _fit_figures(
+            stage.path, source, spec, fitted, tree, (pvalues, prior), output, options, clock
+        )
         clock.total("total_s")  # the fit, until the outputs
         record = runs.RunRecord.new(
             model=spec.name,
             kind="survey",
             options=output.to_dict(),
             seed=options.seed,
-            levels={c: list(source.survey.levels.of(c)) for c in schema.CATEGORICAL_COLUMNS},
+            levels=levels,
             spec=spec.to_dict(),
             spec_sha256=spec.sha256(),
             data=survey_facts(
@@ -150,10 +164,11 @@ def fit_survey_run(
             formula=spec.formula(),
             n_coefficients=fitted["n_coef"],
             findings=findings.to_dict(),
+            findings_reason=findings_reason,
             timings=dict(clock.timings),
             fit=fitted.get("fit", {}),
         ).as_written()
-        run = runs.Run(stage.path, record, diagnostics=diagnostics, tree=tree)
+        run = runs.Run(stage.path, record, diagnostics=diagnostics, tree=tree, effects=effects)
         headline = write_outputs(run, progress=progress, timings=clock.timings)
         clock.total("run_total_s")
         stage.write_record(replace(record, timings=dict(clock.timings)))
@@ -195,9 +210,20 @@ def _diagnose(source, spec, fitted, tree, output: OutputOptions, options, clock,
         breakdown_columns=[b[0] for b in spec.breakdowns if len(b) == 1],
     )
     diagnostics = ppc.add_to_gate(diagnostics, entries)
+    prior = None
+    if spec.family != "graded":  # the graded run's checks are of the items
+        from omlbayes.criticism import predictive
+
+        sub = source.sample
+        prior = predictive.prior_predictive(
+            sub, fitted["layout"], spec, draws=PREDICTIVE_DRAWS, seed=options.seed
+        )
+        diagnostics["prior_predictive"] = predictive.prior_predictive_check(
+            prior, sub[spec.response].to_numpy()
+        )
     clock.lap("ppc_s")
     progress(diagnose.verdict_line(diagnostics))
-    return summary, diagnostics, pvalues
+    return summary, diagnostics, (pvalues, prior)
 
 
 def _write_fit_files(folder: Path, tree, diagnostics: dict, summary, clock):
@@ -219,11 +245,14 @@ def _write_fit_tables(folder: Path, source, fitted, output: OutputOptions, clock
     clock.lap("descriptives_s")
 
 
-def _fit_figures(folder, source, spec, fitted, tree, pvalues, output, options, clock) -> None:
+def _fit_figures(folder, source, spec, fitted, tree, checks, output, options, clock) -> None:
     """Sampler and predictive-check figures."""
+    pvalues, prior = checks
     figures = folder / "figures"
     figures.mkdir()
-    _predictive_figures(source.sample, spec, fitted, tree, figures, output, seed=options.seed)
+    _predictive_figures(
+        source.sample, spec, fitted, tree, figures, output, prior=prior, seed=options.seed
+    )
     diag_plots.plot_ppc_pvalues(pvalues, figures / "ppc_pvalues.png")
     clock.lap("predictive_figures_s")
 
@@ -263,7 +292,7 @@ class _Source:
     n_analysed: int
     sample: pd.DataFrame  # the predictive-check rows
     tables: Callable[[], dict]
-    prepared: tuple | None = None  # (layout, stats, gcomp) from a streamed pass
+    prepared: tuple | None = None  # (layout, stats, composition) summed as a streamed pass
     data_facts: dict = field(default_factory=dict)
 
 
@@ -275,7 +304,7 @@ def _in_memory_source(data, column_map, options: RunOptions, spec: ModelSpec) ->
     frame = scaled.frame
     # the collapsed fit gets the streamed pass's exact sums: a file and its parts, same draws
     prepared = (
-        model_stats.frame_prepared(frame, survey.levels, spec)
+        model_stats.frame_prepared(frame, survey.levels, spec, min_cell_n=options.output.min_cell_n)
         if spec.sampler.backend == "collapsed"
         else None
     )
@@ -316,7 +345,9 @@ def _streamed_source(data, spec: ModelSpec, column_map, options: RunOptions, pro
             batch_rows=options.batch_rows,
             progress=progress,
         )
-    gcomp = estimands.gcomp_weights(streamed.patterns, layout, spec, weight="n")
+    composition = Composition.build(
+        streamed.patterns, layout, min_cell_n=options.output.min_cell_n, weight="n"
+    )
     return _Source(
         streamed,
         None,
@@ -325,7 +356,7 @@ def _streamed_source(data, spec: ModelSpec, column_map, options: RunOptions, pro
         streamed.n_analysed,
         streamed.sample,
         streamed.tables,
-        prepared=(layout, stats, gcomp),
+        prepared=(layout, stats, composition),
         data_facts={
             "parts": len(streamed.parts),
             "engine": "dask" if options.engine == "dask" else "streamed",
@@ -415,8 +446,19 @@ def _fit(frame, spec, options, progress, timings, prepared=None):
         )
     timings.update(fit_timings)
     timings["fit_s"] = time.perf_counter() - t
-    gcomp = estimands.gcomp_weights(frame, layout, spec) if prepared is None else prepared[2]
-    info = {"layout": layout, "gcomp": gcomp, "n_coef": layout.n_coef, **extra}
+    composition = (
+        Composition.build(frame, layout, min_cell_n=options.output.min_cell_n)
+        if prepared is None
+        else prepared[2]
+    )
+    gcomp = estimands.gcomp_weights(frame, layout, spec, composition=composition)
+    info = {
+        "layout": layout,
+        "gcomp": gcomp,
+        "composition": composition,
+        "n_coef": layout.n_coef,
+        **extra,
+    }
     if sampler.backend == "collapsed":
         info["fit"] = fit_facts
         info["stats"] = stats
@@ -491,7 +533,7 @@ def _write_descriptives(tables: dict, folder: Path, *, min_cell_n: int) -> None:
 
 
 def _predictive_figures(
-    sub, spec, fit_info, tree, figures: Path, output: OutputOptions, *, seed: int
+    sub, spec, fit_info, tree, figures: Path, output: OutputOptions, *, prior, seed: int
 ) -> None:
     """Predictive checks on ``sub``: at most PREDICTIVE_ROWS rows (seeded) of the data."""
     from omlbayes.criticism import predictive
@@ -503,7 +545,6 @@ def _predictive_figures(
     if spec.family == "graded":  # its predictive checks are of the items (item_ppc.png)
         return
     observed = sub[spec.response].to_numpy()
-    prior = predictive.prior_predictive(sub, layout, spec, draws=PREDICTIVE_DRAWS, seed=seed)
     diag_plots.plot_prior_predictive(
         prior, observed, figures / "prior_predictive.png", lang=output.lang
     )

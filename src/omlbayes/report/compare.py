@@ -65,6 +65,15 @@ def loo_table(paths: list[Path], labels: list[str]) -> tuple[pd.DataFrame | None
         return None, f"no {loo.LOO_JSON} in {', '.join(missing)} (refit to get LOO)"
     elpds = {label: loo.read_loo(p) for label, p in zip(labels, paths, strict=True)}
     table = azs.compare(elpds, round_to="none")
+    if any(loo.subsample_scale(p) != 1.0 for p in paths):
+        # Above the subsample size the pointwise values are scaled by N / m, right for sums
+        # and SEs but not for stacking, which weighs each student's predictive density: the
+        # weights come from the unscaled values of the same (shared, seeded) subsample.
+        unscaled = {
+            label: loo.read_loo(p, unscaled=True) for label, p in zip(labels, paths, strict=True)
+        }
+        weights = azs.compare(unscaled, round_to="none")["weight"]
+        table["weight"] = weights.reindex(table.index)
     return table, ""
 
 

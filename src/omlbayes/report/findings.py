@@ -198,12 +198,31 @@ def _only(table: Mapping, allowed: Sequence[str], where: str) -> None:
         raise SpecError(f"{where}: unknown key {unknown[0]!r}; allowed: {', '.join(allowed)}")
 
 
-def factsheet_applies(declaration: Declaration, levels: Mapping[str, Sequence[str]]) -> bool:
-    """Whether the grey factsheet lines are about this run: only where its levels are OML's."""
-    if declaration.factsheet_levels != "oml":
-        return False
+def findings_for(
+    path: Path | str | None, levels: Mapping[str, Sequence[str]]
+) -> tuple[Declaration, str]:
+    """The findings a run uses, and why: the spec's file where it fits the run's levels; a
+    file about the OML factsheet's levels (``factsheet_levels = "oml"``) on a survey with
+    other levels is replaced by the generic findings, so the report holds no statement of
+    another monitor."""
+    declaration = load_findings(path)
+    if declaration.factsheet_levels == "oml" and not _oml_levels(levels):
+        generic = load_findings(None)
+        return generic, (
+            f"the spec's findings ({declaration.name}) are about the levels of the OML "
+            "factsheet; this survey's levels differ, so the generic findings are used"
+        )
+    return declaration, f"the spec's findings ({declaration.name or 'generic'})"
+
+
+def _oml_levels(levels: Mapping[str, Sequence[str]]) -> bool:
     oml = schema.Levels()
     return all(tuple(levels.get(col, ())) == oml.of(col) for col in schema.CATEGORICAL_COLUMNS)
+
+
+def factsheet_applies(declaration: Declaration, levels: Mapping[str, Sequence[str]]) -> bool:
+    """Whether the grey factsheet lines are about this run: only where its levels are OML's."""
+    return declaration.factsheet_levels == "oml" and _oml_levels(levels)
 
 
 # ---------------------------------------------------------------------------------------

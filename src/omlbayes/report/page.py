@@ -352,6 +352,19 @@ def _model_implied_html(ctx: _Context, contrasts: pd.DataFrame) -> str:
     return f"<p class='small model-implied'>{esc(text)}</p>"
 
 
+def _extrapolated_html(ctx: _Context, effects: pd.DataFrame) -> str:
+    """A note naming the adjusted means that rest partly on cells without students."""
+    if "extrapolated" not in effects or not effects["extrapolated"].any():
+        return ""
+    rows = effects[effects["extrapolated"].astype(bool)]
+    names = dict.fromkeys(
+        f"{labels.column(r.breakdown, ctx.lang)}: {labels.level(r.group, ctx.lang)}"
+        for r in rows.itertuples()
+    )
+    text = labels.REPORT_TEXT[ctx.lang]["extrapolated"].format(cells="; ".join(names))
+    return f"<p class='small extrapolated'>{esc(text)}</p>"
+
+
 def _model_text(rt: dict, rec: runs.RunRecord, lang: str) -> str:
     """The Methods paragraph on the model: the graded measurement model for a graded run."""
     spec = rec.spec
@@ -455,6 +468,19 @@ def _methods_html(ctx: _Context) -> str:
         )
         rows.append([esc(labels.CHECK_TEXT[lang].get(check, check)), shown, verdict])
     parts.append(table_html([rt["check"], rt["value"], rt["verdict"]], rows, cls="diagnostics"))
+    prior = diag.get("prior_predictive")
+    if prior:
+        lo, mid, hi = prior["prior_sd_quantiles_5_50_95"]
+        text = rt["prior_predictive"].format(
+            sd=fmt_number(mid, lang=lang),
+            lo=fmt_number(lo, lang=lang),
+            hi=fmt_number(hi, lang=lang),
+            observed=fmt_number(prior["observed_sd"], lang=lang),
+            share=fmt_number(
+                100 * prior["share_sd_within_half_to_double_observed"], lang=lang, digits=0
+            ),
+        )
+        parts.append(f"<p class='prior-predictive'>{esc(text)}</p>")
     parts.append(f"<h3>{esc(rt['interval_head'])}</h3>")
     parts.append(_thresholds_paragraph(ctx, "interval_text"))
     parts.append(f"<p>{esc(rt['disclosure'].format(min_cell_n=ctx.min_cell_n))}</p>")
@@ -535,17 +561,20 @@ def render_report(
     lang = options.lang
     effects, contrasts = _read_tables(run)
     effects, contrasts = disclosure.resuppress(effects, contrasts, min_cell_n=options.min_cell_n)
+    # the spec's wave pairs are comparisons to make where the run has both waves; pairs
+    # naming other waves (another monitor's) are no finding of this run
+    present = set(effects["wave"].astype(str))
     findings = build_findings(
         effects,
         contrasts,
         declaration=declaration,
         options=options,
         levels=record.levels,
-        spec_pairs=record.wave_pairs,
+        spec_pairs=[p for p in record.wave_pairs if set(p) <= present],
     )
-    run = record.output_options
+    own = record.output_options
     if redraw_figures is None:  # the run's PNGs are in its language, at its threshold
-        redraw_figures = lang != run.lang or options.min_cell_n != run.min_cell_n
+        redraw_figures = lang != own.lang or options.min_cell_n != own.min_cell_n
     figures = _figure_bytes(ctx, effects, redraw=redraw_figures)
 
     rt = labels.REPORT_TEXT[lang]
@@ -598,6 +627,7 @@ def render_report(
     ]
     body.append(_findings_html(ctx, findings))
     body.append(_model_implied_html(ctx, contrasts))
+    body.append(_extrapolated_html(ctx, effects))
     body.append(_methods_html(ctx))
     body.append(f"<footer>{esc(rt['footer'].format(run=run_label(path)))}</footer>")
     return document(title, "".join(body), lang=lang, css=CSS)

@@ -188,7 +188,12 @@ def school_feedback(
     shown_any = table.groupby("school_id")["shown"].any()
     ids = list(school_region.index)
 
+    surveyed = table.groupby("school_id", sort=False)["wave"].agg(list).to_dict()
+
     def value(school: str, region: str, wave: str) -> np.ndarray:
+        """The region's adjusted mean plus the school's own deviation: its constant and, per
+        wave, its school x wave deviation; over all waves that deviation's mean over the
+        waves the school took part in."""
         base = effects.get(("region", region, wave))
         if base is None:
             raise RunError(f"the run has no region effect for {region!r} at wave {wave!r}")
@@ -196,8 +201,10 @@ def school_feedback(
         if u is None:
             raise RunError(f"the posterior has no school effect for {school!r}")
         out = base + u
-        if wave != ALL and (uw := school_wave_draws.get(f"{school}:{wave}")) is not None:
-            out = out + uw
+        own = [wave] if wave != ALL else surveyed.get(school, [])
+        drift = [d for w in own if (d := school_wave_draws.get(f"{school}:{w}")) is not None]
+        if drift:
+            out = out + np.mean(drift, axis=0)
         return out
 
     # Ranks over all waves among schools with at least one shown wave; per wave among the
@@ -446,8 +453,19 @@ def _banner(diagnostics: dict, lang: str) -> str:
     )
 
 
+def adjusted_text(adjusted_for: tuple[str, ...], lang: str) -> str:
+    """What the values are adjusted for, named from the model's covariates."""
+    names = [labels.column(c.removesuffix("_c"), lang).lower() for c in adjusted_for]
+    return labels.SCHOOL_TEXT[lang]["adjusted"].format(covariates=", ".join(names))
+
+
 def school_page(
-    fb: SchoolFeedback, *, options: OutputOptions, diagnostics: dict, own_trend: bool = True
+    fb: SchoolFeedback,
+    *,
+    options: OutputOptions,
+    diagnostics: dict,
+    own_trend: bool = True,
+    adjusted_for: tuple[str, ...] = (),
 ) -> str:
     """One school's page; ``own_trend`` False (no school x wave term in the model) says
     that the per-wave values follow the region's trend."""
@@ -462,6 +480,8 @@ def school_page(
     body.append(f"<p>{esc(intro)}</p>")
     if not own_trend:
         body.append(f"<p class='model-implied'>{esc(tx['trend_from_region'])}</p>")
+    body.append(f"<p class='adjusted'>{esc(adjusted_text(adjusted_for, lang))}</p>")
+    body.append(f"<p>{esc(tx['all_waves_note'])}</p>")
     body.append(f"<p>{esc(tx['shrinkage'])}</p>")
     shown = [c for c in fb.cells if c.status == "shown"]
     if not shown:
@@ -545,7 +565,12 @@ def school_page(
 
 
 def region_page(
-    region: str, members: list[SchoolFeedback], *, options: OutputOptions, diagnostics: dict
+    region: str,
+    members: list[SchoolFeedback],
+    *,
+    options: OutputOptions,
+    diagnostics: dict,
+    adjusted_for: tuple[str, ...] = (),
 ) -> str:
     lang, min_cell_n = options.lang, options.min_cell_n
     tx = labels.SCHOOL_TEXT[lang]
@@ -562,6 +587,7 @@ def region_page(
         title=f"{labels.INDEX_TEXT[lang]} — {name}",
     )
     body.append(figure_markup(svg, caption=title, name=region_file(region)))
+    body.append(f"<p class='adjusted'>{esc(adjusted_text(adjusted_for, lang))}</p>")
     body.append(f"<p>{esc(tx['shrinkage'])}</p><h2>{esc(tx['schools_in_region'])}</h2>")
     rows = []
     for fb in sorted(members, key=lambda f: f.school):
@@ -601,6 +627,7 @@ def index_page(
     options: OutputOptions,
     diagnostics: dict,
     region_order: tuple[str, ...] = (),
+    adjusted_for: tuple[str, ...] = (),
 ) -> str:
     lang = options.lang
     tx = labels.SCHOOL_TEXT[lang]
@@ -609,6 +636,7 @@ def index_page(
         r for r in regions if r not in region_order
     ]
     body = [_banner(diagnostics, lang), f"<h1>{esc(tx['index_title'])}</h1>"]
+    body.append(f"<p class='adjusted'>{esc(adjusted_text(adjusted_for, lang))}</p>")
     for r in order:
         body.append(
             f"<h2><a href='{region_file(r)}'>{esc(labels.level(r, lang))}</a></h2><p>"
@@ -654,6 +682,8 @@ def write_school_pages(
         seed=record.seed,
         effects=run.effect_draws(),
     )
+    # the covariates every value is standardised over (wave is the page's own axis)
+    adjusted_for = tuple(c for c in record.spec.get("common", ()) if c != "wave" and ":" not in c)
     files = [school_file(fb.school) for fb in feedback]
     if len(set(files)) != len(files):  # a hash collision: never let one page overwrite another
         raise RunError(f"{path}: two schools map to the same page name; rename one school id")
@@ -667,6 +697,7 @@ def write_school_pages(
             options=options,
             diagnostics=run.diagnostics,
             region_order=tuple(record.levels.get("region", ())),
+            adjusted_for=adjusted_for,
         ),
         encoding="utf-8",
     )
@@ -675,7 +706,13 @@ def write_school_pages(
         members = [fb for fb in feedback if fb.region == region]
         page = out / region_file(region)
         page.write_text(
-            region_page(region, members, options=options, diagnostics=run.diagnostics),
+            region_page(
+                region,
+                members,
+                options=options,
+                diagnostics=run.diagnostics,
+                adjusted_for=adjusted_for,
+            ),
             encoding="utf-8",
         )
         written.append(page)
@@ -683,7 +720,13 @@ def write_school_pages(
     for fb in feedback:
         page = out / school_file(fb.school)
         page.write_text(
-            school_page(fb, options=options, diagnostics=run.diagnostics, own_trend=own_trend),
+            school_page(
+                fb,
+                options=options,
+                diagnostics=run.diagnostics,
+                own_trend=own_trend,
+                adjusted_for=adjusted_for,
+            ),
             encoding="utf-8",
         )
         written.append(page)

@@ -158,6 +158,7 @@ class RunRecord:
     formula: str = ""
     n_coefficients: int | None = None
     findings: dict = field(default_factory=dict)  # the declared findings (findings.py)
+    findings_reason: str = ""  # why these findings (the spec's, or generic for other levels)
     timings: dict = field(default_factory=dict)
     fit: dict = field(default_factory=dict)
     versions: dict = field(default_factory=dict)
@@ -258,12 +259,13 @@ class Run:
         *,
         diagnostics: dict | None = None,
         tree: xr.DataTree | None = None,
+        effects: xr.DataArray | None = None,
     ) -> None:
         self.path = Path(path)
         self.record = record
         self._diagnostics = diagnostics
         self._tree = tree
-        self._cache: dict[str, object] = {}
+        self._cache: dict[str, object] = {} if effects is None else {"effect_draws": effects}
 
     def __repr__(self) -> str:
         return f"Run({str(self.path)!r}, model={self.record.model!r})"
@@ -298,12 +300,131 @@ class Run:
         return self._cached("gcomp", lambda: self.tree["gcomp"].to_dataset())
 
     def effect_draws(self) -> xr.DataArray:
-        """Draws of every adjusted mean minus the pooled mean (chain, draw, target)."""
+        """Draws of every reported adjusted mean minus the pooled mean (chain, draw, target),
+        computed once from the weights (a fit hands over the draws it computed)."""
         from omlbayes.model.estimands import effect_draws
 
         return self._cached(
             "effect_draws", lambda: effect_draws(self.posterior, self.gcomp, seed=self.record.seed)
         )
+
+    # -- the public questions ---------------------------------------------------------
+    @property
+    def spec(self):
+        """The model spec the run fitted (``model.spec.ModelSpec``)."""
+        from omlbayes.model.spec import ModelSpec
+
+        return self._cached("spec", lambda: ModelSpec.from_dict(self.record.spec))
+
+    @property
+    def composition(self):
+        """The run's composition store (``model.composition.Composition``)."""
+        from omlbayes.model.composition import Composition
+
+        if "composition" not in self.tree.children:
+            raise RunError(
+                f"{self.path}: this run keeps no composition (a --formula run, or written by an "
+                "older omlbayes); refit it to ask new questions"
+            )
+        return self._cached(
+            "composition",
+            lambda: Composition.from_dataset(self.tree["composition"].to_dataset()),
+        )
+
+    @property
+    def layout(self):
+        """The model's coefficient layout (``model.design.DesignLayout``)."""
+        from omlbayes.model.design import layout_for
+
+        return self._cached("layout", lambda: layout_for(self.spec, self.composition.levels))
+
+    @property
+    def waves(self) -> tuple[str, ...]:
+        """The waves of the run, in their declared order."""
+        present = set(self.composition.levels["wave"])
+        return tuple(w for w in self.record.levels.get("wave", ()) if w in present)
+
+    def adjusted_means(
+        self,
+        by: str | tuple[str, ...] = (),
+        *,
+        schools: str = "any",
+        composition: str | pd.DataFrame = "pooled",
+        scale: str = "index",
+    ) -> xr.DataArray:
+        """Draws of the adjusted mean of every wave and level (combination) of ``by``.
+
+        Parameters
+        ----------
+        by : str or tuple of str
+            A covariate column, or several for a cross breakdown; ``()`` for all students.
+        schools : {"any", "surveyed"}
+            ``"any"``: a school like any other (school effects at their mean, the report's
+            default); ``"surveyed"``: the monitor's own schools, each student keeping their
+            school and its realized deviation in the wave (for a school-level column in
+            ``by``, the schools of that level).
+        composition : {"pooled", "wave"} or pandas.DataFrame
+            The students the mean is standardized to: all waves pooled (the report's
+            default), each wave's own (the trend as observed, composition change included),
+            or a population table (columns among the covariates plus ``n``, the count).
+        scale : {"index", "raw"}
+            ``"index"``: the standardized index, deviation from the pooled mean (the numbers
+            of effects.csv); ``"raw"``: the mean on the scale of the items (1-5).
+
+        Returns
+        -------
+        xarray.DataArray
+            Dims (chain, draw, wave, *by) with level names as coordinates, and as
+            coordinates over (wave, *by): ``n`` (students observed in the cell, 0 under the
+            disclosure threshold) and ``empty_share``. Cells under the disclosure threshold
+            hold NaN.
+        """
+        from omlbayes.model import estimands
+
+        columns = (by,) if isinstance(by, str) else tuple(by)
+        known = [c for c in self.composition.levels if c not in ("wave", "school_id")]
+        for c in columns:
+            if c not in known:
+                raise RunError(
+                    f"by={c!r}: not a covariate of this run; use one of {', '.join(known)}"
+                )
+        if len(set(columns)) != len(columns):
+            raise RunError(f"by={columns!r} names a column twice")
+        if scale not in ("index", "raw"):
+            raise RunError(f"scale={scale!r}; use 'index' or 'raw'")
+        if scale == "raw" and self.record.fit.get("scale") == "latent":
+            raise RunError("scale='raw': this graded run's effects are on the latent scale only")
+        if isinstance(composition, pd.DataFrame):
+            composition = _population_table(composition, self.composition.levels)
+        weights = estimands.adjusted_mean_weights(
+            self.layout, self.composition, columns, waves=self.waves,
+            reference=composition, schools=schools, deviation=scale == "index",
+        )  # fmt: skip
+        coefs = self._cached(
+            "coefficients",
+            lambda: estimands.coefficient_draws(
+                self.posterior, self.layout.coef_names, seed=self.record.seed
+            ),
+        )
+        draws = xr.dot(coefs, weights["weights"], dim="coef")
+        if scale == "raw":
+            draws = self.record.scale["raw_mean"] + self.record.scale["raw_sd"] * draws
+        shown = weights["n"] >= self.options.min_cell_n
+        draws = draws.where(shown).transpose("chain", "draw", "wave", *columns)
+        draws = draws.assign_coords(n=weights["n"], empty_share=weights["empty_share"])
+        draws.attrs.update(
+            schools=schools,
+            composition=composition if isinstance(composition, str) else "population table",
+            scale=scale,
+            what="adjusted mean" + (" minus the pooled mean" if scale == "index" else ""),
+        )
+        return draws
+
+    def loo(self):
+        """The run's LOO as ArviZ's ``ELPDData`` (for ``arviz.compare``)."""
+        from omlbayes.criticism.loo import read_loo
+
+        return read_loo(self.path)
 
     def table(self, name: str, **read_csv: object) -> pd.DataFrame:
         """A CSV of the run folder (read once; a copy is returned)."""
@@ -331,6 +452,28 @@ class Run:
         if key not in self._cache:
             self._cache[key] = make()
         return self._cache[key]
+
+
+def _population_table(table: pd.DataFrame, levels: dict) -> pd.DataFrame:
+    """A population table checked: covariate columns with known levels and counts ``n``."""
+    if "n" not in table.columns:
+        raise RunError("composition table: needs a column 'n' (the population count per row)")
+    columns = [c for c in table.columns if c != "n"]
+    unknown = [c for c in columns if c not in levels or c in ("wave", "school_id")]
+    if unknown:
+        known = ", ".join(c for c in levels if c not in ("wave", "school_id"))
+        raise RunError(f"composition table: column {unknown[0]!r} is not a covariate; use {known}")
+    for c in columns:
+        bad = sorted(set(table[c].astype(str)) - set(levels[c]))
+        if bad:
+            raise RunError(
+                f"composition table: column {c!r} has unknown level {bad[0]!r}; "
+                f"levels: {', '.join(levels[c])}"
+            )
+    counts = pd.to_numeric(table["n"], errors="coerce")
+    if counts.isna().any() or (counts < 0).any() or counts.sum() <= 0:
+        raise RunError("composition table: 'n' must be non-negative counts with a positive total")
+    return table.assign(**{c: table[c].astype(str) for c in columns}, n=counts)
 
 
 def as_run(run: Run | Path | str) -> Run:

@@ -8,6 +8,7 @@ import pandas as pd
 import xarray as xr
 
 from omlbayes.criticism import mcmc_stats
+from omlbayes.errors import SpecError
 from omlbayes.model.estimands import contrast_terms
 from omlbayes.results.options import OutputOptions, draw_interval
 
@@ -41,9 +42,16 @@ def p_direction(draws: xr.DataArray) -> np.ndarray:
     return np.maximum(positive, 1.0 - positive)
 
 
-def effects_table(effects: xr.DataArray, n: np.ndarray, *, options: OutputOptions) -> pd.DataFrame:
+def effects_table(
+    effects: xr.DataArray,
+    n: np.ndarray,
+    *,
+    options: OutputOptions,
+    empty_share: np.ndarray | None = None,
+) -> pd.DataFrame:
     """One row per target; cells with fewer than ``options.min_cell_n`` students are
-    suppressed."""
+    suppressed. ``empty_share`` (g-computation): the share of students a target places in
+    cells nobody was observed in; ``extrapolated`` marks the targets where it is above 0."""
     lower, upper = interval(effects, options=options)
     table = pd.DataFrame(
         {
@@ -56,7 +64,11 @@ def effects_table(effects: xr.DataArray, n: np.ndarray, *, options: OutputOption
             "n": np.asarray(n, dtype=np.int64),
         }
     )
-    return suppress_small_cells(table, min_cell_n=options.min_cell_n)
+    table = suppress_small_cells(table, min_cell_n=options.min_cell_n)
+    share = np.zeros(len(table)) if empty_share is None else np.asarray(empty_share, float)
+    table["empty_cell_share"] = np.round(share, 4)
+    table["extrapolated"] = share > 0
+    return table
 
 
 def suppress_small_cells(table: pd.DataFrame, *, min_cell_n: int) -> pd.DataFrame:
@@ -147,3 +159,60 @@ def summary_table(summary: xr.Dataset) -> pd.DataFrame:
     from arviz_base import dataset_to_dataframe
 
     return dataset_to_dataframe(summary, sample_dims=["summary"]).T
+
+
+def summarise_draws(
+    draws: xr.DataArray,
+    *,
+    options: OutputOptions | None = None,
+    interval: str | None = None,
+    prob: float | None = None,
+) -> pd.DataFrame | pd.Series:
+    """Posterior summary of any draws over (chain, draw): mean, SD, the interval (the run's
+    options, or ``interval``/``prob``), P(> 0) and the probability of direction. One row
+    per coordinate of the other dims (a Series for a scalar quantity)."""
+    options = options or OutputOptions()
+    if interval is not None or prob is not None:
+        options = OutputOptions(
+            interval=interval or options.interval,
+            prob=options.prob if prob is None else prob,
+            min_cell_n=options.min_cell_n,
+            lang=options.lang,
+        )
+    missing = [d for d in SAMPLE_DIMS if d not in draws.dims]
+    if missing:
+        raise SpecError(f"summarise: the draws lack the dim(s) {', '.join(missing)}")
+    lower, upper = interval_of(draws, options=options)
+    other = [d for d in draws.dims if d not in SAMPLE_DIMS]
+    positive = (draws > 0).where(draws.notnull()).mean(SAMPLE_DIMS)
+    columns = {
+        "mean": draws.mean(SAMPLE_DIMS).transpose(*other).to_numpy(),
+        "sd": draws.std(SAMPLE_DIMS, ddof=1).transpose(*other).to_numpy(),
+        "lower": lower,
+        "upper": upper,
+        "p_positive": positive.transpose(*other).to_numpy(),
+    }
+    columns["p_direction"] = np.maximum(columns["p_positive"], 1.0 - columns["p_positive"])
+    label = f"{options.interval}{options.percent}"
+    if not other:
+        out = pd.Series({k: float(v) for k, v in columns.items()})
+        out.attrs["interval"] = label
+        return out
+    index = (
+        pd.MultiIndex.from_product([draws[d].to_numpy() for d in other], names=other)
+        if len(other) > 1
+        else pd.Index(draws[other[0]].to_numpy(), name=other[0])
+    )
+    out = pd.DataFrame({k: np.ravel(v) for k, v in columns.items()}, index=index)
+    out.attrs["interval"] = label
+    return out
+
+
+def interval_of(draws: xr.DataArray, *, options: OutputOptions) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`interval` for draws with any other dims (NaN draws give NaN bounds)."""
+    other = [d for d in draws.dims if d not in SAMPLE_DIMS]
+    values = draws.transpose(*other, *SAMPLE_DIMS).to_numpy()
+    if values.ndim == 2:  # one quantity
+        lo, hi = draw_interval(values.reshape(-1), options.interval, options.prob)
+        return np.asarray(lo), np.asarray(hi)
+    return draw_interval(values, options.interval, options.prob, axis=(-2, -1))
