@@ -17,7 +17,7 @@ from omlbayes.backends.sparse import (
     SparseMarginalLoglik,
     SparsePattern,
     _assemble,
-    _factor_blocks,
+    _factor,
     _unpack,
     dense_grouped_loglik,
     selected_inverse,
@@ -233,8 +233,10 @@ def test_kernel_choice_is_recorded_and_forced(survey):
     clearly_sparse = 10 * auto.facts["sparse_s_per_gradient"] < auto.facts["dense_s_predicted"]
     assert clearly_sparse or auto.facts["dense_s_per_gradient"] > 0
     # decided by predicted cost (not by a timing), so the same data always get one kernel
-    faster = min(("dense", "sparse"), key=lambda k: auto.facts[f"{k}_s_predicted"])
-    assert auto.kernel == faster
+    dense_wins = (
+        auto.facts["dense_s_predicted"] < collapsed.SPARSE_MARGIN * auto.facts["sparse_s_predicted"]
+    )
+    assert auto.kernel == ("dense" if dense_wins else "sparse")
     assert collapsed.choose_kernel(stats, layout, spec).kernel == auto.kernel
     assert auto.facts["sparse_flops"] < auto.facts["dense_flops"]
     forced = collapsed.choose_kernel(stats, layout, _spec(kernel="sparse"))
@@ -291,12 +293,50 @@ def test_sufficient_stats_convert_both_ways():
     assert back.n == 200 and back.yty == dense.yty
 
 
+def _check_against_dense(pattern, stats, log_s2, log_lam, rtol=1e-8):
+    """ll, gradient, factor and selected inverse of the sparse kernel against dense algebra."""
+    p = pattern.p
+    a = np.stack([pattern.values(m) for m in stats.wtw])
+    ll, g_s2, g_lam = sparse_marginal_loglik(
+        log_s2, log_lam, a, stats.wty, stats.yty, stats.n, pattern.packed
+    )
+    dense = [m.toarray() for m in stats.wtw]
+    ref = dense_grouped_loglik(dense, stats.wty, stats.yty, stats.n, log_s2, log_lam)
+    assert float(ll) == pytest.approx(ref[0], rel=1e-10)
+    scale = max(np.abs(ref[2]).max(), 1.0)
+    np.testing.assert_allclose(g_s2, ref[1], rtol=rtol, atol=rtol * np.abs(ref[1]).max())
+    np.testing.assert_allclose(g_lam, ref[2], rtol=rtol, atol=rtol * scale)
+    # the factor and the selected inverse on every stored entry (explicit zeros included)
+    prec = sum(m * np.exp(-s) for m, s in zip(dense, log_s2, strict=True))
+    prec = prec + np.diag(np.exp(-log_lam))
+    _, perm, ap, ai = _unpack(pattern.packed)[:4]
+    px = _assemble(p, ap, ai, perm, a, np.exp(-log_s2), np.exp(log_lam))
+    lx, ok = _factor(pattern.packed, px)
+    assert ok
+    rows, cols, pos = pattern.factor_entries()
+    permuted = prec[np.ix_(perm, perm)]
+    chol = np.linalg.cholesky(permuted)
+    big = np.abs(chol).max()
+    np.testing.assert_allclose(lx[pos], chol[rows, cols], rtol=1e-7, atol=1e-12 * big)
+    sx = selected_inverse(pattern.packed, lx)
+    inv = np.linalg.inv(permuted)
+    np.testing.assert_allclose(sx[pos], inv[rows, cols], rtol=1e-7, atol=1e-11 * np.abs(inv).max())
+    # every entry of the pattern of L is stored (and each stored entry once)
+    assert np.unique(pos).size == pos.size
+    true = np.abs(chol) > 1e-14 * big
+    stored = np.zeros((p, p), dtype=bool)
+    stored[rows, cols] = True
+    assert not np.any(true & ~stored)
+    return a
+
+
 @pytest.mark.parametrize("tail", ["chosen", "widest"])
-def test_blocked_dense_tail_matches_dense_with_residual_groups(survey, tail, monkeypatch):
-    """The survey design (school x wave, cross cells) has a dense trailing block that the
-    kernel factors with grouped matrix products; with one residual SD per school type its
-    log-likelihood, gradient and selected inverse equal dense algebra. "widest" forces the
-    widest candidate tail, whose columns of L are not all full (structural zeros inside)."""
+def test_supernodal_kernel_matches_dense_with_residual_groups(survey, tail, monkeypatch):
+    """The survey design (school x wave, cross cells) has a dense trailing block D, lead
+    supernodes with rows in D grouped for D's products, and lead rows updated entry by
+    entry; with one residual SD per school type its log-likelihood, gradient, factor and
+    selected inverse equal dense algebra. "widest" forces the widest candidate D, whose
+    columns of L are not all full (explicit zeros inside D)."""
     spec = dataclasses.replace(_spec(), school_by_wave=True)
     layout = build_layout(survey, spec)
     stats = grouped_stats(survey, layout, spec.response, by="school_type")
@@ -304,40 +344,99 @@ def test_blocked_dense_tail_matches_dense_with_residual_groups(survey, tail, mon
     pattern = SparsePattern.build(stats.pattern(), blocks)
     p = layout.n_coef
     if tail == "widest":
-        widest = min(pattern.tail_candidates)
-        monkeypatch.setattr(sparse, "_tail_candidates", lambda p, lp: [widest])
+        chosen = pattern.tail_start
+        seen = []
+        original = sparse._tail_candidates
+        monkeypatch.setattr(
+            sparse, "_tail_candidates", lambda p, lp: seen.append(original(p, lp)) or seen[-1]
+        )
+        SparsePattern.build(stats.pattern(), blocks)
+        monkeypatch.setattr(sparse, "_tail_candidates", lambda p, lp: [min(seen[-1])])
         pattern = SparsePattern.build(stats.pattern(), blocks)
-        lp = _unpack(pattern.packed)[4]
-        assert pattern.tail_start == widest < sparse._dense_tail_start(p, lp)
-    # the blocked path is really taken: a tail of many columns, lead columns in several groups,
-    # lead columns whose D rows take updates from earlier lead columns (school x wave cells
-    # into their school)
-    assert p - pattern.tail_start >= 20 and pattern.n_groups >= 2
-    assert sparse._unpack_tail(pattern.packed)[-1].size > 0
+        assert pattern.tail_start <= chosen
+    # the paths are really taken: a wide D, groups, lead supernodes whose updates reach
+    # other lead supernodes, and (as chosen) lead supernodes of several columns
+    first, srp, rl, chp = (_unpack(pattern.packed)[k] for k in (4, 6, 10, 11))
+    assert p - pattern.tail_start >= 20 and pattern.n_groups >= 1
+    assert rl.max() > 0 and chp[-1] > 0
+    if tail == "chosen":
+        assert pattern.n_groups >= 2 and np.diff(first)[:-1].max() > 1
     assert pattern.predicted_s > 0
-    a = np.stack([pattern.values(m) for m in stats.wtw])
     rng = np.random.default_rng(12)
     log_s2 = rng.normal(scale=0.3, size=stats.n_groups)
     log_lam = rng.normal(scale=1.0, size=p)
-    ll, g_s2, g_lam = sparse_marginal_loglik(
-        log_s2, log_lam, a, stats.wty, stats.yty, stats.n, pattern.packed
-    )
-    dense = [m.toarray() for m in stats.wtw]
-    ref = dense_grouped_loglik(dense, stats.wty, stats.yty, stats.n, log_s2, log_lam)
-    assert float(ll) == pytest.approx(ref[0], rel=1e-10)
-    np.testing.assert_allclose(g_s2, ref[1], rtol=1e-8, atol=1e-8)
-    np.testing.assert_allclose(g_lam, ref[2], rtol=1e-8, atol=1e-8)
-    # the selected inverse holds P^-1 on the factor's pattern (lead, tail and across)
-    prec = sum(m * np.exp(-s) for m, s in zip(dense, log_s2, strict=True))
-    prec = prec + np.diag(np.exp(-log_lam))
-    _, perm, ap, ai, lp, li, *_ = _unpack(pattern.packed)
-    px = _assemble(p, ap, ai, perm, a, np.exp(-log_s2), np.exp(log_lam))
-    lx, ok, blocks = _factor_blocks(pattern.packed, px)
-    assert ok
-    sx = selected_inverse(pattern.packed, lx, blocks)
-    cols = np.repeat(np.arange(p), np.diff(lp))
-    inv = np.linalg.inv(prec)[np.ix_(perm, perm)]
-    np.testing.assert_allclose(sx, inv[li, cols], rtol=1e-7, atol=1e-11)
+    a = _check_against_dense(pattern, stats, log_s2, log_lam)
     # a matrix that is not positive definite gives -inf, not an exception
     bad = sparse_marginal_loglik(log_s2, log_lam, -a, stats.wty, stats.yty, stats.n, pattern.packed)
     assert float(bad[0]) == -np.inf
+
+
+def _supernodal_design(seed: int):
+    """A small design whose factor has every kind of supernode: crossed groupings of
+    different sizes (wide chains, single columns, columns merged with explicit zeros) and a
+    few common columns (a dense trailing block)."""
+    rng = np.random.default_rng(seed)
+    n = 900
+    sizes = (60, 12, 7, 30)
+    codes = [rng.integers(0, k, n) for k in sizes]
+    codes.append(codes[0] * 7 + codes[2])  # a nested cross cell
+    sizes = (*sizes, 60 * 7)
+    x = rng.normal(size=(n, 3))
+    rows, cols, vals = [], [], []
+    for j in range(3):
+        rows.append(np.arange(n))
+        cols.append(np.full(n, j))
+        vals.append(x[:, j])
+    start, blocks = 3, [np.arange(3)]
+    for c, k in zip(codes, sizes, strict=True):
+        rows.append(np.arange(n))
+        cols.append(start + c)
+        vals.append(np.ones(n))
+        blocks.append(np.arange(start, start + k))
+        start += k
+    w = sp.csr_matrix(
+        (np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))), shape=(n, start)
+    )
+    used = np.flatnonzero(np.asarray(w.sum(axis=0)).ravel() != 0)  # drop empty cells
+    remap = np.full(start, -1)
+    remap[used] = np.arange(used.size)
+    w = w[:, used]
+    blocks = [remap[b][remap[b] >= 0] for b in blocks]
+    y = w @ rng.normal(scale=0.5, size=w.shape[1]) + rng.normal(size=n)
+    return w, y, blocks
+
+
+@pytest.mark.parametrize("structure", ["chosen", "merged"])
+@pytest.mark.parametrize("variances", ["realistic", "extreme"])
+def test_supernodal_kernel_matches_dense_on_random_pattern(variances, structure, monkeypatch):
+    """A random crossed design: ll, gradient, factor and selected inverse equal dense numpy
+    algebra, also where P is badly scaled (prior variances from 1e-8 to 4), and repeated
+    calls are bit-identical. "merged" makes every supernode absorb its children (wide
+    panels with explicit zeros) instead of the cost model's choice."""
+    if structure == "merged":
+        original = sparse._absorb_gain
+        monkeypatch.setattr(
+            sparse,
+            "_absorb_gain",
+            lambda n, k, d_node, *rest: -1.0 if n != d_node else original(n, k, d_node, *rest),
+        )
+    w, y, blocks = _supernodal_design(13)
+    stats = _grouped(w, y, np.arange(len(y)) % 3)
+    pattern = SparsePattern.build(stats.pattern(), blocks)
+    widths = np.diff(_unpack(pattern.packed)[4])
+    assert widths[-1] >= 3 and (widths[:-1] == 1).any()
+    if structure == "merged":
+        assert widths[:-1].max() > 5 and pattern.nnz_panels > pattern.nnz_factor
+    rng = np.random.default_rng(14)
+    log_s2 = np.log(0.9) + rng.normal(scale=0.1, size=3)
+    log_lam = np.zeros(w.shape[1])
+    for b in blocks[1:]:
+        if variances == "realistic":
+            log_lam[b] = rng.uniform(np.log(1e-6), np.log(0.25))
+        else:
+            log_lam[b] = rng.choice(np.log([1e-8, 1e-6, 0.25, 4.0]), size=b.size)
+    a = _check_against_dense(pattern, stats, log_s2, log_lam, rtol=1e-7)
+    args = (log_s2, log_lam, a, stats.wty, stats.yty, stats.n, pattern.packed)
+    first, again = sparse_marginal_loglik(*args), sparse_marginal_loglik(*args)
+    for u, v in zip(first, again, strict=True):
+        assert np.array_equal(u, v)

@@ -14,26 +14,33 @@ and b ~ N(0, diag(lam)), integrating b out gives
 For G = 1, P = M / s2 with the dense kernel's M = W'W + s2 diag(1/lam): the same numbers.
 
 P is sparse when the model's group terms are many: the cells of one grouping term never
-share a row, so their block of W'W is diagonal. The pattern of P is fixed across
-evaluations, so the symbolic work is done once (:class:`SparsePattern`): a fill-reducing
-ordering (the best of several candidates, judged by the flops of the factor), the
-elimination tree and the pattern of the factor L, and a split of the columns into a sparse
-lead and a trailing block D that the small common part (fixed effects, wave x group cells)
-fills almost completely. Each evaluation then factors the lead with a scalar up-looking
-Cholesky, forms the lead columns' rows in D left-looking (column by column, at positions
-found once: ``_tail_map``), then D's Schur complement P_DD - L_DS L_DS' as one matrix
-product per group of lead columns with similar row patterns in D (BLAS), and factors and
-inverts it densely (LAPACK); the selected inverse reuses those groups' blocks of L. The
-Takahashi recursion gives the entries of S = P^-1 on the pattern of L (which
-holds every entry of S that tr(S A_g) and diag(S) need), its D-by-D part again as grouped
-matrix products and the rest reading S at positions found once (``_relative_map``). The
-last residual group's trace follows from the others' (sum_g tr(S A_g) / s2_g = p -
-sum_j S_jj / lam_j), so G = 1 needs no pass over the pattern. Exact, no stochastic
-trace. Where D starts and how the lead columns are grouped is chosen by a cost model of
-the kernel's parts (``SparsePattern.predicted_s``, which the kernel choice also uses).
-All of it is numba nopython code with ``nogil`` (BLAS and LAPACK through numba's own
-bindings), so nutpie's threaded chains run in parallel; callers limit BLAS to one thread,
-as the blocks are small.
+share a row, so their block of W'W is diagonal. Its pattern is fixed across evaluations,
+so all symbolic work is done once (:class:`SparsePattern`): a fill-reducing ordering (the
+best of several candidates by the flops of the factor), its elimination tree, and a
+supernodal layout of L. The columns are reordered within what the tree allows (the same
+factor) so that each supernode, a set of columns stored as one dense column-major panel
+with their rows, is contiguous. The last supernode is D, the trailing block that the
+small common part (fixed effects, wave x group cells) fills (almost) completely; the
+others form the lead. Lead supernodes come from chains of columns with nested rows and
+from absorbing children into their parent (explicit zeros, no fill elsewhere), and the
+lead supernodes with rows in D are grouped by similar D rows. Where D starts, the
+supernodes and the groups are chosen by a cost model of the kernel
+(``SparsePattern.predicted_s``, which the kernel choice also uses).
+
+Each evaluation factors right-looking: a lead supernode's panel is factored by dpotrf and
+dtrsm (plain loops for a single column), its update is subtracted from its lead ancestors
+at positions found once (``_update_maps``), and its rows in D are copied into its group's
+block; D then takes one dsyrk per group and dpotrf. The selected inverse S on the panels
+(the supernodal Takahashi recursion; it holds every entry of S that tr(S A_g) and diag(S)
+need) starts from D's dense inverse, forms S_DD U_D for each group with one dsymm
+(U = L_RJ L_JJ^-1), and then goes back through the lead supernodes reading S at their
+lead rows in place. Single columns with few rows in D may skip the groups and update and
+read those rows entry by entry too. The last residual group's trace follows from the
+others' (sum_g tr(S A_g) / s2_g = p - sum_j S_jj / lam_j), so G = 1 needs no pass over the
+pattern. Exact, no stochastic trace. Everything is numba nopython code with ``nogil``
+calling scipy's BLAS/LAPACK (through named symbols: the compiled code stays cacheable), so
+nutpie's threaded chains run in parallel; callers limit BLAS to one thread, as the blocks
+are small.
 
 The pattern travels into the kernel as one int64 array (an Op input, held as ``pm.Data``),
 not as a compiled-in constant: numba would otherwise freeze megabytes into machine code.
@@ -44,37 +51,119 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+import llvmlite.binding as llvm_binding
 import numba
 import numpy as np
 import pytensor.tensor as pt
 import scipy.sparse as sp
+from llvmlite import ir
+from numba import types
+from numba.core import cgutils
+from numba.extending import get_cython_function_address, intrinsic
 from pytensor.gradient import DisconnectedType
 from pytensor.graph import Apply, Op
 from pytensor.link.numba.dispatch import numba_funcify
 from scipy.sparse.linalg import splu
 
 _LOG_2PI = math.log(2.0 * math.pi)
-# p, nnz of P's upper pattern, nnz of L, t0, groups, rows of all groups, relmap, tailmap
-_HEADER = 8
-# Cost model of a group of lead columns in the blocked kernel (seconds): a BLAS multiply-add
-# in the two products (Schur complement, selected inverse), a gathered or scattered entry of
-# the group's square block, and a fixed cost per group. Lead columns with similar row
-# patterns in the dense tail are merged while that lowers the predicted total.
-_GROUP_S_PER_FMA = 2 * 1.5e-10
-_GROUP_S_PER_ENTRY = 2 * 1.5e-9
-_GROUP_S_FIXED = 4e-6
-_GROUP_MAX_PATTERNS = 400
-_TRI_BLOCK = 32
-# Tails compared by the symbolic analysis: the fully dense one, and those whose columns of L
-# are all at least this full; at most _TAIL_MAX columns (dense work grows with its cube).
+# p, nnz of P's upper pattern, supernodes, their rows below, update chunks, relative
+# indices, panel storage, most rows below a supernode, widest supernode, groups, their rows,
+# their blocks' storage, most rows of a group, runs of the groups' rows
+_HEADER = 14
+# Cost model (seconds per evaluation, factor and selected inverse together) that decides
+# the supernodes and the groups. A lead supernode of w columns with rl rows below in the
+# lead and rd in D: a fixed cost (BLAS calls; far less for a single column, done by plain
+# loops), each entry of its update scattered into (factor) and gathered from (selected
+# inverse) its lead ancestors, its D rows copied into and out of its group's block, and its
+# dense multiply-adds, at a rate that falls for narrow panels. D of n columns: ~n^3
+# multiply-adds (factor, inverse). A group of lead supernodes in D's products: a BLAS
+# multiply-add in its two products, a gathered or scattered entry of its square block,
+# and a fixed cost.
+_S_FIXED_BLAS = 4.0e-6
+_S_FIXED_COLUMN = 2.0e-7
+_S_PER_ENTRY = 1.5e-9
+_S_PER_COPY = 1.0e-9
+_S_PER_FMA = 1.0e-10
+_FMA_HALF_WIDTH = 4.0
+_S_PER_DENSE_FMA = 4.0e-11
+_GROUP_S_PER_FMA = 1.0e-10
+_GROUP_S_PER_ENTRY = 3.0e-9
+_GROUP_S_FIXED = 3e-6
+_GROUP_MAX_RUN = 400
+# Starts of D compared: the fully dense tail, and those whose columns of L are all at least
+# this full; at most _TAIL_MAX columns (dense work grows with its cube).
 _TAIL_DENSITIES = (0.75, 0.5, 0.35, 0.25)
 _TAIL_MAX = 1500
-# Predicted seconds of the rest of the kernel: a scalar inner-loop step (indirect access),
-# the dense tail's ~nd^3 multiply-adds (Cholesky, inverse, product), and per non-zero of L
-# (assembly, solves, gradient sums).
-_S_PER_SCALAR_OP = 2e-9
-_S_PER_DENSE_FMA = 1.0e-10
-_S_PER_NONZERO = 3e-9
+# Predicted seconds per non-zero of P (assembly, gradient sums) and per stored entry of the
+# panels (zeroing, solves).
+_S_PER_P_NONZERO = 2e-9
+_S_PER_L_NONZERO = 2e-9
+# Triangular inverses below this size are LAPACK's dtrtri; above, halved recursively so
+# that the bulk is dtrmm/dtrsm (OpenBLAS's dtrtri is slow on one thread).
+_TRI_BASE = 32
+_CHAR_L, _CHAR_N, _CHAR_T, _CHAR_R = ord("L"), ord("N"), ord("T"), ord("R")
+
+
+# --- BLAS and LAPACK ---------------------------------------------------------------------
+#
+# numba exposes only np.dot and a few np.linalg routines; the kernel calls the Fortran
+# routines of scipy.linalg.cython_blas / cython_lapack (the library numba's own bindings use)
+# through named external symbols, so the compiled code stays cacheable. Each binding takes
+# its Fortran arguments in order, with every matrix as (flat float64 array, element offset);
+# a routine with ``info`` returns it.
+
+_LL = {"c": ir.IntType(8), "i": ir.IntType(32), "d": ir.DoubleType(), "a": ir.DoubleType()}
+_NB = {"c": types.int8, "i": types.int32, "d": types.float64}
+
+
+def _fortran(library: str, name: str, kinds: str):
+    symbol = f"omlbayes_{name}"
+    address = get_cython_function_address(f"scipy.linalg.cython_{library}", name)
+    llvm_binding.add_symbol(symbol, address)
+    has_info = kinds.endswith("!")
+    kinds = kinds.rstrip("!")
+    fnty = ir.FunctionType(
+        ir.VoidType(),
+        [_LL[k].as_pointer() for k in kinds] + ([ir.IntType(32).as_pointer()] if has_info else []),
+    )
+
+    def typer(typingctx, *args):
+        def codegen(context, builder, signature, llargs):
+            fn = cgutils.get_or_insert_function(builder.module, fnty, symbol)
+            out, j = [], 0
+            for k in kinds:
+                if k == "a":
+                    ary = context.make_array(signature.args[j])(context, builder, llargs[j])
+                    off = context.cast(builder, llargs[j + 1], signature.args[j + 1], types.intp)
+                    out.append(builder.gep(ary.data, [off]))
+                    j += 2
+                else:
+                    v = context.cast(builder, llargs[j], signature.args[j], _NB[k])
+                    out.append(cgutils.alloca_once_value(builder, v))
+                    j += 1
+            if has_info:
+                info = cgutils.alloca_once_value(builder, ir.Constant(ir.IntType(32), 0))
+                builder.call(fn, [*out, info])
+                return builder.load(info)
+            builder.call(fn, out)
+            return context.get_dummy_value()
+
+        return (types.int32 if has_info else types.void)(*args), codegen
+
+    names = ", ".join(f"x{k}" for k in range(len(kinds) + kinds.count("a")))
+    scope = {"typer": typer}
+    exec(f"def {name}(typingctx, {names}):\n    return typer(typingctx, {names})", scope)  # noqa: S102
+    return intrinsic(scope[name])
+
+
+_dpotrf = _fortran("lapack", "dpotrf", "ciai!")
+_dtrtri = _fortran("lapack", "dtrtri", "cciai!")
+_dlauum = _fortran("lapack", "dlauum", "ciai!")
+_dtrsm = _fortran("blas", "dtrsm", "cccciidaiai")
+_dtrmm = _fortran("blas", "dtrmm", "cccciidaiai")
+_dsyrk = _fortran("blas", "dsyrk", "cciidaidai")
+_dsymm = _fortran("blas", "dsymm", "cciidaiaidai")
+_dgemm = _fortran("blas", "dgemm", "cciiidaiaidai")
 
 
 # --- symbolic analysis (once per pattern) ---------------------------------------------
@@ -98,75 +187,50 @@ def _etree(p, ap, ai):
 
 
 @numba.njit(cache=True, nogil=True)
-def _factor_pattern(p, ap, ai, parent):
-    """Row and column patterns of L (L L' = P) from the etree: rows by reachability."""
+def _column_structure(p, ap, ai, parent):
+    """Rows of each column of L (L L' = P) below the diagonal, sorted: ``li[lp[j]:lp[j+1]]``.
+
+    Row k of L reaches, from each entry of P's column k, up the elimination tree."""
     flag = np.full(p, -1, dtype=np.int64)
-    row_count = np.zeros(p, dtype=np.int64)
+    count = np.zeros(p, dtype=np.int64)
     for k in range(p):
         flag[k] = k
         for q in range(ap[k], ap[k + 1]):
             i = ai[q]
             while flag[i] != k:
-                row_count[k] += 1
+                count[i] += 1
                 flag[i] = k
                 i = parent[i]
-    rp = np.zeros(p + 1, dtype=np.int64)
-    for k in range(p):
-        rp[k + 1] = rp[k] + row_count[k]
-    ri = np.empty(rp[p], dtype=np.int64)  # row k of L below the diagonal: its columns
-    flag[:] = -1
-    for k in range(p):
-        flag[k] = k
-        t = rp[k]
-        for q in range(ap[k], ap[k + 1]):
-            i = ai[q]
-            while flag[i] != k:
-                ri[t] = i
-                t += 1
-                flag[i] = k
-                i = parent[i]
-        ri[rp[k] : rp[k + 1]] = np.sort(ri[rp[k] : rp[k + 1]])
-    col_count = np.ones(p, dtype=np.int64)  # the diagonal
-    for t in range(rp[p]):
-        col_count[ri[t]] += 1
     lp = np.zeros(p + 1, dtype=np.int64)
     for j in range(p):
-        lp[j + 1] = lp[j] + col_count[j]
+        lp[j + 1] = lp[j] + count[j]
     li = np.empty(lp[p], dtype=np.int64)
     nxt = lp[:-1].copy()
-    for j in range(p):
-        li[nxt[j]] = j  # diagonal first in each column
-        nxt[j] += 1
-    rpos = np.empty(rp[p], dtype=np.int64)  # where L[k, ri[t]] sits in L's column storage
-    for k in range(p):
-        for t in range(rp[k], rp[k + 1]):
-            j = ri[t]
-            li[nxt[j]] = k
-            rpos[t] = nxt[j]
-            nxt[j] += 1
-    # where each entry of P's upper pattern sits in L (P[i, k], i <= k  <->  L[k, i])
-    apos = np.empty(ap[p], dtype=np.int64)
-    for k in range(p):
+    flag[:] = -1
+    for k in range(p):  # rows in increasing order: each column's list comes out sorted
+        flag[k] = k
         for q in range(ap[k], ap[k + 1]):
             i = ai[q]
-            if i == k:
-                apos[q] = lp[k]
-            else:
-                t = rp[k] + np.searchsorted(ri[rp[k] : rp[k + 1]], i)
-                apos[q] = rpos[t]
-    return lp, li, rp, ri, rpos, apos
+            while flag[i] != k:
+                li[nxt[i]] = k
+                nxt[i] += 1
+                flag[i] = k
+                i = parent[i]
+    return lp, li
 
 
 def _symbolic(upper: sp.csc_matrix) -> tuple[np.ndarray, ...]:
+    """``(parent, lp, li)`` of the permuted upper pattern (:func:`_column_structure`)."""
     p = upper.shape[0]
     ap = upper.indptr.astype(np.int64)
     ai = upper.indices.astype(np.int64)
     parent = _etree(p, ap, ai)
-    return (ap, ai, *_factor_pattern(p, ap, ai, parent))
+    return (parent, *_column_structure(p, ap, ai, parent))
 
 
 def _factor_flops(lp: np.ndarray) -> float:
-    counts = np.diff(lp).astype(np.float64)
+    """Sum of squared column counts of L (diagonal included)."""
+    counts = np.diff(lp).astype(np.float64) + 1.0
     return float(np.sum(counts**2))
 
 
@@ -198,193 +262,240 @@ def _mmd_ordering(pattern: sp.csc_matrix) -> np.ndarray:
     return np.asarray(lu.perm_c, dtype=np.int64).argsort()  # perm_c[i]: new position of i
 
 
-def _group_cost(rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
-    rows = np.asarray(rows, dtype=np.float64)
-    return (
-        rows * rows * np.asarray(cols, dtype=np.float64) * _GROUP_S_PER_FMA
-        + rows * rows * _GROUP_S_PER_ENTRY
-        + _GROUP_S_FIXED
-    )
+@numba.njit(cache=True, nogil=True)
+def _node_seconds(w, rl, rd):
+    """Predicted seconds of a lead supernode of ``w`` columns with ``rl`` rows below them in
+    the lead and ``rd`` in the dense block D (factor and selected inverse together)."""
+    fw, fl, fd = float(w), float(rl), float(rd)
+    fr = fl + fd
+    entries = fl * fr - 0.5 * fl * (fl - 1.0)  # scattered (factor) and gathered (inverse)
+    seconds = 2.0 * entries * _S_PER_ENTRY + 3.0 * fd * fw * _S_PER_COPY
+    seconds += fw * fd * fd * _GROUP_S_PER_FMA  # its share of its group's products
+    if w == 1:
+        return _S_FIXED_COLUMN + seconds
+    fma = fw**3 + 2.0 * fr * fw * fw + 2.0 * fr * fl * fw
+    return _S_FIXED_BLAS + seconds + fma * _S_PER_FMA * (1.0 + _FMA_HALF_WIDTH / fw)
 
 
 @numba.njit(cache=True, nogil=True)
-def _best_partition(masks, n_cols, max_len, s_fma, s_entry, s_fixed):
-    """Cheapest split of the (sorted) patterns into runs, by dynamic programming.
+def _dense_seconds(n):
+    """Predicted seconds of the dense block D of n columns (factor, inverse)."""
+    return _S_FIXED_BLAS + float(n) ** 3 * _S_PER_DENSE_FMA
 
-    A run costs :func:`_group_cost` of the union of its patterns and its columns; runs are
-    at most ``max_len`` patterns long. Returns the run boundaries (0, ..., n).
-    """
-    n, nd = masks.shape
+
+@numba.njit(cache=True, nogil=True)
+def _group_seconds(rows, cols):
+    """Predicted seconds of a group of lead columns in D's products: its Schur update and
+    selected-inverse product (BLAS), its gathered and scattered square block."""
+    fr = float(rows)
+    return fr * fr * (float(cols) * _GROUP_S_PER_FMA + _GROUP_S_PER_ENTRY) + _GROUP_S_FIXED
+
+
+@numba.njit(cache=True, nogil=True)
+def _chain_segments(rl, rd):
+    """Cheapest split of a chain of columns (top first, each column's rows those of the one
+    above plus that one) into supernodes of consecutive columns, by dynamic programming: a
+    segment from column i down is a supernode with column i's rows. Returns the boundaries."""
+    k = rl.shape[0]
+    best = np.full(k + 1, np.inf)
+    best[0] = 0.0
+    prev = np.zeros(k + 1, dtype=np.int64)
+    for j in range(1, k + 1):
+        for i in range(j):
+            cost = best[i] + _node_seconds(j - i, rl[i], rd[i])
+            if cost < best[j]:
+                best[j] = cost
+                prev[j] = i
+    return _cuts(prev, k)
+
+
+@numba.njit(cache=True, nogil=True)
+def _cuts(prev, n):
+    n_cuts = 1
+    k = n
+    while k > 0:
+        k = prev[k]
+        n_cuts += 1
+    cuts = np.empty(n_cuts, dtype=np.int64)
+    k = n
+    for t in range(n_cuts - 1, -1, -1):
+        cuts[t] = k
+        k = prev[k]
+    return cuts
+
+
+@numba.njit(cache=True, nogil=True)
+def _group_runs(ptr, idx, widths, m, max_run):
+    """Cheapest split of a sequence of lead supernodes into runs (groups), by dynamic
+    programming: a run costs :func:`_group_seconds` of the union of its rows in D
+    (``idx[ptr[k]:ptr[k+1]]``, below ``m``) and its summed widths; a single column may
+    instead stay out of the groups, its D rows then updated and read entry by entry like
+    its lead rows. Returns the run boundaries, which single columns stay out, and the
+    predicted seconds."""
+    n = widths.shape[0]
     best = np.full(n + 1, np.inf)
     best[0] = 0.0
     prev = np.zeros(n + 1, dtype=np.int64)
-    union = np.zeros(nd, dtype=np.bool_)
+    alone = np.zeros(n + 1, dtype=np.bool_)
+    seen = np.zeros(m, dtype=np.bool_)
+    touched = np.empty(m, dtype=np.int64)
     for i in range(n):
-        union[:] = False
-        rows = 0
+        n_rows = 0
         cols = 0
-        for j in range(i, min(n, i + max_len)):
-            for r in range(nd):
-                if masks[j, r] and not union[r]:
-                    union[r] = True
-                    rows += 1
-            cols += n_cols[j]
-            cost = best[i] + rows * rows * (cols * s_fma + s_entry) + s_fixed
+        for j in range(i, min(n, i + max_run)):
+            for t in range(ptr[j], ptr[j + 1]):
+                x = idx[t]
+                if not seen[x]:
+                    seen[x] = True
+                    touched[n_rows] = x
+                    n_rows += 1
+            cols += widths[j]
+            cost = best[i] + _group_seconds(n_rows, cols)
             if cost < best[j + 1]:
                 best[j + 1] = cost
                 prev[j + 1] = i
-    cuts = [n]
-    while cuts[-1] > 0:
-        cuts.append(prev[cuts[-1]])
-    out = np.empty(len(cuts), dtype=np.int64)
-    for k in range(len(cuts)):
-        out[k] = cuts[len(cuts) - 1 - k]
-    return out, best[n]
-
-
-def _tail_groups(p: int, lp: np.ndarray, li: np.ndarray, t0: int) -> tuple:
-    """Groups of lead columns (before ``t0``) for the blocked kernel's dense products.
-
-    Each lead column's rows in the tail D form its pattern. Columns with the same pattern
-    share a group; the distinct patterns are sorted so that those sharing rare rows are
-    adjacent (rows compared rarest first) and split into runs of least predicted cost
-    (:func:`_best_partition`), each run one group. Returns ``tpos`` (first tail entry of
-    each column in L's storage), the group column pointers and columns, the group row
-    pointers and (sorted, D-relative) rows, ``gpos`` (each tail entry's index among its
-    group's rows), and the predicted seconds of the groups' products.
-    """
-    nd = p - t0
-    tpos = lp[1:].copy()
-    by_pattern: dict[bytes, tuple[np.ndarray, list[int]]] = {}
-    for j in range(t0):
-        rows = li[lp[j] + 1 : lp[j + 1]]
-        first = lp[j] + 1 + int(np.searchsorted(rows, t0))
-        tpos[j] = first
-        tail = li[first : lp[j + 1]] - t0
-        if tail.size:
-            by_pattern.setdefault(tail.tobytes(), (tail, []))[1].append(j)
-    items = list(by_pattern.values())
-    masks = np.zeros((len(items), nd), dtype=bool)
-    for k, (tail, _) in enumerate(items):
-        masks[k, tail] = True
-    n_cols = np.array([len(cols) for _, cols in items], dtype=np.int64)
-    rarest_first = np.argsort(masks.sum(axis=0), kind="stable")
-    order = np.lexsort(masks[:, rarest_first[::-1]].T[::1]) if len(items) else np.zeros(0, int)
-    masks, n_cols = masks[order], n_cols[order]
-    items = [items[k] for k in order]
-    cuts, predicted = _best_partition(
-        masks, n_cols, _GROUP_MAX_PATTERNS, _GROUP_S_PER_FMA, _GROUP_S_PER_ENTRY, _GROUP_S_FIXED
-    )
-    k = len(cuts) - 1
-    sptr = np.zeros(k + 1, dtype=np.int64)
-    srptr = np.zeros(k + 1, dtype=np.int64)
-    scols, srows = [], []
-    gpos = np.full(lp[p], -1, dtype=np.int64)
-    index = np.full(nd, -1, dtype=np.int64)
-    for g in range(k):
-        rows = np.flatnonzero(masks[cuts[g] : cuts[g + 1]].any(axis=0))
-        index[rows] = np.arange(rows.size)
-        cols = np.sort(np.concatenate([np.asarray(c) for _, c in items[cuts[g] : cuts[g + 1]]]))
-        for j in cols:
-            gpos[tpos[j] : lp[j + 1]] = index[li[tpos[j] : lp[j + 1]] - t0]
-        scols.append(cols.astype(np.int64))
-        srows.append(rows.astype(np.int64))
-        sptr[g + 1], srptr[g + 1] = sptr[g] + cols.size, srptr[g] + rows.size
-    empty = np.zeros(0, dtype=np.int64)
-    return (
-        tpos,
-        sptr,
-        np.concatenate(scols) if scols else empty,
-        srptr,
-        np.concatenate(srows) if srows else empty,
-        gpos,
-        float(predicted),
-    )
+                alone[j + 1] = False
+            if j == i and cols == 1:
+                cost = best[i] + n_rows * (n_rows + 1.0) * _S_PER_ENTRY
+                if cost < best[j + 1]:
+                    best[j + 1] = cost
+                    prev[j + 1] = i
+                    alone[j + 1] = True
+        for t in range(n_rows):
+            seen[touched[t]] = False
+    return _cuts(prev, n), alone, best[n]
 
 
 @numba.njit(cache=True, nogil=True)
-def _scalar_work(p, lp, li, rp, ri, rpos, t0):
-    """Inner-loop counts of the blocked kernel's scalar parts for a tail starting at t0:
-    (factor, selected inverse)."""
-    tpos = np.empty(t0, dtype=np.int64)
-    for j in range(t0):
-        q = lp[j] + 1
-        while q < lp[j + 1] and li[q] < t0:
-            q += 1
-        tpos[j] = q
-    factor = 0
-    for k in range(t0):  # the lead, up-looking
-        for t in range(rp[k], rp[k + 1]):
-            factor += 1 + rpos[t] - lp[ri[t]]
-    for j in range(t0):  # the lead columns' D rows, left-looking
-        factor += lp[j + 1] - tpos[j]
-        for t in range(rp[j], rp[j + 1]):
-            factor += lp[ri[t] + 1] - tpos[ri[t]]
-    selinv = 0
-    for j in range(t0):
-        m = lp[j + 1] - lp[j] - 1
-        selinv += 1 + m
-        for b in range(tpos[j] - lp[j] - 1):  # each later row of j, read via the relmap
-            selinv += m - b
-    return factor, selinv
-
-
-@numba.njit(cache=True, nogil=True)
-def _relative_map(lp, li, t0, tpos):
-    """Where the selected inverse reads S[r_a, c] for each lead column j (last first), each
-    lead row c of j and each later row r_a of j: its position in column c of L's pattern
-    (which holds every later row of j: the elimination tree's nesting). Computed once, so
-    each evaluation reads these entries directly instead of searching column c."""
-    size = 0
-    for j in range(t0):
-        m = lp[j + 1] - lp[j] - 1
-        for b in range(tpos[j] - lp[j] - 1):
-            size += m - b - 1
-    out = np.empty(size, dtype=np.int64)
+def _postorder(parent):
+    """Columns in a postorder of the elimination tree (children in increasing order)."""
+    p = parent.shape[0]
+    head = np.full(p, -1, dtype=np.int64)
+    nxt = np.full(p, -1, dtype=np.int64)
+    for j in range(p - 1, -1, -1):
+        if parent[j] >= 0:
+            nxt[j] = head[parent[j]]
+            head[parent[j]] = j
+    out = np.empty(p, dtype=np.int64)
+    stack = np.empty(p, dtype=np.int64)
     k = 0
-    for j in range(t0 - 1, -1, -1):
-        start, end = lp[j] + 1, lp[j + 1]
-        for b in range(tpos[j] - start):
-            c = li[start + b]
-            q = lp[c] + 1
-            for a in range(start + b + 1, end):
-                while li[q] != li[a]:  # both sorted: a merge walk down column c
-                    q += 1
-                out[k] = q
+    for root in range(p):
+        if parent[root] != -1:
+            continue
+        top = 0
+        stack[0] = root
+        while top >= 0:
+            j = stack[top]
+            c = head[j]
+            if c == -1:
+                top -= 1
+                out[k] = j
                 k += 1
+            else:
+                head[j] = nxt[c]
+                top += 1
+                stack[top] = c
     return out
 
 
-@numba.njit(cache=True, nogil=True)
-def _tail_map(lp, li, rp, ri, t0, tpos):
-    """Where the factor adds L[r, i] L[j, i] for each lead column j (in order), each
-    earlier lead column i of row j and each row r of i in D: the position of L[r, j] in
-    column j (the pattern of L guarantees it). Computed once, so the D rows of the lead
-    columns are formed column by column, reading L contiguously."""
-    size = 0
-    for j in range(t0):
-        for t in range(rp[j], rp[j + 1]):
-            i = ri[t]
-            size += lp[i + 1] - tpos[i]
-    out = np.empty(size, dtype=np.int64)
-    m = 0
-    for j in range(t0):
-        for t in range(rp[j], rp[j + 1]):
-            i = ri[t]
-            q = tpos[j]
-            for a in range(tpos[i], lp[i + 1]):
-                while li[q] != li[a]:  # both sorted: a merge walk down column j
-                    q += 1
-                out[m] = q
-                m += 1
-    return out
+def _supernode_partition(parent: np.ndarray, lp: np.ndarray, li: np.ndarray, t0: int) -> tuple:
+    """Columns of L merged into supernodes (dense panels); returns the columns in an
+    equivalent order (one the elimination tree allows: the same factor) with each supernode
+    contiguous, and the supernodes' first positions (and the end).
+
+    D, the trailing columns from ``t0`` (an ancestor-closed set), is one supernode, last. Chains of
+    columns whose rows are those of their parent plus the parent (no explicit zeros) are
+    split into supernodes by :func:`_chain_segments`; then, bottom-up, each supernode
+    absorbs child supernodes (their columns get its rows, explicit zeros where they had
+    none), cheapest first, while that lowers the predicted cost (:func:`_node_seconds`,
+    :func:`_dense_seconds`). A child's rows all lie in its parent's columns and rows, so
+    no fill appears outside the merged supernode.
+    """
+    p = parent.shape[0]
+    count = np.diff(lp)
+    in_d = np.zeros(p, dtype=bool)
+    in_d[t0:] = True
+    rd = np.array([np.count_nonzero(in_d[li[lp[j] : lp[j + 1]]]) for j in range(p)])
+    rl = count - rd
+    # chains: c continues q's chain when its rows are q and q's rows
+    below = np.full(p, -1, dtype=np.int64)
+    for c in range(t0):
+        q = parent[c]
+        if 0 <= q < t0 and count[c] == count[q] + 1 and below[q] == -1:
+            below[q] = c
+    is_top = np.ones(p, dtype=bool)
+    is_top[below[below >= 0]] = False
+    node_of = np.full(p, -1, dtype=np.int64)
+    heads, cols = [], []
+    for q in range(t0):
+        if not is_top[q]:
+            continue
+        chain = [q]
+        while below[chain[-1]] != -1:
+            chain.append(int(below[chain[-1]]))
+        chain = np.asarray(chain, dtype=np.int64)
+        cuts = _chain_segments(rl[chain], rd[chain])
+        for a, b in zip(cuts[:-1], cuts[1:], strict=True):
+            node_of[chain[a:b]] = len(heads)
+            heads.append(int(chain[a]))
+            cols.append([int(c) for c in chain[a:b][::-1]])  # descendants first
+    d_node = len(heads)
+    node_of[t0:] = d_node
+    heads.append(p - 1)
+    cols.append(list(range(t0, p)))
+    n_nodes = len(heads)
+    width = [len(c) for c in cols]
+    cost = [_node_seconds(width[n], rl[heads[n]], rd[heads[n]]) for n in range(d_node)]
+    cost.append(_dense_seconds(width[d_node]))
+    kids: list[list[int]] = [[] for _ in range(n_nodes)]
+    subs: list[list[int]] = [[] for _ in range(n_nodes)]
+    roots = []
+    post = np.empty(p, dtype=np.int64)
+    post[_postorder(parent)] = np.arange(p)
+    for n in sorted(range(n_nodes), key=lambda n: post[heads[n]]):  # children first
+        h = heads[n]
+        for k in sorted(kids[n], key=lambda k: _absorb_gain(n, k, d_node, width, cost, rl, rd, h)):
+            gain = _absorb_gain(n, k, d_node, width, cost, rl, rd, h)
+            if gain < 0.0:
+                cols[n] = cols[k] + cols[n]
+                subs[n] += subs[k]
+                width[n] += width[k]
+                cost[n] += cost[k] + gain
+            else:
+                subs[n].append(k)
+        if n == d_node or parent[h] == -1:
+            roots.append(n)
+        else:
+            kids[node_of[parent[h]]].append(n)
+    order: list[int] = []
+    first = [0]
+    roots.sort(key=lambda n: n == d_node)  # D last
+    for root in roots:  # each supernode after its children: a depth-first walk
+        stack = [(root, 0)]
+        while stack:
+            n, k = stack.pop()
+            if k < len(subs[n]):
+                stack.append((n, k + 1))
+                stack.append((subs[n][k], 0))
+            else:
+                order += cols[n]
+                first.append(len(order))
+    return np.asarray(order, dtype=np.int64), np.asarray(first, dtype=np.int64)
+
+
+def _absorb_gain(n, k, d_node, width, cost, rl, rd, h) -> float:
+    """Change of predicted seconds if supernode n (head column h) absorbs its child k."""
+    if n == d_node:
+        merged = _dense_seconds(width[n] + width[k])
+    else:
+        merged = _node_seconds(width[n] + width[k], rl[h], rd[h])
+    return float(merged - cost[n] - cost[k])
 
 
 def _tail_candidates(p: int, lp: np.ndarray) -> list[int]:
-    """Starts of the dense trailing block to compare: the fully dense tail, and the longest
-    tails whose columns of L are all at least a given fraction full."""
-    counts = np.diff(lp)
-    density = counts / (p - np.arange(p))
+    """Starts of D to compare: the fully dense tail, and the longest tails whose columns of
+    L are all at least a given fraction full; at most ``_TAIL_MAX`` columns."""
+    density = (np.diff(lp) + 1) / (p - np.arange(p))
     full = int(_dense_tail_start(p, lp))
     out = {full}
     for least in _TAIL_DENSITIES:
@@ -393,33 +504,253 @@ def _tail_candidates(p: int, lp: np.ndarray) -> list[int]:
     return sorted(t for t in out if t == full or p - t <= _TAIL_MAX)
 
 
-def _blocked_layout(p, lp, li, rp, ri, rpos) -> tuple:
-    """The cheapest tail start by predicted seconds, with its groups: ``(t0, arrays,
-    predicted seconds, per-candidate predictions)``."""
-    best, predictions = None, {}
-    for t0 in _tail_candidates(p, lp):
-        arrays = _tail_groups(p, lp, li, t0)
-        factor, selinv = _scalar_work(p, lp, li, rp, ri, rpos, t0)
-        nd = p - t0
-        seconds = (
-            arrays[-1]
-            + _S_PER_SCALAR_OP * (factor + selinv)
-            + _S_PER_DENSE_FMA * nd**3
-            + _S_PER_NONZERO * lp[p]
-        )
-        predictions[t0] = seconds
-        if best is None or seconds < best[2]:
-            best = (t0, arrays[:-1], seconds)
-    return (*best, predictions)
+@numba.njit(cache=True, nogil=True)
+def _dense_tail_start(p, lp):
+    """First column of the trailing block where L is completely dense (``lp``: rows below
+    the diagonal)."""
+    t0 = p
+    while t0 > 0 and lp[t0] - lp[t0 - 1] == p - t0:
+        t0 -= 1
+    return t0
+
+
+def _tail_groups(first, srp, srow, rl) -> tuple[list[np.ndarray], float]:
+    """Groups of lead supernodes for D's products: the Schur update of D and the selected
+    inverse's S_DD products, one BLAS product per group over the union of its members' rows
+    in D. The members' D patterns are sorted so that those sharing rare rows are adjacent
+    (rows compared rarest first) and split into runs of least predicted cost
+    (:func:`_group_runs`). Returns the groups' members and the predicted seconds; lead
+    supernodes with rows in D that are in no group update and read them directly."""
+    ns = first.size - 1
+    t0 = int(first[-2])
+    nd = int(first[-1]) - t0
+    members = [s for s in range(ns - 1) if srp[s + 1] - srp[s] > rl[s]]
+    masks = np.zeros((len(members), nd), dtype=bool)
+    for k, s in enumerate(members):
+        masks[k, srow[srp[s] + rl[s] : srp[s + 1]] - t0] = True
+    rarest_first = np.argsort(masks.sum(axis=0), kind="stable")
+    order = np.lexsort(masks[:, rarest_first[::-1]].T) if members else np.zeros(0, int)
+    members = np.asarray(members, dtype=np.int64)[order]
+    widths = np.diff(first)[members]
+    ptr = np.zeros(members.size + 1, dtype=np.int64)
+    ptr[1:] = np.cumsum(np.diff(srp)[members] - rl[members])
+    idx = np.concatenate(
+        [srow[srp[s] + rl[s] : srp[s + 1]] - t0 for s in members] + [np.zeros(0, np.int64)]
+    )
+    cuts, alone, predicted = _group_runs(ptr, idx, widths, max(nd, 1), _GROUP_MAX_RUN)
+    groups = [members[a:b] for a, b in zip(cuts[:-1], cuts[1:], strict=True) if not alone[b]]
+    return groups, float(predicted)
+
+
+def _tail_order(first, srp, srow, rl, groups) -> np.ndarray:
+    """An order of D's columns in which each group's rows form few contiguous runs (D is
+    dense: any order of its columns gives the same fill): sorted by which groups use them,
+    the largest groups' membership compared first."""
+    t0 = int(first[-2])
+    nd = int(first[-1]) - t0
+    member = np.zeros((nd, len(groups)), dtype=bool)
+    for g, ss in enumerate(groups):
+        for s in ss:
+            member[srow[srp[s] + rl[s] : srp[s + 1]] - t0, g] = True
+    largest_first = np.argsort(-member.sum(axis=0), kind="stable")
+    return np.lexsort(member[:, largest_first[::-1]].T) if groups else np.arange(nd)
+
+
+def _group_arrays(first, srp, srow, rl, groups) -> tuple:
+    """The groups' arrays: each supernode's group (-1: none) and first column in its group's
+    block, the groups' rows in D (``grow[grp[g]:grp[g+1]]``, relative to D's first column)
+    also as contiguous runs (``(local start, D row, length)`` rows of ``gruns[grunp[g]:
+    grunp[g+1]]``), each D row's index among its group's rows (aligned with ``srow``), and
+    the blocks' offsets."""
+    ns = first.size - 1
+    t0 = int(first[-2])
+    nd = int(first[-1]) - t0
+    sg = np.full(ns, -1, dtype=np.int64)
+    sgc = np.zeros(ns, dtype=np.int64)
+    spos = np.full(srow.size, -1, dtype=np.int64)
+    grp, grow, boff, grunp, gruns = [0], [], [0], [0], []
+    index = np.full(nd, -1, dtype=np.int64)
+    for g, ss in enumerate(groups):
+        rows = np.unique(np.concatenate([srow[srp[s] + rl[s] : srp[s + 1]] - t0 for s in ss]))
+        index[rows] = np.arange(rows.size)
+        col = 0
+        for s in ss:
+            sg[s] = g
+            sgc[s] = col
+            col += first[s + 1] - first[s]
+            t = np.arange(srp[s] + rl[s], srp[s + 1])
+            spos[t] = index[srow[t] - t0]
+        starts = np.flatnonzero(np.diff(rows, prepend=-2) != 1)
+        lengths = np.diff(np.append(starts, rows.size))
+        gruns.append(np.stack([starts, rows[starts], lengths], axis=1))
+        grunp.append(grunp[-1] + starts.size)
+        grow.append(rows)
+        grp.append(grp[-1] + rows.size)
+        boff.append(boff[-1] + rows.size * col)
+    empty = np.zeros((0, 3), dtype=np.int64)
+    return (
+        sg,
+        sgc,
+        np.asarray(grp, dtype=np.int64),
+        np.concatenate(grow).astype(np.int64) if grow else empty[:, 0],
+        spos,
+        np.asarray(boff, dtype=np.int64),
+        np.asarray(grunp, dtype=np.int64),
+        np.concatenate(gruns).astype(np.int64).ravel() if gruns else empty.ravel(),
+    )
+
+
+@numba.njit(cache=True, nogil=True)
+def _supernodal_rows(p, ap, ai, first):
+    """Rows of each supernode below its columns (sorted), from P's upper pattern (in the
+    final order) and the children's rows: ``srow[srp[J]:srp[J+1]]``; and each column's
+    supernode."""
+    ns = first.shape[0] - 1
+    count = np.zeros(p + 1, dtype=np.int64)  # the lower pattern: P[k, i], k >= i, by column i
+    for k in range(p):
+        for q in range(ap[k], ap[k + 1]):
+            count[ai[q] + 1] += 1
+    lap = np.cumsum(count)
+    lai = np.empty(lap[p], dtype=np.int64)
+    nxt = lap[:-1].copy()
+    for k in range(p):
+        for q in range(ap[k], ap[k + 1]):
+            lai[nxt[ai[q]]] = k
+            nxt[ai[q]] += 1
+    col_sn = np.empty(p, dtype=np.int64)
+    for s in range(ns):
+        col_sn[first[s] : first[s + 1]] = s
+    head = np.full(ns, -1, dtype=np.int64)
+    sib = np.full(ns, -1, dtype=np.int64)
+    mark = np.full(p, -1, dtype=np.int64)
+    tmp = np.empty(p, dtype=np.int64)
+    srp = np.zeros(ns + 1, dtype=np.int64)
+    buf = np.empty(max(16, 4 * p), dtype=np.int64)
+    for s in range(ns):
+        last = first[s + 1]
+        n = 0
+        for j in range(first[s], last):
+            for t in range(lap[j], lap[j + 1]):
+                i = lai[t]
+                if i >= last and mark[i] != s:
+                    mark[i] = s
+                    tmp[n] = i
+                    n += 1
+        c = head[s]
+        while c != -1:
+            for t in range(srp[c], srp[c + 1]):
+                i = buf[t]
+                if i >= last and mark[i] != s:
+                    mark[i] = s
+                    tmp[n] = i
+                    n += 1
+            c = sib[c]
+        if srp[s] + n > buf.shape[0]:
+            grown = np.empty(2 * (srp[s] + n), dtype=np.int64)
+            grown[: srp[s]] = buf[: srp[s]]
+            buf = grown
+        buf[srp[s] : srp[s] + n] = np.sort(tmp[:n])
+        srp[s + 1] = srp[s] + n
+        if n:
+            par = col_sn[buf[srp[s]]]
+            sib[s] = head[par]
+            head[par] = s
+    return srp, buf[: srp[ns]].copy(), col_sn
+
+
+@numba.njit(cache=True, nogil=True)
+def _row_position(first, srp, srow, s, i):
+    """Where row ``i`` sits among supernode s's rows (its columns, then those below)."""
+    if i < first[s + 1]:
+        return i - first[s]
+    rows = srow[srp[s] : srp[s + 1]]
+    t = np.searchsorted(rows, i)
+    if t >= rows.shape[0] or rows[t] != i:
+        raise ValueError("supernodal structure is not closed")
+    return first[s + 1] - first[s] + t
+
+
+@numba.njit(cache=True, nogil=True)
+def _update_maps(first, srp, srow, col_sn, sg):
+    """Where each lead supernode's update lands outside D: its rows below, split into chunks
+    by the supernode T that holds their column (the rows are sorted, so each T is one run),
+    and for each chunk (T, b0, b1) the position in T's rows of every row from b0 on
+    (``rel[ro:ro + r - b0]``). Entry (a, b) of the update, a >= b, goes to column
+    row b - first[T] of T's panel, at row position rel[ro + a - b0]. Rows in D (the last
+    supernode) end the list; those of a supernode in a group (``sg`` >= 0) are left to the
+    grouped products (:func:`_tail_groups`)."""
+    ns = first.shape[0] - 1
+    n_chunks = 0
+    n_rel = 0
+    for s in range(ns):
+        r = srp[s + 1] - srp[s]
+        b = 0
+        while b < r:
+            t = col_sn[srow[srp[s] + b]]
+            if t == ns - 1 and sg[s] >= 0:
+                break
+            n_chunks += 1
+            n_rel += r - b
+            while b < r and col_sn[srow[srp[s] + b]] == t:
+                b += 1
+    chp = np.zeros(ns + 1, dtype=np.int64)
+    cht = np.empty(n_chunks, dtype=np.int64)
+    chb0 = np.empty(n_chunks, dtype=np.int64)
+    chb1 = np.empty(n_chunks, dtype=np.int64)
+    chro = np.empty(n_chunks, dtype=np.int64)
+    rel = np.empty(n_rel, dtype=np.int64)
+    k = 0
+    o = 0
+    for s in range(ns):
+        r = srp[s + 1] - srp[s]
+        b = 0
+        while b < r:
+            t = col_sn[srow[srp[s] + b]]
+            if t == ns - 1 and sg[s] >= 0:
+                break
+            cht[k] = t
+            chb0[k] = b
+            chro[k] = o
+            for a in range(b, r):
+                rel[o] = _row_position(first, srp, srow, t, srow[srp[s] + a])
+                o += 1
+            while b < r and col_sn[srow[srp[s] + b]] == t:
+                b += 1
+            chb1[k] = b
+            k += 1
+        chp[s + 1] = k
+    return chp, cht, chb0, chb1, chro, rel
+
+
+@numba.njit(cache=True, nogil=True)
+def _panel_positions(p, ap, ai, first, srp, srow, col_sn, soff):
+    """Where each entry of P's upper pattern (P[i, k] = L[k, i] for i <= k) and each
+    diagonal entry sits in the panels."""
+    apos = np.empty(ap[p], dtype=np.int64)
+    for k in range(p):
+        for q in range(ap[k], ap[k + 1]):
+            i = ai[q]
+            s = col_sn[i]
+            m = first[s + 1] - first[s] + srp[s + 1] - srp[s]
+            apos[q] = soff[s] + (i - first[s]) * m + _row_position(first, srp, srow, s, k)
+    dpos = np.empty(p, dtype=np.int64)
+    for j in range(p):
+        s = col_sn[j]
+        m = first[s + 1] - first[s] + srp[s + 1] - srp[s]
+        dpos[j] = soff[s] + (j - first[s]) * (m + 1)
+    return apos, dpos
 
 
 @dataclass(frozen=True)
 class SparsePattern:
-    """The fixed symbolic analysis of P: ordering, the pattern of L, and index maps.
+    """The fixed symbolic analysis of P: ordering, supernodes, and index maps.
 
     ``perm[new] = old``. ``packed`` is every integer array the numeric kernel needs, in
     one int64 array (see :func:`_unpack`). ``ordering`` names the candidate that won and
-    ``factor_flops`` its cost (sum of squared column counts of L).
+    ``factor_flops`` its cost (sum of squared column counts of L); ``nnz_factor`` counts
+    the non-zeros of L, ``nnz_panels`` the entries the supernodes store (explicit zeros
+    included). ``tail_start`` is the first column of the last supernode (the dense
+    trailing block).
     """
 
     p: int
@@ -430,10 +761,11 @@ class SparsePattern:
     factor_flops: float
     nnz_factor: int
     candidates: dict[str, float]
-    tail_start: int  # first column of the trailing block factored densely
-    n_groups: int  # groups of lead columns in the dense products
+    tail_start: int  # first column of D, the dense trailing block (the last supernode)
+    n_supernodes: int
+    n_groups: int  # groups of lead supernodes in D's products
+    nnz_panels: int
     predicted_s: float  # predicted seconds per evaluation (cost model), for kernel choice
-    tail_candidates: dict[int, float]  # predicted seconds per candidate tail start
 
     @classmethod
     def build(cls, pattern: sp.spmatrix, blocks: list[np.ndarray] | None = None) -> SparsePattern:
@@ -457,25 +789,15 @@ class SparsePattern:
         best = None
         candidates = {}
         for name, perm in orderings.items():
-            upper = _permuted_upper(full, perm)
-            sym = _symbolic(upper)
-            flops = _factor_flops(sym[2])
+            sym = _symbolic(_permuted_upper(full, perm))
+            flops = _factor_flops(sym[1])
             candidates[name] = flops
             if best is None or flops < best[2]:
-                best = (name, perm, flops, upper, sym)
-        name, perm, flops, upper, (ap, ai, lp, li, rp, ri, rpos, apos) = best
-        t0, (tpos, sptr, scols, srptr, srows, gpos), predicted, tails = _blocked_layout(
-            p, lp, li, rp, ri, rpos
-        )
-        relmap = _relative_map(lp, li, t0, tpos)
-        tailmap = _tail_map(lp, li, rp, ri, t0, tpos)
-        header = np.array(
-            [p, ap[-1], lp[-1], t0, sptr.size - 1, srows.size, relmap.size, tailmap.size],
-            dtype=np.int64,
-        )
-        packed = np.concatenate(
-            [header, perm, ap, ai, lp, li, rp, ri, rpos, apos, tpos, sptr, scols, srptr]
-            + [srows, gpos, relmap, tailmap]
+                best = (name, perm, flops, sym)
+        name, perm, flops, (parent, lp, li) = best
+        layouts = [_layout(full, perm, parent, lp, li, t0) for t0 in _tail_candidates(p, lp)]
+        predicted, perm, upper, packed, t0, ns, n_groups, nnz_panels = min(
+            layouts, key=lambda x: x[0]
         )
         return cls(
             p,
@@ -484,12 +806,13 @@ class SparsePattern:
             packed,
             name,
             flops,
-            int(lp[-1]),
+            int(lp[-1]) + p,
             candidates,
             t0,
-            sptr.size - 1,
+            ns,
+            n_groups,
+            nnz_panels,
             float(predicted),
-            tails,
         )
 
     def values(self, matrix: sp.spmatrix) -> np.ndarray:
@@ -513,10 +836,31 @@ class SparsePattern:
         out[pos] = upper.data
         return out
 
+    def factor_entries(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """``(rows, cols, positions)`` (permuted order) of every entry of L's lower
+        trapezoids in the panels: ``lx[positions]`` (``_factor``) is L[rows, cols] and the
+        selected inverse ``sx[positions]`` is P^-1[perm[rows], perm[cols]]."""
+        p, first, soff, srp, srow = (_unpack(self.packed)[k] for k in (0, 4, 5, 6, 7))  # noqa: F841
+        rows, cols, pos = [], [], []
+        for s in range(first.size - 1):
+            below = srow[srp[s] : srp[s + 1]]
+            members = np.arange(first[s], first[s + 1])
+            height = members.size + below.size
+            for c, j in enumerate(members):
+                these = np.concatenate([members[c:], below])
+                rows.append(these)
+                cols.append(np.full(these.size, j))
+                pos.append(soff[s] + c * height + np.arange(c, height))
+        return tuple(np.concatenate(x).astype(np.int64) for x in (rows, cols, pos))
+
 
 @numba.njit(cache=True, nogil=True)
 def _unpack(packed):
-    p, nnz_a, nnz_l = packed[0], packed[1], packed[2]
+    """``p, perm, ap, ai, first, soff, srp, srow, col_sn, dpos, rl, chp, cht, chb0, chb1,
+    chro, rel, sg, sgc, grp, grow, spos, boff, grunp, gruns, apos`` (see
+    ``SparsePattern.build``): ``apos`` (where P's upper entries sit in the panels) last."""
+    p, nnz_a, ns, n_srow = packed[0], packed[1], packed[2], packed[3]
+    n_chunks, n_rel, n_groups, n_grow = packed[4], packed[5], packed[9], packed[10]
     o = _HEADER
     perm = packed[o : o + p]
     o += p
@@ -524,45 +868,130 @@ def _unpack(packed):
     o += p + 1
     ai = packed[o : o + nnz_a]
     o += nnz_a
-    lp = packed[o : o + p + 1]
-    o += p + 1
-    li = packed[o : o + nnz_l]
-    o += nnz_l
-    rp = packed[o : o + p + 1]
-    o += p + 1
-    n_off = nnz_l - p
-    ri = packed[o : o + n_off]
-    o += n_off
-    rpos = packed[o : o + n_off]
-    o += n_off
-    apos = packed[o : o + nnz_a]
-    return p, perm, ap, ai, lp, li, rp, ri, rpos, apos
-
-
-@numba.njit(cache=True, nogil=True)
-def _unpack_tail(packed):
-    """The blocked kernel's arrays: ``t0, tpos, sptr, scols, srptr, srows, gpos, relmap,
-    tailmap``."""
-    p, nnz_a, nnz_l = packed[0], packed[1], packed[2]
-    t0, n_grp, n_rows, n_rel, n_tmap = packed[3], packed[4], packed[5], packed[6], packed[7]
-    o = _HEADER + p + 3 * (p + 1) + 2 * nnz_a + nnz_l + 2 * (nnz_l - p)
-    tpos = packed[o : o + p]
+    first = packed[o : o + ns + 1]
+    o += ns + 1
+    soff = packed[o : o + ns + 1]
+    o += ns + 1
+    srp = packed[o : o + ns + 1]
+    o += ns + 1
+    srow = packed[o : o + n_srow]
+    o += n_srow
+    col_sn = packed[o : o + p]
     o += p
-    sptr = packed[o : o + n_grp + 1]
-    o += n_grp + 1
-    n_cols = sptr[n_grp]
-    scols = packed[o : o + n_cols]
-    o += n_cols
-    srptr = packed[o : o + n_grp + 1]
-    o += n_grp + 1
-    srows = packed[o : o + n_rows]
-    o += n_rows
-    gpos = packed[o : o + nnz_l]
-    o += nnz_l
-    relmap = packed[o : o + n_rel]
+    dpos = packed[o : o + p]
+    o += p
+    rl = packed[o : o + ns]
+    o += ns
+    chp = packed[o : o + ns + 1]
+    o += ns + 1
+    cht = packed[o : o + n_chunks]
+    o += n_chunks
+    chb0 = packed[o : o + n_chunks]
+    o += n_chunks
+    chb1 = packed[o : o + n_chunks]
+    o += n_chunks
+    chro = packed[o : o + n_chunks]
+    o += n_chunks
+    rel = packed[o : o + n_rel]
     o += n_rel
-    tailmap = packed[o : o + n_tmap]
-    return t0, tpos, sptr, scols, srptr, srows, gpos, relmap, tailmap
+    sg = packed[o : o + ns]
+    o += ns
+    sgc = packed[o : o + ns]
+    o += ns
+    grp = packed[o : o + n_groups + 1]
+    o += n_groups + 1
+    grow = packed[o : o + n_grow]
+    o += n_grow
+    spos = packed[o : o + n_srow]
+    o += n_srow
+    boff = packed[o : o + n_groups + 1]
+    o += n_groups + 1
+    grunp = packed[o : o + n_groups + 1]
+    o += n_groups + 1
+    gruns = packed[o : o + 3 * packed[13]]
+    o += 3 * packed[13]
+    apos = packed[o : o + nnz_a]
+    return (
+        p,
+        perm,
+        ap,
+        ai,
+        first,
+        soff,
+        srp,
+        srow,
+        col_sn,
+        dpos,
+        rl,
+        chp,
+        cht,
+        chb0,
+        chb1,
+        chro,
+        rel,
+        sg,
+        sgc,
+        grp,
+        grow,
+        spos,
+        boff,
+        grunp,
+        gruns,
+        apos,
+    )
+
+
+def _layout(full, perm, parent, lp, li, t0) -> tuple:
+    """Supernodes, their maps and groups for D starting at ``t0`` of the ordering ``perm``:
+    ``(predicted seconds, perm, upper, packed, D's start, supernodes, groups, panel
+    entries)``."""
+    p = full.shape[0]
+    order, first = _supernode_partition(parent, lp, li, t0)
+    perm = perm[order]  # an equivalent order: the same factor, supernodes contiguous
+    ns = first.size - 1
+    t0 = int(first[-2])
+    srp, srow, rl = _structure(full, perm, first)[3:6]
+    groups, group_s = _tail_groups(first, srp, srow, rl)
+    perm[t0:] = perm[t0:][_tail_order(first, srp, srow, rl, groups)]
+    upper, ap, ai, srp, srow, rl, col_sn = _structure(full, perm, first)
+    widths = np.diff(first)
+    below = np.diff(srp)
+    heights = widths + below
+    soff = np.concatenate([[0], np.cumsum(widths * heights)]).astype(np.int64)
+    sg, sgc, grp, grow, spos, boff, grunp, gruns = _group_arrays(first, srp, srow, rl, groups)
+    chp, cht, chb0, chb1, chro, rel = _update_maps(first, srp, srow, col_sn, sg)
+    apos, dpos = _panel_positions(p, ap, ai, first, srp, srow, col_sn, soff)
+    header = np.array(
+        [p, ap[-1], ns, srow.size, cht.size, rel.size, soff[-1], below.max(), widths.max()]
+        + [grp.size - 1, grow.size, boff[-1], np.diff(grp).max(initial=0), grunp[-1]],
+        dtype=np.int64,
+    )
+    packed = np.concatenate(
+        [header, perm, ap, ai, first, soff, srp, srow, col_sn, dpos, rl, chp, cht, chb0]
+        + [chb1, chro, rel, sg, sgc, grp, grow, spos, boff, grunp, gruns, apos]
+    )
+    lead_s = sum(
+        _node_seconds(int(widths[s]), int(rl[s]), int(below[s] - rl[s]))
+        - (0.0 if sg[s] >= 0 else int(widths[s] * (below[s] - rl[s]) ** 2) * _GROUP_S_PER_FMA)
+        for s in range(ns - 1)
+    )
+    nnz_panels = int(np.sum(widths * heights - widths * (widths - 1) // 2))
+    predicted = lead_s + _dense_seconds(int(widths[-1])) + group_s
+    predicted += _S_PER_P_NONZERO * ap[-1] + _S_PER_L_NONZERO * nnz_panels
+    return float(predicted), perm, upper, packed, t0, ns, grp.size - 1, nnz_panels
+
+
+def _structure(full, perm, first) -> tuple:
+    """``(upper, ap, ai, srp, srow, rl, col_sn)`` of the supernodes ``first`` in the order
+    ``perm``; ``rl``: rows below each supernode that are not in D (the last supernode)."""
+    p = full.shape[0]
+    upper = _permuted_upper(full, perm)
+    ap = upper.indptr.astype(np.int64)
+    ai = upper.indices.astype(np.int64)
+    srp, srow, col_sn = _supernodal_rows(p, ap, ai, first)
+    lead = np.concatenate([[0], np.cumsum(srow < first[-2])])
+    rl = (lead[srp[1:]] - lead[srp[:-1]]).astype(np.int64)
+    return upper, ap, ai, srp, srow, rl, col_sn
 
 
 # --- numeric kernel (per evaluation) -----------------------------------------------------
@@ -582,246 +1011,379 @@ def _assemble(p, ap, ai, perm, a_data, inv_s2, lam):
     return px
 
 
-@numba.njit(cache=True, nogil=True)
-def _cholesky(
-    p, ap, ai, px, lp, li, rp, ri, rpos, apos, t0, tpos, sptr, scols, srptr, srows, gpos, tailmap
-):
-    """Cholesky factor L (values on the fixed pattern, diagonal first per column) of P.
+@numba.njit(cache=True, nogil=True, inline="always")
+def _dot(x, xo, y, yo, n):
+    """sum_t x[xo + t] y[yo + t] with four partial sums (independent chains; always the
+    same order, so the result is reproducible)."""
+    a0 = a1 = a2 = a3 = 0.0
+    n4 = n - n % 4
+    for t in range(0, n4, 4):
+        a0 += x[xo + t] * y[yo + t]
+        a1 += x[xo + t + 1] * y[yo + t + 1]
+        a2 += x[xo + t + 2] * y[yo + t + 2]
+        a3 += x[xo + t + 3] * y[yo + t + 3]
+    for t in range(n4, n):
+        a0 += x[xo + t] * y[yo + t]
+    return (a0 + a1) + (a2 + a3)
 
-    Columns before ``t0`` (the sparse lead) are factored up-looking, row by row. The trailing
-    block D = columns ``t0..p-1`` is done densely: the lead columns' rows in D (L_DS)
-    left-looking, column by column (``tailmap`` says where each update lands), then the
-    Schur complement P_DD - L_DS L_DS' as one small matrix product per group of lead
-    columns with similar row patterns in D (BLAS), and a LAPACK Cholesky of that complement.
+
+@numba.njit(cache=True, nogil=True)
+def _tri_inverse(x, off, n, ld):
+    """L^-1, in place, of the lower triangular n x n block at ``x[off]`` (column-major,
+    leading dimension ``ld``): halved recursively, [A 0; B C]^-1 = [A^-1 0; -C^-1 B A^-1
+    C^-1], so that the bulk is BLAS's dtrmm and dtrsm (an explicit stack: numba's cache
+    mishandles recursive functions)."""
+    stack = np.empty((64, 3), dtype=np.int64)  # (offset, size, stage)
+    stack[0, 0], stack[0, 1], stack[0, 2] = off, n, 0
+    top = 0
+    while top >= 0:
+        o, k, stage = stack[top, 0], stack[top, 1], stack[top, 2]
+        top -= 1
+        if k <= _TRI_BASE:
+            _dtrtri(_CHAR_L, _CHAR_N, k, x, o, ld)
+            continue
+        k1 = k // 2
+        if stage == 0:  # A^-1 first
+            stack[top + 1, 0], stack[top + 1, 1], stack[top + 1, 2] = o, k, 1
+            stack[top + 2, 0], stack[top + 2, 1], stack[top + 2, 2] = o, k1, 0
+            top += 2
+        else:  # B := -C^-1 B A^-1 with C not yet inverted, then C^-1
+            b = o + k1
+            c = o + k1 + k1 * ld
+            _dtrmm(_CHAR_R, _CHAR_L, _CHAR_N, _CHAR_N, k - k1, k1, 1.0, x, o, ld, x, b, ld)
+            _dtrsm(_CHAR_L, _CHAR_L, _CHAR_N, _CHAR_N, k - k1, k1, -1.0, x, c, ld, x, b, ld)
+            top += 1
+            stack[top, 0], stack[top, 1], stack[top, 2] = c, k - k1, 0
+
+
+@numba.njit(cache=True, nogil=True)
+def _factor(packed, px):
+    """The Cholesky factor of P (upper pattern values ``px``) in the supernodes' panels, and
+    ok (False if P is not positive definite): see :func:`_factor_panels`."""
+    apos = _unpack(packed)[25]
+    lx = np.zeros(packed[6])
+    for q in range(apos.shape[0]):
+        lx[apos[q]] = px[q]
+    return lx, _factor_panels(packed, lx, np.zeros(0))
+
+
+@numba.njit(cache=True, nogil=True)
+def _assemble_panels(packed, a_data, inv_s2, lam):
+    """P = sum_g A_g / s2_g + diag(1 / lam) in the panels (zero elsewhere)."""
+    p, perm, ap, ai = _unpack(packed)[:4]
+    dpos, apos = _unpack(packed)[9], _unpack(packed)[25]
+    lx = np.zeros(packed[6])
+    for q in range(ap[p]):
+        v = 0.0
+        for g in range(a_data.shape[0]):
+            v += a_data[g, q] * inv_s2[g]
+        lx[apos[q]] = v
+    for k in range(p):
+        lx[dpos[k]] += 1.0 / lam[perm[k]]
+    return lx
+
+
+@numba.njit(cache=True, nogil=True)
+def _factor_panels(packed, lx, y):
+    """The Cholesky factor, in place, of P in the supernodes' panels (:func:`_assemble_panels`);
+    False if P is not positive definite. Unless ``y`` is empty, it is overwritten by L^-1 y
+    on the way (each supernode's part of the solve while its panel is at hand).
+
+    Supernode s holds columns first[s]..first[s+1]-1 as one dense column-major panel at
+    ``soff[s]``: its w columns' rows (the w x w diagonal block, lower triangle) then its r
+    rows below (``srow``: rl in the lead, then those in D). Right-looking: each lead
+    supernode, once its panel has received all updates, is factored (dpotrf of the diagonal
+    block, dtrsm for the rows below; plain loops for a single column); the columns of its
+    update L_R L_RL' that are lead rows (dgemm) are subtracted from its lead ancestors'
+    panels at the positions ``_update_maps`` found once, and its rows in D are copied into
+    its group's block. D's Schur complement then takes one dsyrk per group, and dpotrf.
     """
-    lx = np.zeros(lp[p])
-    x = np.zeros(p)
-    for k in range(t0):
-        for q in range(ap[k], ap[k + 1]):
-            x[ai[q]] = px[q]
-        d = x[k]
-        x[k] = 0.0
-        # columns of row k in increasing order: each x[i] is final when reached
-        for t in range(rp[k], rp[k + 1]):
-            i = ri[t]
-            lki = x[i] / lx[lp[i]]
-            x[i] = 0.0
-            for q in range(lp[i] + 1, rpos[t]):
-                x[li[q]] -= lx[q] * lki
-            d -= lki * lki
-            lx[rpos[t]] = lki
-        if not d > 0.0:
-            return lx, False, np.zeros(0)
-        lx[lp[k]] = math.sqrt(d)
-    nd = p - t0
-    schur = np.zeros((nd, nd))  # lower triangle used
-    for k in range(t0, p):  # P's entries in the D rows: into L_DS, or D's own block
-        for q in range(ap[k], ap[k + 1]):
-            i = ai[q]
-            if i < t0:
-                lx[apos[q]] = px[q]
-            else:
-                schur[k - t0, i - t0] = px[q]
-    # L[D, j] = (P[D, j] - sum_i L[D, i] L[j, i]) / L[j, j] over the earlier lead columns i
-    # of row j, each final when j is reached; contiguous reads, writes where tailmap says
-    m = 0
-    for j in range(t0):
-        for t in range(rp[j], rp[j + 1]):
-            i = ri[t]
-            lji = lx[rpos[t]]
-            for q in range(tpos[i], lp[i + 1]):
-                lx[tailmap[m]] -= lx[q] * lji
-                m += 1
-        inv_ljj = 1.0 / lx[lp[j]]
-        for q in range(tpos[j], lp[j + 1]):
-            lx[q] *= inv_ljj
-    blocks = _group_blocks(lp, lx, tpos, sptr, scols, srptr, gpos)
-    if nd == 0:
-        return lx, True, blocks
-    o = 0
-    for g in range(sptr.shape[0] - 1):
-        rows = srows[srptr[g] : srptr[g + 1]]
-        size = (sptr[g + 1] - sptr[g]) * rows.shape[0]
-        block = blocks[o : o + size].reshape((sptr[g + 1] - sptr[g], rows.shape[0]))
-        o += size
-        update = np.dot(block.T, block)
-        for a in range(rows.shape[0]):
-            for b in range(a + 1):  # rows ascending: the lower triangle
-                schur[rows[a], rows[b]] -= update[a, b]
-    try:
-        ld = np.linalg.cholesky(schur)
-    except Exception:  # not positive definite
-        return lx, False, blocks
-    for j in range(t0, p):
-        for q in range(lp[j], lp[j + 1]):
-            lx[q] = ld[li[q] - t0, j - t0]
-    return lx, True, blocks
+    (
+        p, perm, ap, ai, first, soff, srp, srow, col_sn, dpos, rl, chp, cht, chb0, chb1, chro,
+        rel, sg, sgc, grp, grow, spos, boff, grunp, gruns, apos,
+    ) = _unpack(packed)  # fmt: skip
+    ns = first.shape[0] - 1
+    update = np.empty(max(packed[7] * packed[7], packed[12] * packed[12]))
+    blocks = np.zeros(packed[11])
+    for s in range(ns):
+        w = first[s + 1] - first[s]
+        r = srp[s + 1] - srp[s]
+        m = w + r
+        off = soff[s]
+        if s == ns - 1:  # D: first the grouped Schur updates
+            for g in range(grp.shape[0] - 1):
+                nu = grp[g + 1] - grp[g]
+                width = (boff[g + 1] - boff[g]) // nu
+                _dsyrk(_CHAR_L, _CHAR_N, nu, width, 1.0, blocks, boff[g], nu, 0.0, update, 0, nu)
+                for b in range(nu):  # its lower triangle into D, by runs of rows
+                    base = off + grow[grp[g] + b] * m
+                    for k in range(grunp[g], grunp[g + 1]):
+                        start, row, length = gruns[3 * k], gruns[3 * k + 1], gruns[3 * k + 2]
+                        a0 = max(start, b)
+                        src = a0 + b * nu
+                        dst = base + row + a0 - start
+                        for t in range(start + length - a0):
+                            lx[dst + t] -= update[src + t]
+        if w == 1:
+            d = lx[off]
+            if not (d > 0.0 and d < np.inf):
+                return False
+            ljj = math.sqrt(d)
+            lx[off] = ljj
+            inv = 1.0 / ljj
+            for a in range(1, m):
+                lx[off + a] *= inv
+        else:
+            if _dpotrf(_CHAR_L, w, lx, off, m) != 0:
+                return False
+            for c in range(w):
+                d = lx[off + c * (m + 1)]
+                if not (d > 0.0 and d < np.inf):
+                    return False
+            if r > 0:
+                _dtrsm(_CHAR_R, _CHAR_L, _CHAR_T, _CHAR_N, r, w, 1.0, lx, off, m, lx, off + w, m)
+        if y.shape[0]:
+            f = first[s]
+            for c in range(w):
+                col = off + c * m
+                yk = y[f + c] / lx[col + c]
+                y[f + c] = yk
+                for i in range(c + 1, w):
+                    y[f + i] -= lx[col + i] * yk
+                for a in range(r):
+                    y[srow[srp[s] + a]] -= lx[col + w + a] * yk
+        nl = rl[s]
+        if nl > 0 and w > 1:
+            _dgemm(
+                _CHAR_N, _CHAR_T, r, nl, w, 1.0, lx, off + w, m, lx, off + w, m, 0.0, update, 0, r
+            )  # fmt: skip
+        for k in range(chp[s], chp[s + 1]):
+            t = cht[k]
+            mt = first[t + 1] - first[t] + srp[t + 1] - srp[t]
+            ro = chro[k] - chb0[k]
+            for b in range(chb0[k], chb1[k]):
+                base = soff[t] + (srow[srp[s] + b] - first[t]) * mt
+                if w == 1:
+                    vb = lx[off + 1 + b]
+                    for a in range(b, r):
+                        lx[base + rel[ro + a]] -= lx[off + 1 + a] * vb
+                else:
+                    for a in range(b, r):
+                        lx[base + rel[ro + a]] -= update[a + b * r]
+        if sg[s] >= 0:
+            g = sg[s]
+            nu = grp[g + 1] - grp[g]
+            bo = boff[g] + sgc[s] * nu
+            for c in range(w):
+                for t in range(nl, r):
+                    blocks[bo + c * nu + spos[srp[s] + t]] = lx[off + w + t + c * m]
+    return True
 
 
 @numba.njit(cache=True, nogil=True)
-def _group_blocks(lp, lx, tpos, sptr, scols, srptr, gpos):
-    """Each group's D rows of its lead columns as a dense (columns x group rows) block, all
-    in one flat array (group after group; each column of L fills a contiguous row). The
-    factor forms them once and the selected inverse reuses them."""
-    size = 0
-    for g in range(sptr.shape[0] - 1):
-        size += (sptr[g + 1] - sptr[g]) * (srptr[g + 1] - srptr[g])
-    blocks = np.zeros(size)
-    o = 0
-    for g in range(sptr.shape[0] - 1):
-        n_rows = srptr[g + 1] - srptr[g]
-        for c in range(sptr[g], sptr[g + 1]):
-            j = scols[c]
-            for q in range(tpos[j], lp[j + 1]):
-                blocks[o + gpos[q]] = lx[q]
-            o += n_rows
-    return blocks
+def selected_inverse(packed, lx):
+    """The entries of S = P^-1 on the panels of the factor ``lx`` (:func:`_factor`): the
+    supernodal Takahashi recursion, last supernode first.
 
-
-@numba.njit(cache=True, nogil=True)
-def _solve(p, lp, li, lx, rhs):
-    """L L' x = rhs."""
-    x = rhs.copy()
-    for j in range(p):  # L y = rhs
-        x[j] /= lx[lp[j]]
-        for q in range(lp[j] + 1, lp[j + 1]):
-            x[li[q]] -= lx[q] * x[j]
-    for j in range(p - 1, -1, -1):  # L' x = y
-        for q in range(lp[j] + 1, lp[j + 1]):
-            x[j] -= lx[q] * x[li[q]]
-        x[j] /= lx[lp[j]]
-    return x
-
-
-@numba.njit(cache=True, nogil=True)
-def _solve_lt(p, lp, li, lx, rhs):
-    """L' x = rhs."""
-    x = rhs.copy()
-    for j in range(p - 1, -1, -1):
-        for q in range(lp[j] + 1, lp[j + 1]):
-            x[j] -= lx[q] * x[li[q]]
-        x[j] /= lx[lp[j]]
-    return x
-
-
-@numba.njit(cache=True, nogil=True)
-def _dense_tail_start(p, lp):
-    """First column of the trailing block where L is completely dense."""
-    t0 = p
-    while t0 > 0 and lp[t0] - lp[t0 - 1] == p - t0 + 1:
-        t0 -= 1
-    return t0
-
-
-@numba.njit(cache=True, nogil=True)
-def _lower_inverse(low):
-    """L^-1 of a dense lower-triangular L, in blocks of columns (last first) so that the
-    bulk of the work is matrix products (BLAS)."""
-    n = low.shape[0]
-    out = np.zeros((n, n))
-    j = ((n - 1) // _TRI_BLOCK) * _TRI_BLOCK
-    while j >= 0:
-        e = min(n, j + _TRI_BLOCK)
-        for c in range(j, e):  # the diagonal block, by substitution
-            out[c, c] = 1.0 / low[c, c]
-            for r in range(c + 1, e):
-                s = 0.0
-                for k in range(c, r):
-                    s += low[r, k] * out[k, c]
-                out[r, c] = -s / low[r, r]
-        if e < n:  # X[e:, j:e] = -X[e:, e:] L[e:, j:e] X[j:e, j:e]
-            below = np.dot(np.ascontiguousarray(low[e:, j:e]), np.ascontiguousarray(out[j:e, j:e]))
-            out[e:, j:e] = -np.dot(np.ascontiguousarray(out[e:, e:]), below)
-        j -= _TRI_BLOCK
-    return out
-
-
-@numba.njit(cache=True, nogil=True)
-def _selected_inverse(p, lp, li, lx, t0, tpos, sptr, scols, srptr, srows, gpos, relmap, blocks):
-    """Entries of S = (L L')^-1 on the pattern of L (Takahashi recursion, last column first).
-
-    The trailing block D: S_DD = (L_DD L_DD')^-1, dense (LAPACK). For a lead column j the
-    recursion needs S[r_a, r_b] L[r_b, j] summed over its rows below the diagonal; the part
-    with both rows in D is, for all lead columns of a group at once, one product of the
-    gathered block of S_DD with their gathered L values (BLAS). Pairs with a lead row are
-    read from the lead columns' own entries, as in the plain recursion.
+    D: S_DD = L_DD^-T L_DD^-1 (:func:`_tri_inverse`, dlauum). For a lead supernode with
+    diagonal block L_JJ, rows below L_RJ and U = L_RJ L_JJ^-1: S_RJ = -S_RR U and S_JJ =
+    L_JJ^-T L_JJ^-1 - U' S_RJ, S_RR being known from the ancestors. The part S_DD U_D of
+    S_RR U is one product per group (the gathered block of S_DD times the group's U_D,
+    dsymm), done once S_DD is known; the rest reads S_RR's columns of lead rows in place (at
+    the factor's update positions): BLAS for wide supernodes, plain loops for one column.
     """
-    sx = np.zeros(lp[p])
-    nd = p - t0
-    if nd > 0:
-        ld = np.zeros((nd, nd))
-        for j in range(t0, p):
-            for q in range(lp[j], lp[j + 1]):
-                ld[li[q] - t0, j - t0] = lx[q]
-        inv_l = _lower_inverse(ld)
-        tail = np.dot(np.ascontiguousarray(inv_l.T), inv_l)
-        for j in range(t0, p):
-            for q in range(lp[j], lp[j + 1]):
-                sx[q] = tail[j - t0, li[q] - t0]  # symmetric: read along a row
-        o = 0
-        for g in range(sptr.shape[0] - 1):
-            rows = srows[srptr[g] : srptr[g + 1]]
-            cols = scols[sptr[g] : sptr[g + 1]]
-            block = blocks[o : o + cols.shape[0] * rows.shape[0]].reshape(
-                (cols.shape[0], rows.shape[0])
-            )
-            o += cols.shape[0] * rows.shape[0]
-            s_block = np.empty((rows.shape[0], rows.shape[0]))
-            for a in range(rows.shape[0]):
-                for b in range(rows.shape[0]):
-                    s_block[a, b] = tail[rows[a], rows[b]]
-            prod = np.dot(block, s_block)  # (S_DD[rows, rows] L[rows, cols])', S symmetric
-            for c in range(cols.shape[0]):  # parked in sx until the recursion reaches j
-                j = cols[c]
-                for q in range(tpos[j], lp[j + 1]):
-                    sx[q] = prod[c, gpos[q]]
-    max_len = 1
-    for j in range(t0):
-        max_len = max(max_len, lp[j + 1] - lp[j])
-    acc = np.zeros(max_len)
-    k = 0  # position in relmap, which lists the reads in this loop's order
-    for j in range(t0 - 1, -1, -1):
-        start, end = lp[j] + 1, lp[j + 1]
-        m = end - start
-        ljj = lx[lp[j]]
-        for a in range(m):
-            # rows in D start from sum_{b in D} S[r_a, r_b] L[r_b, j] (parked above)
-            acc[a] = sx[start + a] if start + a >= tpos[j] else 0.0
-        # add L[r_b, j] S[r_a, r_b] over the lead rows r_b; S[r_a, r_b] (a > b) sits in
-        # column r_b of S at relmap's position, which the pattern guarantees.
-        for b in range(tpos[j] - start):
-            c = li[start + b]
-            lcj = lx[start + b]
-            acc[b] += lcj * sx[lp[c]]
-            for a in range(b + 1, m):
-                s = sx[relmap[k]]
-                k += 1
-                acc[a] += lcj * s
-                acc[b] += lx[start + a] * s
-        sjj = 1.0 / (ljj * ljj)
-        for a in range(m):
-            sx[start + a] = -acc[a] / ljj
-            sjj -= lx[start + a] * sx[start + a] / ljj
-        sx[lp[j]] = sjj
+    (
+        p, perm, ap, ai, first, soff, srp, srow, col_sn, dpos, rl, chp, cht, chb0, chb1, chro,
+        rel, sg, sgc, grp, grow, spos, boff, grunp, gruns, apos,
+    ) = _unpack(packed)  # fmt: skip
+    ns = first.shape[0] - 1
+    max_r, max_w = packed[7], packed[8]
+    sx = np.empty(packed[6])  # upper triangles of diagonal blocks: never read
+    gathered = np.empty(max(max_r * max_r, packed[12] * packed[12]))
+    u = np.empty(max_r * max_w)
+    z = np.empty(max_r * max_w)
+    inverse = np.empty(max_w * max_w)
+    column = np.empty(max_r)
+    s = ns - 1  # D
+    n = first[s + 1] - first[s]
+    dd = soff[s]
+    for c in range(n):
+        for i in range(c, n):
+            sx[dd + i + c * n] = lx[dd + i + c * n]
+    _tri_inverse(sx, dd, n, n)
+    _dlauum(_CHAR_L, n, sx, dd, n)
+    bu = np.zeros(packed[11])  # U_D of each group's members, then S_DD U_D
+    prod = np.empty(packed[11])
+    for s in range(ns - 1):
+        g = sg[s]
+        if g < 0:
+            continue
+        w = first[s + 1] - first[s]
+        m = w + srp[s + 1] - srp[s]
+        off = soff[s]
+        nu = grp[g + 1] - grp[g]
+        bo = boff[g] + sgc[s] * nu
+        if w == 1:
+            inv = 1.0 / lx[off]
+            for t in range(rl[s], m - 1):
+                bu[bo + spos[srp[s] + t]] = lx[off + 1 + t] * inv
+        else:
+            for c in range(w):
+                for t in range(rl[s], m - w):
+                    bu[bo + c * nu + spos[srp[s] + t]] = lx[off + w + t + c * m]
+            for c in range(w):
+                for i in range(c, w):
+                    inverse[i + c * w] = lx[off + i + c * m]
+            _tri_inverse(inverse, 0, w, w)
+            _dtrmm(_CHAR_R, _CHAR_L, _CHAR_N, _CHAR_N, nu, w, 1.0, inverse, 0, w, bu, bo, nu)
+    for g in range(grp.shape[0] - 1):
+        nu = grp[g + 1] - grp[g]
+        width = (boff[g + 1] - boff[g]) // nu
+        for b in range(nu):  # S_DD at the group's rows, lower triangle, by runs of rows
+            base = dd + grow[grp[g] + b] * n
+            for k in range(grunp[g], grunp[g + 1]):
+                start, row, length = gruns[3 * k], gruns[3 * k + 1], gruns[3 * k + 2]
+                a0 = max(start, b)
+                dst = a0 + b * nu
+                src = base + row + a0 - start
+                for t in range(start + length - a0):
+                    gathered[dst + t] = sx[src + t]
+        _dsymm(
+            _CHAR_L, _CHAR_L, nu, width, 1.0, gathered, 0, nu, bu, boff[g], nu, 0.0, prod,
+            boff[g], nu,
+        )  # fmt: skip
+    for s in range(ns - 1):  # supernodes whose rows are all in D: done here
+        g = sg[s]
+        if g < 0 or rl[s] > 0:
+            continue
+        w = first[s + 1] - first[s]
+        r = srp[s + 1] - srp[s]
+        m = w + r
+        off = soff[s]
+        nu = grp[g + 1] - grp[g]
+        bo = boff[g] + sgc[s] * nu
+        if w == 1:  # S_RJ = -S_DD u, S_jj = 1 / l^2 + u'S_DD u
+            inv = 1.0 / lx[off]
+            sjj = inv * inv
+            for t in range(r):
+                v = prod[bo + spos[srp[s] + t]]
+                sx[off + 1 + t] = -v
+                sjj += lx[off + 1 + t] * inv * v
+            sx[off] = sjj
+            continue
+        for c in range(w):
+            for i in range(c, w):
+                sx[off + i + c * m] = lx[off + i + c * m]
+            for t in range(r):
+                sx[off + w + t + c * m] = -prod[bo + c * nu + spos[srp[s] + t]]
+        _tri_inverse(sx, off, w, m)
+        _dlauum(_CHAR_L, w, sx, off, m)
+        _dgemm(_CHAR_T, _CHAR_N, w, w, nu, 1.0, bu, bo, nu, prod, bo, nu, 1.0, sx, off, m)
+    for s in range(ns - 2, -1, -1):
+        g = sg[s]
+        if g >= 0 and rl[s] == 0:
+            continue
+        w = first[s + 1] - first[s]
+        r = srp[s + 1] - srp[s]
+        m = w + r
+        off = soff[s]
+        nl = rl[s]
+        nu = grp[g + 1] - grp[g] if g >= 0 else 0
+        bo = boff[g] + sgc[s] * nu if g >= 0 else 0
+        if w == 1:
+            inv = 1.0 / lx[off]
+            for a in range(r):
+                u[a] = lx[off + 1 + a] * inv
+                z[a] = prod[bo + spos[srp[s] + a]] if a >= nl and g >= 0 else 0.0
+            for k in range(chp[s], chp[s + 1]):  # z += S_RR u, S_RR's columns read in place
+                t = cht[k]
+                mt = first[t + 1] - first[t] + srp[t + 1] - srp[t]
+                ro = chro[k] - chb0[k]
+                for b in range(chb0[k], chb1[k]):
+                    base = soff[t] + (srow[srp[s] + b] - first[t]) * mt
+                    ub = u[b]
+                    if r - b < 16:  # short: one loop
+                        acc = sx[base + rel[ro + b]] * ub
+                        for a in range(b + 1, r):
+                            v = sx[base + rel[ro + a]]
+                            z[a] += v * ub
+                            acc += v * u[a]
+                        z[b] += acc
+                        continue
+                    for a in range(b, r):
+                        column[a] = sx[base + rel[ro + a]]
+                    for a in range(b + 1, r):
+                        z[a] += column[a] * ub
+                    z[b] += column[b] * ub + _dot(column, b + 1, u, b + 1, r - b - 1)
+            sjj = inv * inv
+            for a in range(r):
+                sx[off + 1 + a] = -z[a]
+                sjj += u[a] * z[a]
+            sx[off] = sjj
+            continue
+        for c in range(w):  # L_JJ^-1 into S's diagonal block
+            for i in range(c, w):
+                sx[off + i + c * m] = lx[off + i + c * m]
+        _tri_inverse(sx, off, w, m)
+        if r > 0:
+            for c in range(w):
+                for a in range(r):
+                    u[a + c * r] = lx[off + w + a + c * m]
+                    z[a + c * r] = prod[bo + c * nu + spos[srp[s] + a]] if a >= nl else 0.0
+            _dtrmm(_CHAR_R, _CHAR_L, _CHAR_N, _CHAR_N, r, w, 1.0, sx, off, m, u, 0, r)
+            if nl > 0:
+                for k in range(chp[s], chp[s + 1]):  # S_RR's lead columns, lower part
+                    t = cht[k]
+                    mt = first[t + 1] - first[t] + srp[t + 1] - srp[t]
+                    ro = chro[k] - chb0[k]
+                    for b in range(chb0[k], chb1[k]):
+                        base = soff[t] + (srow[srp[s] + b] - first[t]) * mt
+                        for a in range(b, r):
+                            gathered[a + b * r] = sx[base + rel[ro + a]]
+                _dsymm(_CHAR_L, _CHAR_L, nl, w, 1.0, gathered, 0, r, u, 0, r, 1.0, z, 0, r)
+                if r > nl:
+                    _dgemm(
+                        _CHAR_N, _CHAR_N, r - nl, w, nl, 1.0, gathered, nl, r, u, 0, r, 1.0, z,
+                        nl, r,
+                    )  # fmt: skip
+                    _dgemm(
+                        _CHAR_T, _CHAR_N, nl, w, r - nl, 1.0, gathered, nl, r, u, nl, r, 1.0, z,
+                        0, r,
+                    )  # fmt: skip
+            for c in range(w):
+                for a in range(r):
+                    sx[off + w + a + c * m] = -z[a + c * r]
+        _dlauum(_CHAR_L, w, sx, off, m)
+        if r > 0:
+            _dgemm(_CHAR_T, _CHAR_N, w, w, r, -1.0, u, 0, r, sx, off + w, m, 1.0, sx, off, m)
     return sx
 
 
 @numba.njit(cache=True, nogil=True)
-def _trace_and_quad(p, ap, ai, apos, a_values, sx, bhat):
-    """tr(S A) and bhat'A bhat for one group's A (values on P's upper pattern)."""
-    trace = 0.0
-    bab = 0.0
-    for k in range(p):
-        for q in range(ap[k], ap[k + 1]):
-            i = ai[q]
-            a = a_values[q]
-            if i == k:
-                trace += sx[apos[q]] * a
-                bab += a * bhat[k] * bhat[k]
-            else:
-                trace += 2.0 * sx[apos[q]] * a
-                bab += 2.0 * a * bhat[i] * bhat[k]
-    return trace, bab
+def _solve_lt(packed, lx, x):
+    """L' y = x, in place."""
+    first, soff, srp, srow = _unpack(packed)[4:8]
+    gathered = np.empty(packed[7])
+    for s in range(first.shape[0] - 2, -1, -1):
+        f = first[s]
+        w = first[s + 1] - f
+        r = srp[s + 1] - srp[s]
+        m = w + r
+        off = soff[s]
+        if w == 1 and r < 16:
+            acc = x[f]
+            for a in range(r):
+                acc -= lx[off + 1 + a] * x[srow[srp[s] + a]]
+            x[f] = acc / lx[off]
+            continue
+        for a in range(r):
+            gathered[a] = x[srow[srp[s] + a]]
+        for c in range(w - 1, -1, -1):
+            col = off + c * m
+            acc = x[f + c] - _dot(lx, col + w, gathered, 0, r)
+            for i in range(c + 1, w):
+                acc -= lx[col + i] * x[f + i]
+            x[f + c] = acc / lx[col + c]
 
 
 @numba.njit(cache=True, nogil=True)
@@ -831,7 +1393,8 @@ def sparse_marginal_loglik(log_s2, log_lam, a_data, wty, yty, n_obs, packed):
     ``a_data[g]``: A_g on the pattern's permuted upper entries; ``wty[g]``, ``log_lam``:
     original coefficient order.
     """
-    p, perm, ap, ai, lp, li, rp, ri, rpos, apos = _unpack(packed)
+    p, perm, ap, ai = _unpack(packed)[:4]
+    dpos, apos = _unpack(packed)[9], _unpack(packed)[25]
     n_groups = a_data.shape[0]
     g_lam = np.zeros(p)
     g_s2 = np.zeros(n_groups)
@@ -841,15 +1404,15 @@ def sparse_marginal_loglik(log_s2, log_lam, a_data, wty, yty, n_obs, packed):
         raise ValueError("one residual variance per group of W'W, W'y, y'y and n")
     inv_s2 = np.exp(-log_s2)
     lam = np.exp(log_lam)
-    lx, blocks, r, bhat, ok = _factor_and_mean(packed, a_data, wty, inv_s2, lam)
+    lx, r, bhat, ok = _factor_and_mean(packed, a_data, wty, inv_s2, lam)
     if not ok:
         return np.asarray(-np.inf), g_s2, g_lam
-    sx = selected_inverse(packed, lx, blocks)
+    sx = selected_inverse(packed, lx)
 
     logdet = 0.0
     quad = 0.0
     for k in range(p):
-        logdet += 2.0 * math.log(lx[lp[k]])
+        logdet += 2.0 * math.log(lx[dpos[k]])
         quad -= r[k] * bhat[k]
     ll = -0.5 * logdet
     # sum_g tr(S A_g) / s2_g = tr(S P) - tr(S diag(1/lam)) = p - sum_j S_jj / lam_j, and
@@ -861,9 +1424,28 @@ def sparse_marginal_loglik(log_s2, log_lam, a_data, wty, yty, n_obs, packed):
         j = perm[k]
         ll -= 0.5 * log_lam[j]
         b2 = bhat[k] * bhat[k]
-        g_lam[j] = -0.5 + 0.5 * sx[lp[k]] / lam[j] + 0.5 * b2 / lam[j]
-        trace_rest -= sx[lp[k]] / lam[j]
+        sjj = sx[dpos[k]]
+        g_lam[j] = -0.5 + 0.5 * sjj / lam[j] + 0.5 * b2 / lam[j]
+        trace_rest -= sjj / lam[j]
         bab_rest -= b2 / lam[j]
+    # tr(S A_g) and bhat'A_g bhat: S and bhat bhat' on P's pattern (off-diagonal entries
+    # twice), then one dot product per group but the last
+    traces = np.zeros(n_groups)
+    babs = np.zeros(n_groups)
+    if n_groups > 1:
+        s_on = np.empty(ap[p])
+        b_on = np.empty(ap[p])
+        for k in range(p):
+            bk = bhat[k]
+            for q in range(ap[k], ap[k + 1]):
+                s_on[q] = 2.0 * sx[apos[q]]
+                b_on[q] = 2.0 * bhat[ai[q]] * bk
+            q = ap[k + 1] - 1  # the diagonal, once
+            s_on[q] *= 0.5
+            b_on[q] *= 0.5
+        for g in range(n_groups - 1):
+            traces[g] = _dot(a_data[g], 0, s_on, 0, ap[p])
+            babs[g] = _dot(a_data[g], 0, b_on, 0, ap[p])
     for g in range(n_groups):
         quad += yty[g] * inv_s2[g]
         ll -= 0.5 * n_obs[g] * (_LOG_2PI + log_s2[g])
@@ -871,7 +1453,8 @@ def sparse_marginal_loglik(log_s2, log_lam, a_data, wty, yty, n_obs, packed):
             trace = trace_rest / inv_s2[g]
             bab = bab_rest / inv_s2[g]
         else:
-            trace, bab = _trace_and_quad(p, ap, ai, apos, a_data[g], sx, bhat)
+            trace = traces[g]
+            bab = babs[g]
             trace_rest -= trace * inv_s2[g]
             bab_rest -= bab * inv_s2[g]
         bu = 0.0
@@ -883,42 +1466,20 @@ def sparse_marginal_loglik(log_s2, log_lam, a_data, wty, yty, n_obs, packed):
 
 
 @numba.njit(cache=True, nogil=True)
-def _factor_blocks(packed, px):
-    """The Cholesky factor of P (upper pattern values ``px``), ok (False if P is not PD),
-    and the group blocks (:func:`_group_blocks`) it formed, which the selected inverse reuses."""
-    p, perm, ap, ai, lp, li, rp, ri, rpos, apos = _unpack(packed)
-    t0, tpos, sptr, scols, srptr, srows, gpos, _, tailmap = _unpack_tail(packed)
-    return _cholesky(
-        p, ap, ai, px, lp, li, rp, ri, rpos, apos, t0, tpos, sptr, scols, srptr, srows, gpos,
-        tailmap,
-    )  # fmt: skip
-
-
-@numba.njit(cache=True, nogil=True)
-def selected_inverse(packed, lx, blocks):
-    """The entries of P^-1 on the pattern of its factor ``lx`` (see :func:`_selected_inverse`);
-    ``blocks``: the factor's group blocks (:func:`_factor_blocks`)."""
-    p, perm, ap, ai, lp, li, rp, ri, rpos, apos = _unpack(packed)
-    t0, tpos, sptr, scols, srptr, srows, gpos, relmap, _ = _unpack_tail(packed)
-    return _selected_inverse(
-        p, lp, li, lx, t0, tpos, sptr, scols, srptr, srows, gpos, relmap, blocks
-    )  # fmt: skip
-
-
-@numba.njit(cache=True, nogil=True)
 def _factor_and_mean(packed, a_data, wty, inv_s2, lam):
-    """The factor of P and its group blocks, r = sum_g W_g'y_g / s2_g and the conditional
-    mean P^-1 r (permuted order); ``ok`` is False where P is not positive definite."""
-    p, perm, ap, ai, lp, li, rp, ri, rpos, apos = _unpack(packed)
-    px = _assemble(p, ap, ai, perm, a_data, inv_s2, lam)
-    lx, ok, blocks = _factor_blocks(packed, px)
+    """The factor of P (:func:`_factor`), r = sum_g W_g'y_g / s2_g and the conditional mean
+    P^-1 r (permuted order); ``ok`` is False where P is not positive definite."""
+    p, perm = _unpack(packed)[:2]
     r = np.zeros(p)
-    if not ok:
-        return lx, blocks, r, r, False
     for g in range(a_data.shape[0]):
         for k in range(p):
             r[k] += wty[g, perm[k]] * inv_s2[g]
-    return lx, blocks, r, _solve(p, lp, li, lx, r), True
+    lx = _assemble_panels(packed, a_data, inv_s2, lam)
+    bhat = r.copy()
+    if not _factor_panels(packed, lx, bhat):  # bhat = L^-1 r on the way
+        return lx, r, r, False
+    _solve_lt(packed, lx, bhat)
+    return lx, r, bhat, True
 
 
 @numba.njit(cache=True, nogil=True)
@@ -928,15 +1489,16 @@ def sparse_conditional_draws(log_s2, log_lam, a_data, wty, packed, noise):
     Rows index posterior draws: ``log_s2`` (D, G), ``log_lam`` (D, p), ``noise`` (D, p)
     standard normal. Returns (D, p) in the original coefficient order.
     """
-    p, perm, ap, ai, lp, li, rp, ri, rpos, apos = _unpack(packed)
+    p, perm = _unpack(packed)[:2]
     n_draws = noise.shape[0]
     out = np.empty((n_draws, p))
     for d in range(n_draws):
         inv_s2, lam = np.exp(-log_s2[d]), np.exp(log_lam[d])
-        lx, _, _, mean, ok = _factor_and_mean(packed, a_data, wty, inv_s2, lam)
+        lx, _, mean, ok = _factor_and_mean(packed, a_data, wty, inv_s2, lam)
         if not ok:
             raise FloatingPointError("sparse Cholesky failed in the conditional draws")
-        offset = _solve_lt(p, lp, li, lx, noise[d])  # covariance (L L')^-1 = P^-1
+        offset = noise[d].copy()  # covariance (L L')^-1 = P^-1
+        _solve_lt(packed, lx, offset)
         for k in range(p):
             out[d, perm[k]] = mean[k] + offset[k]
     return out
@@ -951,18 +1513,17 @@ def loo_loglik(log_s2, log_lam, a_data, wty, packed, cols, vals, pair_pos, pair_
     cached function only: a kernel in another file that inlines this file's functions
     would keep running a stale copy (and read the pattern wrongly) after they change.
     """
-    p, perm, ap, ai, lp, li, rp, ri, rpos, apos = _unpack(packed)
-    n_draws, n_groups = log_s2.shape
+    n_draws = log_s2.shape[0]
     n, k_nz = cols.shape
     k_pairs = pair_pos.shape[1]
     out = np.empty((n_draws, n))
     within = np.empty((n_draws, n))
     for d in range(n_draws):
         inv_s2 = np.exp(-log_s2[d])
-        lx, blocks, _, bhat, ok = _factor_and_mean(packed, a_data, wty, inv_s2, np.exp(log_lam[d]))
+        lx, _, bhat, ok = _factor_and_mean(packed, a_data, wty, inv_s2, np.exp(log_lam[d]))
         if not ok:
             raise FloatingPointError("sparse Cholesky failed in the LOO pass")
-        sx = selected_inverse(packed, lx, blocks)
+        sx = selected_inverse(packed, lx)
         for i in range(n):
             mu = 0.0
             for t in range(k_nz):
