@@ -46,6 +46,8 @@ import xarray as xr
 from scipy.linalg import lapack
 from threadpoolctl import threadpool_limits
 
+from omlbayes.backends import density
+from omlbayes.backends.density import CollapsedDensity
 from omlbayes.backends.marginal import MarginalLoglik
 from omlbayes.backends.sparse import (
     SparseMarginalLoglik,
@@ -359,6 +361,57 @@ def build_model(
             loglik, _, _ = MarginalLoglik()(2.0 * pt.log(sigma), log_var, *data)
         pm.Potential(MARGINAL, loglik)
     return model
+
+
+def build_density(
+    stats: SufficientStats | GroupedStats,
+    layout: DesignLayout,
+    spec: ModelSpec,
+    choice: KernelChoice | None = None,
+    folded: frozenset[str] = frozenset(),
+) -> CollapsedDensity:
+    """The model of :func:`build_model` as compiled code nutpie samples (``density.py``):
+    the same density, without a graph to compile per run."""
+    if spec.family != "gaussian":
+        raise SpecError("the collapsed backend fits Gaussian models only; use --backend bambi")
+    sparse = choice is not None and choice.kernel == "sparse"
+    if isinstance(stats, SufficientStats):
+        stats = GroupedStats.from_pooled(stats)
+    if stats.n_groups > 1 and not sparse:
+        raise SpecError("one residual SD per group needs the sparse kernel")
+    terms = layout.group_terms
+    priors = [spec.prior_for("sigma", "sigma")] * stats.n_groups
+    priors += [spec.prior_for(t.name, "group_sigma") for t in terms]
+    codes = np.array([density.prior_code(p) for p in priors])
+    shared = {
+        "n_sigma": stats.n_groups,
+        "folded": np.array([t.name in folded for t in terms], dtype=np.bool_),
+        "family": codes[:, 0].astype(np.int64),
+        "pa": codes[:, 1].astype(np.float64),
+        "pb": codes[:, 2].astype(np.float64),
+        "fixed_log_var": np.log(_fixed_prior_variances(layout, spec)),
+        "term_size": np.array([t.size for t in terms], dtype=np.int64),
+    }
+    if sparse:
+        shared.update(sparse_inputs(stats, choice.pattern))
+    else:
+        pooled = stats.pooled()
+        shared.update(
+            wtw=np.ascontiguousarray(pooled.wtw),
+            wty=np.asarray(pooled.wty, dtype=np.float64),
+            yty=np.array([float(pooled.yty)]),
+            n_obs=np.array([float(pooled.n)]),
+        )
+    many = stats.n_groups > 1
+    return CollapsedDensity(
+        kernel="sparse" if sparse else "dense",
+        names=("sigma", *(f"{t.name}_sigma" for t in terms)),
+        sigma_groups=tuple(stats.groups) if many else (),
+        sigma_dim=_sigma_dim(spec) if many else None,
+        folded=tuple(bool(v) for v in shared["folded"]),
+        scales=np.array([p.scale for p in priors]),
+        shared=shared,
+    )
 
 
 def boundary_drops(model: pm.Model, spec: ModelSpec, terms: list[str]) -> dict[str, dict]:

@@ -18,13 +18,9 @@ Two implementations of the same arithmetic:
 
 * ``MarginalLoglik.perform`` (via ``marginal_loglik``) is the Python/scipy reference, used by
   the default C/Python linkers and by tests.
-* a numba nopython kernel registered with ``numba_funcify``, used when the graph is compiled
-  with the numba backend (``mode="NUMBA"``, and nutpie's default). Without it numba would run
-  ``perform`` in object mode, holding the GIL, so parallel nutpie chains would serialise. The
-  kernel calls scipy's Cython LAPACK (dpotrf, dpotrs, dtrtri) through ctypes function
-  pointers, so no GIL is taken. LAPACK is column-major; the C-order arrays it is handed are
-  seen transposed, which is harmless for the symmetric M and accounted for when reading the
-  triangular factors back (the Fortran lower triangle is the C upper triangle).
+* ``dense_marginal_loglik``, cacheable numba code (``nogil``) that the sampler's density
+  (``backends/density.py``) calls, and that the PyTensor Op's numba kernel wraps. It calls
+  LAPACK (dpotrf, dpotrs, dtrtri) through ``backends/lapack.py`` on a column-major copy of M.
 """
 
 from __future__ import annotations
@@ -32,6 +28,7 @@ from __future__ import annotations
 import ctypes
 import math
 
+import numba
 import numpy as np
 import pytensor.tensor as pt
 from numba.extending import get_cython_function_address
@@ -41,6 +38,7 @@ from pytensor.link.numba.dispatch import numba_funcify
 from pytensor.link.numba.dispatch.basic import numba_njit
 from scipy.linalg import lapack
 
+from omlbayes.backends import lapack as blas
 from omlbayes.model.design import SufficientStats
 
 
@@ -120,6 +118,7 @@ class MarginalLoglik(Op):
 
 # --- numba nopython kernel ---------------------------------------------------------------
 
+_LOG_2PI = math.log(2.0 * math.pi)
 _UPLO_L = ord("L")
 _DIAG_N = ord("N")
 
@@ -138,102 +137,68 @@ _dpotrs = _lapack_fn("dpotrs", 8)
 _dtrtri = _lapack_fn("dtrtri", 6)
 
 
-def make_numba_kernel(*, final_function: bool = False):
-    """A numba-jitted ``(log_s2, log_lam, W'W, W'y, y'y, n) -> (ll, g_s2, g_lam)``.
-
-    Same arithmetic and outputs as ``marginal_loglik`` (0-d arrays for the scalars, as PyTensor's
-    numba backend expects). ``final_function=True`` makes it callable from Python (benchmarks);
-    the version registered for PyTensor is only callable from other jitted code.
-    """
-    log_2pi = math.log(2.0 * math.pi)
-    dpotrf, dpotrs, dtrtri = _dpotrf, _dpotrs, _dtrtri
-    uplo_l, diag_n = _UPLO_L, _DIAG_N
-
-    @numba_njit(final_function=final_function)
-    def marginal_loglik_numba(log_s2_arr, log_lam, wtw, wty, yty_arr, n_arr):
-        p = wtw.shape[0]
-        yty = yty_arr.item()
-        n_obs = n_arr.item()
-        if log_lam.shape[0] != p or wty.shape[0] != p or wtw.shape[1] != p:
-            raise ValueError("log_lam, W'W and W'y have inconsistent sizes")
-        log_s2 = log_s2_arr.item()
-        s2 = math.exp(log_s2)
-        lam = np.exp(log_lam)
-        g_lam = np.zeros(p)
-
-        # M = W'W + diag(s2 / lam); symmetric, so its C layout is also its Fortran layout.
-        m = np.ascontiguousarray(wtw).copy()
-        for j in range(p):
-            m[j, j] += s2 / lam[j]
-
-        uplo = np.full(1, uplo_l, dtype=np.uint8)
-        diag = np.full(1, diag_n, dtype=np.uint8)
-        ints = np.full(4, p, dtype=np.int32)  # [n, lda, nrhs (set below), info]
-        ints[2] = 1
-        ints[3] = 0
-        n_ = ints[0:1]
-        nrhs = ints[2:3]
-        info = ints[3:4]
-
-        # Fortran sees M and returns its lower factor L; in C order that is L' (upper triangle).
-        dpotrf(uplo.ctypes, n_.ctypes, m.ctypes, n_.ctypes, info.ctypes)
-        if info[0] != 0:
-            return np.asarray(-np.inf), np.asarray(0.0), g_lam
-        logdet_m = 0.0
-        for j in range(p):
-            logdet_m += math.log(m[j, j])
-        logdet_m *= 2.0
-
-        bhat = np.ascontiguousarray(wty).copy()
-        dpotrs(
-            uplo.ctypes,
-            n_.ctypes,
-            nrhs.ctypes,
-            m.ctypes,
-            n_.ctypes,
-            bhat.ctypes,
-            n_.ctypes,
-            info.ctypes,
-        )
-        if info[0] != 0:
-            return np.asarray(-np.inf), np.asarray(0.0), g_lam
-
-        # In place: Fortran lower triangle <- L^-1, i.e. C row j, columns j.. hold (L^-1)[j:, j].
-        dtrtri(uplo.ctypes, diag.ctypes, n_.ctypes, m.ctypes, n_.ctypes, info.ctypes)
-        if info[0] != 0:
-            return np.asarray(-np.inf), np.asarray(0.0), g_lam
-
-        resid = yty
-        sum_log_lam = 0.0
-        sum_s = 0.0
-        sum_b = 0.0
-        for j in range(p):
-            s_jj = 0.0  # diag(M^-1)_j = sum_i (L^-1)_ij^2
-            for i in range(j, p):
-                s_jj += m[j, i] * m[j, i]
-            resid -= wty[j] * bhat[j]
-            sum_log_lam += log_lam[j]
-            b2_over_lam = bhat[j] * bhat[j] / lam[j]
-            s_over_lam = s2 * s_jj / lam[j]
-            sum_s += s_over_lam
-            sum_b += b2_over_lam
-            g_lam[j] = -0.5 + 0.5 * s_over_lam + 0.5 * b2_over_lam
-
-        ll = (
-            -0.5 * n_obs * (log_2pi + log_s2)
-            - 0.5 * sum_log_lam
-            - 0.5 * logdet_m
-            + 0.5 * p * log_s2
-            - 0.5 * resid / s2
-        )
-        g_s2 = -0.5 * (n_obs - p) - 0.5 * sum_s + 0.5 * resid / s2 - 0.5 * sum_b
-        return np.asarray(ll), np.asarray(g_s2), g_lam
-
-    return marginal_loglik_numba
+@numba.njit(cache=True, nogil=True)
+def dense_marginal_loglik(log_s2, log_lam, wtw, wty, yty, n_obs):
+    """The kernel above as cacheable numba code for Python callers (one residual group):
+    ``(ll, d ll/d log s2 (1,), d ll/d log lam (p,))``, with ``log_s2``, ``yty`` and
+    ``n_obs`` arrays of one value (the sparse kernel's signature with G = 1)."""
+    p = wtw.shape[0]
+    g_lam = np.zeros(p)
+    g_s2 = np.zeros(1)
+    s2 = math.exp(log_s2[0])
+    lam = np.exp(log_lam)
+    m = np.empty(p * p)  # column-major M = W'W + diag(s2 / lam), lower triangle used
+    for j in range(p):
+        for i in range(p):
+            m[j * p + i] = wtw[i, j]
+        m[j * p + j] += s2 / lam[j]
+    if blas.dpotrf(_UPLO_L, p, m, 0, p) != 0:
+        return -np.inf, g_s2, g_lam
+    logdet_m = 0.0
+    for j in range(p):
+        logdet_m += 2.0 * math.log(m[j * p + j])
+    bhat = np.ascontiguousarray(wty).copy()
+    if blas.dpotrs(_UPLO_L, p, 1, m, 0, p, bhat, 0, p) != 0:
+        return -np.inf, g_s2, g_lam
+    if blas.dtrtri(_UPLO_L, _DIAG_N, p, m, 0, p) != 0:
+        return -np.inf, g_s2, g_lam
+    resid = yty[0]
+    sum_log_lam = 0.0
+    sum_s = 0.0
+    sum_b = 0.0
+    for j in range(p):
+        s_jj = 0.0  # diag(M^-1)_j = sum_i (L^-1)_ij^2, column j of L^-1 from row j down
+        for i in range(j, p):
+            s_jj += m[j * p + i] * m[j * p + i]
+        resid -= wty[j] * bhat[j]
+        sum_log_lam += log_lam[j]
+        b2_over_lam = bhat[j] * bhat[j] / lam[j]
+        s_over_lam = s2 * s_jj / lam[j]
+        sum_s += s_over_lam
+        sum_b += b2_over_lam
+        g_lam[j] = -0.5 + 0.5 * s_over_lam + 0.5 * b2_over_lam
+    n = n_obs[0]
+    ll = (
+        -0.5 * n * (_LOG_2PI + log_s2[0])
+        - 0.5 * sum_log_lam
+        - 0.5 * logdet_m
+        + 0.5 * p * log_s2[0]
+        - 0.5 * resid / s2
+    )
+    g_s2[0] = -0.5 * (n - p) - 0.5 * sum_s + 0.5 * resid / s2 - 0.5 * sum_b
+    return ll, g_s2, g_lam
 
 
 @numba_funcify.register(MarginalLoglik)
 def _numba_funcify_marginal_loglik(op, node=None, **kwargs):
-    # Registered on the legacy dispatcher only: the kernel embeds raw LAPACK addresses, so
-    # PyTensor gets no cache key and never caches it (nor the graph around it).
-    return make_numba_kernel()
+    # PyTensor's numba backend wants 0-d arrays for the scalars; the arithmetic is the
+    # cacheable kernel's (one implementation)
+    @numba_njit
+    def marginal_loglik_numba(log_s2, log_lam, wtw, wty, yty, n_obs):
+        ll, g_s2, g_lam = dense_marginal_loglik(
+            np.full(1, log_s2.item()), log_lam, wtw, wty, np.full(1, yty.item()),
+            np.full(1, n_obs.item()),
+        )  # fmt: skip
+        return np.asarray(ll), np.asarray(g_s2[0]), g_lam
+
+    return marginal_loglik_numba

@@ -51,19 +51,16 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-import llvmlite.binding as llvm_binding
 import numba
 import numpy as np
 import pytensor.tensor as pt
 import scipy.sparse as sp
-from llvmlite import ir
-from numba import types
-from numba.core import cgutils
-from numba.extending import get_cython_function_address, intrinsic
 from pytensor.gradient import DisconnectedType
 from pytensor.graph import Apply, Op
 from pytensor.link.numba.dispatch import numba_funcify
 from scipy.sparse.linalg import splu
+
+from omlbayes.backends import lapack
 
 _LOG_2PI = math.log(2.0 * math.pi)
 # p, nnz of P's upper pattern, supernodes, their rows below, update chunks, relative
@@ -102,68 +99,6 @@ _S_PER_L_NONZERO = 2e-9
 # that the bulk is dtrmm/dtrsm (OpenBLAS's dtrtri is slow on one thread).
 _TRI_BASE = 32
 _CHAR_L, _CHAR_N, _CHAR_T, _CHAR_R = ord("L"), ord("N"), ord("T"), ord("R")
-
-
-# --- BLAS and LAPACK ---------------------------------------------------------------------
-#
-# numba exposes only np.dot and a few np.linalg routines; the kernel calls the Fortran
-# routines of scipy.linalg.cython_blas / cython_lapack (the library numba's own bindings use)
-# through named external symbols, so the compiled code stays cacheable. Each binding takes
-# its Fortran arguments in order, with every matrix as (flat float64 array, element offset);
-# a routine with ``info`` returns it.
-
-_LL = {"c": ir.IntType(8), "i": ir.IntType(32), "d": ir.DoubleType(), "a": ir.DoubleType()}
-_NB = {"c": types.int8, "i": types.int32, "d": types.float64}
-
-
-def _fortran(library: str, name: str, kinds: str):
-    symbol = f"omlbayes_{name}"
-    address = get_cython_function_address(f"scipy.linalg.cython_{library}", name)
-    llvm_binding.add_symbol(symbol, address)
-    has_info = kinds.endswith("!")
-    kinds = kinds.rstrip("!")
-    fnty = ir.FunctionType(
-        ir.VoidType(),
-        [_LL[k].as_pointer() for k in kinds] + ([ir.IntType(32).as_pointer()] if has_info else []),
-    )
-
-    def typer(typingctx, *args):
-        def codegen(context, builder, signature, llargs):
-            fn = cgutils.get_or_insert_function(builder.module, fnty, symbol)
-            out, j = [], 0
-            for k in kinds:
-                if k == "a":
-                    ary = context.make_array(signature.args[j])(context, builder, llargs[j])
-                    off = context.cast(builder, llargs[j + 1], signature.args[j + 1], types.intp)
-                    out.append(builder.gep(ary.data, [off]))
-                    j += 2
-                else:
-                    v = context.cast(builder, llargs[j], signature.args[j], _NB[k])
-                    out.append(cgutils.alloca_once_value(builder, v))
-                    j += 1
-            if has_info:
-                info = cgutils.alloca_once_value(builder, ir.Constant(ir.IntType(32), 0))
-                builder.call(fn, [*out, info])
-                return builder.load(info)
-            builder.call(fn, out)
-            return context.get_dummy_value()
-
-        return (types.int32 if has_info else types.void)(*args), codegen
-
-    names = ", ".join(f"x{k}" for k in range(len(kinds) + kinds.count("a")))
-    scope = {"typer": typer}
-    exec(f"def {name}(typingctx, {names}):\n    return typer(typingctx, {names})", scope)  # noqa: S102
-    return intrinsic(scope[name])
-
-
-_dpotrf = _fortran("lapack", "dpotrf", "ciai!")
-_dtrtri = _fortran("lapack", "dtrtri", "cciai!")
-_dlauum = _fortran("lapack", "dlauum", "ciai!")
-_dtrsm = _fortran("blas", "dtrsm", "cccciidaiai")
-_dtrmm = _fortran("blas", "dtrmm", "cccciidaiai")
-_dsyrk = _fortran("blas", "dsyrk", "cciidaidai")
-_dsymm = _fortran("blas", "dsymm", "cciidaiaidai")
-_dgemm = _fortran("blas", "dgemm", "cciiidaiaidai")
 
 
 # --- symbolic analysis (once per pattern) ---------------------------------------------
@@ -1040,7 +975,7 @@ def _tri_inverse(x, off, n, ld):
         o, k, stage = stack[top, 0], stack[top, 1], stack[top, 2]
         top -= 1
         if k <= _TRI_BASE:
-            _dtrtri(_CHAR_L, _CHAR_N, k, x, o, ld)
+            lapack.dtrtri(_CHAR_L, _CHAR_N, k, x, o, ld)
             continue
         k1 = k // 2
         if stage == 0:  # A^-1 first
@@ -1050,8 +985,8 @@ def _tri_inverse(x, off, n, ld):
         else:  # B := -C^-1 B A^-1 with C not yet inverted, then C^-1
             b = o + k1
             c = o + k1 + k1 * ld
-            _dtrmm(_CHAR_R, _CHAR_L, _CHAR_N, _CHAR_N, k - k1, k1, 1.0, x, o, ld, x, b, ld)
-            _dtrsm(_CHAR_L, _CHAR_L, _CHAR_N, _CHAR_N, k - k1, k1, -1.0, x, c, ld, x, b, ld)
+            lapack.dtrmm(_CHAR_R, _CHAR_L, _CHAR_N, _CHAR_N, k - k1, k1, 1.0, x, o, ld, x, b, ld)
+            lapack.dtrsm(_CHAR_L, _CHAR_L, _CHAR_N, _CHAR_N, k - k1, k1, -1.0, x, c, ld, x, b, ld)
             top += 1
             stack[top, 0], stack[top, 1], stack[top, 2] = c, k - k1, 0
 
@@ -1114,7 +1049,9 @@ def _factor_panels(packed, lx, y):
             for g in range(grp.shape[0] - 1):
                 nu = grp[g + 1] - grp[g]
                 width = (boff[g + 1] - boff[g]) // nu
-                _dsyrk(_CHAR_L, _CHAR_N, nu, width, 1.0, blocks, boff[g], nu, 0.0, update, 0, nu)
+                lapack.dsyrk(
+                    _CHAR_L, _CHAR_N, nu, width, 1.0, blocks, boff[g], nu, 0.0, update, 0, nu
+                )
                 for b in range(nu):  # its lower triangle into D, by runs of rows
                     base = off + grow[grp[g] + b] * m
                     for k in range(grunp[g], grunp[g + 1]):
@@ -1134,14 +1071,16 @@ def _factor_panels(packed, lx, y):
             for a in range(1, m):
                 lx[off + a] *= inv
         else:
-            if _dpotrf(_CHAR_L, w, lx, off, m) != 0:
+            if lapack.dpotrf(_CHAR_L, w, lx, off, m) != 0:
                 return False
             for c in range(w):
                 d = lx[off + c * (m + 1)]
                 if not (d > 0.0 and d < np.inf):
                     return False
             if r > 0:
-                _dtrsm(_CHAR_R, _CHAR_L, _CHAR_T, _CHAR_N, r, w, 1.0, lx, off, m, lx, off + w, m)
+                lapack.dtrsm(
+                    _CHAR_R, _CHAR_L, _CHAR_T, _CHAR_N, r, w, 1.0, lx, off, m, lx, off + w, m
+                )
         if y.shape[0]:
             f = first[s]
             for c in range(w):
@@ -1154,7 +1093,7 @@ def _factor_panels(packed, lx, y):
                     y[srow[srp[s] + a]] -= lx[col + w + a] * yk
         nl = rl[s]
         if nl > 0 and w > 1:
-            _dgemm(
+            lapack.dgemm(
                 _CHAR_N, _CHAR_T, r, nl, w, 1.0, lx, off + w, m, lx, off + w, m, 0.0, update, 0, r
             )  # fmt: skip
         for k in range(chp[s], chp[s + 1]):
@@ -1211,7 +1150,7 @@ def selected_inverse(packed, lx):
         for i in range(c, n):
             sx[dd + i + c * n] = lx[dd + i + c * n]
     _tri_inverse(sx, dd, n, n)
-    _dlauum(_CHAR_L, n, sx, dd, n)
+    lapack.dlauum(_CHAR_L, n, sx, dd, n)
     bu = np.zeros(packed[11])  # U_D of each group's members, then S_DD U_D
     prod = np.empty(packed[11])
     for s in range(ns - 1):
@@ -1235,7 +1174,7 @@ def selected_inverse(packed, lx):
                 for i in range(c, w):
                     inverse[i + c * w] = lx[off + i + c * m]
             _tri_inverse(inverse, 0, w, w)
-            _dtrmm(_CHAR_R, _CHAR_L, _CHAR_N, _CHAR_N, nu, w, 1.0, inverse, 0, w, bu, bo, nu)
+            lapack.dtrmm(_CHAR_R, _CHAR_L, _CHAR_N, _CHAR_N, nu, w, 1.0, inverse, 0, w, bu, bo, nu)
     for g in range(grp.shape[0] - 1):
         nu = grp[g + 1] - grp[g]
         width = (boff[g + 1] - boff[g]) // nu
@@ -1248,7 +1187,7 @@ def selected_inverse(packed, lx):
                 src = base + row + a0 - start
                 for t in range(start + length - a0):
                     gathered[dst + t] = sx[src + t]
-        _dsymm(
+        lapack.dsymm(
             _CHAR_L, _CHAR_L, nu, width, 1.0, gathered, 0, nu, bu, boff[g], nu, 0.0, prod,
             boff[g], nu,
         )  # fmt: skip
@@ -1277,8 +1216,8 @@ def selected_inverse(packed, lx):
             for t in range(r):
                 sx[off + w + t + c * m] = -prod[bo + c * nu + spos[srp[s] + t]]
         _tri_inverse(sx, off, w, m)
-        _dlauum(_CHAR_L, w, sx, off, m)
-        _dgemm(_CHAR_T, _CHAR_N, w, w, nu, 1.0, bu, bo, nu, prod, bo, nu, 1.0, sx, off, m)
+        lapack.dlauum(_CHAR_L, w, sx, off, m)
+        lapack.dgemm(_CHAR_T, _CHAR_N, w, w, nu, 1.0, bu, bo, nu, prod, bo, nu, 1.0, sx, off, m)
     for s in range(ns - 2, -1, -1):
         g = sg[s]
         if g >= 0 and rl[s] == 0:
@@ -1330,7 +1269,7 @@ def selected_inverse(packed, lx):
                 for a in range(r):
                     u[a + c * r] = lx[off + w + a + c * m]
                     z[a + c * r] = prod[bo + c * nu + spos[srp[s] + a]] if a >= nl else 0.0
-            _dtrmm(_CHAR_R, _CHAR_L, _CHAR_N, _CHAR_N, r, w, 1.0, sx, off, m, u, 0, r)
+            lapack.dtrmm(_CHAR_R, _CHAR_L, _CHAR_N, _CHAR_N, r, w, 1.0, sx, off, m, u, 0, r)
             if nl > 0:
                 for k in range(chp[s], chp[s + 1]):  # S_RR's lead columns, lower part
                     t = cht[k]
@@ -1340,22 +1279,22 @@ def selected_inverse(packed, lx):
                         base = soff[t] + (srow[srp[s] + b] - first[t]) * mt
                         for a in range(b, r):
                             gathered[a + b * r] = sx[base + rel[ro + a]]
-                _dsymm(_CHAR_L, _CHAR_L, nl, w, 1.0, gathered, 0, r, u, 0, r, 1.0, z, 0, r)
+                lapack.dsymm(_CHAR_L, _CHAR_L, nl, w, 1.0, gathered, 0, r, u, 0, r, 1.0, z, 0, r)
                 if r > nl:
-                    _dgemm(
+                    lapack.dgemm(
                         _CHAR_N, _CHAR_N, r - nl, w, nl, 1.0, gathered, nl, r, u, 0, r, 1.0, z,
                         nl, r,
                     )  # fmt: skip
-                    _dgemm(
+                    lapack.dgemm(
                         _CHAR_T, _CHAR_N, nl, w, r - nl, 1.0, gathered, nl, r, u, nl, r, 1.0, z,
                         0, r,
                     )  # fmt: skip
             for c in range(w):
                 for a in range(r):
                     sx[off + w + a + c * m] = -z[a + c * r]
-        _dlauum(_CHAR_L, w, sx, off, m)
+        lapack.dlauum(_CHAR_L, w, sx, off, m)
         if r > 0:
-            _dgemm(_CHAR_T, _CHAR_N, w, w, r, -1.0, u, 0, r, sx, off + w, m, 1.0, sx, off, m)
+            lapack.dgemm(_CHAR_T, _CHAR_N, w, w, r, -1.0, u, 0, r, sx, off + w, m, 1.0, sx, off, m)
     return sx
 
 

@@ -1,0 +1,226 @@
+"""The collapsed posterior of the variance parameters as compiled code nutpie samples.
+
+The collapsed model (``collapsed.build_model``, the PyMC reference) has only the residual
+SD(s) and one SD per group term as free parameters; its density is their priors plus the
+marginal likelihood kernel (dense or sparse). Written here as cacheable numba functions,
+it compiles once per machine (numba's cache) instead of once per run: PyMC/nutpie compile a
+new graph around the kernel for every fit, which cost more than the sampling itself for
+small models. nutpie calls it through ``nutpie.compiled_pyfunc`` (the kernels release the
+GIL, so chains run in parallel threads). ``tests/test_density.py`` holds it equal to the
+PyMC model's log density and gradient.
+
+Unconstrained coordinates, as PyMC's: a residual SD or a group SD sampled on the log scale
+is ``u = log tau`` (density ``p(tau) tau``); a folded group SD is ``w`` with ``tau = |w|``
+and density ``p(|w|) / 2`` (the symmetric twin of its prior).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numba
+import numpy as np
+
+from omlbayes.backends.marginal import dense_marginal_loglik
+from omlbayes.backends.sparse import sparse_marginal_loglik
+
+# Prior families of an SD (spec.PRIOR_DISTS); their parameters as (a, b).
+HALF_NORMAL, HALF_STUDENT_T, HALF_CAUCHY, EXPONENTIAL = 0, 1, 2, 3
+_FAMILY = {"HalfNormal": HALF_NORMAL, "HalfStudentT": HALF_STUDENT_T, "HalfCauchy": HALF_CAUCHY}
+_FAMILY["Exponential"] = EXPONENTIAL
+_LOG2 = math.log(2.0)
+_LOG_PI = math.log(math.pi)
+_HALF_LOG_2PI = 0.5 * math.log(2.0 * math.pi)
+
+
+def prior_code(prior) -> tuple[int, float, float]:
+    """(family, a, b) of a positive prior: HalfNormal(sigma=a), HalfStudentT(nu=a, sigma=b),
+    HalfCauchy(beta=a), Exponential(lam=a)."""
+    k = prior.params
+    if prior.dist == "HalfNormal":
+        return HALF_NORMAL, k["sigma"], 0.0
+    if prior.dist == "HalfStudentT":
+        return HALF_STUDENT_T, k["nu"], k["sigma"]
+    if prior.dist == "HalfCauchy":
+        return HALF_CAUCHY, k["beta"], 0.0
+    if prior.dist == "Exponential":
+        return EXPONENTIAL, k["lam"], 0.0
+    raise ValueError(f"an SD needs a positive prior, got {prior}")
+
+
+@numba.njit(cache=True, nogil=True)
+def _half_logp(family, a, b, tau):
+    """Log density of a positive prior at tau > 0 and its derivative in tau."""
+    if family == HALF_NORMAL:
+        return _LOG2 - _HALF_LOG_2PI - math.log(a) - 0.5 * (tau / a) ** 2, -tau / (a * a)
+    if family == HALF_STUDENT_T:
+        nu, s = a, b
+        z = tau / s
+        lp = (
+            _LOG2
+            + math.lgamma(0.5 * (nu + 1.0))
+            - math.lgamma(0.5 * nu)
+            - 0.5 * (math.log(nu) + _LOG_PI)
+            - math.log(s)
+            - 0.5 * (nu + 1.0) * math.log1p(z * z / nu)
+        )
+        return lp, -(nu + 1.0) * tau / (nu * s * s + tau * tau)
+    if family == HALF_CAUCHY:
+        lp = _LOG2 - _LOG_PI - math.log(a) - math.log1p((tau / a) ** 2)
+        return lp, -2.0 * tau / (a * a + tau * tau)
+    return math.log(a) - a * tau, -a  # Exponential
+
+
+@numba.njit(cache=True, nogil=True)
+def _variances(x, n_sigma, folded, fixed_log_var, term_size):
+    """log residual variances (G,) and log prior variances of the coefficients (p,)."""
+    log_s2 = 2.0 * x[:n_sigma]
+    p = fixed_log_var.shape[0] + term_size.sum()
+    log_lam = np.empty(p)
+    log_lam[: fixed_log_var.shape[0]] = fixed_log_var
+    k = fixed_log_var.shape[0]
+    for t in range(term_size.shape[0]):
+        v = x[n_sigma + t]
+        value = math.log(v * v) if folded[t] else 2.0 * v
+        for _ in range(term_size[t]):
+            log_lam[k] = value
+            k += 1
+    return log_s2, log_lam
+
+
+@numba.njit(cache=True, nogil=True)
+def _combine(x, n_sigma, folded, family, pa, pb, term_size, ll, g_s2, g_lam):
+    """Priors (with the log-scale Jacobian) plus the likelihood, and the gradient in x."""
+    if not math.isfinite(ll):
+        return -np.inf, np.zeros(x.shape[0])
+    grad = np.zeros(x.shape[0])
+    logp = ll
+    for i in range(n_sigma):  # residual SDs: log scale
+        tau = math.exp(x[i])
+        lp, d = _half_logp(family[i], pa[i], pb[i], tau)
+        logp += lp + x[i]
+        grad[i] = d * tau + 1.0 + 2.0 * g_s2[i]
+    k = g_lam.shape[0] - term_size.sum()
+    for t in range(term_size.shape[0]):
+        i = n_sigma + t
+        g_term = 0.0
+        for _ in range(term_size[t]):
+            g_term += g_lam[k]
+            k += 1
+        v = x[i]
+        if folded[t]:
+            tau = abs(v)
+            lp, d = _half_logp(family[i], pa[i], pb[i], tau)
+            logp += lp - _LOG2
+            grad[i] = d * math.copysign(1.0, v) + 2.0 * g_term / v
+        else:
+            tau = math.exp(v)
+            lp, d = _half_logp(family[i], pa[i], pb[i], tau)
+            logp += lp + v
+            grad[i] = d * tau + 1.0 + 2.0 * g_term
+    return logp, grad
+
+
+@numba.njit(cache=True, nogil=True)
+def logp_sparse(
+    x, n_sigma, folded, family, pa, pb, fixed_log_var, term_size,
+    wtw_data, wty, yty, n_obs, sparse_pattern,
+):  # fmt: skip
+    """The posterior log density and gradient with the sparse kernel."""
+    log_s2, log_lam = _variances(x, n_sigma, folded, fixed_log_var, term_size)
+    ll, g_s2, g_lam = sparse_marginal_loglik(
+        log_s2, log_lam, wtw_data, wty, yty, n_obs, sparse_pattern
+    )
+    return _combine(x, n_sigma, folded, family, pa, pb, term_size, ll.item(), g_s2, g_lam)
+
+
+@numba.njit(cache=True, nogil=True)
+def logp_dense(
+    x, n_sigma, folded, family, pa, pb, fixed_log_var, term_size, wtw, wty, yty, n_obs
+):  # fmt: skip
+    """The posterior log density and gradient with the dense kernel (one residual SD)."""
+    log_s2, log_lam = _variances(x, n_sigma, folded, fixed_log_var, term_size)
+    ll, g_s2, g_lam = dense_marginal_loglik(log_s2, log_lam, wtw, wty, yty, n_obs)
+    return _combine(x, n_sigma, folded, family, pa, pb, term_size, ll, g_s2, g_lam)
+
+
+@dataclass(frozen=True)
+class CollapsedDensity:
+    """The density's constants and data (``shared``), and the names of its parameters."""
+
+    kernel: str  # "dense" | "sparse"
+    names: tuple[str, ...]  # the posterior variables: "sigma", "<term>_sigma", ...
+    sigma_groups: tuple[str, ...]  # residual groups ((): one residual SD, a scalar)
+    sigma_dim: str | None
+    folded: tuple[bool, ...]  # per group term
+    scales: np.ndarray  # prior scale per coordinate (initial points)
+    shared: dict
+
+    @property
+    def n_dim(self) -> int:
+        return len(self.scales)
+
+    def logp(self, x: np.ndarray) -> tuple[float, np.ndarray]:
+        fn = logp_sparse if self.kernel == "sparse" else logp_dense
+        logp, grad = fn(np.ascontiguousarray(x, dtype=np.float64), **self.shared)
+        return float(logp), grad
+
+    def values(self, x: np.ndarray) -> dict[str, np.ndarray]:
+        """The SDs (the posterior's variables) at the unconstrained point ``x``."""
+        n_sigma = max(len(self.sigma_groups), 1)
+        sigma = np.exp(x[:n_sigma])
+        out = {"sigma": sigma if self.sigma_groups else np.asarray(sigma[0])}
+        for k, name in enumerate(self.names[1:]):
+            v = x[n_sigma + k]
+            out[name] = np.asarray(abs(v) if self.folded[k] else math.exp(v))
+        return out
+
+    def initial_point(self, seed: int) -> np.ndarray:
+        """Near the priors' scales, jittered by a factor within e^(+-1) (PyMC's jitter)."""
+        rng = np.random.default_rng(seed)
+        jitter = rng.uniform(-1.0, 1.0, self.n_dim)
+        x = np.log(self.scales) + jitter
+        n_sigma = max(len(self.sigma_groups), 1)
+        for k, folded in enumerate(self.folded):
+            if folded:
+                x[n_sigma + k] = self.scales[n_sigma + k] * math.exp(jitter[n_sigma + k])
+        return x
+
+    def nutpie_model(self):
+        """The density as a nutpie model (``nutpie.sample`` takes it)."""
+        from nutpie.compiled_pyfunc import from_pyfunc
+
+        names = list(self.names)
+        shapes = [(len(self.sigma_groups),) if self.sigma_groups else ()]
+        shapes += [()] * (len(names) - 1)
+        coords = {self.sigma_dim: list(self.sigma_groups)} if self.sigma_groups else {}
+        dims = {"sigma": (self.sigma_dim,)} if self.sigma_groups else {}
+
+        def make_logp():
+            fn = logp_sparse if self.kernel == "sparse" else logp_dense
+
+            def logp(x, **shared):
+                value, grad = fn(x, **shared)
+                return float(value), grad
+
+            return logp
+
+        def make_expand(seed1, seed2, chain):
+            def expand(x, **shared):
+                return self.values(x)
+
+            return expand
+
+        return from_pyfunc(
+            ndim=self.n_dim,
+            make_logp_fn=make_logp,
+            make_expand_fn=make_expand,
+            expanded_dtypes=[np.dtype("float64")] * len(names),
+            expanded_shapes=shapes,
+            expanded_names=names,
+            coords=coords,
+            dims=dims,
+            shared_data=self.shared,
+            make_initial_point_fn=self.initial_point,
+        )
