@@ -64,6 +64,12 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         help="collapsed backend: group SDs on the log scale (default from spec, usually log), "
         "folded (tau = |w|), or auto: folded where a term of 100+ cells has its SD at zero",
     )
+    p.add_argument(
+        "--no-early-stop",
+        action="store_true",
+        help="take all --draws per chain (default: stop at the first checkpoint whose draws "
+        "pass the diagnostics gate with a margin)",
+    )
     p.add_argument("--seed", type=int, default=C.DEFAULT_SEED)
     p.add_argument("--out", type=Path, help="folder for run folders (default outputs/)")
     p.add_argument("--name", help="run folder name (default: timestamp_model)")

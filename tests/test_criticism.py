@@ -61,9 +61,9 @@ def test_conditional_loo_equals_refit_without_the_student(frame, model):
     sub = frame.iloc[rows]
     by = spec.residual_sd_by
     g_all = np.zeros(len(frame), int) if by is None else _codes(frame[by], stats.groups, by)
-    ll, _ = sparse.loo_loglik(
+    ll, _ = sparse.loo_loglik_grouped(
         log_s2, log_lam, inputs["wtw_data"], inputs["wty"], inputs["sparse_pattern"],
-        *loo._row_layout(sub, layout, pattern), sub[spec.response].to_numpy(), g_all[rows],
+        *loo._grouped_layout(sub, layout, pattern), sub[spec.response].to_numpy(), g_all[rows],
     )  # fmt: skip
     w = design_matrix(frame, layout).toarray()
     y = frame[spec.response].to_numpy()
@@ -77,6 +77,40 @@ def test_conditional_loo_equals_refit_without_the_student(frame, model):
             var = s2[g_all[i]] + w[i] @ np.linalg.solve(prec, w[i])
             direct = -0.5 * math.log(2 * math.pi * var) - 0.5 * (y[i] - w[i] @ bhat) ** 2 / var
             assert ll[d, k] == pytest.approx(direct, abs=1e-9)
+
+
+def test_grouped_loo_densities_equal_the_dense_formula(frame):
+    """Students grouped by their indicator columns (many share one, they differ in age):
+    every student's LOO and in-sample density equals the dense formula at fixed theta."""
+    spec = load_spec("residual_by_type")
+    layout = build_layout(frame, spec)
+    stats = grouped_stats(frame, layout, spec.response, by=spec.residual_sd_by)
+    post = {"sigma": (("chain", "draw", "g"), np.full((1, 1, stats.n_groups), 0.9))}
+    for t in layout.group_terms:
+        post[f"{t.name}_sigma"] = (("chain", "draw"), np.full((1, 1), 0.3))
+    log_s2, log_lam = loo.hyper_arrays(xr.Dataset(post), layout, spec)
+    pattern = SparsePattern.build(stats.pattern(), _term_blocks(layout))
+    inputs = sparse_inputs(stats, pattern)
+    g = _codes(frame[spec.residual_sd_by], stats.groups, spec.residual_sd_by)
+    grouped = loo._grouped_layout(frame, layout, pattern)
+    assert grouped[0].shape[0] < 0.9 * len(frame)  # patterns are shared
+    y = frame[spec.response].to_numpy()
+    ll, within = sparse.loo_loglik_grouped(
+        log_s2, log_lam, inputs["wtw_data"], inputs["wty"], inputs["sparse_pattern"],
+        *grouped, y, g,
+    )  # fmt: skip
+    w = design_matrix(frame, layout).toarray()
+    s2, lam = np.exp(log_s2[0])[g], np.exp(log_lam[0])
+    prec = (w / s2[:, None]).T @ w + np.diag(1.0 / lam)
+    cov = np.linalg.inv(prec)
+    bhat = cov @ ((w / s2[:, None]).T @ y)
+    v = np.einsum("ij,jk,ik->i", w, cov, w)
+    resid = y - w @ bhat
+    h = v / s2
+    expected = -0.5 * np.log(2 * np.pi * s2) + 0.5 * np.log1p(-h) - 0.5 * resid**2 / ((1 - h) * s2)
+    np.testing.assert_allclose(ll[0], expected, rtol=1e-9, atol=1e-9)
+    inside = -0.5 * np.log(2 * np.pi * (s2 + v)) - 0.5 * resid**2 / (s2 + v)
+    np.testing.assert_allclose(within[0], inside, rtol=1e-9, atol=1e-9)
 
 
 def _refit_lpd(refitter, frame, layout, spec, i, seed):

@@ -34,8 +34,11 @@ allows it, ``"log"`` (the default) none.
 
 from __future__ import annotations
 
+import dataclasses
+import math
 import os
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
@@ -49,6 +52,7 @@ from threadpoolctl import threadpool_limits
 from omlbayes.backends import density
 from omlbayes.backends.density import CollapsedDensity
 from omlbayes.backends.marginal import MarginalLoglik
+from omlbayes.backends.sampling import TARGET_ACCEPT, Plan, derived_seed, sample_nutpie
 from omlbayes.backends.sparse import (
     SparseMarginalLoglik,
     SparsePattern,
@@ -60,9 +64,6 @@ from omlbayes.model.design import SIGMA_DIM_SUFFIX, DesignLayout, GroupedStats, 
 from omlbayes.model.spec import ModelSpec
 
 MARGINAL = "marginal_loglik"
-# Above nutpie's 0.8: with very large N the residual SD is pinned down far more tightly than
-# the group SDs, and a slightly smaller step removes the rare divergence seen at 1M students.
-TARGET_ACCEPT = 0.9
 # Below this many coefficients the dense kernel takes well under a millisecond: no analysis.
 DENSE_ALWAYS_P = 150
 # Above this a dense evaluation takes seconds, so it is not even timed.
@@ -216,7 +217,7 @@ def choose_kernel(
         if p <= DENSE_TIMING_MAX_P or requested == "dense":
             facts["dense_s_per_gradient"] = _dense_seconds(stats.pooled(), log_var)
         choice.facts = facts
-        _check_cost(choice, facts.get("dense_s_per_gradient"), spec, cores)
+        _check_cost(choice, float(p) ** 3 / DENSE_FLOPS_PER_S, spec, cores)
         return choice
     t = time.perf_counter()
     pattern = SparsePattern.build(stats.pattern(), _term_blocks(layout))
@@ -268,15 +269,15 @@ def choose_kernel(
         )
         choice = KernelChoice("sparse", why, pattern)
     choice.facts = facts
-    measured = facts.get(f"{choice.kernel}_s_per_gradient")
-    _check_cost(choice, measured if measured is not None else dense_predicted, spec, cores)
+    # predicted, not timed: a loaded machine must not refuse a fit an idle one would run
+    predicted = sparse_predicted if choice.kernel == "sparse" else dense_predicted
+    _check_cost(choice, predicted, spec, cores)
     return choice
 
 
-def _check_cost(choice: KernelChoice, seconds: float | None, spec: ModelSpec, cores) -> None:
-    """Record the expected sampling time; refuse (auto mode) a fit that cannot finish."""
-    if seconds is None:
-        return
+def _check_cost(choice: KernelChoice, seconds: float, spec: ModelSpec, cores) -> None:
+    """Record the expected sampling time (from the predicted seconds per gradient); refuse
+    (auto mode) a fit that cannot finish."""
     settings = spec.sampler
     parallel = max(1, min(settings.chains, cores or os.cpu_count() or 1))
     gradients = settings.chains * (settings.tune + settings.draws) * GRADIENTS_PER_DRAW
@@ -549,47 +550,93 @@ def _coefficient_dataset(coef: np.ndarray, layout: DesignLayout, posterior) -> x
     return xr.Dataset(out, coords={"chain": posterior["chain"], "draw": posterior["draw"]})
 
 
-def _sparse_draws(posterior, stats: GroupedStats, layout, spec, choice, seed: int) -> np.ndarray:
-    fixed_var = _fixed_prior_variances(layout, spec)
-    sigma = posterior["sigma"].to_numpy()
-    n_chain, n_draw = sigma.shape[:2]
-    log_s2 = 2.0 * np.log(sigma.reshape(n_chain, n_draw, -1))
-    taus = [posterior[f"{t.name}_sigma"].to_numpy() for t in layout.group_terms]
-    sizes = [t.size for t in layout.group_terms]
-    inputs = sparse_inputs(stats, choice.pattern)
-    rng = np.random.default_rng(seed)
-    coef = np.empty((n_chain, n_draw, layout.n_coef))
+class CoefficientDraws:
+    """Exact conditional draws of every coefficient, one per posterior draw of the variance
+    parameters, extended draw by draw: chain c's noise comes from its own stream in draw
+    order, so the first K draws are the same whether they are drawn at once or at
+    checkpoints (``backends/sampling.py``)."""
 
-    def chain_draws(c: int, noise: np.ndarray) -> None:
+    def __init__(self, stats, layout: DesignLayout, spec: ModelSpec, choice, *, seed: int):
+        self.layout, self.choice = layout, choice
+        self.sparse = choice is not None and choice.kernel == "sparse"
+        self.stats = (
+            stats if self.sparse else (stats.pooled() if isinstance(stats, GroupedStats) else stats)
+        )
+        self.log_fixed = np.log(_fixed_prior_variances(layout, spec))
+        self.inputs = sparse_inputs(stats, choice.pattern) if self.sparse else None
+        self.seed = seed
+        self.rngs: list[np.random.Generator] = []
+        self.parts: list[list[np.ndarray]] = []
+        self.done = 0
+
+    def extend(self, posterior: xr.Dataset) -> np.ndarray:
+        """The coefficients (chain, draw, p) of every draw of ``posterior``, computing only
+        the draws not done yet."""
+        sigma = posterior["sigma"].to_numpy()
+        n_chain, n_draw = sigma.shape[:2]
+        if not self.rngs:
+            self.rngs = [
+                np.random.default_rng(derived_seed(self.seed, f"coefficients/{c}"))
+                for c in range(n_chain)
+            ]
+            self.parts = [[] for _ in range(n_chain)]
+        new = slice(self.done, n_draw)
+        if n_draw > self.done:
+            log_s2 = 2.0 * np.log(sigma[:, new].reshape(n_chain, n_draw - self.done, -1))
+            log_tau2 = [
+                2.0 * np.log(posterior[f"{t.name}_sigma"].to_numpy()[:, new])
+                for t in self.layout.group_terms
+            ]
+            noise = [
+                rng.standard_normal((n_draw - self.done, self.layout.n_coef)) for rng in self.rngs
+            ]
+            workers = max(1, min(n_chain, len(os.sched_getaffinity(0))))
+            # chains in parallel threads (the kernels release the GIL); the noise is drawn
+            # above in this thread, so the numbers do not depend on the threads
+            with threadpool_limits(1, user_api="blas"), ThreadPoolExecutor(workers) as pool:
+                jobs = [
+                    pool.submit(self._chain, log_s2[c], [lt[c] for lt in log_tau2], noise[c])
+                    for c in range(n_chain)
+                ]
+                for c, job in enumerate(jobs):
+                    self.parts[c].append(job.result())
+            self.done = n_draw
+        return np.stack([np.concatenate(p)[:n_draw] for p in self.parts])
+
+    def _chain(self, log_s2: np.ndarray, log_tau2: list[np.ndarray], noise: np.ndarray):
+        n_draw = log_s2.shape[0]
         log_var = np.concatenate(
-            [np.broadcast_to(np.log(fixed_var), (n_draw, fixed_var.size))]
+            [np.broadcast_to(self.log_fixed, (n_draw, self.log_fixed.size))]
             + [
-                np.repeat(2.0 * np.log(tau[c])[:, None], s, axis=1)
-                for tau, s in zip(taus, sizes, strict=True)
+                np.repeat(lt[:, None], t.size, axis=1)
+                for lt, t in zip(log_tau2, self.layout.group_terms, strict=True)
             ],
             axis=1,
         )
-        coef[c] = sparse_conditional_draws(
-            np.ascontiguousarray(log_s2[c]),
-            np.ascontiguousarray(log_var),
-            inputs["wtw_data"],
-            inputs["wty"],
-            inputs["sparse_pattern"],
-            noise,
-        )
+        if self.sparse:
+            return sparse_conditional_draws(
+                np.ascontiguousarray(log_s2),
+                np.ascontiguousarray(log_var),
+                self.inputs["wtw_data"],
+                self.inputs["wty"],
+                self.inputs["sparse_pattern"],
+                noise,
+            )
+        out = np.empty((n_draw, self.layout.n_coef))
+        for d in range(n_draw):
+            s2 = math.exp(log_s2[d, 0])
+            m = self.stats.wtw + np.diag(s2 / np.exp(log_var[d]))
+            chol, info = lapack.dpotrf(m, lower=1, clean=1)
+            if info != 0:
+                raise FloatingPointError(f"Cholesky failed at draw {d}")
+            mean, _ = lapack.dpotrs(chol, self.stats.wty, lower=1)
+            # b = mean + sigma L^-T z has covariance sigma^2 M^-1
+            offset, _ = lapack.dtrtrs(chol, noise[d], lower=1, trans=1)
+            out[d] = mean + math.sqrt(s2) * offset
+        return out
 
-    # Chains in parallel threads (the numba kernel releases the GIL), a few at a time so the
-    # (draws x p) noise arrays stay few; the noise is drawn chain by chain in this thread,
-    # so the numbers are the same for any number of threads.
-    workers = max(1, min(n_chain, len(os.sched_getaffinity(0))))
-    with threadpool_limits(1, user_api="blas"), ThreadPoolExecutor(workers) as pool:
-        for first in range(0, n_chain, workers):
-            chains = range(first, min(n_chain, first + workers))
-            noises = [rng.standard_normal((n_draw, layout.n_coef)) for _ in chains]
-            jobs = [pool.submit(chain_draws, c, z) for c, z in zip(chains, noises, strict=True)]
-            for job in jobs:
-                job.result()
-    return coef
+    def dataset(self, posterior: xr.Dataset) -> xr.Dataset:
+        return _coefficient_dataset(self.extend(posterior), self.layout, posterior)
 
 
 def draw_coefficients(
@@ -602,35 +649,7 @@ def draw_coefficients(
     choice: KernelChoice | None = None,
 ) -> xr.Dataset:
     """Exact conditional draws of every coefficient, one per posterior draw of theta."""
-    if choice is not None and choice.kernel == "sparse":
-        coef = _sparse_draws(posterior, stats, layout, spec, choice, seed)
-        return _coefficient_dataset(coef, layout, posterior)
-    if isinstance(stats, GroupedStats):
-        stats = stats.pooled()
-    fixed_var = _fixed_prior_variances(layout, spec)
-    sigma = posterior["sigma"].to_numpy()
-    n_chain, n_draw = sigma.shape
-    taus = [posterior[f"{t.name}_sigma"].to_numpy() for t in layout.group_terms]
-    sizes = [t.size for t in layout.group_terms]
-    rng = np.random.default_rng(seed)
-    noise = rng.standard_normal((n_chain, n_draw, layout.n_coef))
-    coef = np.empty((n_chain, n_draw, layout.n_coef))
-    with threadpool_limits(1, user_api="blas"):  # small matrices: threads only add overhead
-        for c in range(n_chain):
-            for d in range(n_draw):
-                var = np.concatenate(
-                    [fixed_var]
-                    + [np.full(s, tau[c, d] ** 2) for tau, s in zip(taus, sizes, strict=True)]
-                )
-                m = stats.wtw + np.diag(sigma[c, d] ** 2 / var)
-                chol, info = lapack.dpotrf(m, lower=1, clean=1)
-                if info != 0:
-                    raise FloatingPointError(f"Cholesky failed at chain {c}, draw {d}")
-                mean, _ = lapack.dpotrs(chol, stats.wty, lower=1)
-                # b = mean + sigma L^-T z has covariance sigma^2 M^-1
-                offset, _ = lapack.dtrtrs(chol, noise[c, d], lower=1, trans=1)
-                coef[c, d] = mean + sigma[c, d] * offset
-    return _coefficient_dataset(coef, layout, posterior)
+    return CoefficientDraws(stats, layout, spec, choice, seed=seed).dataset(posterior)
 
 
 def fit_collapsed(
@@ -640,13 +659,17 @@ def fit_collapsed(
     *,
     seed: int,
     progressbar: bool = True,
+    gate: Callable[[xr.DataTree], dict] | None = None,
 ) -> tuple[xr.DataTree, dict[str, float], dict]:
     """Sample the variance parameters with NUTS, then draw the coefficients exactly.
 
+    With ``gate`` (a check of a whole posterior: the diagnostics gate with a margin),
+    sampling stops at the first checkpoint whose draws pass it (``backends/sampling.py``).
     Returns the posterior tree, timings, and the fit facts for run.json (kernel chosen,
-    why, and the measurements behind the choice).
+    why, the measurements behind the choice, and the draws taken).
     """
-    if spec.sampler.sampler == "numpyro":
+    settings = spec.sampler
+    if settings.sampler == "numpyro":
         raise SpecError(
             "the collapsed backend samples with nutpie or pymc (its likelihood is a numba "
             "kernel, not JAX); for numpyro/GPU use --backend bambi --sampler numpyro"
@@ -663,79 +686,113 @@ def fit_collapsed(
     folded, sd_facts = folded_terms(stats, layout, spec, choice)
     timings["sd_parameterization_s"] = time.perf_counter() - t0
     t0 = time.perf_counter()
-    model = build_model(stats, layout, spec, choice, folded)
-    settings = spec.sampler
-    # One BLAS thread per chain: nutpie runs chains in parallel threads, and a
-    # multithreaded BLAS inside each of them oversubscribes the cores many times over.
-    with threadpool_limits(1, user_api="blas"):
-        dt = pm.sample(
-            model=model,
-            draws=settings.draws,
-            tune=settings.tune,
-            chains=settings.chains,
-            cores=min(settings.chains, os.cpu_count() or 1),
-            random_seed=seed,
-            nuts_sampler=settings.sampler,
+    coefficients = CoefficientDraws(stats, layout, spec, choice, seed=seed)
+    if settings.sampler == "pymc":  # PyMC's own NUTS on the reference model, all draws
+        model = build_model(stats, layout, spec, choice, folded)
+        with threadpool_limits(1, user_api="blas"):
+            dt = pm.sample(
+                model=model,
+                draws=settings.draws,
+                tune=settings.tune,
+                chains=settings.chains,
+                cores=min(settings.chains, os.cpu_count() or 1),
+                random_seed=derived_seed(seed, "nuts"),
+                nuts_sampler="pymc",
+                progressbar=progressbar,
+                compute_convergence_checks=False,
+                target_accept=TARGET_ACCEPT,
+            )
+        sampled = {"draws_kept": settings.draws, "stopped_early": False}
+    else:
+        density = build_density(stats, layout, spec, choice, folded)
+        check = None
+        if gate is not None:
+
+            def check(head: xr.DataTree) -> dict:
+                posterior = _posterior(head, spec)
+                head["posterior"] = xr.DataTree(
+                    xr.merge([coefficients.dataset(posterior), posterior])
+                )
+                return gate(head)
+
+        dt, sampled = sample_nutpie(
+            density.nutpie_model(),
+            Plan.of(settings, early_stop=gate is not None),
+            seed=derived_seed(seed, "nuts"),
             progressbar=progressbar,
-            compute_convergence_checks=False,
-            target_accept=TARGET_ACCEPT,
+            check=check,
         )
     timings["sample_s"] = time.perf_counter() - t0
     t1 = time.perf_counter()
-    posterior = _without_folded(dt["posterior"].to_dataset())
-    if spec.residual_sd_by is not None:  # PyMC's coords come back as objects; netCDF wants str
-        dim = _sigma_dim(spec)
-        posterior = posterior.assign_coords({dim: posterior[dim].astype(str)})
-    coefs = draw_coefficients(posterior, stats, layout, spec, seed=seed + 1, choice=choice)
-    dt["posterior"] = xr.DataTree(xr.merge([coefs, posterior]))
+    posterior = _posterior(dt, spec)
+    dt["posterior"] = xr.DataTree(xr.merge([coefficients.dataset(posterior), posterior]))
     timings["conditional_draws_s"] = time.perf_counter() - t1
-    facts = {"kernel": choice.kernel, "kernel_reason": choice.reason, **choice.facts, **sd_facts}
+    facts = {
+        "kernel": choice.kernel,
+        "kernel_reason": choice.reason,
+        **choice.facts,
+        **sd_facts,
+        "sampling": sampled,
+    }
     if spec.residual_sd_by is not None:
         facts["residual_sd_by"] = spec.residual_sd_by
     return dt, timings, facts
 
 
+def _posterior(tree: xr.DataTree, spec: ModelSpec) -> xr.Dataset:
+    """The sampled variance parameters (folded SDs as tau = |w|, coords as strings)."""
+    posterior = _without_folded(tree["posterior"].to_dataset())
+    posterior = posterior[[v for v in posterior.data_vars if v == "sigma" or v.endswith("_sigma")]]
+    if spec.residual_sd_by is not None:  # netCDF wants str coordinates
+        dim = _sigma_dim(spec)
+        posterior = posterior.assign_coords({dim: posterior[dim].astype(str)})
+    return posterior
+
+
 class CollapsedRefitter:
-    """One compiled model refitted to new data of the same layout (no recompilation).
+    """One density refitted to new data of the same layout (no rebuilding).
 
     Simulation-based calibration and recovery studies fit hundreds of data sets with the
-    same design; the statistics are ``pm.Data``, so nutpie swaps them in place.
+    same design; the statistics are the density's shared data, swapped in place. Sampling
+    is the run's (``sample_nutpie``, with early stopping when ``gate`` is given).
     """
 
-    def __init__(self, stats: SufficientStats, layout: DesignLayout, spec: ModelSpec):
-        import nutpie
-
+    def __init__(self, stats: SufficientStats, layout: DesignLayout, spec: ModelSpec, *, gate=None):
         if spec.sampler.sd_parameterization == "auto":
             raise SpecError(
-                "the refitter compiles one model for every data set, so it cannot choose the "
+                "the refitter builds one model for every data set, so it cannot choose the "
                 "SD parameterization per data set: use sd_parameterization 'log' or 'folded'"
             )
-        self.layout, self.spec = layout, spec
+        self.layout, self.spec, self.gate = layout, spec, gate
         folded, _ = folded_terms(GroupedStats.from_pooled(stats), layout, spec, None)
-        self.compiled = nutpie.compile_pymc_model(build_model(stats, layout, spec, None, folded))
+        self.density = build_density(stats, layout, spec, None, folded)
 
     def fit(self, stats: SufficientStats, *, seed: int) -> xr.DataTree:
-        import nutpie
+        shared = {
+            **self.density.shared,
+            "wtw": np.ascontiguousarray(stats.wtw),
+            "wty": np.asarray(stats.wty, dtype=np.float64),
+            "yty": np.array([float(stats.yty)]),
+            "n_obs": np.array([float(stats.n)]),
+        }
+        density = dataclasses.replace(self.density, shared=shared)
+        coefficients = CoefficientDraws(stats, self.layout, self.spec, None, seed=seed)
+        check = None
+        if self.gate is not None:
 
-        compiled = self.compiled.with_data(
-            wtw=stats.wtw,
-            wty=stats.wty,
-            yty=np.asarray(stats.yty),
-            n_obs=np.asarray(float(stats.n)),
+            def check(head: xr.DataTree) -> dict:
+                posterior = _posterior(head, self.spec)
+                head["posterior"] = xr.DataTree(
+                    xr.merge([coefficients.dataset(posterior), posterior])
+                )
+                return self.gate(head)
+
+        tree, _ = sample_nutpie(
+            density.nutpie_model(),
+            Plan.of(self.spec.sampler, early_stop=self.gate is not None),
+            seed=derived_seed(seed, "nuts"),
+            check=check,
         )
-        settings = self.spec.sampler
-        with threadpool_limits(1, user_api="blas"):
-            tree = nutpie.sample(
-                compiled,
-                draws=settings.draws,
-                tune=settings.tune,
-                chains=settings.chains,
-                cores=min(settings.chains, os.cpu_count() or 1),
-                seed=seed,
-                progress_bar=False,
-                target_accept=TARGET_ACCEPT,
-            )
-        posterior = _without_folded(tree["posterior"].to_dataset())
-        coefs = draw_coefficients(posterior, stats, self.layout, self.spec, seed=seed + 1)
-        tree["posterior"] = xr.DataTree(xr.merge([coefs, posterior]))
+        posterior = _posterior(tree, self.spec)
+        tree["posterior"] = xr.DataTree(xr.merge([coefficients.dataset(posterior), posterior]))
         return tree

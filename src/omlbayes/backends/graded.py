@@ -28,7 +28,6 @@ the index model's (the min-items rule).
 
 from __future__ import annotations
 
-import os
 import time
 from dataclasses import dataclass
 
@@ -44,6 +43,7 @@ from threadpoolctl import threadpool_limits
 
 from omlbayes.backends.collapsed import _fixed_prior_variances
 from omlbayes.backends.graded_kernel import GradedLogp
+from omlbayes.backends.sampling import Plan, derived_seed, sample_nutpie
 from omlbayes.constants import ITEM_MAX, ITEM_MIN
 from omlbayes.errors import SpecError
 from omlbayes.model.design import DesignLayout, design_matrix
@@ -336,26 +336,26 @@ def fit_graded(
     timings["compile_s"] = time.perf_counter() - t0
     run = spec.sampler
     t1 = time.perf_counter()
-    with threadpool_limits(1, user_api="blas"):
-        tree = nutpie.sample(
-            compiled,
-            draws=run.draws,
-            tune=run.tune,
-            chains=run.chains,
-            cores=min(run.chains, os.cpu_count() or 1),
-            seed=seed,
-            progress_bar=progressbar,
-            save_warmup=False,
-            target_accept=TARGET_ACCEPT,
-            adaptation=ADAPTATION,
-        )
+    tree, sampled = sample_nutpie(
+        compiled,
+        Plan.of(run, early_stop=False),
+        seed=derived_seed(seed, "nuts"),
+        progressbar=progressbar,
+        target_accept=TARGET_ACCEPT,
+        adaptation=ADAPTATION,
+        save_warmup=False,
+    )
     timings["sample_s"] = time.perf_counter() - t1
     t2 = time.perf_counter()
     post = tree["posterior"].to_dataset()
     theta = polar_to_theta(post["theta_u"].to_numpy(), post["theta_log_norm"].to_numpy())
     taus = [post[f"{t.name}_sigma"].to_numpy() for t in layout.group_terms]
-    coef = draw_latent_coefficients(theta, taus, data, layout, spec, seed=seed + 1)
-    latent = standardized_posterior(post, coef, theta, layout, seed=seed + 2)
+    coef = draw_latent_coefficients(
+        theta, taus, data, layout, spec, seed=derived_seed(seed, "coefficients")
+    )
+    latent = standardized_posterior(
+        post, coef, theta, layout, seed=derived_seed(seed, "standardized")
+    )
     tree["posterior"] = xr.DataTree(latent)
     timings["conditional_draws_s"] = time.perf_counter() - t2
     stats = tree["sample_stats"].to_dataset()

@@ -48,6 +48,7 @@ not as a compiled-in constant: numba would otherwise freeze megabytes into machi
 
 from __future__ import annotations
 
+import hashlib
 import math
 from dataclasses import dataclass
 
@@ -676,6 +677,9 @@ def _panel_positions(p, ap, ai, first, srp, srow, col_sn, soff):
     return apos, dpos
 
 
+_ANALYSED: dict[str, SparsePattern] = {}  # SparsePattern.build's results in this process
+
+
 @dataclass(frozen=True)
 class SparsePattern:
     """The fixed symbolic analysis of P: ordering, supernodes, and index maps.
@@ -716,6 +720,22 @@ class SparsePattern:
         )
         full = sp.csc_matrix(((full + full.T) != 0).astype(np.float64))
         full.sort_indices()
+        # the analysis depends on the pattern and the blocks only: within a process (the
+        # fit, then LOO) it is done once
+        key = hashlib.sha256(
+            b"".join(
+                [np.int64(p).tobytes(), full.indptr.astype(np.int64).tobytes()]
+                + [full.indices.astype(np.int64).tobytes()]
+                + [np.asarray(b, dtype=np.int64).tobytes() + b"|" for b in (blocks or ())]
+            )
+        ).hexdigest()
+        if key not in _ANALYSED:
+            _ANALYSED[key] = cls._analyse(full, blocks)
+        return _ANALYSED[key]
+
+    @classmethod
+    def _analyse(cls, full: sp.csc_matrix, blocks) -> SparsePattern:
+        p = full.shape[0]
         orderings = {"natural": np.arange(p, dtype=np.int64)}
         if blocks:
             orderings["blocks"] = _block_ordering(full, blocks)
@@ -1444,32 +1464,57 @@ def sparse_conditional_draws(log_s2, log_lam, a_data, wty, packed, noise):
 
 
 @numba.njit(cache=True, nogil=True)
-def loo_loglik(log_s2, log_lam, a_data, wty, packed, cols, vals, pair_pos, pair_coef, y, g):
+def loo_loglik_grouped(
+    log_s2, log_lam, a_data, wty, packed,
+    pat_cols, pat_kind, pair_pos, pair_coef, pair_class, n_class,
+    student_pattern, mult, mean_mult, y, g,
+):  # fmt: skip
     """log p(y_i | y_-i, theta_s) and the in-sample log p(y_i | y, theta_s), every draw s
-    (rows) and student i (columns), for ``loo.conditional_loo``.
+    (rows) and student i (columns), for ``loo.conditional_loo``, with the students grouped
+    by their design row's indicator columns.
 
     Here, not in loo.py, because numba's cache is checked against the source file of the
     cached function only: a kernel in another file that inlines this file's functions
     would keep running a stale copy (and read the pattern wrongly) after they change.
+
+    Students of one pattern differ only in their numeric columns, so w_i' S w_i is a sum
+    over pair classes (indicator x indicator, indicator x numeric j, numeric j x numeric l)
+    of the pattern's class sums times the student's multipliers (1, x_j, x_j x_l), and
+    w_i' bhat likewise: the selected inverse is read once per pattern, not per student.
+    ``pat_kind[k, t]``: -1 for an indicator column, else the numeric column's index.
     """
     n_draws = log_s2.shape[0]
-    n, k_nz = cols.shape
+    n = student_pattern.shape[0]
+    n_pat, k_nz = pat_cols.shape
     k_pairs = pair_pos.shape[1]
+    n_mean = mean_mult.shape[1]
     out = np.empty((n_draws, n))
     within = np.empty((n_draws, n))
+    sv = np.empty((n_pat, n_class))
+    sm = np.empty((n_pat, n_mean))
     for d in range(n_draws):
         inv_s2 = np.exp(-log_s2[d])
         lx, _, bhat, ok = _factor_and_mean(packed, a_data, wty, inv_s2, np.exp(log_lam[d]))
         if not ok:
             raise FloatingPointError("sparse Cholesky failed in the LOO pass")
         sx = selected_inverse(packed, lx)
-        for i in range(n):
-            mu = 0.0
-            for t in range(k_nz):
-                mu += vals[i, t] * bhat[cols[i, t]]
-            v = 0.0
+        sv[:] = 0.0
+        sm[:] = 0.0
+        for k in range(n_pat):
             for t in range(k_pairs):
-                v += pair_coef[i, t] * sx[pair_pos[i, t]]
+                sv[k, pair_class[k, t]] += pair_coef[k, t] * sx[pair_pos[k, t]]
+            for t in range(k_nz):
+                kind = pat_kind[k, t]
+                if kind >= -1:
+                    sm[k, kind + 1] += bhat[pat_cols[k, t]]
+        for i in range(n):
+            k = student_pattern[i]
+            v = 0.0
+            for c in range(n_class):
+                v += sv[k, c] * mult[i, c]
+            mu = 0.0
+            for c in range(n_mean):
+                mu += sm[k, c] * mean_mult[i, c]
             s2 = math.exp(log_s2[d, g[i]])
             h = v / s2
             resid = y[i] - mu

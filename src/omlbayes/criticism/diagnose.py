@@ -151,3 +151,45 @@ def _advice(d: dict) -> str:
     return f"; cell means vary more than the model allows in {worst}" + (
         f": {hint}" if hint else ""
     )
+
+
+# Early stopping (backends/sampling.py): the kept draws are exactly the checked ones, so they
+# pass the gate by construction; the margin is for the noise of the ESS estimates.
+EARLY_STOP_ESS_MARGIN = 1.25
+
+
+def early_stop(tree: xr.DataTree, *, thresholds: Thresholds | None = None) -> dict:
+    """Whether the draws so far can stop: first the variance parameters (cheap), then every
+    variable as the gate sees it, with bulk and tail ESS ``EARLY_STOP_ESS_MARGIN`` times
+    the gate's minimum."""
+    from omlbayes.criticism import mcmc_stats
+
+    th = thresholds or Thresholds()
+    strict = Thresholds(
+        rhat_max=th.rhat_max,
+        ess_bulk_min=th.ess_bulk_min * EARLY_STOP_ESS_MARGIN,
+        ess_tail_min=th.ess_tail_min * EARLY_STOP_ESS_MARGIN,
+        bfmi_min=th.bfmi_min,
+        max_divergences=th.max_divergences,
+    )
+    posterior = tree["posterior"].to_dataset()
+    hyper = [v for v in posterior.data_vars if v == "sigma" or str(v).endswith("_sigma")]
+    first = check(
+        _only(tree, hyper), thresholds=strict, summary=mcmc_stats.diagnostics(posterior[hyper])
+    )
+    if not first["passed"]:
+        return {"passed": False, "stage": "variance parameters", **_numbers(first)}
+    full = check(tree, thresholds=strict, summary=mcmc_stats.diagnostics(posterior))
+    return {"passed": full["passed"], "stage": "all parameters", **_numbers(full)}
+
+
+def _only(tree: xr.DataTree, names: list[str]) -> xr.DataTree:
+    out = {"/posterior": tree["posterior"].to_dataset()[names]}
+    if "sample_stats" in tree.children:
+        out["/sample_stats"] = tree["sample_stats"].to_dataset()
+    return xr.DataTree.from_dict(out)
+
+
+def _numbers(d: dict) -> dict:
+    keys = ("max_r_hat", "min_ess_bulk", "min_ess_tail", "divergences")
+    return {k: d[k] for k in keys}

@@ -40,7 +40,8 @@ import pandas as pd
 import xarray as xr
 from threadpoolctl import threadpool_limits
 
-from omlbayes.backends.sparse import _unpack, loo_loglik
+from omlbayes.backends.sparse import _unpack, loo_loglik_grouped
+from omlbayes.criticism import psis
 from omlbayes.errors import RunError
 from omlbayes.model.design import DesignLayout, GroupedStats, design_matrix
 from omlbayes.model.spec import ModelSpec
@@ -81,15 +82,15 @@ def hyper_arrays(
 
 
 def _loo_loglik_threads(log_s2: np.ndarray, log_lam: np.ndarray, *rest) -> tuple:
-    """:func:`sparse.loo_loglik` with the draws split over one thread per usable core (the kernel
-    releases the GIL; every draw is computed on its own, so the numbers do not depend on
-    the split)."""
+    """:func:`sparse.loo_loglik_grouped` with the draws split over one thread per usable core
+    (the kernel releases the GIL; every draw is computed on its own, so the numbers do not
+    depend on the split)."""
     n_draws = log_s2.shape[0]
     workers = max(1, min(n_draws, len(os.sched_getaffinity(0))))
     bounds = np.linspace(0, n_draws, workers + 1).astype(int)
     with threadpool_limits(1, user_api="blas"), ThreadPoolExecutor(workers) as pool:
         parts = [
-            pool.submit(loo_loglik, log_s2[a:b], log_lam[a:b], *rest)
+            pool.submit(loo_loglik_grouped, log_s2[a:b], log_lam[a:b], *rest)
             for a, b in zip(bounds[:-1], bounds[1:], strict=True)
         ]
         results = [part.result() for part in parts]
@@ -101,22 +102,45 @@ def _logsumexp_rows(a: np.ndarray) -> np.ndarray:
     return top + np.log(np.exp(a - top).sum(axis=0))
 
 
-def _row_layout(chunk: pd.DataFrame, layout: DesignLayout, pattern) -> tuple[np.ndarray, ...]:
-    """Per student: permuted non-zero columns and values of w_i (padded), and for every
-    pair of them where P^-1's entry sits in the selected inverse and its weight in v_i."""
+def _grouped_layout(chunk: pd.DataFrame, layout: DesignLayout, pattern) -> tuple:
+    """The students of ``chunk`` grouped by their design row's indicator columns (see
+    ``sparse.loo_loglik_grouped``): per pattern its permuted columns (the numeric ones
+    last), their kind, and every pair's position in the selected inverse, weight and class;
+    per student its pattern and multipliers."""
     w = design_matrix(chunk, layout).tocsr()
     w.sum_duplicates()
+    w.sort_indices()
     n, p = w.shape
-    nnz = np.diff(w.indptr)
-    k_nz = int(nnz.max()) if n else 1
+    slices = layout.slices()
+    numeric = np.array(
+        [slices[t.name].start for t in layout.terms if t.kind == "numeric"], dtype=np.int64
+    )
+    n_num = numeric.size
+    is_num = np.zeros(p, dtype=bool)
+    is_num[numeric] = True
+    counts = np.diff(w.indptr)
+    rows = np.repeat(np.arange(n), counts)
+    keep = ~is_num[w.indices]
+    ind_counts = np.bincount(rows[keep], minlength=n)
+    k_ind = int(ind_counts.max()) if n else 0
+    ind = np.full((n, k_ind), -1, dtype=np.int64)
+    slot = np.arange(keep.sum()) - np.repeat(np.cumsum(ind_counts) - ind_counts, ind_counts)
+    ind[rows[keep], slot] = w.indices[keep]
+    x = np.zeros((n, n_num))
+    for j, c in enumerate(numeric):
+        x[:, j] = np.asarray(w[:, c].todense()).ravel()
+    patterns, student_pattern = np.unique(ind, axis=0, return_inverse=True)
+    n_pat = patterns.shape[0]
+    k_nz = k_ind + n_num
     inv_perm = np.empty(p, dtype=np.int64)
     inv_perm[pattern.perm] = np.arange(p)
-    cols = np.zeros((n, k_nz), dtype=np.int64)
-    vals = np.zeros((n, k_nz))
-    slot = np.arange(w.indptr[-1]) - np.repeat(w.indptr[:-1], nnz)
-    rows = np.repeat(np.arange(n), nnz)
-    cols[rows, slot] = inv_perm[w.indices]
-    vals[rows, slot] = w.data
+    cols = np.zeros((n_pat, k_nz), dtype=np.int64)
+    kind = np.full((n_pat, k_nz), -2, dtype=np.int64)  # -2: padding
+    present = patterns >= 0
+    cols[:, :k_ind] = np.where(present, inv_perm[np.maximum(patterns, 0)], 0)
+    kind[:, :k_ind] = np.where(present, -1, -2)
+    cols[:, k_ind:] = inv_perm[numeric]
+    kind[:, k_ind:] = np.arange(n_num)
     upper = pattern.upper
     keys = upper.indices.astype(np.int64) + p * np.repeat(
         np.arange(p, dtype=np.int64), np.diff(upper.indptr)
@@ -125,13 +149,35 @@ def _row_layout(chunk: pd.DataFrame, layout: DesignLayout, pattern) -> tuple[np.
     first, second = np.triu_indices(k_nz)
     a, b = cols[:, first], cols[:, second]
     lo, hi = np.minimum(a, b), np.maximum(a, b)
-    q = np.searchsorted(keys, lo + p * hi)
-    q = np.minimum(q, keys.size - 1)
-    coef = vals[:, first] * vals[:, second] * np.where(first == second, 1.0, 2.0)
-    live = coef != 0.0
+    q = np.minimum(np.searchsorted(keys, lo + p * hi), keys.size - 1)
+    live = (kind[:, first] > -2) & (kind[:, second] > -2)
     if np.any(keys[q[live]] != (lo + p * hi)[live]):
         raise RuntimeError("a design pair lies outside the pattern of W'W")
-    return cols, vals, np.where(live, apos[q], 0), coef
+    coef = np.where(live, np.where(first == second, 1.0, 2.0), 0.0)
+    # pair classes: 0 indicator x indicator; 1 + j indicator x numeric j; then numeric pairs
+    ka, kb = kind[:, first], kind[:, second]
+    upper_j, upper_l = np.triu_indices(n_num)
+    num_pairs = {
+        (int(a_), int(b_)): 1 + n_num + m
+        for m, (a_, b_) in enumerate(zip(upper_j, upper_l, strict=True))
+    }
+    cls = np.zeros(ka.shape, dtype=np.int64)
+    one = (ka == -1) ^ (kb == -1)
+    cls[one] = 1 + np.maximum(ka, kb)[one]
+    both = (ka >= 0) & (kb >= 0)
+    for (j, k2), c in num_pairs.items():
+        cls[both & (np.minimum(ka, kb) == j) & (np.maximum(ka, kb) == k2)] = c
+    n_class = 1 + n_num + len(num_pairs)
+    mult = np.ones((n, n_class))
+    mult[:, 1 : 1 + n_num] = x
+    for (j, k2), c in num_pairs.items():
+        mult[:, c] = x[:, j] * x[:, k2]
+    mean_mult = np.ones((n, 1 + n_num))
+    mean_mult[:, 1:] = x
+    return (
+        cols, kind, np.where(live, apos[q], 0), coef, cls, n_class,
+        student_pattern.astype(np.int64).ravel(), mult, mean_mult,
+    )  # fmt: skip
 
 
 def conditional_loo(
@@ -152,7 +198,6 @@ def conditional_loo(
 
     Returns arviz-stats' ``ELPDDataLOO`` (pointwise) and a dict of facts for ``loo.json``.
     """
-    import arviz_stats as azs
     from arviz_stats.loo.loo_helper import _get_r_eff
     from arviz_stats.utils import ELPDDataLOO
 
@@ -164,19 +209,20 @@ def conditional_loo(
     thinned = thin(posterior[hyper_names], max_draws)
     log_s2, log_lam = hyper_arrays(thinned, layout, spec)
     n_chain, n_draw = thinned.sizes["chain"], thinned.sizes["draw"]
-    pattern = SparsePattern.build(stats.pattern(), _term_blocks(layout))
+    pattern = SparsePattern.build(stats.pattern(), _term_blocks(layout))  # the fit's, cached
     inputs = sparse_inputs(stats, pattern)
     by = spec.residual_sd_by
     # one relative efficiency of the thinned draws for every chunk
     reff = _get_r_eff(xr.DataTree.from_dict({"/posterior": thinned}), n_chain * n_draw)
+    tail = psis.tail_draws(n_chain * n_draw, float(reff))
     n_students = len(frame)
     if n_students > max_students:
         frame = frame.iloc[subsample_rows(n_students, max_students, sample_key)]
     weight = n_students / len(frame)  # N / m: 1 when every student is used
-    elpd_i, pareto_k, p_loo, good_k = [], [], 0.0, None
+    elpd_i, pareto_k, p_loo = [], [], 0.0
     for start in range(0, len(frame), chunk_rows):
         chunk = frame.iloc[start : start + chunk_rows]
-        cols, vals, pair_pos, pair_coef = _row_layout(chunk, layout, pattern)
+        grouped = _grouped_layout(chunk, layout, pattern)
         y = chunk[spec.response].to_numpy(dtype=np.float64)
         g = (
             np.zeros(len(chunk), dtype=np.int64)
@@ -185,24 +231,17 @@ def conditional_loo(
         )
         ll, within = _loo_loglik_threads(
             log_s2, log_lam, inputs["wtw_data"], inputs["wty"], inputs["sparse_pattern"],
-            cols, vals, pair_pos, pair_coef, y, g,
+            *grouped, y, g,
         )  # fmt: skip
-        log_lik = xr.DataArray(
-            ll.reshape(n_chain, n_draw, -1), dims=("chain", "draw", "student"), name="y"
-        )
-        tree = xr.DataTree.from_dict(
-            {"/posterior": thinned, "/log_likelihood": log_lik.to_dataset()}
-        )
-        # PSIS once, handed to loo (which would otherwise smooth every student twice)
-        log_weights, k_hat = log_lik.azstats.psislw(r_eff=reff, dim=["chain", "draw"])
-        result = azs.loo(tree, pointwise=True, reff=reff, log_weights=log_weights, pareto_k=k_hat)
-        elpd_i.append(result.elpd_i.to_numpy())
-        pareto_k.append(result.pareto_k.to_numpy())
+        # PSIS-LOO as arviz-stats computes it, compiled over all students (psis.py)
+        elpd, k_hat = psis.psis_loo(np.ascontiguousarray(ll), tail)
+        elpd_i.append(elpd)
+        pareto_k.append(k_hat)
         # p_loo = in-sample lpd - elpd_loo; the in-sample density integrates b out given
         # theta (arviz's own p would count only the hyper-parameters' share)
         lpd = _logsumexp_rows(within) - math.log(within.shape[0])
-        p_loo += float(np.sum(lpd - result.elpd_i.to_numpy()))
-        good_k = result.good_k
+        p_loo += float(np.sum(lpd - elpd))
+    good_k = psis.good_k(n_chain * n_draw)
     elpd_i = np.concatenate(elpd_i) * weight
     pareto_k = np.concatenate(pareto_k)
     n = elpd_i.size

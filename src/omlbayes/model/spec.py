@@ -30,7 +30,16 @@ ALLOWED_KEYS: dict[str, tuple[str, ...] | None] = {
     ),
     "priors": None,
     "estimands": ("breakdowns", "wave_contrasts"),
-    "sampler": ("backend", "sampler", "draws", "tune", "chains", "kernel", "sd_parameterization"),
+    "sampler": (
+        "backend",
+        "sampler",
+        "draws",
+        "tune",
+        "chains",
+        "kernel",
+        "sd_parameterization",
+        "early_stop",
+    ),
     "report": ("findings",),
     "measurement": None,  # checked by _measurement (graded models only)
 }
@@ -50,11 +59,12 @@ MODELS_DIR = Path(__file__).resolve().parents[3] / "models"
 class SamplerSettings:
     backend: str = "collapsed"
     sampler: str = "nutpie"
-    draws: int = 1000
-    tune: int = 1000
+    draws: int = 2000  # the most draws per chain (all of them without early_stop)
+    tune: int = 300
     chains: int = 4
     kernel: str = "auto"
     sd_parameterization: str = "log"
+    early_stop: bool = True  # keep the first K draws that pass the gate with a margin
 
 
 @dataclass(frozen=True)
@@ -292,6 +302,8 @@ def check_sampler(settings: SamplerSettings) -> None:
             f"sd_parameterization {settings.sd_parameterization!r} unknown; use one of "
             f"{', '.join(SD_PARAMETERIZATIONS)}"
         )
+    if not isinstance(settings.early_stop, bool):
+        raise SpecError(f"early_stop must be true or false, got {settings.early_stop!r}")
     for name in ("draws", "tune", "chains"):
         value = getattr(settings, name)
         if not isinstance(value, int) or value < 1:

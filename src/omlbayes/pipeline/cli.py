@@ -77,6 +77,7 @@ def run_fit(args: argparse.Namespace) -> int:
         chains=args.chains,
         kernel=getattr(args, "kernel", None),
         sd_parameterization=getattr(args, "sd_parameterization", None),
+        early_stop=False if getattr(args, "no_early_stop", False) else None,
     )
     if args.formula:
         from omlbayes.pipeline import formula_run

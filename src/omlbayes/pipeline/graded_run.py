@@ -21,6 +21,7 @@ import pandas as pd
 import xarray as xr
 
 from omlbayes.backends.graded import GradedFit, MeasurementSettings, fit_graded, long_items
+from omlbayes.backends.sampling import derived_seed
 from omlbayes.constants import ITEM_MIN
 from omlbayes.criticism import diagnose
 from omlbayes.errors import SpecError
@@ -101,7 +102,9 @@ def fit_graded_run(
     t1 = time.perf_counter()
     ispec = index_spec(spec)
     stats = sufficient_stats(frame, layout, ispec.response)
-    index_tree, _, _ = fit_collapsed(stats, layout, ispec, seed=seed + 10, progressbar=False)
+    index_tree, _, _ = fit_collapsed(
+        stats, layout, ispec, seed=derived_seed(seed, "index model"), progressbar=False
+    )
     index_diag = diagnose.check(index_tree)
     timings["index_model_s"] = time.perf_counter() - t1
     tree = fit.tree
@@ -235,7 +238,7 @@ def dif_table(
     """
     tail = (1.0 - options.prob) / 2.0
     data = long_items(frame, settings.items)
-    reps, _ = _replicates(fit, data, seed=seed + 1)
+    reps, _ = _replicates(fit, data, seed=derived_seed(seed, "dif replications"))
     n_items = len(settings.items)
     rows = []
     for column in DIF_GROUPS:

@@ -38,6 +38,7 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
+from omlbayes.backends.sampling import derived_seed
 from omlbayes.criticism import diagnose
 from omlbayes.data import schema
 from omlbayes.errors import InputError
@@ -255,11 +256,13 @@ def fit_imputations(
     effects, contrasts, infos, suppressed, counts = [], [], [], set(), []
     defs = None
     for k, frame in enumerate(frames):
-        fitted = survey_run.fit_frame(frame, spec, seed=seed + k)
+        fitted = survey_run.fit_frame(frame, spec, seed=derived_seed(seed, f"imputation/{k}"))
         diag = diagnose.check(fitted.tree)
         progress(f"imputation {k + 1}/{len(frames)}: {diagnose.verdict_line(diag)}")
         eff = estimands.effect_draws(
-            fitted.tree["posterior"].to_dataset(), fitted.gcomp, seed=seed + k
+            fitted.tree["posterior"].to_dataset(),
+            fitted.gcomp,
+            seed=derived_seed(seed, f"imputation/{k}"),
         )
         n = fitted.gcomp["n"].to_numpy()
         cells = {k: eff[k].to_numpy() for k in ("breakdown", "group", "wave")}

@@ -433,7 +433,12 @@ def _fit(frame, spec, options, progress, timings, prepared=None):
         )
         timings["sufficient_stats_s"] = time.perf_counter() - t
         tree, fit_timings, fit_facts = fit_collapsed(
-            stats, layout, spec, seed=options.seed, progressbar=options.progressbar
+            stats,
+            layout,
+            spec,
+            seed=options.seed,
+            progressbar=options.progressbar,
+            gate=diagnose.early_stop if spec.sampler.early_stop else None,
         )
         progress(f"kernel {fit_facts['kernel']}: {fit_facts['kernel_reason']}")
     else:
