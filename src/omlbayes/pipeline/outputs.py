@@ -120,9 +120,10 @@ def summarise_run(run: runs.Run) -> pd.DataFrame:
     figures = path / "figures"
     figures.mkdir(exist_ok=True)
     write_forest_figures(effects_table, figures, options=options, levels=record.levels)
-    from omlbayes.pipeline.graded_run import write_latent_vs_index  # graded runs only
+    if "index_posterior" in run.tree.children:  # a graded run: latent next to index
+        from omlbayes.pipeline.graded_run import write_latent_vs_index
 
-    write_latent_vs_index(run, contrast_defs, contrasts, suppressed=suppressed)
+        write_latent_vs_index(run, contrast_defs, contrasts, suppressed=suppressed)
     items_csv = path / "items.csv"
     if items_csv.exists():
         import matplotlib.pyplot as plt
