@@ -18,6 +18,7 @@ from itertools import combinations, product
 
 import numpy as np
 import pandas as pd
+import scipy.sparse as sp
 import xarray as xr
 
 from omlbayes.constants import MIN_CELL_N
@@ -249,16 +250,18 @@ def contrast_draws(effects: xr.DataArray, contrasts: list[Contrast]) -> xr.DataA
         )
     }
     values = effects.to_numpy()
-    out = np.zeros((*values.shape[:-1], len(contrasts)))
-    terms = [
-        contrast_terms(c.breakdown, c.group, c.wave, c.reference_group, c.reference, c.kind)
-        for c in contrasts
-    ]
-    for position in range(max((len(t) for t in terms), default=0)):
-        which = [k for k, t in enumerate(terms) if len(t) > position]
-        signs = np.array([terms[k][position][0] for k in which], dtype=float)
-        cells = [index[terms[k][position][1]] for k in which]
-        out[..., which] += signs * values[..., cells]
+    rows, cols, signs = [], [], []
+    for k, c in enumerate(contrasts):
+        for sign, cell in contrast_terms(
+            c.breakdown, c.group, c.wave, c.reference_group, c.reference, c.kind
+        ):
+            rows.append(k)
+            cols.append(index[cell])
+            signs.append(float(sign))
+    # one sparse product (contrasts x cells, entries +-1) instead of a loop over contrasts
+    signed = sp.csr_matrix((signs, (rows, cols)), shape=(len(contrasts), values.shape[-1]))
+    flat = values.reshape(-1, values.shape[-1])
+    out = np.asarray((signed @ flat.T).T).reshape(*values.shape[:-1], len(contrasts))
     return xr.DataArray(
         out,
         dims=("chain", "draw", "contrast"),
