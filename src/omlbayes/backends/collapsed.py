@@ -34,7 +34,6 @@ allows it, ``"log"`` (the default) none.
 
 from __future__ import annotations
 
-import dataclasses
 import math
 import os
 import time
@@ -415,47 +414,31 @@ def build_density(
     )
 
 
-def boundary_drops(model: pm.Model, spec: ModelSpec, terms: list[str]) -> dict[str, dict]:
-    """Per group term in ``terms``, of a log-scale ``model``: its SD's posterior mode and how
-    far the log posterior density drops when the SD is set to zero, the other parameters
-    re-optimized.
+def boundary_drops(density: CollapsedDensity, terms: list[str]) -> dict[str, dict]:
+    """Per group term in ``terms``, of a log-scale ``density`` (nothing folded): its SD's
+    posterior mode and how far the log posterior density drops when the SD is set to zero,
+    the other parameters re-optimized.
 
     Densities are on the SD scale (no log-transform Jacobian), where an SD whose data allow
     zero has its mode at or near zero. The search runs over the variances (tau^2, bounded
     below by ``(PROFILE_ZERO * prior scale)^2``), where the gradient does not vanish at zero
     as it does on the log scale (there an SD that strays towards zero never comes back).
-    Deterministic: L-BFGS-B from the model's initial point.
+    Deterministic: L-BFGS-B from the priors' scales.
     """
     from scipy.optimize import minimize
 
-    logp = model.logp(jacobian=False)
-    # one function for the density and its gradient: the kernel runs once per evaluation
-    fn = model.compile_fn(
-        [logp, *pt.grad(logp, model.value_vars)], inputs=model.value_vars, point_fn=False
-    )
-    start = model.initial_point()
-    names = [v.name for v in model.value_vars]
-    if not all(k.endswith("_log__") for k in names):
-        raise ValueError(f"boundary_drops needs a model of log-scale SDs only, got {names}")
-    shapes = [np.shape(start[k]) for k in names]
-    offsets = np.cumsum([0, *(int(np.prod(sh)) for sh in shapes)])
+    if any(density.folded):
+        raise ValueError("boundary_drops needs a density of log-scale SDs only")
 
     def neg(var: np.ndarray) -> tuple[float, np.ndarray]:
-        u = 0.5 * np.log(var)  # the model's log-SD coordinates
-        value, *grads = fn(
-            *(u[offsets[i] : offsets[i + 1]].reshape(shapes[i]) for i in range(len(names)))
-        )
+        u = 0.5 * np.log(var)  # the density's log-SD coordinates
+        value, grad = density.logp(u)
         if not np.isfinite(value):
             return np.inf, np.zeros_like(var)
-        grad = np.concatenate([np.ravel(g) for g in grads])
-        return -float(value), -grad / (2.0 * var)
+        # without the log-scale Jacobian (+u per coordinate): the density of the SDs
+        return -(value - float(u.sum())), -(grad - 1.0) / (2.0 * var)
 
-    floor = np.empty(offsets[-1])
-    for i, k in enumerate(names):
-        base = k.removesuffix("_log__")
-        kind = "sigma" if base == "sigma" else "group_sigma"
-        scale = spec.prior_for(base.removesuffix("_sigma"), kind).scale
-        floor[offsets[i] : offsets[i + 1]] = (PROFILE_ZERO * scale) ** 2
+    floor = (PROFILE_ZERO * density.scales) ** 2
 
     def optimum(fn, x: np.ndarray, lower: np.ndarray):
         # tight tolerances and one restart: L-BFGS's default relative tolerance stops early
@@ -466,17 +449,20 @@ def boundary_drops(model: pm.Model, spec: ModelSpec, terms: list[str]) -> dict[s
             x = res.x
         return res
 
-    var0 = np.exp(2.0 * np.concatenate([np.ravel(start[k]) for k in names]).astype(float))
-    profiles, out = {}, {}
+    n_sigma = density.n_dim - len(density.folded)
+    index = {term: density.names.index(f"{term}_sigma") - 1 + n_sigma for term in terms}
+
+    def profile(term: str) -> float:
+        i = index[term]
+        fixed = _fixed_at(neg, mode.x, i, floor[i])
+        return optimum(fixed, np.delete(mode.x, i), np.delete(floor, i)).fun
+
     with threadpool_limits(1, user_api="blas"):  # as in sampling: one BLAS thread
-        mode = optimum(neg, var0, floor)
-        for term in terms:
-            i = offsets[names.index(f"{term}_sigma_log__")]
-            at_zero = optimum(
-                _fixed_at(neg, mode.x, i, floor[i]), np.delete(mode.x, i), np.delete(floor, i)
-            )
-            profiles[term] = at_zero.fun
-            out[term] = {"mode": float(np.sqrt(mode.x[i]))}
+        mode = optimum(neg, density.scales**2, floor)
+        # the profiles are independent: one thread each (the kernel releases the GIL)
+        with ThreadPoolExecutor(max(1, len(os.sched_getaffinity(0)))) as pool:
+            profiles = dict(zip(terms, pool.map(profile, terms), strict=True))
+    out = {term: {"mode": float(np.sqrt(mode.x[index[term]]))} for term in terms}
     # a profile above the mode's value means the mode search stopped short: the best of all
     # optima found is the reference
     best = min([mode.fun, *profiles.values()])
@@ -516,7 +502,7 @@ def folded_terms(
         candidates = [name for name in can_fold if sizes[name] >= FOLD_MIN_CELLS]
         if candidates:
             t = time.perf_counter()
-            drops = boundary_drops(build_model(stats, layout, spec, choice), spec, candidates)
+            drops = boundary_drops(build_density(stats, layout, spec, choice), candidates)
             facts["sd_boundary_s"] = time.perf_counter() - t
             facts["sd_boundary"] = drops
             folded = frozenset(name for name in candidates if drops[name]["drop"] < BOUNDARY_DROP)
@@ -750,32 +736,19 @@ def _posterior(tree: xr.DataTree, spec: ModelSpec) -> xr.Dataset:
 
 
 class CollapsedRefitter:
-    """One density refitted to new data of the same layout (no rebuilding).
-
-    Simulation-based calibration and recovery studies fit hundreds of data sets with the
-    same design; the statistics are the density's shared data, swapped in place. Sampling
-    is the run's (``sample_nutpie``, with early stopping when ``gate`` is given).
-    """
+    """Refits of one design to many data sets, sampled as a run samples (the compiled
+    density, its SD parameterization chosen per data set, ``sample_nutpie`` with early
+    stopping when ``gate`` is given): simulation-based calibration and recovery studies."""
 
     def __init__(self, stats: SufficientStats, layout: DesignLayout, spec: ModelSpec, *, gate=None):
-        if spec.sampler.sd_parameterization == "auto":
-            raise SpecError(
-                "the refitter builds one model for every data set, so it cannot choose the "
-                "SD parameterization per data set: use sd_parameterization 'log' or 'folded'"
-            )
         self.layout, self.spec, self.gate = layout, spec, gate
-        folded, _ = folded_terms(GroupedStats.from_pooled(stats), layout, spec, None)
-        self.density = build_density(stats, layout, spec, None, folded)
 
     def fit(self, stats: SufficientStats, *, seed: int) -> xr.DataTree:
-        shared = {
-            **self.density.shared,
-            "wtw": np.ascontiguousarray(stats.wtw),
-            "wty": np.asarray(stats.wty, dtype=np.float64),
-            "yty": np.array([float(stats.yty)]),
-            "n_obs": np.array([float(stats.n)]),
-        }
-        density = dataclasses.replace(self.density, shared=shared)
+        # the compiled density needs no compiling per data set: built (and, under "auto",
+        # its SD parameterization chosen) for each one, as a run does
+        grouped = GroupedStats.from_pooled(stats)
+        folded, _ = folded_terms(grouped, self.layout, self.spec, None)
+        density = build_density(stats, self.layout, self.spec, None, folded)
         coefficients = CoefficientDraws(stats, self.layout, self.spec, None, seed=seed)
         check = None
         if self.gate is not None:
