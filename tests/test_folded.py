@@ -125,10 +125,14 @@ def test_folded_fit_matches_the_log_scale_fit(design):
         assert abs(a.mean() - b.mean()) < 5 * se, name
 
 
-def test_refitter_needs_a_fixed_parameterization(design):
+def test_refitter_chooses_the_parameterization_per_data_set(design):
     stats, layout, _ = design
-    with pytest.raises(SpecError, match="log' or 'folded"):
-        collapsed.CollapsedRefitter(stats.pooled(), layout, _spec(sd_parameterization="auto"))
+    spec = _spec(sd_parameterization="auto", draws=200, tune=200, chains=2)
+    tree = collapsed.CollapsedRefitter(stats.pooled(), layout, spec).fit(stats.pooled(), seed=3)
+    post = tree["posterior"].to_dataset()
+    # the refit reports natural-scale SDs whatever it sampled, and its coefficient draws
+    assert not [v for v in post.data_vars if v.endswith(collapsed.FOLDED_SUFFIX)]
+    assert float(post["1|b_sigma"].min()) >= 0 and "x" in post.data_vars
 
 
 def test_unknown_parameterization_is_refused(tmp_path):
