@@ -51,9 +51,10 @@ ENCODING = "float32-le-base64"
 SELECTS = ("breakdown", "group-a", "group-b", "wave-from", "wave-to")
 
 EXPLORER_CSS = """
-.explorer .controls{display:grid;grid-template-columns:repeat(auto-fill,minmax(185px,1fr));
-gap:10px 16px;margin:12px 0 10px;padding:12px 14px;background:#f7f8fa;
+.explorer .controls{display:grid;grid-template-columns:repeat(3,minmax(0,1fr));
+gap:10px 18px;margin:12px 0 10px;padding:12px 14px;background:#f7f8fa;
 border:1px solid #e3e6ea;border-radius:4px}
+@media (max-width:700px){.explorer .controls{grid-template-columns:minmax(0,1fr)}}
 .explorer label{display:flex;flex-direction:column;justify-content:space-between;gap:3px;
 font-size:.85em;font-weight:600;color:#333}
 .explorer select{font:inherit;font-weight:400;font-size:1.05em;padding:4px 6px;
@@ -225,10 +226,10 @@ def explorer_html(run: runs.Run, *, lang: str, options: OutputOptions) -> str:
         f"<noscript><p class='small'>{esc(rt['explorer_noscript'])}</p></noscript>"
         f"<div class='controls' role='group' aria-label='{esc(rt['explorer'])}'>"
         f"{''.join(controls)}</div>"
-        f"<div class='result' data-explorer='result' aria-live='polite' "
+        f"<div class='result' data-explorer='result' "
         f"data-interval='{esc(options.interval)}' data-prob='{options.prob!r}' "
         f"data-draws='{info['draws']}'>"
-        "<p class='sentence'></p>"
+        "<p class='sentence' aria-live='polite'></p>"
         "<svg data-explorer='plot' viewBox='0 0 720 176' role='img' "
         "preserveAspectRatio='xMidYMid meet'></svg>"
         f"<p class='small legend'>{esc(legend)}</p></div>"
@@ -273,10 +274,10 @@ SCRIPT = r"""
     if (!name) return null;
     return breakdown().groups.find(function (g) { return g.name === name; }) || null;
   }
-  function shared(a, b) {
-    return D.waves.filter(function (w) {
-      return w.name in a.cells && (!b || w.name in b.cells);
-    }).length;
+  function has(g, wave) { return Object.prototype.hasOwnProperty.call(g.cells, wave); }
+  function open(a, b) {  // the waves both groups have a cell in
+    return D.waves.filter(function (w) { return has(a, w.name) && (!b || has(b, w.name)); })
+      .map(function (w) { return w.name; });
   }
   function fill(select, items, keep) {
     var old = keep ? select.value : null;
@@ -296,20 +297,20 @@ SCRIPT = r"""
     var a = group(S["group-a"].value);
     var none = { name: "", label: T.none };
     var others = breakdown().groups.filter(function (g) { return g.name !== a.name; })
-      .map(function (g) { return { name: g.name, label: g.label, disabled: !shared(a, g) }; });
+      .map(function (g) {
+        return { name: g.name, label: g.label, disabled: !open(a, g).length };
+      });
     fill(S["group-b"], [none].concat(others), true);
   }
   function fillWaves(reset) {
     var a = group(S["group-a"].value), b = group(S["group-b"].value);
-    var open = D.waves.filter(function (w) {
-      return w.name in a.cells && (!b || w.name in b.cells);
-    }).map(function (w) { return w.name; });
+    var waves = open(a, b);
     ["wave-from", "wave-to"].forEach(function (n, k) {
       var s = S[n];
       Array.prototype.forEach.call(s.options, function (o) {
-        o.disabled = open.indexOf(o.value) < 0;
+        o.disabled = waves.indexOf(o.value) < 0;
       });
-      if (reset || open.indexOf(s.value) < 0) s.value = k === 0 ? open[0] : open[open.length - 1];
+      if (reset || waves.indexOf(s.value) < 0) s.value = waves[k === 0 ? 0 : waves.length - 1];
     });
   }
 
@@ -338,7 +339,7 @@ SCRIPT = r"""
     var text = Math.abs(v).toFixed(digits), zero = Number(text) === 0;
     if (D.lang === "nl") text = text.replace(".", ",");
     if (v < 0 && !zero) return MINUS + text;
-    return sign && !zero ? "+" + text : text;
+    return sign ? "+" + text : text;
   }
   function fmtPct(p) {  // rounded down to 0.1%, as the report's probabilities
     var text = (Math.floor(p * 1000 + 1e-9) / 10).toFixed(1) + "%";
@@ -412,8 +413,10 @@ SCRIPT = r"""
 
   function draw(x, mean, bounds) {
     var W = 720, left = 24, right = 24, top = 8, base = 104, lineY = 122, axisY = 136;
-    var lo = 0, hi = 0;
-    for (var d = 0; d < K; d++) { lo = Math.min(lo, x[d]); hi = Math.max(hi, x[d]); }
+    var lo = 0, hi = 0, first = x[0], spread = false;
+    for (var d = 0; d < K; d++) {
+      lo = Math.min(lo, x[d]); hi = Math.max(hi, x[d]); spread = spread || x[d] !== first;
+    }
     var pad = (hi - lo) * 0.06 || 0.05;
     lo -= pad; hi += pad;
     function X(v) { return left + (v - lo) / (hi - lo) * (W - left - right); }
@@ -421,7 +424,7 @@ SCRIPT = r"""
     for (var e = 0; e < K; e++) counts[Math.min(bins - 1, Math.floor((x[e] - lo) / step))] += 1;
     var most = Math.max.apply(null, counts), out = [];
     for (var j = 0; j < bins; j++) {
-      if (!counts[j]) continue;
+      if (!counts[j] || !spread) continue;  // no bars when every draw is the same (one wave)
       var x0 = lo + j * step, mid = x0 + step / 2, h = counts[j] / most * (base - top);
       var inside = mid >= bounds[0] && mid <= bounds[1];
       out.push("<rect x='" + X(x0).toFixed(1) + "' y='" + (base - h).toFixed(1) +
