@@ -411,15 +411,30 @@ def test_report_is_self_contained_with_every_section(fake_run, report_nl):
         "composition",
         "figures",
         "results",
+        "explorer-title",
         "methods",
+    ]
+    assert [a["attrs"]["href"] for a in page.find("a")][:6] == [
+        "#measurement",
+        "#composition",
+        "#figures",
+        "#results",
+        "#explorer",
+        "#methods",
     ]
     imgs = page.find("img")
     assert len(imgs) == len(FIGURES)
     assert all(img["attrs"]["src"].startswith("data:image/png;base64,") for img in imgs)
     assert {el["attrs"]["data-figure"] for el in page.find("figure")} == set(FIGURES)
-    # nothing outside the file: no external scripts, styles, images or fonts
+    # nothing outside the file: no external scripts, styles, images or fonts; the one
+    # script is the explorer's, inline (its data as JSON beside it), and fetches nothing
     assert not re.search(r"""(src|href)=['"](?!data:|#)""", text)
-    assert "<script" not in text and "@import" not in text and "url(" not in text
+    assert "@import" not in text and "url(" not in text
+    assert re.findall(r"<script[^>]*>", text) == [
+        "<script type='application/json' id='explorer-data'>",
+        "<script>",
+    ]
+    assert not re.search(r"fetch\(|XMLHttpRequest|import\(|https?:", text)
     # the six items, reliability, Table 1, methods pieces
     assert "Leraren weten meestal hoe ik me voel" in text
     assert len(page.find("table", cls="reliability")) == 1

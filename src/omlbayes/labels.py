@@ -311,7 +311,38 @@ REPORT_TEXT = {
             "priorverdeling van het model (effects.csv: extrapolated, empty_cell_share)."
         ),
         "factsheet_said": "Factsheet: ",
-        "methods": "5. Verantwoording",
+        "explorer": "5. Verkenner: verandering tussen metingen",
+        "explorer_intro": (
+            "Kies een indeling, een groep en twee metingen: de pagina berekent hoeveel die "
+            "groep veranderde tussen de twee metingen (in SD-eenheden) en, als u een tweede "
+            "groep kiest, hoeveel die verandering verschilt van die van de tweede groep. De "
+            "berekening gebruikt {draws} gezamenlijke trekkingen uit de posterior die in dit "
+            "bestand zijn opgeslagen (offline, zonder server); het {interval} en P(> 0) komen "
+            "uit die trekkingen en kunnen daardoor iets afwijken van de tabellen "
+            "(Monte-Carlofout). Cellen met minder dan {min_cell_n} leerlingen zijn niet "
+            "opgenomen."
+        ),
+        "explorer_breakdown": "Indeling",
+        "explorer_group_a": "Groep A",
+        "explorer_group_b": "Vergeleken met groep B",
+        "explorer_none": "(geen)",
+        "explorer_wave_from": "Van meting",
+        "explorer_wave_to": "Naar meting",
+        "explorer_sentence": (
+            "{subject}, {comparison}: {phrase} ({mean} SD; {interval} {lower} tot {upper}; "
+            "P(> 0) = {p_positive})."
+        ),
+        "explorer_interval": "{prob}%-interval ({kind})",
+        "explorer_axis": "verandering (SD-eenheden)",
+        "explorer_legend": (
+            "Staafjes: de {draws} trekkingen van de verandering; donker: binnen het "
+            "{interval}; punt en lijn: gemiddelde en interval; stippellijn: geen verandering."
+        ),
+        "explorer_noscript": (
+            "De verkenner heeft JavaScript nodig; de figuren en zinnen hierboven staan er ook "
+            "zonder."
+        ),
+        "methods": "6. Verantwoording",
         "data": "Gegevens en uitsluitingen",
         "source": "Bestand",
         "sha256": "SHA-256 van het bestand",
@@ -473,7 +504,35 @@ REPORT_TEXT = {
             "(effects.csv: extrapolated, empty_cell_share)."
         ),
         "factsheet_said": "Factsheet: ",
-        "methods": "5. Methods",
+        "explorer": "5. Explore the trends",
+        "explorer_intro": (
+            "Choose a breakdown, a group and two waves: the page computes how much that group "
+            "changed between the two waves (in SD units) and, if you choose a second group, "
+            "how much that change differs from the second group's. It uses {draws} joint "
+            "posterior draws stored in this file (offline, no server); the {interval} and "
+            "P(> 0) come from those draws and may therefore differ slightly from the tables "
+            "(Monte Carlo error). Cells with fewer than {min_cell_n} students are left out."
+        ),
+        "explorer_breakdown": "Breakdown",
+        "explorer_group_a": "Group A",
+        "explorer_group_b": "Compared with group B",
+        "explorer_none": "(none)",
+        "explorer_wave_from": "From wave",
+        "explorer_wave_to": "To wave",
+        "explorer_sentence": (
+            "{subject}, {comparison}: {phrase} ({mean} SD; {interval} {lower} to {upper}; "
+            "P(> 0) = {p_positive})."
+        ),
+        "explorer_interval": "{prob}% interval ({kind})",
+        "explorer_axis": "change (SD units)",
+        "explorer_legend": (
+            "Bars: the {draws} draws of the change; dark: inside the {interval}; dot and "
+            "line: mean and interval; dashed line: no change."
+        ),
+        "explorer_noscript": (
+            "The explorer needs JavaScript; the figures and sentences above do not."
+        ),
+        "methods": "6. Methods",
         "data": "Data and exclusions",
         "source": "File",
         "sha256": "SHA-256 of the file",

@@ -20,6 +20,7 @@ import pandas as pd
 from omlbayes import labels
 from omlbayes.constants import PD_LIKELY, PD_VERY_LIKELY
 from omlbayes.errors import RunError
+from omlbayes.report.explorer import EXPLORER_CSS, explorer_html
 from omlbayes.report.findings import (
     Findings,
     build_findings,
@@ -584,6 +585,15 @@ def render_report(
         if options.monitor
         else rt["source_none"]
     )
+    explorer = explorer_html(run, lang=lang, options=options)
+    sections = (
+        ("measurement", "measurement"),
+        ("composition", "composition"),
+        ("figures", "figures"),
+        ("results", "results"),
+        *((("explorer", "explorer"),) if explorer else ()),
+        ("methods", "methods"),
+    )
     body = [banner_html(diagnostics, lang=lang)]
     body.append(f"<h1>{esc(title)}</h1>")
     body.append(
@@ -592,14 +602,7 @@ def render_report(
     body.append(
         f"<nav><strong>{esc(rt['toc'])}</strong><ol>"
         + "".join(
-            f"<li><a href='#{a}'>{esc(rt[k].split('. ', 1)[-1])}</a></li>"
-            for a, k in (
-                ("measurement", "measurement"),
-                ("composition", "composition"),
-                ("figures", "figures"),
-                ("results", "results"),
-                ("methods", "methods"),
-            )
+            f"<li><a href='#{a}'>{esc(rt[k].split('. ', 1)[-1])}</a></li>" for a, k in sections
         )
         + "</ol></nav>"
     )
@@ -628,9 +631,10 @@ def render_report(
     body.append(_findings_html(ctx, findings))
     body.append(_model_implied_html(ctx, contrasts))
     body.append(_extrapolated_html(ctx, effects))
+    body.append(explorer)
     body.append(_methods_html(ctx))
     body.append(f"<footer>{esc(rt['footer'].format(run=run_label(path)))}</footer>")
-    return document(title, "".join(body), lang=lang, css=CSS)
+    return document(title, "".join(body), lang=lang, css=CSS + (EXPLORER_CSS if explorer else ""))
 
 
 def report_filename(record: runs.RunRecord, lang: str) -> str:
