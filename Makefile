@@ -22,14 +22,20 @@ $(STAMP): pyproject.toml requirements.lock
 fit: $(STAMP)
 	$(PY) scripts/fit.py
 
+# The fast tier (a newcomer's check, one real end-to-end fit of the default included) and
+# every tier but the statistical studies and benchmarks; both print their 15 slowest tests.
 test: $(STAMP)
-	$(PY) -m pytest -m "not statistical and not bench" -q -rP
+	$(PY) -m pytest -m "not slow and not statistical and not bench" -q --durations=15
+
+test-all: $(STAMP)
+	$(PY) -m pytest -m "not statistical and not bench" -q --durations=15
 
 validate: $(STAMP)
 	$(PY) scripts/validate.py
 
 bench: $(STAMP)
 	$(PY) bench/bench_fit.py
+	$(PY) bench/bench_default.py
 	$(PY) bench/bench_scaling.py
 	$(PY) bench/bench_datapass.py
 

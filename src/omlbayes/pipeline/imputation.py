@@ -144,10 +144,18 @@ def fit_imputation_model(
 ) -> ImputationModel:
     """Posterior mode and Laplace covariance of the multinomial logit (see module doc).
 
-    Predictor columns the frame lacks are left out (the survey schema has them all); the
-    outcome-free model of earlier versions is ``numeric=(), interactions=None`` with
-    ``predictors=("school_id", "school_type", "region", "wave")``.
+    A default predictor the frame lacks is left out (and logged); one the caller names must
+    exist. The outcome-free model of earlier versions is ``numeric=(), interactions=None``
+    with ``predictors=("school_id", "school_type", "region", "wave")``.
     """
+    absent = [c for c in (*predictors, *numeric) if c not in frame.columns]
+    if absent and (tuple(predictors) != MI_PREDICTORS or tuple(numeric) != MI_NUMERIC):
+        defaults = set(MI_PREDICTORS) | set(MI_NUMERIC)
+        named = [c for c in absent if c not in defaults]
+        if named:
+            raise InputError(f"imputation: no column {named[0]!r} in the survey")
+    if absent:
+        log.info("imputation: the survey has no %s; left out of the model", ", ".join(absent))
     predictors = tuple(c for c in predictors if c in frame.columns)
     numeric = tuple(c for c in numeric if c in frame.columns)
     _check(frame, column, missing, predictors)

@@ -562,8 +562,9 @@ def render_report(
     lang = options.lang
     effects, contrasts = _read_tables(run)
     effects, contrasts = disclosure.resuppress(effects, contrasts, min_cell_n=options.min_cell_n)
-    # the spec's wave pairs are comparisons to make where the run has both waves; pairs
-    # naming other waves (another monitor's) are no finding of this run
+    # the spec's wave pairs are comparisons to make where the run has both waves; a pair
+    # with one wave of this run is listed as not in this run, one with none (another
+    # monitor's waves) is no concern of this run
     present = set(effects["wave"].astype(str))
     findings = build_findings(
         effects,
@@ -571,7 +572,7 @@ def render_report(
         declaration=declaration,
         options=options,
         levels=record.levels,
-        spec_pairs=[p for p in record.wave_pairs if set(p) <= present],
+        spec_pairs=[p for p in record.wave_pairs if set(p) & present],
     )
     own = record.output_options
     if redraw_figures is None:  # the run's PNGs are in its language, at its threshold
