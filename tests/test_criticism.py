@@ -262,6 +262,7 @@ def test_list_models_names_every_spec_with_its_description():
     assert "default" in footer
 
 
+@pytest.mark.slow
 def test_compare_default_and_unpooled(default_run, small_survey, tmp_path):
     import pandas as pd
     from conftest import SMALL_FIT_ARGS, run_script

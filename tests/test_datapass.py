@@ -231,6 +231,7 @@ def test_no_parts_is_one_line(tmp_path: Path) -> None:
         stream.list_parts(tmp_path)
 
 
+@pytest.mark.slow
 def test_dask_statistics_equal_streamed_and_in_memory(parts) -> None:
     """Two worker processes on a LocalCluster: the same sums, bit for bit, as one process."""
     single, folder = parts
@@ -263,6 +264,7 @@ def test_dask_statistics_equal_streamed_and_in_memory(parts) -> None:
     _assert_stats_identical(exact, one_pass)
 
 
+@pytest.mark.slow
 def test_fit_of_parts_equals_fit_of_the_file(parts, small_run, tmp_path: Path) -> None:
     """scripts/fit.py on the parts: the file's tables, and the same posterior (same seed)."""
     single_run, _ = small_run

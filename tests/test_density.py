@@ -49,7 +49,13 @@ CASES = {
 }
 
 
-@pytest.mark.parametrize("case", CASES)
+# the fast tier keeps one case per kernel; the others run in make test-all
+SLOW_CASES = ("full, sparse, residual groups", "flagship, other SD priors")
+
+
+@pytest.mark.parametrize(
+    "case", [pytest.param(c, marks=pytest.mark.slow) if c in SLOW_CASES else c for c in CASES]
+)
 def test_compiled_density_equals_the_pymc_model(frame, case):
     name, kernel, folded, priors = CASES[case]
     spec = _spec(name, **priors).with_sampler(kernel=kernel)

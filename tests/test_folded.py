@@ -107,6 +107,7 @@ def test_few_cells_and_exponential_priors_stay_on_the_log_scale(design):
     assert "1|b" not in folded and "1|b" not in facts["sd_boundary"]
 
 
+@pytest.mark.slow
 def test_folded_fit_matches_the_log_scale_fit(design):
     stats, layout, _ = design
     fits = {}
@@ -140,3 +141,12 @@ def test_unknown_parameterization_is_refused(tmp_path):
 
     with pytest.raises(SpecError, match="sd_parameterization 'sqrt' unknown"):
         check_sampler(_spec(sd_parameterization="sqrt").sampler)
+
+
+def test_refitter_refuses_a_residual_sd_per_group(design):
+    """Refits pool the statistics: a spec with a residual SD per group is refused, not
+    silently fitted with one SD."""
+    stats, layout, _ = design
+    grouped = dataclasses.replace(_spec(), residual_sd_by="b")
+    with pytest.raises(ValueError, match="residual SD per 'b' group"):
+        collapsed.CollapsedRefitter(stats.pooled(), layout, grouped)

@@ -136,6 +136,7 @@ def small():
     return sim, frame, spec, layout
 
 
+@pytest.mark.slow
 def test_compiled_model_gradient_and_numba_mode(small):
     """The whole graph (transforms, standardization of theta, the Op): the numba-compiled
     log density equals the Python one, and its gradient matches finite differences."""
@@ -175,6 +176,7 @@ def test_compiled_model_gradient_and_numba_mode(small):
         assert grad[k] == pytest.approx((at(up) - at(down)) / (2 * h), rel=1e-4, abs=1e-5)
 
 
+@pytest.mark.slow
 def test_conditional_draws_are_the_exact_gaussian(small):
     """Given theta and the SDs, b ~ N(M^-1 W~'theta, M^-1) (centred design), mapped back to
     the uncentred Intercept: mean and covariance of many draws match the dense formula."""
@@ -210,6 +212,7 @@ def _true_item_parameters(sim, frame) -> tuple[np.ndarray, np.ndarray]:
     return lam * s / noise, (cuts - (lam * m)[:, None]) / noise[:, None]
 
 
+@pytest.mark.slow
 def test_small_fit_recovers_item_parameters(small_fit):
     fit, sim, frame = small_fit.fit, small_fit.sim, small_fit.frame
     post = fit.tree["posterior"]
@@ -248,6 +251,7 @@ def small_fit():
     return gv.latent_recovery(seed=41, n_students=600, n_schools=12, spec=spec)
 
 
+@pytest.mark.slow
 def test_small_fit_covers_the_latent_truth(small_fit):
     """Make-test tier: 600 students, short chains; the overall and single-breakdown wave
     effects on the latent scale cover the simulator's latent truth at about the nominal
@@ -317,6 +321,7 @@ def graded_run(small_survey, tmp_path_factory):
     return out / "graded", result
 
 
+@pytest.mark.slow
 def test_graded_run_prints_its_main_contrasts(graded_run):
     """The terminal summary lists every wave comparison of the spec with the numbers of
     contrasts.csv (the overall breakdown, on the latent scale)."""
@@ -336,6 +341,7 @@ def test_graded_run_prints_its_main_contrasts(graded_run):
     assert "latent" in lines[head[0]]
 
 
+@pytest.mark.slow
 def test_graded_report_methods_describe_the_measurement_model(graded_run):
     path, _ = graded_run
     page = (path / "report.html").read_text(encoding="utf-8")
@@ -347,6 +353,7 @@ def test_graded_report_methods_describe_the_measurement_model(graded_run):
     assert "Gaussian on the standardised index" not in methods
 
 
+@pytest.mark.slow
 def test_compare_graded_and_index_runs_shows_each_scale(graded_run, small_run, tmp_path):
     """compare.py of a graded run and an index run: the same contrasts side by side, each
     labelled with its run's scale (run.json fit.scale); no LOO across different responses."""

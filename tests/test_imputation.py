@@ -74,6 +74,7 @@ def test_imputation_rejects_bad_input():
         imputation.impute(frame, model, m=1, seed=0)
 
 
+@pytest.mark.slow
 def test_pooled_posterior_is_wider_than_the_imputations(small_survey):
     from omlbayes.validation import studies as validation
 
@@ -100,6 +101,7 @@ def test_pooled_posterior_is_wider_than_the_imputations(small_survey):
     }  # "unknown" is gone from the completed data
 
 
+@pytest.mark.slow
 def test_impute_script_writes_a_folder_compare_reads(small_survey, small_run, tmp_path):
     run, _ = small_run
     result = run_script(

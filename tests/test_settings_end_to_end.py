@@ -261,6 +261,7 @@ OML_WORDS = re.compile(
 )
 
 
+@pytest.mark.slow
 def test_other_monitor_record_keeps_its_levels(other_run):
     record = runs.read_record(other_run)
     assert record.levels == OTHER_LEVELS
@@ -276,6 +277,7 @@ def test_other_monitor_record_keeps_its_levels(other_run):
     assert not disclosure_problems(other_run, student_ids=[], min_cell_n=10)
 
 
+@pytest.mark.slow
 def test_other_monitor_outputs_name_only_its_own_levels(other_run):
     for file in every_output(other_run):
         if file.suffix == ".html":
@@ -307,6 +309,7 @@ def test_other_monitor_outputs_name_only_its_own_levels(other_run):
     assert "Testland" in school
 
 
+@pytest.mark.slow
 def test_forest_figures_of_the_other_monitor_follow_its_order(other_run):
     texts = png_texts(other_run / "figures" / "fig2_wave.png")
     order = [texts.index(w) for w in OTHER_LEVELS["wave"]]

@@ -55,6 +55,7 @@ def test_compare_uses_median_for_variances():
     assert table["within_tolerance"].all()
 
 
+@pytest.mark.slow
 def test_recovery_one_seed_covers():
     spec = validation.flagship_spec(draws=300, tune=300, chains=2)
     rows, info = validation.recovery_one(n_students=2500, n_schools=25, seed=11, spec=spec)
@@ -73,6 +74,7 @@ def test_recovery_one_seed_covers():
     assert abs(summary["bias"]) < 0.05
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("case", ["hsb82_means_as_outcomes", "exam_standlrt"])
 def test_reml_agreement(case, tmp_path):
     table, info = validation.reml_case(case, work=tmp_path, draws=500, tune=300, chains=2)

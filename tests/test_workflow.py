@@ -126,6 +126,7 @@ def test_saved_posterior_has_no_student_rows(small_run, small_survey):
         assert not any(f",{i}," in text or f'"{i}"' in text for i in list(ids)[:200])
 
 
+@pytest.mark.slow
 def test_replot_redraws_from_disk_without_refitting(small_run, tmp_path):
     import shutil
 
@@ -139,6 +140,7 @@ def test_replot_redraws_from_disk_without_refitting(small_run, tmp_path):
     pd.testing.assert_frame_equal(before, pd.read_csv(path / "effects.csv"))
 
 
+@pytest.mark.slow
 def test_same_seed_same_numbers(small_run, small_survey, tmp_path):
     path, _ = small_run
     again = fit_small(small_survey, tmp_path, "again")
@@ -156,6 +158,8 @@ def test_failed_diagnostics_exit_3_and_say_so(small_survey, tmp_path):
         "fit.py",
         "--data",
         str(small_survey),
+        "--model",
+        "flagship",
         "--draws",
         "20",
         "--tune",

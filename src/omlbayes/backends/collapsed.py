@@ -741,6 +741,13 @@ class CollapsedRefitter:
     stopping when ``gate`` is given): simulation-based calibration and recovery studies."""
 
     def __init__(self, stats: SufficientStats, layout: DesignLayout, spec: ModelSpec, *, gate=None):
+        if spec.residual_sd_by:
+            # refits take one pooled set of statistics: a residual SD per group would be
+            # silently fitted as one SD, so it is refused
+            raise ValueError(
+                f"CollapsedRefitter fits one residual SD; spec {spec.name!r} has a residual SD "
+                f"per {spec.residual_sd_by!r} group: set residual_sd_by=None for the study"
+            )
         self.layout, self.spec, self.gate = layout, spec, gate
 
     def fit(self, stats: SufficientStats, *, seed: int) -> xr.DataTree:
