@@ -248,12 +248,12 @@ def test_list_models_names_every_spec_with_its_description():
     from conftest import run_script
 
     from omlbayes.constants import DEFAULT_MODEL
-    from omlbayes.model.spec import MODELS_DIR
+    from omlbayes.resources import models_dir
 
     result = run_script("fit.py", "--list-models")
     assert result.returncode == 0, result.stderr
     *lines, footer = result.stdout.rstrip().splitlines()
-    specs = sorted(MODELS_DIR.glob("*.toml"))
+    specs = sorted(models_dir().glob("*.toml"))
     assert len(lines) == len(specs)
     for path, line in zip(specs, lines, strict=True):
         spec = load_spec(path)

@@ -112,9 +112,9 @@ def run_fit(args: argparse.Namespace) -> int:
 def list_models() -> int:
     """Print every spec in models/: its name and one-line description (the default marked)."""
     from omlbayes.constants import DEFAULT_MODEL
-    from omlbayes.model.spec import MODELS_DIR
+    from omlbayes.resources import models_dir
 
-    specs = [load_spec(path) for path in sorted(MODELS_DIR.glob("*.toml"))]
+    specs = [load_spec(path) for path in sorted(models_dir().glob("*.toml"))]
     width = max(len(s.name) for s in specs)
     for spec in specs:
         mark = "*" if Path(spec.source).stem == DEFAULT_MODEL else " "

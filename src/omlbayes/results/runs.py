@@ -21,6 +21,7 @@ import pandas as pd
 import xarray as xr
 
 from omlbayes.errors import RunError
+from omlbayes.resources import project_root, source_root
 from omlbayes.results.options import OutputOptions
 
 POSTERIOR = "posterior.nc"
@@ -34,7 +35,7 @@ LATENT_VS_INDEX_CSV = "latent_vs_index.csv"
 # Groups that would carry student rows: never saved (privacy in the artefact).
 PRIVATE_GROUPS = ("observed_data", "constant_data", "log_likelihood", "posterior_predictive")
 PACKAGES = ("omlbayes", "pymc", "pytensor", "bambi", "arviz", "nutpie", "numpy", "pandas", "xarray")
-ROOT = Path(__file__).resolve().parents[3]
+ROOT = project_root()  # the checkout, or the current folder for an installed package
 
 
 def package_versions() -> dict[str, str]:
@@ -46,9 +47,12 @@ def package_versions() -> dict[str, str]:
 
 
 def git_commit() -> str:
+    root = source_root()
+    if root is None:  # an installed package: its version (in versions) says what ran
+        return "unknown"
     try:
         result = subprocess.run(
-            ["git", "-C", str(ROOT), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5
+            ["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5
         )
     except (OSError, subprocess.SubprocessError):
         return "unknown"
