@@ -93,3 +93,31 @@ def test_example_answers_equal_a_hand_computation(default_run, tmp_path):
         assert line in result.stdout
     # the surveyed schools' change is another estimand: same question, other draws
     assert table.loc[3, "mean"] != pytest.approx(table.loc[2, "mean"], abs=1e-9)
+
+
+# ---- LOO: run.loo(), never az.loo on posterior.nc ------------------------------------------
+
+
+def test_az_loo_on_posterior_nc_raises_and_run_loo_is_pointwise(default_run):
+    import arviz as az
+
+    import omlbayes as ob
+
+    with xr.open_datatree(default_run / "posterior.nc", engine="h5netcdf") as tree:
+        tree = tree.load()
+    # the per-draw totals are there, under a name ArviZ does not read as pointwise
+    assert "log_likelihood" not in tree.children
+    totals = tree["log_likelihood_total"].to_dataset()
+    assert [set(v.dims) for v in totals.data_vars.values()] == [{"chain", "draw"}]
+    with pytest.raises(TypeError, match="log likelihood not found"):
+        az.loo(tree)
+    run = ob.open_run(default_run)
+    elpd = run.loo()
+    n = run.record.data["n_analysed"]
+    assert elpd.n_data_points == elpd.elpd_i.size == n > 1000  # one value per student
+    assert elpd.elpd == pytest.approx(float(elpd.elpd_i.sum()), abs=0.01)
+    # the SE of a sum of n pointwise values, not the 0 of one total
+    assert elpd.se == pytest.approx(np.sqrt(n * np.var(elpd.elpd_i.to_numpy())), rel=1e-6)
+    assert elpd.se > 1 and float(elpd.pareto_k.max()) < 0.7
+    # the totals are the in-sample log-likelihood: above the LOO elpd on average
+    assert float(totals["y"].mean()) > elpd.elpd
