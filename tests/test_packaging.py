@@ -116,5 +116,8 @@ def test_installed_command_dispatches_to_the_scripts(installed, tmp_path):
         assert result.returncode == 0 and f"usage: omlbayes {command}" in result.stdout
     missing = run_installed(venv, tmp_path, "omlbayes", "report", str(tmp_path / "no_run"))
     assert missing.returncode == 2 and missing.stderr.startswith("error: ")
+    no_data = run_installed(venv, tmp_path, "omlbayes", "fit", "--out", str(tmp_path / "out"))
+    assert no_data.returncode == 2 and "pass --data FILE" in no_data.stderr
+    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
     unknown = run_installed(venv, tmp_path, "omlbayes", "refit")
     assert unknown.returncode == 2 and "invalid choice: 'refit'" in unknown.stderr

@@ -759,8 +759,8 @@ SCHOOL_TEXT = {
             "Links: gemiddelde en {interval}. Rechts: de plaats, per posterior-trekking "
             "berekend, met {interval} en meest waarschijnlijke plaats (1 = beste relaties). "
             "Banden: groepen scholen die niet van elkaar te onderscheiden zijn; een nieuwe groep "
-            "begint bij de eerste school waarboven de bovenste school van de groep aantoonbaar "
-            "hoger ligt ({interval} van het verschil boven 0). {shown} van {total} scholen; "
+            "begint bij de eerste school die aantoonbaar lager ligt dan de bovenste school van "
+            "de groep ({interval} van het verschil boven 0). {shown} van {total} scholen; "
             "scholen zonder meting met {n} of meer leerlingen staan er niet in."
         ),
         "tier_head": "Groep",

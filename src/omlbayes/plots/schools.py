@@ -79,7 +79,7 @@ def plot_schools_overview(
     )
 
     rank_ax.hlines(y, table["rank_low"], table["rank_high"], color=COLOUR, linewidth=1.2)
-    rank_ax.plot(table["rank_median"], y, "o", color=COLOUR, markersize=3.2)
+    rank_ax.plot(table["rank_median"], y, "o", color=COLOUR, markersize=3.2, clip_on=False)
     rank_ax.set_xlim(0.5, n + 0.5)
     rank_ax.set_xlabel(tx["overview_rank_axis"], fontsize=8)
     rank_ax.set_title(
