@@ -49,12 +49,12 @@ simulate: $(STAMP)
 	$(PY) scripts/simulate.py
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check src scripts tests bench
-	$(VENV)/bin/ruff format --check src scripts tests bench
+	$(VENV)/bin/ruff check src scripts tests bench examples
+	$(VENV)/bin/ruff format --check src scripts tests bench examples
 
 format: $(STAMP)
-	$(VENV)/bin/ruff format src scripts tests bench
-	$(VENV)/bin/ruff check --fix src scripts tests bench
+	$(VENV)/bin/ruff format src scripts tests bench examples
+	$(VENV)/bin/ruff check --fix src scripts tests bench examples
 
 clean-venv:
 	rm -rf $(VENV)

@@ -11,7 +11,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = ROOT / "src" / "omlbayes"
 ARCHITECTURE = ROOT / "ARCHITECTURE.md"
-FOUNDATION = ("constants", "errors", "labels")
+FOUNDATION = ("constants", "errors", "labels", "resources")
 STUDIES = ("validation", "simulate")
 # Everything after the fit reads a run folder: these stages never need a sampler.
 NO_SAMPLER_STAGES = ("results", "plots", "report")

@@ -207,7 +207,8 @@ def test_power_scaled_prior_equals_refit_with_scaled_prior(frame):
 
 
 def test_run_folder_has_loo_and_prior_sensitivity(small_run):
-    """A fitted run: loo.json readable by arviz.compare, psense works on posterior.nc."""
+    """A fitted run: loo.json readable by arviz.compare, psense works on posterior.nc's
+    totals (through power_scaling_tree)."""
     import arviz_stats as azs
     import pandas as pd
 
@@ -221,7 +222,7 @@ def test_run_folder_has_loo_and_prior_sensitivity(small_run):
     assert {"prior", "likelihood", "diagnosis"} <= set(table.columns)
     assert "sigma" in table.index and any(i.startswith("overall:") for i in table.index)
     tree = xr.open_datatree(path / "posterior.nc", engine="h5netcdf")
-    again = azs.psense_summary(tree, var_names=["sigma"])
+    again = azs.psense_summary(sensitivity.power_scaling_tree(tree), var_names=["sigma"])
     assert again.loc["sigma", "prior"] == pytest.approx(table.loc["sigma", "prior"], abs=1e-3)
 
 
@@ -248,12 +249,12 @@ def test_list_models_names_every_spec_with_its_description():
     from conftest import run_script
 
     from omlbayes.constants import DEFAULT_MODEL
-    from omlbayes.model.spec import MODELS_DIR
+    from omlbayes.resources import models_dir
 
     result = run_script("fit.py", "--list-models")
     assert result.returncode == 0, result.stderr
     *lines, footer = result.stdout.rstrip().splitlines()
-    specs = sorted(MODELS_DIR.glob("*.toml"))
+    specs = sorted(models_dir().glob("*.toml"))
     assert len(lines) == len(specs)
     for path, line in zip(specs, lines, strict=True):
         spec = load_spec(path)
@@ -496,3 +497,28 @@ def test_bambi_backend_refuses_a_residual_sd_per_group(small_survey, tmp_path):
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert result.stderr.startswith("error: --backend bambi fits one residual SD")
     assert "--model flagship" in result.stderr and not list(tmp_path.iterdir())
+
+
+def test_likelihood_totals_are_never_arviz_log_likelihood():
+    """The totals live in log_likelihood_total; an old run's log_likelihood of totals is still
+    read, a pointwise one is not taken for totals; psense sees them only in memory."""
+    coords = {"chain": [0, 1], "draw": np.arange(5)}
+    rng = np.random.default_rng(0)
+    draws = xr.Dataset({"sigma": (("chain", "draw"), rng.uniform(0.5, 1, (2, 5)))}, coords)
+    totals = xr.Dataset({"y": (("chain", "draw"), rng.normal(-100, 1, (2, 5)))}, coords)
+    pointwise = xr.Dataset({"y": (("chain", "draw", "obs"), rng.normal(size=(2, 5, 3)))}, coords)
+
+    def tree(**groups):
+        return xr.DataTree.from_dict(
+            {"/posterior": draws, "/log_prior": draws, **{f"/{k}": v for k, v in groups.items()}}
+        )
+
+    new = tree(log_likelihood_total=totals)
+    assert sensitivity.likelihood_totals(new).identical(totals)
+    assert sensitivity.likelihood_totals(tree(log_likelihood=totals)).identical(totals)
+    assert sensitivity.likelihood_totals(tree(log_likelihood=pointwise)) is None
+    work = sensitivity.power_scaling_tree(new)
+    assert set(work.children) == {"posterior", "log_prior", "log_likelihood"}
+    assert work["log_likelihood"].to_dataset().identical(totals)
+    with pytest.raises(ValueError, match="no per-draw"):
+        sensitivity.power_scaling_tree(tree(log_likelihood=pointwise))

@@ -294,9 +294,9 @@ def test_latent_truth_recovered_with_nominal_coverage():
 )
 def test_bad_measurement_section_is_one_clear_error(tmp_path, edit, message):
     from omlbayes.errors import SpecError
-    from omlbayes.model.spec import MODELS_DIR
+    from omlbayes.resources import models_dir
 
-    text = (MODELS_DIR / "graded.toml").read_text()
+    text = (models_dir() / "graded.toml").read_text()
     bad = tmp_path / "bad.toml"
     bad.write_text(edit(text))
     with pytest.raises(SpecError, match=message.replace("[", r"\[")):

@@ -13,13 +13,18 @@ from test_report import SCHOOLS, make_fake_run, parse
 
 from omlbayes.constants import MIN_CELL_N
 from omlbayes.model import estimands
+from omlbayes.plots.save import png_texts
 from omlbayes.report.schools import (
+    OVERVIEW_FIGURE,
     Cell,
     forest_svg,
+    overview_caption,
     ranks_per_draw,
     region_file,
     school_feedback,
     school_file,
+    schools_overview,
+    tiers,
     write_school_pages,
 )
 from omlbayes.results import runs
@@ -222,3 +227,70 @@ def test_forest_svg_draws_each_shown_cell_where_its_values_are():
     tick = re.compile("\u2212?\\d+(\\.\\d+)?")
     ticks = [float(t.replace("\u2212", "-")) for t in texts if t and tick.fullmatch(t)]
     assert 0.0 in ticks and len(ticks) >= 3 and ticks == sorted(ticks)
+
+
+# ---- the schools overview: caterpillar, rank intervals, tiers ---------------------------
+
+
+def test_tiers_start_where_the_top_unit_is_credibly_above():
+    rng = np.random.default_rng(1)
+    noise = rng.normal(size=(4, 20_000))
+    # two clear groups: a new tier at the first unit of the lower group, none within a group
+    clear = np.array([[1.0], [0.9], [0.0], [-0.05]]) + 0.1 * noise
+    assert tiers(clear, OutputOptions()).tolist() == [1, 1, 2, 2]
+    assert tiers(clear + 4.9 * noise, OutputOptions()).tolist() == [1, 1, 1, 1]
+    # the run's interval decides: A - B ~ N(0.3, 0.21) is above 0 at 80%, not at 99%
+    pair = np.array([[0.3], [0.0]]) + 0.15 * noise[:2]
+    assert tiers(pair, OutputOptions(prob=0.8)).tolist() == [1, 2]
+    assert tiers(pair, OutputOptions(prob=0.99)).tolist() == [1, 1]
+    # a tier is measured from its top unit: neither A - B nor B - C is credibly above 0, but
+    # A - C is, so C starts tier 2
+    chain = np.array([[0.6], [0.3], [0.0]]) + 0.12 * noise[:3]
+    for a, b in ((0, 1), (1, 2)):
+        assert OutputOptions().bounds(chain[a] - chain[b])[0] < 0
+    assert tiers(chain, OutputOptions()).tolist() == [1, 1, 2]
+
+
+def test_schools_overview_agrees_with_the_school_pages(fake_run):
+    posterior, gcomp = _tree(fake_run)
+    schools = pd.read_csv(fake_run / "schools.csv", dtype={"wave": str})
+    levels = runs.read_record(fake_run).levels
+    options = OutputOptions(interval="hdi", prob=0.9)
+    args = dict(options=options, levels=levels, seed=3)
+    table = schools_overview(posterior, gcomp, schools, **args)
+    pages = {f.school: f.overall for f in school_feedback(posterior, gcomp, schools, **args)}
+    shown = {s for s, cell in pages.items() if cell.status == "shown"}
+    assert set(table.school) == shown and len(shown) == len(SCHOOLS) - 1  # sch01: all small
+    for row in table.itertuples():
+        cell = pages[row.school]
+        assert (row.mean, row.lower, row.upper) == pytest.approx(
+            (cell.mean, cell.lower, cell.upper)
+        )
+        assert (row.rank_low, row.rank_median, row.rank_high) == (
+            cell.rank_low, cell.n, cell.rank_high,
+        )  # fmt: skip
+    assert (np.diff(table["mean"]) <= 0).all()  # highest first
+    steps = np.diff(table["tier"])
+    assert table["tier"].iloc[0] == 1 and set(steps) <= {0, 1}
+
+
+def test_overview_figure_and_index_say_the_values_are_composition_adjusted(fake_run, pages):
+    png = fake_run / "figures" / OVERVIEW_FIGURE
+    texts = png_texts(png)
+    assert "Values are composition-adjusted" in texts and "95% interval" in texts
+    assert "sch02" in texts and "tier 1" in texts and "sch01" not in texts
+    index = (fake_run / "schools" / "index.html").read_text()
+    assert "data-figure='schools_overview'" in index
+    assert index.count("<tr>") - 1 == len(SCHOOLS) - 1  # header + one row per shown school
+    table = pd.DataFrame({"school": ["a", "b"]})
+    hdi = overview_caption(
+        table,
+        n_schools=3,
+        options=OutputOptions(interval="hdi", prob=0.9, lang="en"),
+        adjusted_for=(),
+    )
+    assert "90% interval" in hdi and "2 of 3 schools" in hdi and "95" not in hdi
+    nl = overview_caption(
+        table, n_schools=3, options=OutputOptions(lang="nl"), adjusted_for=("gender",)
+    )
+    assert nl.startswith("De waarden zijn gecorrigeerd voor de samenstelling") and "95%" in nl

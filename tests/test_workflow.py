@@ -116,8 +116,10 @@ def test_saved_posterior_has_no_student_rows(small_run, small_survey):
     path, _ = small_run
     tree = xr.open_datatree(path / "posterior.nc")
     assert not {"observed_data", "constant_data"} & set(tree.children)
-    # log_likelihood and log_prior hold per-draw totals only (for prior power-scaling)
-    for group in ("log_likelihood", "log_prior"):
+    # log_likelihood_total and log_prior hold per-draw totals only (for prior power-scaling);
+    # no log_likelihood group, which az.loo would read as pointwise
+    assert "log_likelihood" not in tree.children
+    for group in ("log_likelihood_total", "log_prior"):
         for var in tree[group].to_dataset().data_vars.values():
             assert set(var.dims) == {"chain", "draw"}
     ids = set(pd.read_csv(small_survey, usecols=["student_id"]).student_id.astype(str))

@@ -747,6 +747,23 @@ SCHOOL_TEXT = {
             "onderdrukt (n < {n})."
         ),
         "xlabel": "index (SD-eenheden)",
+        "overview_title": "Alle scholen over alle metingen: gecorrigeerde index en plaats",
+        "overview_value_head": "Gecorrigeerde index ({interval})",
+        "overview_rank_head": "Plaats ({interval})",
+        "overview_rank_axis": "plaats (1 = beste relaties)",
+        "overview_tier": "groep {tier}",
+        "overview_caption": (
+            "De waarden zijn gecorrigeerd voor de samenstelling: de index van elke school over "
+            "alle metingen (SD-eenheden) is berekend alsof elke school dezelfde mix van "
+            "leerlingen had ({covariates}); het zijn dus niet de ruwe gemiddelden van de scholen. "
+            "Links: gemiddelde en {interval}. Rechts: de plaats, per posterior-trekking "
+            "berekend, met {interval} en meest waarschijnlijke plaats (1 = beste relaties). "
+            "Banden: groepen scholen die niet van elkaar te onderscheiden zijn; een nieuwe groep "
+            "begint bij de eerste school die aantoonbaar lager ligt dan de bovenste school van "
+            "de groep ({interval} van het verschil boven 0). {shown} van {total} scholen; "
+            "scholen zonder meting met {n} of meer leerlingen staan er niet in."
+        ),
+        "tier_head": "Groep",
         "schools": "Scholen",
         "regions": "Regio's",
     },
@@ -809,6 +826,22 @@ SCHOOL_TEXT = {
             "No student-level data; waves with fewer than {n} students are suppressed (n < {n})."
         ),
         "xlabel": "index (SD units)",
+        "overview_title": "All schools over all waves: adjusted index and rank",
+        "overview_value_head": "Adjusted index ({interval})",
+        "overview_rank_head": "Rank ({interval})",
+        "overview_rank_axis": "rank (1 = best relations)",
+        "overview_tier": "tier {tier}",
+        "overview_caption": (
+            "Values are composition-adjusted: each school's index over all waves (SD units) is "
+            "computed as if every school had the same mix of students ({covariates}), so these "
+            "are not the schools' raw averages. Left: mean and {interval}. Right: the rank, "
+            "computed per posterior draw, with its {interval} and most likely rank (1 = best "
+            "relations). Bands: tiers of schools that cannot be told apart; a new tier starts "
+            "at the first school that the tier's top school is credibly above ({interval} of "
+            "their difference above 0). {shown} of {total} schools; schools with no wave of {n} "
+            "or more students are left out."
+        ),
+        "tier_head": "Tier",
         "schools": "Schools",
         "regions": "Regions",
     },

@@ -7,9 +7,11 @@ tau) is part of the hierarchical model, not a prior choice). The likelihood is t
 conditional one, log p(y | b, theta), which the sufficient statistics give exactly per
 draw:  sum_g -n_g/2 log(2 pi s2_g) - (y_g'y_g - 2 b'W_g'y_g + b'W_g'W_g b) / (2 s2_g).
 
-Both are saved in posterior.nc as per-draw totals (``log_prior`` per prior component,
-``log_likelihood`` one total): no student rows, and ``arviz_stats.psense_summary`` works
-on the saved file.
+Both are saved in posterior.nc as per-draw totals: ``log_prior`` (per prior component) and
+``log_likelihood_total`` (one total), no student rows. The totals are deliberately not in a
+``log_likelihood`` group: ArviZ's ``loo`` would read one total as one observation (elpd SE 0,
+Pareto k > 1); the run's LOO is ``loo.json`` (``Run.loo()``). :func:`power_scaling_tree` puts
+them where ``arviz_stats.psense_summary`` looks, in memory only.
 """
 
 from __future__ import annotations
@@ -24,6 +26,14 @@ from omlbayes.model.design import DesignLayout, GroupedStats
 from omlbayes.model.spec import ModelSpec
 
 LOG_LIKELIHOOD_VAR = "y"
+# The group of the per-draw log-likelihood totals in posterior.nc (not ArviZ's pointwise
+# ``log_likelihood``, which runs saved before this name held; ``likelihood_totals`` reads both).
+LOG_LIKELIHOOD_TOTAL = "log_likelihood_total"
+LEGACY_GROUP = "log_likelihood"
+TOTAL_NOTE = (
+    "log p(y | b, theta) summed over all students, one value per draw: for prior power-scaling "
+    "(psense), not pointwise, so not for az.loo; the run's LOO is loo.json (omlbayes Run.loo())"
+)
 SENSITIVITY_CSV = "prior_sensitivity.csv"
 # psense's default threshold on the CJS distance per unit of log alpha
 THRESHOLD = 0.05
@@ -83,16 +93,46 @@ def log_likelihood_total(
     return xr.Dataset(
         {LOG_LIKELIHOOD_VAR: (("chain", "draw"), total.reshape(n_chain, n_draw))},
         coords={"chain": posterior["chain"], "draw": posterior["draw"]},
+        attrs={"note": TOTAL_NOTE},
+    )
+
+
+def likelihood_totals(tree: xr.DataTree) -> xr.Dataset | None:
+    """The per-draw log-likelihood totals of a fitted tree, or None: the
+    ``log_likelihood_total`` group (or a ``log_likelihood`` group of per-draw totals only, as
+    runs saved before that name hold)."""
+    if LOG_LIKELIHOOD_TOTAL in tree.children:
+        return tree[LOG_LIKELIHOOD_TOTAL].to_dataset()
+    if LEGACY_GROUP in tree.children:
+        data = tree[LEGACY_GROUP].to_dataset()
+        if data.data_vars and all(set(v.dims) <= {"chain", "draw"} for v in data.values()):
+            return data
+    return None
+
+
+def power_scaling_tree(tree: xr.DataTree, posterior: xr.Dataset | None = None) -> xr.DataTree:
+    """The tree ``arviz_stats.psense_summary`` takes: ``posterior`` (default: the tree's),
+    ``log_prior`` and the totals as ``log_likelihood``. For power-scaling only: never save
+    it, and never give it to ``az.loo`` (one total is not one value per student)."""
+    totals = likelihood_totals(tree)
+    if totals is None or "log_prior" not in tree.children:
+        raise ValueError("no per-draw log_prior and log-likelihood totals in this tree")
+    return xr.DataTree.from_dict(
+        {
+            "/posterior": tree["posterior"].to_dataset() if posterior is None else posterior,
+            "/log_prior": tree["log_prior"].to_dataset(),
+            "/log_likelihood": totals,
+        }
     )
 
 
 def add_power_scaling_groups(
     tree: xr.DataTree, stats: GroupedStats, layout: DesignLayout, spec: ModelSpec
 ) -> None:
-    """Attach ``log_prior`` and ``log_likelihood`` (per-draw totals) to a fitted tree."""
+    """Attach ``log_prior`` and ``log_likelihood_total`` (per-draw totals) to a fitted tree."""
     posterior = tree["posterior"].to_dataset()
     tree["log_prior"] = xr.DataTree(log_prior_draws(posterior, layout, spec))
-    tree["log_likelihood"] = xr.DataTree(log_likelihood_total(posterior, stats, layout))
+    tree[LOG_LIKELIHOOD_TOTAL] = xr.DataTree(log_likelihood_total(posterior, stats, layout))
 
 
 def power_scaled_weights(tree: xr.DataTree, alpha: float, *, group: str = "prior") -> np.ndarray:
@@ -101,7 +141,7 @@ def power_scaled_weights(tree: xr.DataTree, alpha: float, *, group: str = "prior
     from arviz_stats.psense import _get_power_scale_weights
 
     lower, _ = _get_power_scale_weights(
-        tree, alphas=(alpha, alpha), group=group, sample_dims=["chain", "draw"]
+        power_scaling_tree(tree), alphas=(alpha, alpha), group=group, sample_dims=["chain", "draw"]
     )
     return lower.transpose("chain", "draw").to_numpy()
 
@@ -124,13 +164,7 @@ def prior_sensitivity(tree: xr.DataTree, contrasts: xr.DataArray | None = None) 
                 f"{one['wave'].item()} vs {one['reference'].item()}"
             )
             data[name] = one.drop_vars([c for c in one.coords if c not in ("chain", "draw")])
-    work = xr.DataTree.from_dict(
-        {
-            "/posterior": xr.Dataset(data),
-            "/log_prior": tree["log_prior"].to_dataset(),
-            "/log_likelihood": tree["log_likelihood"].to_dataset(),
-        }
-    )
+    work = power_scaling_tree(tree, xr.Dataset(data))
     # psense_summary logs a generic pointer to ArviZ's docs when a row is flagged; the flags
     # are in the table itself (and the report), so keep the terminal to our own lines.
     psense_log = logging.getLogger(psense_summary.__module__)

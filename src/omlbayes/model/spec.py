@@ -12,6 +12,7 @@ from omlbayes.constants import DEFAULT_MODEL
 from omlbayes.errors import SpecError
 from omlbayes.model.priors import FAMILIES as PRIOR_DISTS
 from omlbayes.model.priors import Prior
+from omlbayes.resources import models_dir
 
 # Every key a spec may hold, per section: anything else is an error naming the key and
 # these (one table, so a new key is a one-line addition). None = any key (the [priors]
@@ -52,7 +53,6 @@ KERNELS = ("auto", "dense", "sparse")  # the collapsed backend's linear algebra
 # its posterior against zero ("auto"; see backends/collapsed.py).
 SD_PARAMETERIZATIONS = ("log", "auto", "folded")
 FAMILIES = ("gaussian", "t", "bernoulli", "poisson", "negativebinomial", "cumulative", "graded")
-MODELS_DIR = Path(__file__).resolve().parents[3] / "models"
 
 
 @dataclass(frozen=True)
@@ -168,12 +168,12 @@ def load_spec(path: Path | str | None = None) -> ModelSpec:
     """Read and validate a model spec; a bare name looks in ``models/``, ``None`` gives
     :data:`DEFAULT_MODEL`."""
     if path is None:
-        path = MODELS_DIR / f"{DEFAULT_MODEL}.toml"
+        path = models_dir() / f"{DEFAULT_MODEL}.toml"
     path = Path(path)
     if not path.suffix and not path.exists():
-        path = MODELS_DIR / f"{path.name}.toml"
+        path = models_dir() / f"{path.name}.toml"
     if not path.is_file():
-        known = ", ".join(p.stem for p in sorted(MODELS_DIR.glob("*.toml")))
+        known = ", ".join(p.stem for p in sorted(models_dir().glob("*.toml")))
         raise SpecError(f"{path}: no such model spec; known models: {known}")
     try:
         raw = tomllib.loads(path.read_text(encoding="utf-8"))

@@ -13,6 +13,7 @@ from omlbayes.errors import DiagnosticsFailed, SpecError
 from omlbayes.model.spec import load_spec
 from omlbayes.pipeline import survey_run
 from omlbayes.pipeline.outputs import replot
+from omlbayes.resources import source_root
 from omlbayes.results import disclosure, runs
 from omlbayes.results.options import OutputOptions
 
@@ -91,6 +92,11 @@ def run_fit(args: argparse.Namespace) -> int:
             spec_priors=args.model_given,
         )
     else:
+        if args.data is None and not survey_run.DEFAULT_DATA.is_file() and source_root() is None:
+            raise SpecError(
+                "no --data given, and the shipped synthetic survey is in the source repository, "
+                "not in the installed package: pass --data FILE (or run from a checkout)"
+            )
         if args.family and args.family != spec.family:
             raise SpecError("--family applies to --formula runs; the survey models set their own")
         spec = survey_run.with_school_by_wave(spec, args.school_by_wave)
@@ -112,9 +118,9 @@ def run_fit(args: argparse.Namespace) -> int:
 def list_models() -> int:
     """Print every spec in models/: its name and one-line description (the default marked)."""
     from omlbayes.constants import DEFAULT_MODEL
-    from omlbayes.model.spec import MODELS_DIR
+    from omlbayes.resources import models_dir
 
-    specs = [load_spec(path) for path in sorted(MODELS_DIR.glob("*.toml"))]
+    specs = [load_spec(path) for path in sorted(models_dir().glob("*.toml"))]
     width = max(len(s.name) for s in specs)
     for spec in specs:
         mark = "*" if Path(spec.source).stem == DEFAULT_MODEL else " "

@@ -110,9 +110,10 @@ def summarise_run(run: runs.Run) -> pd.DataFrame:
     run.forget("effects.csv", "contrasts.csv")
     posterior = run.posterior
     n_draws = posterior.sizes["chain"] * posterior.sizes["draw"]
-    if {"log_prior", "log_likelihood"} <= set(run.tree.children) and n_draws >= MIN_PSIS_DRAWS:
-        from omlbayes.criticism import sensitivity
+    from omlbayes.criticism import sensitivity
 
+    has_totals = sensitivity.likelihood_totals(run.tree) is not None
+    if "log_prior" in run.tree.children and has_totals and n_draws >= MIN_PSIS_DRAWS:
         headline = headline_contrasts(contrasts[~contrasts.suppressed], wave_pairs)
         sensitivity.prior_sensitivity(
             run.tree, contrast_values.isel(contrast=headline.index.to_numpy())

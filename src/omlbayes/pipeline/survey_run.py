@@ -36,8 +36,8 @@ from omlbayes.results.options import OutputOptions
 
 matplotlib.use("Agg")
 
-ROOT = runs.ROOT
-DEFAULT_DATA = ROOT / "data" / "oml_synthetic.csv"
+ROOT = runs.ROOT  # the checkout, or the current folder for an installed package
+DEFAULT_DATA = ROOT / "data" / "oml_synthetic.csv"  # shipped in the repository, not the wheel
 DEFAULT_OUT = ROOT / "outputs"
 PREDICTIVE_ROWS = 4000
 PREDICTIVE_DRAWS = 100

@@ -26,13 +26,13 @@ from omlbayes.constants import PD_LIKELY, PD_VERY_LIKELY
 from omlbayes.data import schema
 from omlbayes.errors import SpecError
 from omlbayes.model.estimands import GAP_CHANGE
+from omlbayes.resources import findings_dir
 from omlbayes.results.options import OutputOptions
 
 ALL = "all"
 OVERALL = "overall"
 MINUS = "\u2212"
-FINDINGS_DIR = Path(__file__).resolve().parents[3] / "models" / "findings"
-DEFAULT_FINDINGS = FINDINGS_DIR / "generic.toml"
+DEFAULT_FINDINGS = "generic.toml"  # in models/findings/
 
 # Allowed keys of a findings file, per level (strict: anything else is an error).
 FILE_KEYS = ("name", "description", "factsheet_levels", "block")
@@ -125,9 +125,9 @@ class Declaration:
 
 def load_findings(path: Path | str | None) -> Declaration:
     """Read and validate a findings file; ``None`` gives the generic one."""
-    path = Path(path) if path is not None else DEFAULT_FINDINGS
+    path = Path(path) if path is not None else findings_dir() / DEFAULT_FINDINGS
     if not path.is_file():
-        raise SpecError(f"{path}: no such findings file; see {FINDINGS_DIR} for examples")
+        raise SpecError(f"{path}: no such findings file; see {findings_dir()} for examples")
     try:
         raw = tomllib.loads(path.read_text(encoding="utf-8"))
     except tomllib.TOMLDecodeError as err:

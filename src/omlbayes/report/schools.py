@@ -25,6 +25,7 @@ from __future__ import annotations
 import hashlib
 import re
 import unicodedata
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -36,7 +37,15 @@ from omlbayes import labels
 from omlbayes.errors import RunError
 from omlbayes.model import estimands
 from omlbayes.report.findings import fmt_number
-from omlbayes.report.html import CSS, document, esc, figure_markup, suppressed_mark, table_html
+from omlbayes.report.html import (
+    CSS,
+    document,
+    esc,
+    figure_html,
+    figure_markup,
+    suppressed_mark,
+    table_html,
+)
 from omlbayes.report.page import report_options
 from omlbayes.results import disclosure, runs
 from omlbayes.results.options import OutputOptions
@@ -133,6 +142,75 @@ def _school_term(posterior: xr.Dataset, term: str) -> _Draws:
     return _Draws(var.transpose("chain", "draw", dim).to_numpy(), var[dim].to_numpy())
 
 
+@dataclass(frozen=True)
+class _SchoolValues:
+    """The draws of every school's adjusted index, and which schools and waves are shown."""
+
+    table: pd.DataFrame  # schools.csv with ``shown`` (not under the threshold) and numeric n
+    waves: list[str]  # in declared order
+    school_region: pd.Series  # school_id -> region
+    ranked: list[str]  # schools with at least one shown wave (ranked over all waves)
+    effects: _Draws
+    value: Callable[[str, str, str], np.ndarray]  # (school, region, wave) -> (chain, draw)
+
+
+def _school_values(
+    posterior: xr.Dataset,
+    gcomp: xr.Dataset,
+    schools: pd.DataFrame,
+    *,
+    options: OutputOptions,
+    levels: dict[str, list[str]],
+    seed: int,
+    effects: xr.DataArray | None,
+) -> _SchoolValues:
+    if SCHOOL_TERM not in posterior:
+        raise RunError(f"the posterior has no {SCHOOL_TERM!r} term: no school feedback possible")
+    if effects is None:
+        effects = estimands.effect_draws(posterior, gcomp, seed=seed)
+    effects = _targets(effects)
+    school_draws = _school_term(posterior, SCHOOL_TERM)
+    school_wave_draws = _school_term(posterior, SCHOOL_WAVE_TERM)
+    table = schools.assign(
+        school_id=schools["school_id"].astype(str),
+        region=schools["region"].astype(str),
+        wave=schools["wave"].astype(str),
+    )
+    n = pd.to_numeric(table["n"], errors="coerce")
+    small = [disclosure.is_small(v, options.min_cell_n) for v in n]
+    table["shown"] = ~np.asarray(small, dtype=bool) & ~table["suppressed"].astype(bool)
+    table["n"] = n
+    present_waves = set(table["wave"])
+    gwaves = [w for w in dict.fromkeys(gcomp["wave"].to_numpy().astype(str)) if w != ALL]
+    declared = list(levels.get("wave", ()))
+    waves = [w for w in declared if w in gwaves] + [w for w in gwaves if w not in declared]
+    waves = [w for w in waves if w in present_waves] or waves
+
+    school_region = table.groupby("school_id", sort=True)["region"].first()
+    shown_any = table.groupby("school_id")["shown"].any()
+    surveyed = table.groupby("school_id", sort=False)["wave"].agg(list).to_dict()
+
+    def value(school: str, region: str, wave: str) -> np.ndarray:
+        """The region's adjusted mean plus the school's own deviation: its constant and, per
+        wave, its school x wave deviation; over all waves that deviation's mean over the
+        waves the school took part in."""
+        base = effects.get(("region", region, wave))
+        if base is None:
+            raise RunError(f"the run has no region effect for {region!r} at wave {wave!r}")
+        u = school_draws.get(school)
+        if u is None:
+            raise RunError(f"the posterior has no school effect for {school!r}")
+        out = base + u
+        own = [wave] if wave != ALL else surveyed.get(school, [])
+        drift = [d for w in own if (d := school_wave_draws.get(f"{school}:{w}")) is not None]
+        if drift:
+            out = out + np.mean(drift, axis=0)
+        return out
+
+    ranked = [s for s in school_region.index if shown_any.get(s, False)]
+    return _SchoolValues(table, waves, school_region, ranked, effects, value)
+
+
 def school_feedback(
     posterior: xr.Dataset,
     gcomp: xr.Dataset,
@@ -162,54 +240,15 @@ def school_feedback(
     effects : xarray.DataArray, optional
         The run's adjusted-mean draws when already computed (``Run.effect_draws``).
     """
-    if SCHOOL_TERM not in posterior:
-        raise RunError(f"the posterior has no {SCHOOL_TERM!r} term: no school feedback possible")
-    if effects is None:
-        effects = estimands.effect_draws(posterior, gcomp, seed=seed)
-    effects = _targets(effects)
-    school_draws = _school_term(posterior, SCHOOL_TERM)
-    school_wave_draws = _school_term(posterior, SCHOOL_WAVE_TERM)
-    table = schools.assign(
-        school_id=schools["school_id"].astype(str),
-        region=schools["region"].astype(str),
-        wave=schools["wave"].astype(str),
+    sv = _school_values(
+        posterior, gcomp, schools, options=options, levels=levels, seed=seed, effects=effects
     )
-    n = pd.to_numeric(table["n"], errors="coerce")
-    small = [disclosure.is_small(v, options.min_cell_n) for v in n]
-    table["shown"] = ~np.asarray(small, dtype=bool) & ~table["suppressed"].astype(bool)
-    table["n"] = n
-    present_waves = set(table["wave"])
-    gwaves = [w for w in dict.fromkeys(gcomp["wave"].to_numpy().astype(str)) if w != ALL]
-    declared = list(levels.get("wave", ()))
-    waves = [w for w in declared if w in gwaves] + [w for w in gwaves if w not in declared]
-    waves = [w for w in waves if w in present_waves] or waves
-
-    school_region = table.groupby("school_id", sort=True)["region"].first()
-    shown_any = table.groupby("school_id")["shown"].any()
+    table, waves, school_region, ranked = sv.table, sv.waves, sv.school_region, sv.ranked
+    effects, value = sv.effects, sv.value
     ids = list(school_region.index)
-
-    surveyed = table.groupby("school_id", sort=False)["wave"].agg(list).to_dict()
-
-    def value(school: str, region: str, wave: str) -> np.ndarray:
-        """The region's adjusted mean plus the school's own deviation: its constant and, per
-        wave, its school x wave deviation; over all waves that deviation's mean over the
-        waves the school took part in."""
-        base = effects.get(("region", region, wave))
-        if base is None:
-            raise RunError(f"the run has no region effect for {region!r} at wave {wave!r}")
-        u = school_draws.get(school)
-        if u is None:
-            raise RunError(f"the posterior has no school effect for {school!r}")
-        out = base + u
-        own = [wave] if wave != ALL else surveyed.get(school, [])
-        drift = [d for w in own if (d := school_wave_draws.get(f"{school}:{w}")) is not None]
-        if drift:
-            out = out + np.mean(drift, axis=0)
-        return out
 
     # Ranks over all waves among schools with at least one shown wave; per wave among the
     # schools shown in that wave.
-    ranked = [s for s in ids if shown_any.get(s, False)]
     overall_rank: dict[str, tuple[int, int, int]] = {}
     if ranked:
         stacked = np.stack([value(s, school_region[s], ALL) for s in ranked], axis=-1)
@@ -285,6 +324,106 @@ def school_feedback(
             )
         )
     return out
+
+
+def tiers(draws: np.ndarray, options: OutputOptions) -> np.ndarray:
+    """Tiers of units that cannot be told apart; ``draws`` is (unit, sample), the units in
+    order of their posterior mean, highest first. A new tier starts at the first unit the
+    current tier's top unit is credibly above: the run's interval of their difference lies
+    above 0. Tier 1 is the top one; within a tier no unit is credibly below its top unit."""
+    out = np.empty(len(draws), dtype=np.int64)
+    tier, top = 1, 0
+    for k in range(len(draws)):
+        if k > top and options.bounds(draws[top] - draws[k])[0] > 0:
+            tier, top = tier + 1, k
+        out[k] = tier
+    return out
+
+
+OVERVIEW_FIGURE = "schools_overview.png"
+
+
+def schools_overview(
+    posterior: xr.Dataset,
+    gcomp: xr.Dataset,
+    schools: pd.DataFrame,
+    *,
+    options: OutputOptions,
+    levels: dict[str, list[str]],
+    seed: int = 0,
+    effects: xr.DataArray | None = None,
+) -> pd.DataFrame:
+    """Every ranked school's composition-adjusted index over all waves (the school pages'
+    "all waves" value), its rank interval and its tier (:func:`tiers`); one row per school,
+    highest mean first: school, region, mean, lower, upper, rank_low, rank_median,
+    rank_high, tier. Schools with no wave at or above the disclosure threshold are left out,
+    as on the pages. Arguments as :func:`school_feedback`."""
+    sv = _school_values(
+        posterior, gcomp, schools, options=options, levels=levels, seed=seed, effects=effects
+    )
+    columns = ["school", "region", "mean", "lower", "upper", "rank_low", "rank_median",
+               "rank_high", "tier"]  # fmt: skip
+    if not sv.ranked:
+        return pd.DataFrame(columns=columns)
+    stacked = np.stack([sv.value(s, sv.school_region[s], ALL) for s in sv.ranked], axis=-1)
+    ranks = ranks_per_draw(stacked)
+    rows = []
+    for k, s in enumerate(sv.ranked):
+        mean, lower, upper = _summary(stacked[..., k], options)
+        rank_low, rank_median, rank_high = _rank_interval(ranks[..., k], options)
+        rows.append([s, sv.school_region[s], mean, lower, upper, rank_low, rank_median,
+                     rank_high, 0])  # fmt: skip
+    table = pd.DataFrame(rows, columns=columns)
+    order = np.argsort(-table["mean"].to_numpy(), kind="stable")
+    table = table.iloc[order].reset_index(drop=True)
+    flat = stacked.reshape(-1, len(sv.ranked)).T[order]
+    table["tier"] = tiers(flat, options)
+    return table
+
+
+def overview_caption(
+    table: pd.DataFrame, *, n_schools: int, options: OutputOptions, adjusted_for: tuple[str, ...]
+) -> str:
+    """The overview's caption: composition-adjusted, the run's interval, the tier rule."""
+    lang = options.lang
+    names = [labels.column(c.removesuffix("_c"), lang).lower() for c in adjusted_for]
+    return labels.SCHOOL_TEXT[lang]["overview_caption"].format(
+        covariates=", ".join(names),
+        interval=options.interval_short(),
+        shown=len(table),
+        total=n_schools,
+        n=options.min_cell_n,
+    )
+
+
+def overview_html(table: pd.DataFrame, png: bytes, *, caption: str, options: OutputOptions) -> str:
+    """The overview on the index page: the figure, then one row per school by tier."""
+    tx = labels.SCHOOL_TEXT[options.lang]
+    interval = options.interval_short()
+
+    def number(value: float) -> str:
+        return fmt_number(value, lang=options.lang, sign=True)
+
+    header = [
+        esc(tx["tier_head"]),
+        esc(tx["school"]),
+        esc(tx["region"]),
+        esc(tx["estimate"].format(interval=interval)),
+        esc(tx["rank_head"].format(interval=interval)),
+    ]
+    rows = [
+        [
+            str(int(r.tier)),
+            f"<a href='{school_file(r.school)}'>{esc(r.school)}</a>",
+            esc(labels.level(r.region, options.lang)),
+            esc(f"{number(r.mean)} ({number(r.lower)} – {number(r.upper)})"),
+            esc(f"{r.rank_median} ({r.rank_low}–{r.rank_high} / {len(table)})"),
+        ]
+        for r in table.itertuples()
+    ]
+    return figure_html(png, caption=caption, name="schools_overview") + table_html(
+        header, rows, numeric={0, 3, 4}, cls="overview"
+    )
 
 
 # ---------------------------------------------------------------------------------------
@@ -628,7 +767,10 @@ def index_page(
     diagnostics: dict,
     region_order: tuple[str, ...] = (),
     adjusted_for: tuple[str, ...] = (),
+    overview: str = "",
 ) -> str:
+    """The schools' index page: ``overview`` (markup: the schools overview), then every
+    region with its schools."""
     lang = options.lang
     tx = labels.SCHOOL_TEXT[lang]
     regions = list(dict.fromkeys(fb.region for fb in feedback))
@@ -637,6 +779,7 @@ def index_page(
     ]
     body = [_banner(diagnostics, lang), f"<h1>{esc(tx['index_title'])}</h1>"]
     body.append(f"<p class='adjusted'>{esc(adjusted_text(adjusted_for, lang))}</p>")
+    body.append(overview)
     for r in order:
         body.append(
             f"<h2><a href='{region_file(r)}'>{esc(labels.level(r, lang))}</a></h2><p>"
@@ -687,6 +830,7 @@ def write_school_pages(
     files = [school_file(fb.school) for fb in feedback]
     if len(set(files)) != len(files):  # a hash collision: never let one page overwrite another
         raise RunError(f"{path}: two schools map to the same page name; rename one school id")
+    overview = write_schools_overview(run, schools, options=options, adjusted_for=adjusted_for)
     out = path / SCHOOLS_DIR
     out.mkdir(exist_ok=True)
     written = []
@@ -698,6 +842,7 @@ def write_school_pages(
             diagnostics=run.diagnostics,
             region_order=tuple(record.levels.get("region", ())),
             adjusted_for=adjusted_for,
+            overview=overview,
         ),
         encoding="utf-8",
     )
@@ -731,3 +876,44 @@ def write_school_pages(
         )
         written.append(page)
     return written
+
+
+def write_schools_overview(
+    run: runs.Run,
+    schools: pd.DataFrame,
+    *,
+    options: OutputOptions,
+    adjusted_for: tuple[str, ...],
+) -> str:
+    """Write ``figures/schools_overview.png`` (the caterpillar of all schools' adjusted
+    values, rank intervals and tiers) and return the index page's markup for it ("" when
+    fewer than two schools are shown)."""
+    import io
+
+    from omlbayes.plots.save import save_png
+    from omlbayes.plots.schools import plot_schools_overview
+
+    record = run.record
+    table = schools_overview(
+        run.posterior,
+        run.gcomp,
+        schools,
+        options=options,
+        levels=record.levels,
+        seed=record.seed,
+        effects=run.effect_draws(),
+    )
+    if len(table) < 2:
+        return ""
+    n_schools = schools["school_id"].astype(str).nunique()
+    caption = overview_caption(
+        table, n_schools=n_schools, options=options, adjusted_for=adjusted_for
+    )
+    fig = plot_schools_overview(table, options=options, caption=caption)
+    buffer = io.BytesIO()
+    save_png(fig, buffer)
+    png = buffer.getvalue()
+    figures = run.path / "figures"
+    figures.mkdir(exist_ok=True)
+    (figures / OVERVIEW_FIGURE).write_bytes(png)
+    return overview_html(table, png, caption=caption, options=options)

@@ -21,6 +21,7 @@ import pandas as pd
 import xarray as xr
 
 from omlbayes.errors import RunError
+from omlbayes.resources import project_root, source_root
 from omlbayes.results.options import OutputOptions
 
 POSTERIOR = "posterior.nc"
@@ -31,10 +32,12 @@ ITEM_PPC_CSV = "item_ppc.csv"
 DIF_CSV = "dif.csv"
 RELIABILITY_MODEL_CSV = "reliability_model.csv"
 LATENT_VS_INDEX_CSV = "latent_vs_index.csv"
-# Groups that would carry student rows: never saved (privacy in the artefact).
+# Groups that would carry student rows: never saved (privacy in the artefact). The per-draw
+# log-likelihood totals go in ``log_likelihood_total`` (criticism/sensitivity.py), so a
+# ``log_likelihood`` group is pointwise, and dropped, whatever it holds.
 PRIVATE_GROUPS = ("observed_data", "constant_data", "log_likelihood", "posterior_predictive")
 PACKAGES = ("omlbayes", "pymc", "pytensor", "bambi", "arviz", "nutpie", "numpy", "pandas", "xarray")
-ROOT = Path(__file__).resolve().parents[3]
+ROOT = project_root()  # the checkout, or the current folder for an installed package
 
 
 def package_versions() -> dict[str, str]:
@@ -46,9 +49,12 @@ def package_versions() -> dict[str, str]:
 
 
 def git_commit() -> str:
+    root = source_root()
+    if root is None:  # an installed package: its version (in versions) says what ran
+        return "unknown"
     try:
         result = subprocess.run(
-            ["git", "-C", str(ROOT), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5
+            ["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5
         )
     except (OSError, subprocess.SubprocessError):
         return "unknown"
@@ -96,21 +102,12 @@ def discard(staging: Path) -> None:
     shutil.rmtree(staging, ignore_errors=True)
 
 
-def _per_draw_totals(node: xr.DataTree) -> bool:
-    """A group whose every variable has only the sample dims (chain, draw): no rows."""
-    data = node.to_dataset()
-    return len(data.data_vars) > 0 and all(
-        set(v.dims) <= {"chain", "draw"} for v in data.data_vars.values()
-    )
-
-
 def strip_private(tree: xr.DataTree) -> xr.DataTree:
-    """A copy without the groups that hold student-level data (a ``log_likelihood`` of
-    per-draw totals only, for prior power-scaling, is kept)."""
+    """A copy without the groups that hold student-level data."""
     keep = {
         f"/{name}": node.to_dataset()
         for name, node in tree.children.items()
-        if name not in PRIVATE_GROUPS or (name == "log_likelihood" and _per_draw_totals(node))
+        if name not in PRIVATE_GROUPS
     }
     return xr.DataTree.from_dict(keep)
 
