@@ -57,10 +57,12 @@ def small_run(small_survey, tmp_path_factory) -> tuple[Path, subprocess.Complete
 
 @pytest.fixture(scope="session")
 def default_run(small_survey, tmp_path_factory) -> Path:
-    """scripts/fit.py with no --model (the default model) on the small survey, seed 3."""
+    """scripts/fit.py with no --model (the default model) on the small survey, seed 3; short
+    chains (2 x 150 draws): its tests check plumbing and exact identities, not the gate."""
     out = tmp_path_factory.mktemp("default")
     result = run_script(
-        "fit.py", "--data", str(small_survey), *SMALL_FIT_ARGS, "--seed", "3",
+        "fit.py", "--data", str(small_survey), "--draws", "150", "--tune", "150",
+        "--chains", "2", "--no-progress", "--seed", "3",
         "--out", str(out), "--name", "default", "--allow-failed", "--lang", "en",
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]

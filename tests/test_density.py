@@ -49,8 +49,12 @@ CASES = {
 }
 
 
-# the fast tier keeps one case per kernel; the others run in make test-all
-SLOW_CASES = ("full, sparse, residual groups", "flagship, other SD priors")
+# the fast tier keeps the dense flagship case; the others run in make test-all
+SLOW_CASES = (
+    "full, sparse, residual groups",
+    "full, sparse, folded SDs",
+    "flagship, other SD priors",
+)
 
 
 @pytest.mark.parametrize(
