@@ -392,3 +392,60 @@ def test_polar_theta_keeps_the_density_of_theta():
         theta_value = polar_to_theta(u, np.array(log_r))
         assert np.linalg.norm(theta_value) == pytest.approx(np.exp(log_r))
         assert theta_value / np.linalg.norm(theta_value) == pytest.approx(u / np.linalg.norm(u))
+
+
+def _fake_graded_fit(n: int, n_items: int, seed: int = 0):
+    """A GradedFit with random draws (no sampling): enough for the item-check tables."""
+    import xarray as xr
+
+    from omlbayes.backends.graded import GradedFit
+
+    rng = np.random.default_rng(seed)
+    cut = np.sort(rng.normal(scale=1.2, size=(2, 50, n_items, 4)), axis=-1)
+    return GradedFit(
+        tree=xr.DataTree(),
+        theta=rng.normal(size=(2, 50, n)),
+        cutpoints=cut,
+        loadings=rng.uniform(0.8, 1.5, (2, 50, n_items)),
+        timings={},
+        info={},
+    )
+
+
+def test_item_tables_follow_the_run_interval_and_threshold():
+    """item_ppc.csv and dif.csv: a group answered by fewer than min_cell_n students has no
+    count and no values; the bounds are the run's interval (an 80% one is narrower than a
+    95% one on the same replications); DIF flags only outside the run's tails."""
+    from omlbayes.pipeline.graded_run import dif_table, item_ppc_table
+    from omlbayes.results.options import OutputOptions
+
+    n, items = 400, ("item_1", "item_2", "item_3")
+    rng = np.random.default_rng(1)
+    frame = pd.DataFrame({item: rng.integers(1, 6, n).astype(float) for item in items})
+    frame.loc[rng.random(n) < 0.1, "item_2"] = np.nan
+    frame["wave"] = rng.choice(["2014", "2016"], n)
+    frame["gender"] = np.where(np.arange(n) < 12, "x", rng.choice(["boy", "girl"], n))
+    frame["school_type"] = "havo"
+    fit = _fake_graded_fit(n, len(items))
+    settings = MeasurementSettings(items=items)
+    tables = {}
+    for prob in (0.8, 0.95):
+        options = OutputOptions(prob=prob, interval="hdi", min_cell_n=15)
+        tables[prob] = (
+            item_ppc_table(frame, fit, settings, seed=3, options=options),
+            dif_table(frame, fit, settings, seed=3, options=options),
+        )
+    for table in tables[0.8]:
+        small = table[table.group == "x"]
+        assert len(small) and small.suppressed.all()
+        assert small.n.isna().all() and small[["lower", "upper", "ppp"]].isna().all().all()
+        shown = table[table.group != "x"]
+        assert not shown.suppressed.any() and (shown.n >= 15).all()
+    ppc80, dif80 = tables[0.8]
+    ppc95 = tables[0.95][0]
+    width80 = (ppc80.upper - ppc80.lower)[~ppc80.suppressed]
+    width95 = (ppc95.upper - ppc95.lower)[~ppc95.suppressed]
+    assert (width80 <= width95 + 1e-12).all() and (width80 < width95).mean() > 0.5
+    shown = dif80[~dif80.suppressed]
+    assert (shown.flagged == ((shown.ppp < 0.1) | (shown.ppp > 0.9))).all()
+    assert not dif80[dif80.suppressed].flagged.any()

@@ -181,7 +181,8 @@ def item_ppc_table(
     """Share of each answer per item and group: observed vs replicated (the run's interval).
 
     ``ppp`` is the posterior predictive p-value P(replicated share >= observed share);
-    values near 0 or 1 mean the model misses that share.
+    values near 0 or 1 mean the model misses that share. A group whose item fewer than the
+    run's ``min_cell_n`` students answered is ``suppressed`` (no count, no shares).
     """
     data = long_items(frame, settings.items)
     reps, _ = _replicates(fit, data, seed=seed)
@@ -217,7 +218,7 @@ def item_ppc_table(
                             "ppp": ppp[g, j, k],
                         }
                     )
-    return pd.DataFrame.from_records(rows)
+    return suppress_small(pd.DataFrame.from_records(rows), options=options)
 
 
 def dif_table(
@@ -234,7 +235,8 @@ def dif_table(
     group; an item whose observed group mean falls outside the replicated interval
     (``ppp`` near 0 or 1) answers differently in that group than the trait predicts.
     ``difference`` is observed minus predicted, in answer points; ``flagged`` when ``ppp``
-    lies in either tail outside the run's interval probability.
+    lies in either tail outside the run's interval probability. Groups under the run's
+    ``min_cell_n`` are ``suppressed`` as in :func:`item_ppc_table`.
     """
     tail = (1.0 - options.prob) / 2.0
     data = long_items(frame, settings.items)
@@ -274,7 +276,22 @@ def dif_table(
                         "flagged": bool(ppp[k] < tail or ppp[k] > 1.0 - tail),
                     }
                 )
-    return pd.DataFrame.from_records(rows)
+    table = suppress_small(pd.DataFrame.from_records(rows), options=options)
+    table["flagged"] = table["flagged"] & ~table["suppressed"]
+    return table
+
+
+def suppress_small(table: pd.DataFrame, *, options: OutputOptions) -> pd.DataFrame:
+    """Rows answered by fewer than the run's ``min_cell_n`` students: no count and no
+    values, marked ``suppressed`` (disclosure control, as the other tables)."""
+    out = table.copy()
+    small = out["n"] < options.min_cell_n
+    values = [c for c in out.columns if c not in ("grouping", "group", "item", "answer", "n")]
+    values = [c for c in values if out[c].dtype.kind == "f"]
+    out.loc[small, values] = np.nan
+    out["n"] = out["n"].astype("Int64").mask(small)
+    out["suppressed"] = small.to_numpy()
+    return out
 
 
 def model_reliability(fit: GradedFit, *, options: OutputOptions) -> pd.DataFrame:
@@ -352,17 +369,19 @@ def write_latent_vs_index(
     import matplotlib.pyplot as plt
 
     from omlbayes.plots.measurement import plot_item_ppc, plot_latent_vs_index
+    from omlbayes.plots.save import save_png
 
     if INDEX_GROUP not in run.tree.children:
         return
-    path, lang = run.path, run.options.lang
+    path, options = run.path, run.options
     table = latent_vs_index_table(run, contrast_defs, latent_contrasts, suppressed=suppressed)
     table.to_csv(path / LATENT_VS_INDEX_CSV, index=False)
     figures = path / "figures"
-    fig = plot_latent_vs_index(table, lang=lang)
-    fig.savefig(figures / "latent_vs_index.png", dpi=150, bbox_inches="tight")
+    fig = plot_latent_vs_index(table, options=options)
+    save_png(fig, figures / "latent_vs_index.png", bbox_inches="tight")
     plt.close(fig)
     if (path / ITEM_PPC_CSV).is_file():
-        fig = plot_item_ppc(pd.read_csv(path / ITEM_PPC_CSV, dtype={"group": str}), lang=lang)
-        fig.savefig(figures / "item_ppc.png", dpi=150, bbox_inches="tight")
+        ppc = pd.read_csv(path / ITEM_PPC_CSV, dtype={"group": str})
+        fig = plot_item_ppc(ppc, options=options)
+        save_png(fig, figures / "item_ppc.png", bbox_inches="tight")
         plt.close(fig)

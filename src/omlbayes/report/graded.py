@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from omlbayes import labels
 from omlbayes.report.html import esc
 from omlbayes.results.options import OutputOptions
 from omlbayes.results.runs import (
@@ -25,7 +26,8 @@ SECTION_TEXT = {
             "with item-specific cutpoints and loadings; the latent relation trait carries "
             "the same structure as the index model. Effects and contrasts in this report are "
             "in SD units of the latent trait over all analysed students. The index model "
-            "was fitted on the same students for the side by side below."
+            "was fitted on the same students for the side by side below. Every interval in "
+            "this section is a {interval}."
         ),
         "ppc": "Item answers per wave: observed shares against the model's replications.",
         "ppc_summary": (
@@ -57,7 +59,8 @@ SECTION_TEXT = {
             "met drempels en ladingen per item; de latente relatie-eigenschap heeft dezelfde "
             "structuur als het indexmodel. Effecten en verschillen in dit rapport staan in "
             "SD-eenheden van de latente eigenschap over alle geanalyseerde leerlingen. Het "
-            "indexmodel is op dezelfde leerlingen geschat voor de vergelijking hieronder."
+            "indexmodel is op dezelfde leerlingen geschat voor de vergelijking hieronder. Elk "
+            "interval in deze paragraaf is een {interval}."
         ),
         "ppc": "Antwoorden per item en meting: waargenomen aandelen tegen de nabootsingen "
         "van het model.",
@@ -104,12 +107,13 @@ def _table(header: list[str], rows: list[list[str]]) -> str:
 
 
 def _texts(lang: str, options: OutputOptions) -> dict:
-    """The section's texts in ``lang`` with the run's interval probability filled in."""
+    """The section's texts in ``lang`` with the run's interval filled in."""
     pct = options.percent_text(lang)
+    interval = options.interval_name(lang)
 
     def fill(value):
         if isinstance(value, str):
-            return value.replace("{pct}", pct)
+            return value.replace("{pct}", pct).replace("{interval}", interval)
         if isinstance(value, list):
             return [fill(v) for v in value]
         return {k: fill(v) for k, v in value.items()}
@@ -127,13 +131,16 @@ def section_html(path: Path | str, *, lang: str, options: OutputOptions) -> str:
     figures = path / "figures"
     if (path / ITEM_PPC_CSV).is_file():
         ppc = pd.read_csv(path / ITEM_PPC_CSV)
+        if "suppressed" in ppc:
+            ppc = ppc[~ppc["suppressed"]]
         outside = int(((ppc["observed"] < ppc["lower"]) | (ppc["observed"] > ppc["upper"])).sum())
         parts.append(f"<p>{esc(t['ppc_summary'].format(outside=outside, total=len(ppc)))}</p>")
     if (figures / "item_ppc.png").is_file():
         parts.append(_img(figures / "item_ppc.png", t["ppc"]))
     if (path / DIF_CSV).is_file():
         dif = pd.read_csv(path / DIF_CSV, dtype={"group": str})
-        flagged = dif[dif["flagged"]].sort_values("difference", key=np.abs, ascending=False)
+        flagged = dif[dif["flagged"].astype(bool)]
+        flagged = flagged.sort_values("difference", key=np.abs, ascending=False)
         parts.append(f"<h3>{esc(t['dif'])}</h3>")
         if flagged.empty:
             parts.append(f"<p>{esc(t['dif_none'])}</p>")
@@ -141,8 +148,8 @@ def section_html(path: Path | str, *, lang: str, options: OutputOptions) -> str:
             parts.append(f"<p>{esc(t['dif_intro'])}</p>")
             rows = [
                 [
-                    r.grouping,
-                    r.group,
+                    labels.column(r.grouping, lang),
+                    labels.level(r.group, lang),
                     r.item,
                     f"{r.observed_mean:.2f}",
                     f"{r.predicted_mean:.2f} [{r.lower:.2f}, {r.upper:.2f}]",
@@ -172,11 +179,11 @@ def section_html(path: Path | str, *, lang: str, options: OutputOptions) -> str:
     if (figures / "latent_vs_index.png").is_file():
         parts.append(_img(figures / "latent_vs_index.png", t["lvi"]))
     lvi = pd.read_csv(path / LATENT_VS_INDEX_CSV, dtype={"group": str, "wave": str})
-    head = lvi[(lvi["breakdown"] == "overall") & (lvi["kind"] == "factsheet")]
+    head = lvi[(lvi["breakdown"] == "overall") & (lvi["kind"] == "spec_pair")]
     if len(head):
         rows = [
             [
-                f"{r.wave} vs {r.reference}",
+                f"{labels.level(r.wave, lang)} vs {labels.level(r.reference, lang)}",
                 f"{r.latent_mean:+.3f} [{r.latent_lower:+.3f}, {r.latent_upper:+.3f}]",
                 f"{r.index_mean:+.3f} [{r.index_lower:+.3f}, {r.index_upper:+.3f}]",
             ]
