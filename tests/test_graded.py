@@ -449,3 +449,89 @@ def test_item_tables_follow_the_run_interval_and_threshold():
     shown = dif80[~dif80.suppressed]
     assert (shown.flagged == ((shown.ppp < 0.1) | (shown.ppp > 0.9))).all()
     assert not dif80[dif80.suppressed].flagged.any()
+
+
+# ---- the default's structure on the latent trait (models/graded_full.toml) ---------------
+
+
+def test_graded_full_has_the_default_terms_and_refuses_what_it_cannot_fit(small, tmp_path):
+    """graded_full: the default's school x wave and three-way terms are free group SDs of
+    the graded model (not dropped); one residual SD per group and folded SDs are refused
+    with one line, in the spec file and on a spec built in code."""
+    from dataclasses import replace
+
+    from omlbayes.errors import SpecError
+    from omlbayes.model.spec import MODELS_DIR
+    from omlbayes.pipeline.graded_run import check_graded_spec, settings_of
+    from omlbayes.pipeline.survey_run import check_backend
+
+    _, frame, _, _ = small
+    full, graded_full = load_spec("full"), load_spec("graded_full")
+    assert set(full.group) == set(graded_full.group)  # school x wave and every three-way term
+    layout = build_layout(frame, graded_full)
+    model = build_model(
+        graded_data(frame, layout, ITEMS), layout, graded_full, settings_of(graded_full)
+    )
+    free = {v.name for v in model.free_RVs}
+    for term in ("school_id:wave", "wave:gender:school_type", "wave:parent_edu:region"):
+        assert f"1|{term}_sigma" in free, term
+    check_graded_spec(graded_full)
+    with pytest.raises(SpecError, match="cannot fit residual_sd_by = 'school_type'") as err:
+        check_backend(replace(graded_full, residual_sd_by="school_type"))
+    assert "\n" not in str(err.value)
+    with pytest.raises(SpecError, match="log scale only"):
+        check_backend(graded_full.with_sampler(sd_parameterization="folded"))
+    text = (MODELS_DIR / "graded_full.toml").read_text()
+    path = tmp_path / "bad.toml"
+    path.write_text(
+        text.replace(
+            "school_by_wave = true", 'school_by_wave = true\nresidual_sd_by = "school_type"'
+        )
+    )
+    with pytest.raises(SpecError, match="graded model cannot fit residual_sd_by"):
+        load_spec(path)
+    # the report's Methods text names the extra terms (from the run record's spec)
+    import json
+    from types import SimpleNamespace
+
+    from omlbayes import labels
+    from omlbayes.report.page import _model_text
+
+    record = SimpleNamespace(spec=json.loads(json.dumps(graded_full.to_dict(), default=str)))
+    text = _model_text(labels.REPORT_TEXT["en"], record, "en")
+    assert "school x wave" in text and "gender x school type" in text.lower()
+    plain = SimpleNamespace(spec=json.loads(json.dumps(load_spec("graded").to_dict(), default=str)))
+    assert "school x wave" not in _model_text(labels.REPORT_TEXT["en"], plain, "en")
+
+
+@pytest.mark.slow
+def test_school_by_wave_term_passes_the_drift_check():
+    """A survey whose schools drift between waves (school x wave SD 0.3): the graded model
+    with the flagship's terms fails the school x wave spread check (p = 0); with the school
+    x wave term it passes it and the term's SD is clearly above 0."""
+    from omlbayes.backends.graded import fit_graded
+    from omlbayes.criticism import ppc
+    from omlbayes.pipeline.graded_run import settings_of
+    from omlbayes.pipeline.survey_run import with_school_by_wave
+    from omlbayes.simulate.survey import SimulationParams
+
+    sim = simulate_survey(
+        n_students=3000, n_schools=20, seed=7, params=SimulationParams(school_wave_sd=0.3)
+    )
+    frame = build_index(sim.frame).frame
+    spread, school_wave_sd = {}, None
+    for with_term in (False, True):
+        spec = load_spec("graded").with_sampler(draws=250, tune=250, chains=2)
+        spec = with_school_by_wave(spec, with_term)
+        layout = build_layout(frame, spec)
+        fit = fit_graded(frame, layout, spec, settings_of(spec), seed=3, progressbar=False)
+        post = fit.tree["posterior"].to_dataset()
+        _, pvalues = ppc.posterior_predictive_checks(
+            frame, layout, spec, post, seed=3, min_cell_n=10, breakdown_columns=["gender"]
+        )
+        spread[with_term] = float(pvalues["ppc_cell_dispersion"][0])  # school x wave first
+        if with_term:
+            school_wave_sd = post["1|school_id:wave_sigma"]
+    print(f"school x wave spread p-value: without the term {spread[False]}, with {spread[True]}")
+    assert spread[False] < ppc.ALPHA / 2 < spread[True]
+    assert float(school_wave_sd.quantile(0.05)) > 0.1

@@ -368,6 +368,10 @@ REPORT_TEXT = {
             "trend van een school is die van de school zelf."
         ),
         "model_residual_by": "De residuele SD verschilt per {column} (één per niveau).",
+        "model_three_way": (
+            "Daarnaast heeft elke kruising een eigen afwijking per meting ({crosses}): de trend "
+            "van een kruising wordt zelf geschat, niet afgeleid uit de tweewegtermen."
+        ),
         "model_text_graded": (
             "Een meetmodel (graded response, {link}-link): elk antwoord op de {n_items} "
             "stellingen ({items}) is een geordende categorie van een latente relatie-eigenschap "
@@ -558,6 +562,10 @@ REPORT_TEXT = {
             "is the school's own."
         ),
         "model_residual_by": "The residual SD differs by {column} (one per level).",
+        "model_three_way": (
+            "Each cross breakdown also has its own deviation per wave ({crosses}): a cross's "
+            "trend is estimated, not implied by the two-way terms."
+        ),
         "model_text_graded": (
             "A measurement model (graded response, {link} link): each answer to the {n_items} "
             "statements ({items}) is an ordered category of the student's latent relation "

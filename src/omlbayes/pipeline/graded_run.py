@@ -55,8 +55,26 @@ def settings_of(spec: ModelSpec) -> MeasurementSettings:
     )
 
 
+def check_graded_spec(spec: ModelSpec) -> None:
+    """Refuse, before any work, what the graded backend cannot fit (one line each), rather
+    than fit another model: one residual SD per group (the latent residual SD is fixed at 1,
+    it sets the latent scale) and group SDs sampled other than on the log scale."""
+    if spec.residual_sd_by is not None:
+        raise SpecError(
+            f"model {spec.name!r}: the graded model cannot fit residual_sd_by = "
+            f"{spec.residual_sd_by!r} (its latent residual SD is fixed at 1 to set the latent "
+            "scale); use --model graded_full for the default's other terms"
+        )
+    if spec.sampler.sd_parameterization != "log":
+        raise SpecError(
+            f"model {spec.name!r}: the graded backend samples its group SDs on the log scale "
+            f"only, not sd_parameterization = {spec.sampler.sd_parameterization!r}; drop "
+            "--sd-parameterization"
+        )
+
+
 def index_spec(spec: ModelSpec) -> ModelSpec:
-    """The flagship-structured index model of a graded spec (same terms, priors, sampler)."""
+    """The index model of a graded spec: the same terms, priors and sampler."""
     return replace(
         spec,
         family="gaussian",
@@ -85,6 +103,7 @@ def fit_graded_run(
     from omlbayes.backends.collapsed import fit_collapsed
     from omlbayes.model.design import sufficient_stats
 
+    check_graded_spec(spec)
     settings = settings_of(spec)
     fit = fit_graded(frame, layout, spec, settings, seed=seed, progressbar=progressbar)
     timings = {f"graded_{k}": v for k, v in fit.timings.items()}
