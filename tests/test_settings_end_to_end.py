@@ -393,3 +393,25 @@ def test_graded_tables_use_the_run_interval(graded_strict_run):
     reliability = pd.read_csv(run / "reliability_model.csv").set_index("measure")
     omega = reliability.loc["latent_response_omega"]
     assert omega.lower < omega["mean"] < omega.upper
+
+
+def test_graded_run_writes_and_explains_the_attenuation(graded_strict_run):
+    """reliability_model.csv holds the index's attenuation factor lambda with the run's
+    interval; it is plausible (between 0 and 1, lambda^2 near alpha of the same students)
+    and index-scale contrasts are smaller than latent ones by about that factor; both
+    reports state it."""
+    run = graded_strict_run
+    reliability = pd.read_csv(run / "reliability_model.csv").set_index("measure")
+    att = reliability.loc[runs.ATTENUATION]
+    assert 0.5 < att.lower < att["mean"] < att.upper < 1.0
+    alpha = pd.read_csv(run / "reliability.csv", dtype={"group": str})
+    alpha = float(alpha.loc[alpha.group == "all", "alpha"].iloc[0])
+    assert abs(att["mean"] ** 2 - alpha) < 0.1, (att["mean"], alpha)
+    table = pd.read_csv(run / "latent_vs_index.csv", dtype={"group": str, "wave": str})
+    rows = table[(table.breakdown == "overall") & table.kind.isin(["vs_first", "vs_previous"])]
+    ratio = (rows.index_mean * rows.latent_mean).sum() / (rows.latent_mean**2).sum()
+    assert abs(ratio - att["mean"]) < 0.15, (ratio, att["mean"])
+    en = page_text(run / "report.html")[0]
+    assert f"In this run lambda = {att['mean']:.2f} (80% interval {att.lower:.2f} to" in en
+    nl = page_text(run / "report.nl.html")[0]
+    assert f"In deze run is lambda = {att['mean']:.2f}".replace(".", ",") in nl

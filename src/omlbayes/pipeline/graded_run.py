@@ -31,6 +31,7 @@ from omlbayes.model.spec import ModelSpec
 from omlbayes.results import summarise
 from omlbayes.results.options import OutputOptions, draw_interval
 from omlbayes.results.runs import (
+    ATTENUATION,
     DIF_CSV,
     ITEM_PPC_CSV,
     LATENT_VS_INDEX_CSV,
@@ -112,7 +113,9 @@ def fit_graded_run(
     tables = {
         ITEM_PPC_CSV: item_ppc_table(frame, fit, settings, seed=seed, options=output),
         DIF_CSV: dif_table(frame, fit, settings, seed=seed, options=output),
-        RELIABILITY_MODEL_CSV: model_reliability(fit, options=output),
+        RELIABILITY_MODEL_CSV: model_reliability(
+            fit, index=frame[spec.response].to_numpy(dtype=float), options=output
+        ),
     }
     timings["item_checks_s"] = time.perf_counter() - t0
     latent_diag = latent_diagnostics(fit.theta)
@@ -313,8 +316,9 @@ def suppress_small(table: pd.DataFrame, *, options: OutputOptions) -> pd.DataFra
     return out
 
 
-def model_reliability(fit: GradedFit, *, options: OutputOptions) -> pd.DataFrame:
-    """Reliability from the graded model, to set next to alpha and omega.
+def model_reliability(fit: GradedFit, *, index: np.ndarray, options: OutputOptions) -> pd.DataFrame:
+    """Reliability from the graded model, to set next to alpha and omega, and the index's
+    attenuation factor.
 
     * latent-response omega, per draw: (sum a)^2 / ((sum a)^2 + J) with the loadings a on
       the standardized latent (the reliability of the sum of the items' latent responses;
@@ -322,7 +326,13 @@ def model_reliability(fit: GradedFit, *, options: OutputOptions) -> pd.DataFrame
     * empirical (EAP) reliability of the latent values: Var(posterior means) /
       (Var(posterior means) + mean posterior variance). It counts what the covariates tell
       about a student as well as the items (the latent regression), so it is an upper
-      reference, not a property of the six items alone.
+      reference, not a property of the six items alone;
+    * ``index_attenuation``, per draw: the correlation over students of the standardized
+      index with the standardized latent values z. It estimates lambda = Cov(index, z) with
+      Var(z) = 1, the factor an SD-unit contrast shrinks by on the index scale
+      (index contrast ~ lambda x latent contrast; lambda = sqrt(reliability of the index as
+      a measure of z)): the posterior draw of z differs from the true z by an error
+      uncorrelated with any function of the data, the index included.
     """
     a = fit.loadings
     total = a.sum(axis=-1)
@@ -334,6 +344,9 @@ def model_reliability(fit: GradedFit, *, options: OutputOptions) -> pd.DataFrame
     means = flat.mean(axis=0)
     post_var = flat.var(axis=0, ddof=1).mean()
     eap = float(means.var(ddof=1) / (means.var(ddof=1) + post_var))
+    y = (index - index.mean()) / index.std(ddof=1)
+    attenuation = flat @ y / (y.size - 1)  # z has mean 0 and SD 1 per draw
+    a_lo, a_hi = draw_interval(attenuation, options.interval, options.prob)
     return pd.DataFrame(
         [
             {
@@ -343,6 +356,12 @@ def model_reliability(fit: GradedFit, *, options: OutputOptions) -> pd.DataFrame
                 "upper": float(hi),
             },
             {"measure": "eap_reliability", "mean": eap, "lower": np.nan, "upper": np.nan},
+            {
+                "measure": ATTENUATION,
+                "mean": float(attenuation.mean()),
+                "lower": float(a_lo),
+                "upper": float(a_hi),
+            },
         ]
     )
 

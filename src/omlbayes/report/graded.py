@@ -12,6 +12,7 @@ from omlbayes import labels
 from omlbayes.report.html import esc
 from omlbayes.results.options import OutputOptions
 from omlbayes.results.runs import (
+    ATTENUATION,
     DIF_CSV,
     ITEM_PPC_CSV,
     LATENT_VS_INDEX_CSV,
@@ -50,7 +51,20 @@ SECTION_TEXT = {
             "eap_reliability": "EAP reliability of the latent values (items and covariates)",
             "alpha": "Cronbach's alpha (index, complete cases)",
             "omega": "McDonald's omega (index, complete cases)",
+            "index_attenuation": "attenuation factor of the index, lambda = Cov(index, latent)",
         },
+        "attenuation": (
+            "Latent and index SD units differ. The index is the mean of six answers that carry "
+            "measurement error, so its SD holds error variance besides the trait, and a "
+            "contrast in SD units of the index is smaller than the same contrast in SD units "
+            "of the latent trait: index contrast = lambda x latent contrast, with lambda = "
+            "Cov(standardized index, standardized latent) = sqrt(reliability of the index as a "
+            "measure of the trait). In this run lambda = {mean} ({short} {lower} to "
+            "{upper}), reliability about {rel}: a latent contrast of 0.20 SD appears as about "
+            "{example} SD on the index. The two scales agree on signs and on which contrasts "
+            "are large; their sizes differ by this factor (and by the two models' different "
+            "shrinkage)."
+        ),
     },
     "nl": {
         "title": "Meetmodel: de zes items als ordinale indicatoren van een latente eigenschap",
@@ -86,7 +100,21 @@ SECTION_TEXT = {
             "achtergrondkenmerken)",
             "alpha": "Cronbachs alfa (index, volledige antwoorden)",
             "omega": "McDonalds omega (index, volledige antwoorden)",
+            "index_attenuation": "verzwakkingsfactor van de index, lambda = Cov(index, latent)",
         },
+        "attenuation": (
+            "SD-eenheden van de latente eigenschap en van de index verschillen. De index is het "
+            "gemiddelde van zes antwoorden met meetfout, dus zijn SD bevat naast de eigenschap "
+            "ook foutvariantie, en een verschil in SD-eenheden van de index is kleiner dan "
+            "hetzelfde verschil in SD-eenheden van de latente eigenschap: verschil op de index "
+            "= lambda x verschil op de latente schaal, met lambda = Cov(gestandaardiseerde "
+            "index, gestandaardiseerde latente waarde) = wortel(betrouwbaarheid van de index "
+            "als maat voor de eigenschap). In deze run is lambda = {mean} ({short} {lower} "
+            "tot {upper}), betrouwbaarheid ongeveer {rel}: een latent verschil van 0,20 SD is "
+            "op de index ongeveer {example} SD. Beide schalen geven dezelfde richting en "
+            "dezelfde grote verschillen; de grootte verschilt met deze factor (en door de "
+            "verschillende krimp van de twee modellen)."
+        ),
     },
 }
 MAX_DIF_ROWS = 12
@@ -119,6 +147,28 @@ def _texts(lang: str, options: OutputOptions) -> dict:
         return {k: fill(v) for k, v in value.items()}
 
     return fill(SECTION_TEXT.get(lang, SECTION_TEXT["en"]))
+
+
+def _attenuation_html(rel: pd.DataFrame, t: dict, *, lang: str, options: OutputOptions) -> str:
+    """The paragraph on latent vs index SD units, with the run's attenuation factor."""
+    row = rel[rel["measure"] == ATTENUATION]
+    if row.empty:  # a run from before the factor was written
+        return ""
+    r = row.iloc[0]
+
+    def num(value: float, digits: int = 2) -> str:
+        text = f"{value:.{digits}f}"
+        return text.replace(".", ",") if lang == "nl" else text
+
+    text = t["attenuation"].format(
+        mean=num(r["mean"]),
+        lower=num(r["lower"]),
+        upper=num(r["upper"]),
+        short=options.interval_short(lang),
+        rel=num(r["mean"] ** 2),
+        example=num(0.2 * r["mean"]),
+    )
+    return f"<p class='attenuation'>{esc(text)}</p>"
 
 
 def section_html(path: Path | str, *, lang: str, options: OutputOptions) -> str:
@@ -176,6 +226,7 @@ def section_html(path: Path | str, *, lang: str, options: OutputOptions) -> str:
                     rows.append([t["measures"][name], f"{overall[name].iloc[0]:.3f}", ""])
         parts.append(f"<h3>{esc(t['rel'])}</h3>")
         parts.append(_table(t["cols_rel"], rows))
+        parts.append(_attenuation_html(rel, t, lang=lang, options=options))
     if (figures / "latent_vs_index.png").is_file():
         parts.append(_img(figures / "latent_vs_index.png", t["lvi"]))
     lvi = pd.read_csv(path / LATENT_VS_INDEX_CSV, dtype={"group": str, "wave": str})

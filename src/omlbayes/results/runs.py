@@ -31,6 +31,8 @@ ITEM_PPC_CSV = "item_ppc.csv"
 DIF_CSV = "dif.csv"
 RELIABILITY_MODEL_CSV = "reliability_model.csv"
 LATENT_VS_INDEX_CSV = "latent_vs_index.csv"
+# reliability_model.csv's row with the factor index-scale contrasts are attenuated by
+ATTENUATION = "index_attenuation"
 # Groups that would carry student rows: never saved (privacy in the artefact).
 PRIVATE_GROUPS = ("observed_data", "constant_data", "log_likelihood", "posterior_predictive")
 PACKAGES = ("omlbayes", "pymc", "pytensor", "bambi", "arviz", "nutpie", "numpy", "pandas", "xarray")
