@@ -491,6 +491,8 @@ def _methods_html(ctx: _Context) -> str:
             ),
         )
         parts.append(f"<p class='prior-predictive'>{esc(text)}</p>")
+    parts.append(f"<p class='gate-scope'>{esc(rt['gate_sees'])}</p>")
+    parts.append(f"<p class='gate-scope'>{esc(rt['gate_blind'])}</p>")
     parts.append(f"<h3>{esc(rt['interval_head'])}</h3>")
     parts.append(_thresholds_paragraph(ctx, "interval_text"))
     parts.append(f"<p>{esc(rt['disclosure'].format(min_cell_n=ctx.min_cell_n))}</p>")
