@@ -399,3 +399,146 @@ def test_polar_theta_keeps_the_density_of_theta():
         theta_value = polar_to_theta(u, np.array(log_r))
         assert np.linalg.norm(theta_value) == pytest.approx(np.exp(log_r))
         assert theta_value / np.linalg.norm(theta_value) == pytest.approx(u / np.linalg.norm(u))
+
+
+def _fake_graded_fit(n: int, n_items: int, seed: int = 0):
+    """A GradedFit with random draws (no sampling): enough for the item-check tables."""
+    import xarray as xr
+
+    from omlbayes.backends.graded import GradedFit
+
+    rng = np.random.default_rng(seed)
+    cut = np.sort(rng.normal(scale=1.2, size=(2, 50, n_items, 4)), axis=-1)
+    return GradedFit(
+        tree=xr.DataTree(),
+        theta=rng.normal(size=(2, 50, n)),
+        cutpoints=cut,
+        loadings=rng.uniform(0.8, 1.5, (2, 50, n_items)),
+        timings={},
+        info={},
+    )
+
+
+def test_item_tables_follow_the_run_interval_and_threshold():
+    """item_ppc.csv and dif.csv: a group answered by fewer than min_cell_n students has no
+    count and no values; the bounds are the run's interval (an 80% one is narrower than a
+    95% one on the same replications); DIF flags only outside the run's tails."""
+    from omlbayes.pipeline.graded_run import dif_table, item_ppc_table
+    from omlbayes.results.options import OutputOptions
+
+    n, items = 400, ("item_1", "item_2", "item_3")
+    rng = np.random.default_rng(1)
+    frame = pd.DataFrame({item: rng.integers(1, 6, n).astype(float) for item in items})
+    frame.loc[rng.random(n) < 0.1, "item_2"] = np.nan
+    frame["wave"] = rng.choice(["2014", "2016"], n)
+    frame["gender"] = np.where(np.arange(n) < 12, "x", rng.choice(["boy", "girl"], n))
+    frame["school_type"] = "havo"
+    fit = _fake_graded_fit(n, len(items))
+    settings = MeasurementSettings(items=items)
+    tables = {}
+    for prob in (0.8, 0.95):
+        options = OutputOptions(prob=prob, interval="hdi", min_cell_n=15)
+        tables[prob] = (
+            item_ppc_table(frame, fit, settings, seed=3, options=options),
+            dif_table(frame, fit, settings, seed=3, options=options),
+        )
+    for table in tables[0.8]:
+        small = table[table.group == "x"]
+        assert len(small) and small.suppressed.all()
+        assert small.n.isna().all() and small[["lower", "upper", "ppp"]].isna().all().all()
+        shown = table[table.group != "x"]
+        assert not shown.suppressed.any() and (shown.n >= 15).all()
+    ppc80, dif80 = tables[0.8]
+    ppc95 = tables[0.95][0]
+    width80 = (ppc80.upper - ppc80.lower)[~ppc80.suppressed]
+    width95 = (ppc95.upper - ppc95.lower)[~ppc95.suppressed]
+    assert (width80 <= width95 + 1e-12).all() and (width80 < width95).mean() > 0.5
+    shown = dif80[~dif80.suppressed]
+    assert (shown.flagged == ((shown.ppp < 0.1) | (shown.ppp > 0.9))).all()
+    assert not dif80[dif80.suppressed].flagged.any()
+
+
+# ---- the default's structure on the latent trait (models/graded_full.toml) ---------------
+
+
+def test_graded_full_has_the_default_terms_and_refuses_what_it_cannot_fit(small, tmp_path):
+    """graded_full: the default's school x wave and three-way terms are free group SDs of
+    the graded model (not dropped); one residual SD per group and folded SDs are refused
+    with one line, in the spec file and on a spec built in code."""
+    from dataclasses import replace
+
+    from omlbayes.errors import SpecError
+    from omlbayes.model.spec import MODELS_DIR
+    from omlbayes.pipeline.graded_run import check_graded_spec, settings_of
+    from omlbayes.pipeline.survey_run import check_backend
+
+    _, frame, _, _ = small
+    full, graded_full = load_spec("full"), load_spec("graded_full")
+    assert set(full.group) == set(graded_full.group)  # school x wave and every three-way term
+    layout = build_layout(frame, graded_full)
+    model = build_model(
+        graded_data(frame, layout, ITEMS), layout, graded_full, settings_of(graded_full)
+    )
+    free = {v.name for v in model.free_RVs}
+    for term in ("school_id:wave", "wave:gender:school_type", "wave:parent_edu:region"):
+        assert f"1|{term}_sigma" in free, term
+    check_graded_spec(graded_full)
+    with pytest.raises(SpecError, match="cannot fit residual_sd_by = 'school_type'") as err:
+        check_backend(replace(graded_full, residual_sd_by="school_type"))
+    assert "\n" not in str(err.value)
+    with pytest.raises(SpecError, match="log scale only"):
+        check_backend(graded_full.with_sampler(sd_parameterization="folded"))
+    text = (MODELS_DIR / "graded_full.toml").read_text()
+    path = tmp_path / "bad.toml"
+    path.write_text(
+        text.replace(
+            "school_by_wave = true", 'school_by_wave = true\nresidual_sd_by = "school_type"'
+        )
+    )
+    with pytest.raises(SpecError, match="graded model cannot fit residual_sd_by"):
+        load_spec(path)
+    # the report's Methods text names the extra terms (from the run record's spec)
+    import json
+    from types import SimpleNamespace
+
+    from omlbayes import labels
+    from omlbayes.report.page import _model_text
+
+    record = SimpleNamespace(spec=json.loads(json.dumps(graded_full.to_dict(), default=str)))
+    text = _model_text(labels.REPORT_TEXT["en"], record, "en")
+    assert "school x wave" in text and "gender x school type" in text.lower()
+    plain = SimpleNamespace(spec=json.loads(json.dumps(load_spec("graded").to_dict(), default=str)))
+    assert "school x wave" not in _model_text(labels.REPORT_TEXT["en"], plain, "en")
+
+
+@pytest.mark.slow
+def test_school_by_wave_term_passes_the_drift_check():
+    """A survey whose schools drift between waves (school x wave SD 0.3): the graded model
+    with the flagship's terms fails the school x wave spread check (p = 0); with the school
+    x wave term it passes it and the term's SD is clearly above 0."""
+    from omlbayes.backends.graded import fit_graded
+    from omlbayes.criticism import ppc
+    from omlbayes.pipeline.graded_run import settings_of
+    from omlbayes.pipeline.survey_run import with_school_by_wave
+    from omlbayes.simulate.survey import SimulationParams
+
+    sim = simulate_survey(
+        n_students=3000, n_schools=20, seed=7, params=SimulationParams(school_wave_sd=0.3)
+    )
+    frame = build_index(sim.frame).frame
+    spread, school_wave_sd = {}, None
+    for with_term in (False, True):
+        spec = load_spec("graded").with_sampler(draws=250, tune=250, chains=2)
+        spec = with_school_by_wave(spec, with_term)
+        layout = build_layout(frame, spec)
+        fit = fit_graded(frame, layout, spec, settings_of(spec), seed=3, progressbar=False)
+        post = fit.tree["posterior"].to_dataset()
+        _, pvalues = ppc.posterior_predictive_checks(
+            frame, layout, spec, post, seed=3, min_cell_n=10, breakdown_columns=["gender"]
+        )
+        spread[with_term] = float(pvalues["ppc_cell_dispersion"][0])  # school x wave first
+        if with_term:
+            school_wave_sd = post["1|school_id:wave_sigma"]
+    print(f"school x wave spread p-value: without the term {spread[False]}, with {spread[True]}")
+    assert spread[False] < ppc.ALPHA / 2 < spread[True]
+    assert float(school_wave_sd.quantile(0.05)) > 0.1

@@ -597,3 +597,28 @@ def test_script_maps_errors_to_exit_2(tmp_path):
     )
     assert result.returncode == 2
     assert result.stderr.startswith("error: ") and len(result.stderr.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("lang", ["nl", "en"])
+def test_diagnostics_say_what_the_gate_can_and_cannot_see(fake_run, lang):
+    """The diagnostics section has the paragraph on the scope of the checks, in the report's
+    own language, after the table of checks and before the intervals."""
+    from omlbayes import labels
+    from omlbayes.report.html import esc
+
+    page_path = write_report(fake_run, lang=lang, redraw_figures=False)
+    text = page_path.read_text(encoding="utf-8")
+    paragraphs = [el["text"] for el in parse(page_path).find("p", cls="gate-scope")]
+    rt = labels.REPORT_TEXT[lang]
+    assert paragraphs == [rt["gate_sees"], rt["gate_blind"]]
+    other = labels.REPORT_TEXT["en" if lang == "nl" else "nl"]
+    assert other["gate_sees"] not in text
+    words = {
+        "nl": ("twee keer", "verstorende factoren", "niet willekeurig", "meetnon-invariantie"),
+        "en": ("data twice", "confounders", "not missing at random", "non-invariance"),
+    }[lang]
+    assert all(w in " ".join(paragraphs) for w in words)
+    diagnostics = text.index("id='diagnostics'")
+    scope = text.index("class='gate-scope'")
+    heading = text.index(esc(rt["interval_head"]), diagnostics)
+    assert text.index("class='diagnostics'", diagnostics) < scope < heading

@@ -316,3 +316,112 @@ def test_forest_figures_of_the_other_monitor_follow_its_order(other_run):
     assert order == sorted(order)  # waves in declared order, top to bottom
     gender = png_texts(other_run / "figures" / "fig4_gender.png")
     assert all(g in gender for g in OTHER_LEVELS["gender"]) and "n < 10" in gender
+
+
+# ------------------------------------------------------------------ a graded run
+
+
+@pytest.fixture(scope="module")
+def graded_strict_run(small_survey, tmp_path_factory) -> Path:
+    """The graded model with non-default output options (short chains: the numbers are
+    not judged, only what the outputs say about them)."""
+    out = tmp_path_factory.mktemp("graded_strict")
+    result = run_script(
+        "fit.py", "--data", str(small_survey), "--model", "graded", "--draws", "150",
+        "--tune", "150", "--chains", "2", "--no-progress", "--seed", "5", "--out", str(out),
+        "--name", "graded", "--allow-failed", "--quiet", "--prob", "0.8", "--interval", "hdi",
+        "--min-cell-n", "20", "--lang", "en",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    return out / "graded"
+
+
+def test_graded_run_states_the_run_settings_everywhere(graded_strict_run):
+    """Every file of a graded run (its item checks, DIF, reliability, latent vs index, their
+    figures and report section) names the run's 80% HDI and threshold 20, never 95%."""
+    run = graded_strict_run
+    graded_files = {"item_ppc.csv", "dif.csv", "reliability_model.csv", "latent_vs_index.csv"}
+    assert graded_files <= {p.name for p in run.iterdir()}
+    for file in every_output(run):
+        if file.suffix == ".html":
+            text, pngs = page_text(file)
+            in_figures = [png_texts(png) for png in pngs]
+        elif file.suffix == ".png":
+            text, in_figures = "", [png_texts(file)]
+        elif file.suffix in (".csv", ".json"):
+            text, in_figures = file.read_text(encoding="utf-8"), []
+        else:
+            continue
+        for where, words in [(file.name, text)] + [(f"{file.name} figure", t) for t in in_figures]:
+            assert not DEFAULT_INTERVAL_TEXT.search(words), (where, words[:300])
+            assert set(SUPPRESSED.findall(words)) <= {"20"}, where
+    hdi80 = "80% interval (highest posterior density, HDI)"
+    for figure in ("item_ppc.png", "latent_vs_index.png"):
+        assert hdi80 in png_texts(run / "figures" / figure), figure
+    report = page_text(run / "report.html")[0]
+    section = report[report.index("Measurement model: the six items") :]
+    assert f"Every interval in this section is a {hdi80}" in section
+    assert "outside the 80% predictive interval" in section
+    assert "latent trait [80%]" in section and "index [80%]" in section
+    dutch = page_text(run / "report.nl.html")[0]
+    assert "80%-interval (hoogste posteriordichtheid, HDI)" in dutch
+    assert "buiten het 80%-voorspelinterval" in dutch
+
+
+def test_graded_tables_use_the_run_interval(graded_strict_run):
+    """latent_vs_index.csv: the index model's bounds are the 80% HDI of its contrast draws
+    (recomputed from posterior.nc); the latent bounds are contrasts.csv's; DIF flags the
+    p-values outside the 10% tails."""
+    run = graded_strict_run
+    tree = xr.open_datatree(run / runs.POSTERIOR, engine="h5netcdf").load()
+    gcomp = tree["gcomp"].to_dataset()
+    index = estimands.effect_draws(tree["index_posterior"].to_dataset(), gcomp, seed=5)
+    table = pd.read_csv(run / "latent_vs_index.csv", dtype={"group": str, "wave": str})
+    rows = table[(table.breakdown == "overall") & (table.kind == "vs_first")]
+    assert len(rows) == len(schema.WAVES) - 1
+    overall = index.isel(target=np.flatnonzero(index["breakdown"].to_numpy() == "overall"))
+    by_wave = {str(w): k for k, w in enumerate(overall["wave"].to_numpy())}
+    for row in rows.itertuples():
+        diff = overall.isel(target=by_wave[row.wave]) - overall.isel(target=by_wave[row.reference])
+        bounds = az.hdi(diff, prob=0.8, dim=["chain", "draw"])
+        assert row.index_lower == pytest.approx(float(bounds.sel(ci_bound="lower")), abs=1e-9)
+        assert row.index_upper == pytest.approx(float(bounds.sel(ci_bound="upper")), abs=1e-9)
+        wide = az.hdi(diff, prob=0.95, dim=["chain", "draw"])
+        assert float(wide.sel(ci_bound="upper") - wide.sel(ci_bound="lower")) > (
+            row.index_upper - row.index_lower
+        )
+    contrasts = pd.read_csv(run / "contrasts.csv", dtype={"group": str, "wave": str})
+    keys = ["breakdown", "group", "wave", "reference", "reference_group", "kind"]
+    merged = table.merge(contrasts, on=keys, validate="one_to_one")
+    np.testing.assert_allclose(merged["latent_lower"], merged["lower"], equal_nan=True)
+    dif = pd.read_csv(run / "dif.csv", dtype={"group": str})
+    shown = dif[~dif.suppressed]
+    tails = (shown.ppp < 0.1) | (shown.ppp > 0.9)
+    assert (shown.flagged == tails).all()
+    ppc = pd.read_csv(run / "item_ppc.csv", dtype={"group": str})
+    assert ((ppc.lower <= ppc.predicted + 1e-12) & (ppc.predicted <= ppc.upper + 1e-12)).all()
+    reliability = pd.read_csv(run / "reliability_model.csv").set_index("measure")
+    omega = reliability.loc["latent_response_omega"]
+    assert omega.lower < omega["mean"] < omega.upper
+
+
+def test_graded_run_writes_and_explains_the_attenuation(graded_strict_run):
+    """reliability_model.csv holds the index's attenuation factor lambda with the run's
+    interval; it is plausible (between 0 and 1, lambda^2 near alpha of the same students)
+    and index-scale contrasts are smaller than latent ones by about that factor; both
+    reports state it."""
+    run = graded_strict_run
+    reliability = pd.read_csv(run / "reliability_model.csv").set_index("measure")
+    att = reliability.loc[runs.ATTENUATION]
+    assert 0.5 < att.lower < att["mean"] < att.upper < 1.0
+    alpha = pd.read_csv(run / "reliability.csv", dtype={"group": str})
+    alpha = float(alpha.loc[alpha.group == "all", "alpha"].iloc[0])
+    assert abs(att["mean"] ** 2 - alpha) < 0.1, (att["mean"], alpha)
+    table = pd.read_csv(run / "latent_vs_index.csv", dtype={"group": str, "wave": str})
+    rows = table[(table.breakdown == "overall") & table.kind.isin(["vs_first", "vs_previous"])]
+    ratio = (rows.index_mean * rows.latent_mean).sum() / (rows.latent_mean**2).sum()
+    assert abs(ratio - att["mean"]) < 0.15, (ratio, att["mean"])
+    en = page_text(run / "report.html")[0]
+    assert f"In this run lambda = {att['mean']:.2f} (80% interval {att.lower:.2f} to" in en
+    nl = page_text(run / "report.nl.html")[0]
+    assert f"In deze run is lambda = {att['mean']:.2f}".replace(".", ",") in nl

@@ -368,6 +368,10 @@ REPORT_TEXT = {
             "trend van een school is die van de school zelf."
         ),
         "model_residual_by": "De residuele SD verschilt per {column} (één per niveau).",
+        "model_three_way": (
+            "Daarnaast heeft elke kruising een eigen afwijking per meting ({crosses}): de trend "
+            "van een kruising wordt zelf geschat, niet afgeleid uit de tweewegtermen."
+        ),
         "model_text_graded": (
             "Een meetmodel (graded response, {link}-link): elk antwoord op de {n_items} "
             "stellingen ({items}) is een geordende categorie van een latente relatie-eigenschap "
@@ -404,6 +408,29 @@ REPORT_TEXT = {
             "waargenomen; {share}% van de simulaties ligt binnen de helft tot het dubbele "
             "daarvan. De posterior volgt hier de gegevens (zie de gevoeligheid voor de "
             "priors, prior_sensitivity.csv)."
+        ),
+        "gate_sees": (
+            "Wat de controles wel en niet zien. De controles van de sampler (R-hat, ESS, "
+            "divergenties, E-BFMI) zeggen of de trekkingen de posterior van dit model goed "
+            "weergeven, niet of het model klopt. De voorspellende controles vergelijken de "
+            "gegevens met nabootsingen uit het geschatte model: gemiddelde en SD per meting en "
+            "groep, schoolgemiddelden per meting, de residuele SD per schooltype en de "
+            "spreiding van celgemiddelden (school x meting, de kruisingen). Ze gebruiken de "
+            "gegevens twee keer (om te schatten en om te controleren) en zijn dus mild: een cel "
+            "met een eigen term in het model wordt vrijwel vanzelf nagebootst. Onder het "
+            "standaardmodel, dat een term heeft voor elke cel die het rapport toont, vinden ze "
+            "vooral grove misfit: een variantiecomponent of een groep cellen die het model mist, "
+            "een verkeerde spreiding van de residuen."
+        ),
+        "gate_blind": (
+            "Wat ze niet kunnen zien: verstorende factoren die de enquête niet meet; "
+            "ontbrekende gegevens die niet willekeurig ontbreken (leerlingen, scholen of "
+            "antwoorden die wegvallen om redenen die met de relatie met leraren samenhangen); "
+            "meetnon-invariantie (stellingen die in een andere meting of groep iets anders "
+            "betekenen; de DIF-controle van een graded-run bekijkt daar een deel van); en "
+            "veranderingen in wie meedoet tussen metingen voor zover de achtergrondkenmerken "
+            "die niet vangen. Een geslaagde controle is dus geen bewijs dat de verschillen "
+            "oorzakelijk of zonder vertekening zijn."
         ),
         "interval_head": "Intervallen en 'significant'",
         "interval_text": (
@@ -558,6 +585,10 @@ REPORT_TEXT = {
             "is the school's own."
         ),
         "model_residual_by": "The residual SD differs by {column} (one per level).",
+        "model_three_way": (
+            "Each cross breakdown also has its own deviation per wave ({crosses}): a cross's "
+            "trend is estimated, not implied by the two-way terms."
+        ),
         "model_text_graded": (
             "A measurement model (graded response, {link} link): each answer to the {n_items} "
             "statements ({items}) is an ordered category of the student's latent relation "
@@ -593,6 +624,27 @@ REPORT_TEXT = {
             "an SD of {sd} (90% between {lo} and {hi}) against {observed} observed; "
             "{share}% of the simulations lie within half to double that. The posterior "
             "here follows the data (see the prior sensitivity, prior_sensitivity.csv)."
+        ),
+        "gate_sees": (
+            "What the checks can and cannot see. The sampler checks (R-hat, ESS, divergences, "
+            "E-BFMI) say whether the draws represent this model's posterior, not whether the "
+            "model is right. The predictive checks compare the data with replications from "
+            "the fitted model: mean and SD per wave and group, school means per wave, the "
+            "residual SD per school type and the spread of cell means (school x wave, the "
+            "cross breakdowns). They use the data twice (to fit and to check), so they are "
+            "lenient: a cell with its own term in the model is reproduced almost by "
+            "construction. Under the default model, which has a term for every cell the "
+            "report shows, they mostly detect gross misfit: a variance component or a set of "
+            "cells the model lacks, a wrong spread of the residuals."
+        ),
+        "gate_blind": (
+            "What they cannot see: confounders the survey does not measure; missing data that "
+            "are not missing at random (students, schools or answers lost for reasons related "
+            "to their relations with teachers); measurement non-invariance (statements that "
+            "mean something else in another wave or group; a graded run's DIF check looks at "
+            "part of this); and changes in who takes part between waves beyond what the "
+            "covariates capture. A passed check is therefore no evidence that the differences "
+            "are causal or free of bias."
         ),
         "interval_head": "Intervals and 'significant'",
         "interval_text": (

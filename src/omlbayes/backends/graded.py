@@ -2,7 +2,7 @@
 
     P(item_j <= k | theta_i) = Phi(c_jk - a_j z_i)              cumulative probit
     z_i = (theta_i - m) / s     m, s: mean and SD of theta over all analysed students
-    theta_i = W_i b + e_i,   e_i ~ N(0, 1)                       the flagship's structure
+    theta_i = W_i b + e_i,   e_i ~ N(0, 1)                       the spec's terms
 
 Probit, not logit: the latent regression has Gaussian errors, so with a probit link each
 answer is the cut of a Gaussian latent response a_j z + N(0, 1); that is the simulator's

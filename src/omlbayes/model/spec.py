@@ -248,6 +248,12 @@ def _residual_sd_by(model: dict, path: Path) -> str | None:
         return None
     if not isinstance(value, str) or not value:
         raise SpecError(f"{path}: [model] residual_sd_by must be a column name")
+    if model.get("family", "gaussian") == "graded":
+        raise SpecError(
+            f"{path}: the graded model cannot fit residual_sd_by (its latent residual SD is "
+            "fixed at 1 to set the latent scale); drop the key (models/graded_full.toml has "
+            "the default's other terms)"
+        )
     if model.get("family", "gaussian") != "gaussian":
         raise SpecError(f"{path}: residual_sd_by needs family = 'gaussian'")
     return value

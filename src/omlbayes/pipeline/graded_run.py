@@ -31,6 +31,7 @@ from omlbayes.model.spec import ModelSpec
 from omlbayes.results import summarise
 from omlbayes.results.options import OutputOptions, draw_interval
 from omlbayes.results.runs import (
+    ATTENUATION,
     DIF_CSV,
     ITEM_PPC_CSV,
     LATENT_VS_INDEX_CSV,
@@ -55,8 +56,26 @@ def settings_of(spec: ModelSpec) -> MeasurementSettings:
     )
 
 
+def check_graded_spec(spec: ModelSpec) -> None:
+    """Refuse, before any work, what the graded backend cannot fit (one line each), rather
+    than fit another model: one residual SD per group (the latent residual SD is fixed at 1,
+    it sets the latent scale) and group SDs sampled other than on the log scale."""
+    if spec.residual_sd_by is not None:
+        raise SpecError(
+            f"model {spec.name!r}: the graded model cannot fit residual_sd_by = "
+            f"{spec.residual_sd_by!r} (its latent residual SD is fixed at 1 to set the latent "
+            "scale); use --model graded_full for the default's other terms"
+        )
+    if spec.sampler.sd_parameterization != "log":
+        raise SpecError(
+            f"model {spec.name!r}: the graded backend samples its group SDs on the log scale "
+            f"only, not sd_parameterization = {spec.sampler.sd_parameterization!r}; drop "
+            "--sd-parameterization"
+        )
+
+
 def index_spec(spec: ModelSpec) -> ModelSpec:
-    """The flagship-structured index model of a graded spec (same terms, priors, sampler)."""
+    """The index model of a graded spec: the same terms, priors and sampler."""
     return replace(
         spec,
         family="gaussian",
@@ -85,6 +104,7 @@ def fit_graded_run(
     from omlbayes.backends.collapsed import fit_collapsed
     from omlbayes.model.design import sufficient_stats
 
+    check_graded_spec(spec)
     settings = settings_of(spec)
     fit = fit_graded(frame, layout, spec, settings, seed=seed, progressbar=progressbar)
     timings = {f"graded_{k}": v for k, v in fit.timings.items()}
@@ -93,7 +113,9 @@ def fit_graded_run(
     tables = {
         ITEM_PPC_CSV: item_ppc_table(frame, fit, settings, seed=seed, options=output),
         DIF_CSV: dif_table(frame, fit, settings, seed=seed, options=output),
-        RELIABILITY_MODEL_CSV: model_reliability(fit, options=output),
+        RELIABILITY_MODEL_CSV: model_reliability(
+            fit, index=frame[spec.response].to_numpy(dtype=float), options=output
+        ),
     }
     timings["item_checks_s"] = time.perf_counter() - t0
     latent_diag = latent_diagnostics(fit.theta)
@@ -181,7 +203,8 @@ def item_ppc_table(
     """Share of each answer per item and group: observed vs replicated (the run's interval).
 
     ``ppp`` is the posterior predictive p-value P(replicated share >= observed share);
-    values near 0 or 1 mean the model misses that share.
+    values near 0 or 1 mean the model misses that share. A group whose item fewer than the
+    run's ``min_cell_n`` students answered is ``suppressed`` (no count, no shares).
     """
     data = long_items(frame, settings.items)
     reps, _ = _replicates(fit, data, seed=seed)
@@ -217,7 +240,7 @@ def item_ppc_table(
                             "ppp": ppp[g, j, k],
                         }
                     )
-    return pd.DataFrame.from_records(rows)
+    return suppress_small(pd.DataFrame.from_records(rows), options=options)
 
 
 def dif_table(
@@ -234,7 +257,8 @@ def dif_table(
     group; an item whose observed group mean falls outside the replicated interval
     (``ppp`` near 0 or 1) answers differently in that group than the trait predicts.
     ``difference`` is observed minus predicted, in answer points; ``flagged`` when ``ppp``
-    lies in either tail outside the run's interval probability.
+    lies in either tail outside the run's interval probability. Groups under the run's
+    ``min_cell_n`` are ``suppressed`` as in :func:`item_ppc_table`.
     """
     tail = (1.0 - options.prob) / 2.0
     data = long_items(frame, settings.items)
@@ -274,11 +298,27 @@ def dif_table(
                         "flagged": bool(ppp[k] < tail or ppp[k] > 1.0 - tail),
                     }
                 )
-    return pd.DataFrame.from_records(rows)
+    table = suppress_small(pd.DataFrame.from_records(rows), options=options)
+    table["flagged"] = table["flagged"] & ~table["suppressed"]
+    return table
 
 
-def model_reliability(fit: GradedFit, *, options: OutputOptions) -> pd.DataFrame:
-    """Reliability from the graded model, to set next to alpha and omega.
+def suppress_small(table: pd.DataFrame, *, options: OutputOptions) -> pd.DataFrame:
+    """Rows answered by fewer than the run's ``min_cell_n`` students: no count and no
+    values, marked ``suppressed`` (disclosure control, as the other tables)."""
+    out = table.copy()
+    small = out["n"] < options.min_cell_n
+    values = [c for c in out.columns if c not in ("grouping", "group", "item", "answer", "n")]
+    values = [c for c in values if out[c].dtype.kind == "f"]
+    out.loc[small, values] = np.nan
+    out["n"] = out["n"].astype("Int64").mask(small)
+    out["suppressed"] = small.to_numpy()
+    return out
+
+
+def model_reliability(fit: GradedFit, *, index: np.ndarray, options: OutputOptions) -> pd.DataFrame:
+    """Reliability from the graded model, to set next to alpha and omega, and the index's
+    attenuation factor.
 
     * latent-response omega, per draw: (sum a)^2 / ((sum a)^2 + J) with the loadings a on
       the standardized latent (the reliability of the sum of the items' latent responses;
@@ -286,7 +326,13 @@ def model_reliability(fit: GradedFit, *, options: OutputOptions) -> pd.DataFrame
     * empirical (EAP) reliability of the latent values: Var(posterior means) /
       (Var(posterior means) + mean posterior variance). It counts what the covariates tell
       about a student as well as the items (the latent regression), so it is an upper
-      reference, not a property of the six items alone.
+      reference, not a property of the six items alone;
+    * ``index_attenuation``, per draw: the correlation over students of the standardized
+      index with the standardized latent values z. It estimates lambda = Cov(index, z) with
+      Var(z) = 1, the factor an SD-unit contrast shrinks by on the index scale
+      (index contrast ~ lambda x latent contrast; lambda = sqrt(reliability of the index as
+      a measure of z)): the posterior draw of z differs from the true z by an error
+      uncorrelated with any function of the data, the index included.
     """
     a = fit.loadings
     total = a.sum(axis=-1)
@@ -298,6 +344,9 @@ def model_reliability(fit: GradedFit, *, options: OutputOptions) -> pd.DataFrame
     means = flat.mean(axis=0)
     post_var = flat.var(axis=0, ddof=1).mean()
     eap = float(means.var(ddof=1) / (means.var(ddof=1) + post_var))
+    y = (index - index.mean()) / index.std(ddof=1)
+    attenuation = flat @ y / (y.size - 1)  # z has mean 0 and SD 1 per draw
+    a_lo, a_hi = draw_interval(attenuation, options.interval, options.prob)
     return pd.DataFrame(
         [
             {
@@ -307,6 +356,12 @@ def model_reliability(fit: GradedFit, *, options: OutputOptions) -> pd.DataFrame
                 "upper": float(hi),
             },
             {"measure": "eap_reliability", "mean": eap, "lower": np.nan, "upper": np.nan},
+            {
+                "measure": ATTENUATION,
+                "mean": float(attenuation.mean()),
+                "lower": float(a_lo),
+                "upper": float(a_hi),
+            },
         ]
     )
 
@@ -352,17 +407,19 @@ def write_latent_vs_index(
     import matplotlib.pyplot as plt
 
     from omlbayes.plots.measurement import plot_item_ppc, plot_latent_vs_index
+    from omlbayes.plots.save import save_png
 
     if INDEX_GROUP not in run.tree.children:
         return
-    path, lang = run.path, run.options.lang
+    path, options = run.path, run.options
     table = latent_vs_index_table(run, contrast_defs, latent_contrasts, suppressed=suppressed)
     table.to_csv(path / LATENT_VS_INDEX_CSV, index=False)
     figures = path / "figures"
-    fig = plot_latent_vs_index(table, lang=lang)
-    fig.savefig(figures / "latent_vs_index.png", dpi=150, bbox_inches="tight")
+    fig = plot_latent_vs_index(table, options=options)
+    save_png(fig, figures / "latent_vs_index.png", bbox_inches="tight")
     plt.close(fig)
     if (path / ITEM_PPC_CSV).is_file():
-        fig = plot_item_ppc(pd.read_csv(path / ITEM_PPC_CSV, dtype={"group": str}), lang=lang)
-        fig.savefig(figures / "item_ppc.png", dpi=150, bbox_inches="tight")
+        ppc = pd.read_csv(path / ITEM_PPC_CSV, dtype={"group": str})
+        fig = plot_item_ppc(ppc, options=options)
+        save_png(fig, figures / "item_ppc.png", bbox_inches="tight")
         plt.close(fig)

@@ -265,6 +265,10 @@ def check_backend(spec: ModelSpec) -> None:
             f"{spec.residual_sd_by}: use the collapsed backend, or a model without "
             "residual_sd_by (e.g. --model flagship) for the Bambi reference fit"
         )
+    if spec.sampler.backend == "graded":
+        from omlbayes.pipeline.graded_run import check_graded_spec
+
+        check_graded_spec(spec)
 
 
 def survey_facts(survey, column_map, n_analysed: int, exclusions: dict, **extra) -> dict:

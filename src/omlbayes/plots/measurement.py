@@ -14,11 +14,12 @@ from matplotlib.figure import Figure
 
 from omlbayes import labels
 from omlbayes.plots.forest import PALETTE
+from omlbayes.results.options import OutputOptions
 
 TEXT = {
     "en": {
         "ppc_title": "Answers per item and wave: observed (dots) and replicated by the graded "
-        "model (95% interval)",
+        "model (line: {interval})",
         "share": "share of answers",
         "answer": "answer {k}",
         "lvi_left": "Adjusted mean per wave (overall)",
@@ -28,10 +29,11 @@ TEXT = {
         "sd_units": "SD units",
         "x_index": "index model: contrast (SD of the index)",
         "y_latent": "graded model: contrast (SD of the latent trait)",
+        "bars": "lines: {interval}",
     },
     "nl": {
         "ppc_title": "Antwoorden per item en meting: waargenomen (stippen) en nagebootst door het "
-        "graded-responsmodel (95%-interval)",
+        "graded-responsmodel (lijn: {interval})",
         "share": "aandeel antwoorden",
         "answer": "antwoord {k}",
         "lvi_left": "Gecorrigeerd gemiddelde per meting (totaal)",
@@ -41,6 +43,7 @@ TEXT = {
         "sd_units": "SD-eenheden",
         "x_index": "indexmodel: verschil (SD van de index)",
         "y_latent": "graded-responsmodel: verschil (SD van de latente eigenschap)",
+        "bars": "lijnen: {interval}",
     },
 }
 
@@ -49,8 +52,10 @@ def _wave_label(wave: str, lang: str) -> str:
     return labels.level(wave, lang)
 
 
-def plot_item_ppc(table: pd.DataFrame, *, lang: str = "nl") -> Figure:
-    """One panel per item: the share of each answer per wave, observed against replicated."""
+def plot_item_ppc(table: pd.DataFrame, *, options: OutputOptions) -> Figure:
+    """One panel per item: the share of each answer per wave, observed against replicated
+    (the table's bounds: the run's interval, named in the title)."""
+    lang = options.lang
     t = TEXT[lang]
     rows = table[table["grouping"] == "wave"]
     items = list(dict.fromkeys(rows["item"]))
@@ -89,12 +94,14 @@ def plot_item_ppc(table: pd.DataFrame, *, lang: str = "nl") -> Figure:
         ax.set_ylabel(t["share"])
     handles, names = axes[0].get_legend_handles_labels()
     fig.legend(handles, names, loc="outside lower center", ncol=len(answers), fontsize=8)
-    fig.suptitle(t["ppc_title"], fontsize=10)
+    fig.suptitle(t["ppc_title"].format(interval=options.interval_name()), fontsize=10)
     return fig
 
 
-def plot_latent_vs_index(table: pd.DataFrame, *, lang: str = "nl") -> Figure:
-    """Left: overall wave means on both scales; right: every wave contrast, latent vs index."""
+def plot_latent_vs_index(table: pd.DataFrame, *, options: OutputOptions) -> Figure:
+    """Left: overall wave means on both scales; right: every wave contrast, latent vs index
+    (bars: the table's bounds, the run's interval, named in the figure)."""
+    lang = options.lang
     t = TEXT[lang]
     fig = Figure(figsize=(11.5, 4.6), layout="constrained")
     left, right = fig.subplots(1, 2, width_ratios=(1.1, 1.0))
@@ -112,7 +119,7 @@ def plot_latent_vs_index(table: pd.DataFrame, *, lang: str = "nl") -> Figure:
     left.set_ylabel(f"{t['sd_units']} (vs {_wave_label(waves[0], lang) if waves else ''})")
     left.set_title(t["lvi_left"], fontsize=10)
     left.legend(fontsize=8, loc="best")
-    pairs = table[table["kind"].isin(["vs_previous", "factsheet"]) & ~table["suppressed"]]
+    pairs = table[table["kind"].isin(["vs_previous", "spec_pair"]) & ~table["suppressed"]]
     pairs = pairs.dropna(subset=["latent_mean", "index_mean"])
     right.errorbar(
         pairs["index_mean"],
@@ -138,4 +145,5 @@ def plot_latent_vs_index(table: pd.DataFrame, *, lang: str = "nl") -> Figure:
     right.set_ylabel(t["y_latent"])
     right.set_title(t["lvi_right"], fontsize=10)
     right.grid(alpha=0.3)
+    fig.suptitle(t["bars"].format(interval=options.interval_name()), fontsize=9)
     return fig

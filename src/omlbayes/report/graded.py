@@ -8,9 +8,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from omlbayes import labels
 from omlbayes.report.html import esc
 from omlbayes.results.options import OutputOptions
 from omlbayes.results.runs import (
+    ATTENUATION,
     DIF_CSV,
     ITEM_PPC_CSV,
     LATENT_VS_INDEX_CSV,
@@ -25,7 +27,8 @@ SECTION_TEXT = {
             "with item-specific cutpoints and loadings; the latent relation trait carries "
             "the same structure as the index model. Effects and contrasts in this report are "
             "in SD units of the latent trait over all analysed students. The index model "
-            "was fitted on the same students for the side by side below."
+            "was fitted on the same students for the side by side below. Every interval in "
+            "this section is a {interval}."
         ),
         "ppc": "Item answers per wave: observed shares against the model's replications.",
         "ppc_summary": (
@@ -48,7 +51,20 @@ SECTION_TEXT = {
             "eap_reliability": "EAP reliability of the latent values (items and covariates)",
             "alpha": "Cronbach's alpha (index, complete cases)",
             "omega": "McDonald's omega (index, complete cases)",
+            "index_attenuation": "attenuation factor of the index, lambda = Cov(index, latent)",
         },
+        "attenuation": (
+            "Latent and index SD units differ. The index is the mean of six answers that carry "
+            "measurement error, so its SD holds error variance besides the trait, and a "
+            "contrast in SD units of the index is smaller than the same contrast in SD units "
+            "of the latent trait: index contrast = lambda x latent contrast, with lambda = "
+            "Cov(standardized index, standardized latent) = sqrt(reliability of the index as a "
+            "measure of the trait). In this run lambda = {mean} ({short} {lower} to "
+            "{upper}), reliability about {rel}: a latent contrast of 0.20 SD appears as about "
+            "{example} SD on the index. The two scales agree on signs and on which contrasts "
+            "are large; their sizes differ by this factor (and by the two models' different "
+            "shrinkage)."
+        ),
     },
     "nl": {
         "title": "Meetmodel: de zes items als ordinale indicatoren van een latente eigenschap",
@@ -57,7 +73,8 @@ SECTION_TEXT = {
             "met drempels en ladingen per item; de latente relatie-eigenschap heeft dezelfde "
             "structuur als het indexmodel. Effecten en verschillen in dit rapport staan in "
             "SD-eenheden van de latente eigenschap over alle geanalyseerde leerlingen. Het "
-            "indexmodel is op dezelfde leerlingen geschat voor de vergelijking hieronder."
+            "indexmodel is op dezelfde leerlingen geschat voor de vergelijking hieronder. Elk "
+            "interval in deze paragraaf is een {interval}."
         ),
         "ppc": "Antwoorden per item en meting: waargenomen aandelen tegen de nabootsingen "
         "van het model.",
@@ -83,7 +100,21 @@ SECTION_TEXT = {
             "achtergrondkenmerken)",
             "alpha": "Cronbachs alfa (index, volledige antwoorden)",
             "omega": "McDonalds omega (index, volledige antwoorden)",
+            "index_attenuation": "verzwakkingsfactor van de index, lambda = Cov(index, latent)",
         },
+        "attenuation": (
+            "SD-eenheden van de latente eigenschap en van de index verschillen. De index is het "
+            "gemiddelde van zes antwoorden met meetfout, dus zijn SD bevat naast de eigenschap "
+            "ook foutvariantie, en een verschil in SD-eenheden van de index is kleiner dan "
+            "hetzelfde verschil in SD-eenheden van de latente eigenschap: verschil op de index "
+            "= lambda x verschil op de latente schaal, met lambda = Cov(gestandaardiseerde "
+            "index, gestandaardiseerde latente waarde) = wortel(betrouwbaarheid van de index "
+            "als maat voor de eigenschap). In deze run is lambda = {mean} ({short} {lower} "
+            "tot {upper}), betrouwbaarheid ongeveer {rel}: een latent verschil van 0,20 SD is "
+            "op de index ongeveer {example} SD. Beide schalen geven dezelfde richting en "
+            "dezelfde grote verschillen; de grootte verschilt met deze factor (en door de "
+            "verschillende krimp van de twee modellen)."
+        ),
     },
 }
 MAX_DIF_ROWS = 12
@@ -104,17 +135,40 @@ def _table(header: list[str], rows: list[list[str]]) -> str:
 
 
 def _texts(lang: str, options: OutputOptions) -> dict:
-    """The section's texts in ``lang`` with the run's interval probability filled in."""
+    """The section's texts in ``lang`` with the run's interval filled in."""
     pct = options.percent_text(lang)
+    interval = options.interval_name(lang)
 
     def fill(value):
         if isinstance(value, str):
-            return value.replace("{pct}", pct)
+            return value.replace("{pct}", pct).replace("{interval}", interval)
         if isinstance(value, list):
             return [fill(v) for v in value]
         return {k: fill(v) for k, v in value.items()}
 
     return fill(SECTION_TEXT.get(lang, SECTION_TEXT["en"]))
+
+
+def _attenuation_html(rel: pd.DataFrame, t: dict, *, lang: str, options: OutputOptions) -> str:
+    """The paragraph on latent vs index SD units, with the run's attenuation factor."""
+    row = rel[rel["measure"] == ATTENUATION]
+    if row.empty:  # a run from before the factor was written
+        return ""
+    r = row.iloc[0]
+
+    def num(value: float, digits: int = 2) -> str:
+        text = f"{value:.{digits}f}"
+        return text.replace(".", ",") if lang == "nl" else text
+
+    text = t["attenuation"].format(
+        mean=num(r["mean"]),
+        lower=num(r["lower"]),
+        upper=num(r["upper"]),
+        short=options.interval_short(lang),
+        rel=num(r["mean"] ** 2),
+        example=num(0.2 * r["mean"]),
+    )
+    return f"<p class='attenuation'>{esc(text)}</p>"
 
 
 def section_html(path: Path | str, *, lang: str, options: OutputOptions) -> str:
@@ -127,13 +181,16 @@ def section_html(path: Path | str, *, lang: str, options: OutputOptions) -> str:
     figures = path / "figures"
     if (path / ITEM_PPC_CSV).is_file():
         ppc = pd.read_csv(path / ITEM_PPC_CSV)
+        if "suppressed" in ppc:
+            ppc = ppc[~ppc["suppressed"]]
         outside = int(((ppc["observed"] < ppc["lower"]) | (ppc["observed"] > ppc["upper"])).sum())
         parts.append(f"<p>{esc(t['ppc_summary'].format(outside=outside, total=len(ppc)))}</p>")
     if (figures / "item_ppc.png").is_file():
         parts.append(_img(figures / "item_ppc.png", t["ppc"]))
     if (path / DIF_CSV).is_file():
         dif = pd.read_csv(path / DIF_CSV, dtype={"group": str})
-        flagged = dif[dif["flagged"]].sort_values("difference", key=np.abs, ascending=False)
+        flagged = dif[dif["flagged"].astype(bool)]
+        flagged = flagged.sort_values("difference", key=np.abs, ascending=False)
         parts.append(f"<h3>{esc(t['dif'])}</h3>")
         if flagged.empty:
             parts.append(f"<p>{esc(t['dif_none'])}</p>")
@@ -141,8 +198,8 @@ def section_html(path: Path | str, *, lang: str, options: OutputOptions) -> str:
             parts.append(f"<p>{esc(t['dif_intro'])}</p>")
             rows = [
                 [
-                    r.grouping,
-                    r.group,
+                    labels.column(r.grouping, lang),
+                    labels.level(r.group, lang),
                     r.item,
                     f"{r.observed_mean:.2f}",
                     f"{r.predicted_mean:.2f} [{r.lower:.2f}, {r.upper:.2f}]",
@@ -169,14 +226,15 @@ def section_html(path: Path | str, *, lang: str, options: OutputOptions) -> str:
                     rows.append([t["measures"][name], f"{overall[name].iloc[0]:.3f}", ""])
         parts.append(f"<h3>{esc(t['rel'])}</h3>")
         parts.append(_table(t["cols_rel"], rows))
+        parts.append(_attenuation_html(rel, t, lang=lang, options=options))
     if (figures / "latent_vs_index.png").is_file():
         parts.append(_img(figures / "latent_vs_index.png", t["lvi"]))
     lvi = pd.read_csv(path / LATENT_VS_INDEX_CSV, dtype={"group": str, "wave": str})
-    head = lvi[(lvi["breakdown"] == "overall") & (lvi["kind"] == "factsheet")]
+    head = lvi[(lvi["breakdown"] == "overall") & (lvi["kind"] == "spec_pair")]
     if len(head):
         rows = [
             [
-                f"{r.wave} vs {r.reference}",
+                f"{labels.level(r.wave, lang)} vs {labels.level(r.reference, lang)}",
                 f"{r.latent_mean:+.3f} [{r.latent_lower:+.3f}, {r.latent_upper:+.3f}]",
                 f"{r.index_mean:+.3f} [{r.index_lower:+.3f}, {r.index_upper:+.3f}]",
             ]

@@ -377,9 +377,18 @@ def _model_text(rt: dict, rec: runs.RunRecord, lang: str) -> str:
         return " ".join([rt["model_text"], *extra])
     measurement = spec.get("measurement") or {}
     items = [str(i) for i in measurement.get("items", ())]
-    return rt["model_text_graded"].format(
+    text = rt["model_text_graded"].format(
         link=measurement.get("link", "probit"), n_items=len(items), items=", ".join(items)
     )
+    extra = [rt["model_school_by_wave"]] if spec.get("school_by_wave") else []
+    crosses = [  # the wave x a x b terms (group terms are lists of columns in the record)
+        " x ".join(labels.column(c, lang).lower() for c in term if c != "wave")
+        for term in spec.get("group", ())
+        if len(term) == 3 and "wave" in term
+    ]
+    if crosses:
+        extra.append(rt["model_three_way"].format(crosses="; ".join(crosses)))
+    return " ".join([text, *extra])
 
 
 def _methods_html(ctx: _Context) -> str:
@@ -482,6 +491,8 @@ def _methods_html(ctx: _Context) -> str:
             ),
         )
         parts.append(f"<p class='prior-predictive'>{esc(text)}</p>")
+    parts.append(f"<p class='gate-scope'>{esc(rt['gate_sees'])}</p>")
+    parts.append(f"<p class='gate-scope'>{esc(rt['gate_blind'])}</p>")
     parts.append(f"<h3>{esc(rt['interval_head'])}</h3>")
     parts.append(_thresholds_paragraph(ctx, "interval_text"))
     parts.append(f"<p>{esc(rt['disclosure'].format(min_cell_n=ctx.min_cell_n))}</p>")

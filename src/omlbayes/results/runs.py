@@ -32,6 +32,8 @@ ITEM_PPC_CSV = "item_ppc.csv"
 DIF_CSV = "dif.csv"
 RELIABILITY_MODEL_CSV = "reliability_model.csv"
 LATENT_VS_INDEX_CSV = "latent_vs_index.csv"
+# reliability_model.csv's row with the factor index-scale contrasts are attenuated by
+ATTENUATION = "index_attenuation"
 # Groups that would carry student rows: never saved (privacy in the artefact). The per-draw
 # log-likelihood totals go in ``log_likelihood_total`` (criticism/sensitivity.py), so a
 # ``log_likelihood`` group is pointwise, and dropped, whatever it holds.
