@@ -121,3 +121,37 @@ def test_az_loo_on_posterior_nc_raises_and_run_loo_is_pointwise(default_run):
     assert elpd.se > 1 and float(elpd.pareto_k.max()) < 0.7
     # the totals are the in-sample log-likelihood: above the LOO elpd on average
     assert float(totals["y"].mean()) > elpd.elpd
+
+
+@pytest.mark.parametrize("page", ["report.html", "report.nl.html"])
+def test_report_states_its_estimand_with_the_others_beside_it(default_run, page):
+    """The report's estimands table: one row per wave change of all students, three columns
+    (a school like any other at the pooled composition, the surveyed schools, as observed),
+    each equal to the API's summary of the same draws in the run's interval."""
+    import omlbayes as ob
+    from omlbayes.report.findings import fmt_number
+
+    html = (default_run / page).read_text(encoding="utf-8")
+    lang = "nl" if page.endswith(".nl.html") else "en"
+    table = re.search(r"<table class='estimands'>(.*?)</table>", html, flags=re.S)
+    assert table, "no estimands table"
+    rows = re.findall(r"<tr><td>.*?</td>(.*?)</tr>", table.group(1), flags=re.S)
+    run = ob.open_run(default_run)
+    waves = [str(w) for w in run.adjusted_means(())["wave"].to_numpy()]
+    assert len(rows) == len(waves)  # consecutive changes and the last against the first
+    cells = re.findall(r"<td class='num'>(.*?)</td>", rows[0])
+    for cell, (schools, composition) in zip(
+        cells, [("any", "pooled"), ("surveyed", "pooled"), ("any", "wave")], strict=True
+    ):
+        means = run.adjusted_means((), schools=schools, composition=composition)
+        change = means.sel(wave=waves[1]) - means.sel(wave=waves[0])
+        s = ob.summarise(change, options=run.options)
+        expected = " ".join(
+            [
+                fmt_number(s["mean"], lang=lang, sign=True),
+                f"[{fmt_number(s['lower'], lang=lang, sign=True)},",
+                f"{fmt_number(s['upper'], lang=lang, sign=True)}]",
+            ]
+        )
+        assert cell == expected.replace("&", "&amp;")
+    assert ("Which question" in html) == (lang == "en")

@@ -310,6 +310,29 @@ REPORT_TEXT = {
             "schooltype in een regio zonder zulke scholen); daar rust de schatting op de "
             "priorverdeling van het model (effects.csv: extrapolated, empty_cell_share)."
         ),
+        "estimands_title": "Welke vraag de cijfers beantwoorden",
+        "estimands_text": (
+            "De gecorrigeerde gemiddelden in dit rapport gelden voor een school uit het gebied "
+            "zoals elke andere (de schooleffecten op hun gemiddelde) en voor één vaste "
+            "samenstelling van leerlingen (alle metingen samen): zo verschuift een verschil "
+            "tussen metingen niet door een andere mix van scholen of leerlingen. Wie vraagt "
+            "naar de eigen scholen van de monitor, behoudt voor elke leerling de school en de "
+            "afwijking van die school in die meting; wie de trend zoals waargenomen wil, "
+            "neemt per meting de eigen samenstelling. De tabel geeft de veranderingen van het "
+            "gemiddelde van alle leerlingen onder alle drie ({interval}); de API en de "
+            "verkenner geven ze voor elke groep."
+        ),
+        "estimands_change": "Verandering",
+        "estimand_any_pooled": "Een school zoals elke andere, vaste samenstelling (dit rapport)",
+        "estimand_surveyed_pooled": "De gemeten scholen, vaste samenstelling",
+        "estimand_any_wave": "Zoals waargenomen: samenstelling van elke meting",
+        "estimands_differ": (
+            "De drie lopen tot {largest} SD-eenheden uiteen: kies de vraag die bij het gebruik "
+            "past (docs/api.md)."
+        ),
+        "estimands_agree": (
+            "De drie verschillen hooguit {largest} SD-eenheden: hier maakt de keuze weinig uit."
+        ),
         "factsheet_said": "Factsheet: ",
         "explorer": "5. Verkenner: verandering tussen metingen",
         "explorer_intro": (
@@ -529,6 +552,28 @@ REPORT_TEXT = {
             "characteristics in which no student was observed (e.g. a school type in a "
             "region without such schools); there the estimate rests on the model's prior "
             "(effects.csv: extrapolated, empty_cell_share)."
+        ),
+        "estimands_title": "Which question the numbers answer",
+        "estimands_text": (
+            "The adjusted means in this report are those of a school of the area like any "
+            "other (school effects at their mean) and of one fixed composition of students "
+            "(all waves pooled), so a change between waves is not moved by another mix of "
+            "schools or students. Asking about the monitor's own schools keeps each "
+            "student's school and that school's deviation in the wave; asking for the trend "
+            "as observed takes each wave's own composition. The table gives the changes of "
+            "the mean of all students under all three ({interval}); the API and the explorer "
+            "give them for any group."
+        ),
+        "estimands_change": "Change",
+        "estimand_any_pooled": "A school like any other, fixed composition (this report)",
+        "estimand_surveyed_pooled": "The surveyed schools, fixed composition",
+        "estimand_any_wave": "As observed: each wave's composition",
+        "estimands_differ": (
+            "The three differ by up to {largest} SD units: pick the question that fits the use "
+            "(docs/api.md)."
+        ),
+        "estimands_agree": (
+            "The three differ by at most {largest} SD units: here the choice matters little."
         ),
         "factsheet_said": "Factsheet: ",
         "explorer": "5. Explore the trends",

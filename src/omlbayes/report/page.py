@@ -19,7 +19,7 @@ import pandas as pd
 
 from omlbayes import labels
 from omlbayes.constants import PD_LIKELY, PD_VERY_LIKELY
-from omlbayes.errors import RunError
+from omlbayes.errors import ProjectError, RunError
 from omlbayes.report.explorer import EXPLORER_CSS, explorer_html
 from omlbayes.report.findings import (
     Findings,
@@ -366,6 +366,61 @@ def _extrapolated_html(ctx: _Context, effects: pd.DataFrame) -> str:
     return f"<p class='small extrapolated'>{esc(text)}</p>"
 
 
+ESTIMANDS = (  # (schools, composition): the report's estimand first
+    ("any", "pooled"),
+    ("surveyed", "pooled"),
+    ("any", "wave"),
+)
+
+
+def _estimands_html(ctx: _Context) -> str:
+    """Which estimand the report shows and why, with the overall wave changes under the
+    others beside it: the monitor's own schools (each student keeps their school's realized
+    deviation in the wave) and the trend as observed (each wave's own composition)."""
+    from omlbayes.results.summarise import summarise_draws
+
+    rt, lang, options = labels.REPORT_TEXT[ctx.lang], ctx.lang, ctx.options
+    try:
+        means = [ctx.run.adjusted_means((), schools=sc, composition=co) for sc, co in ESTIMANDS]
+    except (KeyError, ValueError, ProjectError):  # a run without the composition store
+        return ""
+    waves = [str(w) for w in means[0]["wave"].to_numpy()]
+    pairs = list(zip(waves[1:], waves[:-1], strict=True))
+    if len(waves) > 2:
+        pairs.append((waves[-1], waves[0]))
+    if not pairs:
+        return ""
+    rows, largest = [], 0.0
+    for wave, ref in pairs:
+        cells = []
+        shown = []
+        for m in means:
+            change = m.sel(wave=wave) - m.sel(wave=ref)
+            row = summarise_draws(change, options=options)
+            shown.append(float(row["mean"]))
+            cells.append(
+                f"<td class='num'>{esc(fmt_number(row['mean'], lang=lang, sign=True))} "
+                f"[{esc(fmt_number(row['lower'], lang=lang, sign=True))}, "
+                f"{esc(fmt_number(row['upper'], lang=lang, sign=True))}]</td>"
+            )
+        largest = max(largest, *(abs(v - shown[0]) for v in shown[1:]))
+        pair = labels.SENTENCE_TEXT[lang]["wave_vs"].format(
+            wave=labels.level(wave, lang), reference=labels.level(ref, lang)
+        )
+        rows.append(f"<tr><td>{esc(pair)}</td>{''.join(cells)}</tr>")
+    head = "".join(f"<th>{esc(rt[f'estimand_{sc}_{co}'])}</th>" for sc, co in ESTIMANDS)
+    verdict = rt["estimands_differ" if largest >= 0.01 else "estimands_agree"].format(
+        largest=fmt_number(largest, lang=lang)
+    )
+    return (
+        f"<div class='estimands'><h3>{esc(rt['estimands_title'])}</h3>"
+        f"<p>{esc(rt['estimands_text'].format(interval=options.interval_name()))}</p>"
+        f"<table class='estimands'><thead><tr><th>{esc(rt['estimands_change'])}</th>{head}"
+        f"</tr></thead><tbody>{''.join(rows)}</tbody></table>"
+        f"<p class='small'>{esc(verdict)}</p></div>"
+    )
+
+
 def _model_text(rt: dict, rec: runs.RunRecord, lang: str) -> str:
     """The Methods paragraph on the model: the graded measurement model for a graded run."""
     spec = rec.spec
@@ -643,6 +698,7 @@ def render_report(
     body.append(_findings_html(ctx, findings))
     body.append(_model_implied_html(ctx, contrasts))
     body.append(_extrapolated_html(ctx, effects))
+    body.append(_estimands_html(ctx))
     body.append(explorer)
     body.append(_methods_html(ctx))
     body.append(f"<footer>{esc(rt['footer'].format(run=run_label(path)))}</footer>")
