@@ -468,7 +468,7 @@ def test_graded_full_has_the_default_terms_and_refuses_what_it_cannot_fit(small,
     from dataclasses import replace
 
     from omlbayes.errors import SpecError
-    from omlbayes.model.spec import MODELS_DIR
+    from omlbayes.resources import models_dir
     from omlbayes.pipeline.graded_run import check_graded_spec, settings_of
     from omlbayes.pipeline.survey_run import check_backend
 
@@ -488,7 +488,7 @@ def test_graded_full_has_the_default_terms_and_refuses_what_it_cannot_fit(small,
     assert "\n" not in str(err.value)
     with pytest.raises(SpecError, match="log scale only"):
         check_backend(graded_full.with_sampler(sd_parameterization="folded"))
-    text = (MODELS_DIR / "graded_full.toml").read_text()
+    text = (models_dir() / "graded_full.toml").read_text()
     path = tmp_path / "bad.toml"
     path.write_text(
         text.replace(

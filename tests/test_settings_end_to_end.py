@@ -336,6 +336,7 @@ def graded_strict_run(small_survey, tmp_path_factory) -> Path:
     return out / "graded"
 
 
+@pytest.mark.slow
 def test_graded_run_states_the_run_settings_everywhere(graded_strict_run):
     """Every file of a graded run (its item checks, DIF, reliability, latent vs index, their
     figures and report section) names the run's 80% HDI and threshold 20, never 95%."""
@@ -368,6 +369,7 @@ def test_graded_run_states_the_run_settings_everywhere(graded_strict_run):
     assert "buiten het 80%-voorspelinterval" in dutch
 
 
+@pytest.mark.slow
 def test_graded_tables_use_the_run_interval(graded_strict_run):
     """latent_vs_index.csv: the index model's bounds are the 80% HDI of its contrast draws
     (recomputed from posterior.nc); the latent bounds are contrasts.csv's; DIF flags the
@@ -405,6 +407,7 @@ def test_graded_tables_use_the_run_interval(graded_strict_run):
     assert omega.lower < omega["mean"] < omega.upper
 
 
+@pytest.mark.slow
 def test_graded_run_writes_and_explains_the_attenuation(graded_strict_run):
     """reliability_model.csv holds the index's attenuation factor lambda with the run's
     interval; it is plausible (between 0 and 1, lambda^2 near alpha of the same students)
