@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
 import os
 import subprocess
 import sys
@@ -24,6 +26,22 @@ def run_script(script: str, *args: str, timeout: int = 600) -> subprocess.Comple
         env=env,
         cwd=ROOT,
     )
+
+
+def run_command(command: str, *args: str) -> subprocess.CompletedProcess:
+    """``omlbayes <command> args`` in this process: the exit code and output a script run
+    gives (same parser, same error contract) without a fresh interpreter's imports; for
+    error paths and listings. End-to-end runs use ``run_script``."""
+    from omlbayes.pipeline.commands import COMMANDS
+
+    main = COMMANDS[command][0]
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            code = main(list(args), prog=command)
+        except SystemExit as stop:  # argparse's own errors
+            code = stop.code
+    return subprocess.CompletedProcess([command, *args], code, out.getvalue(), err.getvalue())
 
 
 @pytest.fixture(scope="session")

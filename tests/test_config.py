@@ -9,7 +9,7 @@ import re
 from pathlib import Path
 
 import pytest
-from conftest import ROOT, run_script
+from conftest import ROOT, run_command
 from test_report import make_fake_run
 
 from omlbayes.errors import RunError, SpecError
@@ -70,7 +70,7 @@ def test_findings_file_next_to_the_spec_must_exist(tmp_path):
 
 def test_bad_spec_through_the_cli_is_one_line_exit_2(tmp_path):
     path = _spec_with(tmp_path, 'family = "gaussian"', 'famly = "gaussian"')
-    result = run_script("fit.py", "--model", str(path), "--out", str(tmp_path / "runs"))
+    result = run_command("fit", "--model", str(path), "--out", str(tmp_path / "runs"))
     assert result.returncode == 2
     errors = [ln for ln in result.stderr.splitlines() if ln.startswith("error:")]
     assert len(errors) == 1 and "famly" in errors[0] and "Traceback" not in result.stderr

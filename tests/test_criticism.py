@@ -246,12 +246,12 @@ def test_unpooled_codes_every_wave_by_group_cell_as_a_fixed_effect(frame):
 
 
 def test_list_models_names_every_spec_with_its_description():
-    from conftest import run_script
+    from conftest import run_command
 
     from omlbayes.constants import DEFAULT_MODEL
     from omlbayes.resources import models_dir
 
-    result = run_script("fit.py", "--list-models")
+    result = run_command("fit", "--list-models")
     assert result.returncode == 0, result.stderr
     *lines, footer = result.stdout.rstrip().splitlines()
     specs = sorted(models_dir().glob("*.toml"))
@@ -489,10 +489,10 @@ def test_subsampled_loo_estimates_the_full_elpd_within_its_error(frame):
 def test_bambi_backend_refuses_a_residual_sd_per_group(small_survey, tmp_path):
     """The Bambi formula has one residual SD: the default model (one per school type) is
     refused with one line before any work, not silently fitted as another model."""
-    from conftest import run_script
+    from conftest import run_command
 
-    result = run_script(
-        "fit.py", "--data", str(small_survey), "--backend", "bambi", "--out", str(tmp_path)
+    result = run_command(
+        "fit", "--data", str(small_survey), "--backend", "bambi", "--out", str(tmp_path)
     )
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert result.stderr.startswith("error: --backend bambi fits one residual SD")

@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import xarray as xr
-from conftest import fit_small, run_script
+from conftest import fit_small, run_command
 
 from omlbayes.data import scale, stream
 from omlbayes.data.ingest import read_survey
@@ -218,9 +218,7 @@ def test_bad_part_names_the_part(parts, tmp_path: Path) -> None:
 
 def test_bad_batch_size_is_one_line(parts, tmp_path: Path) -> None:
     _, folder = parts
-    result = run_script(
-        "fit.py", "--data", str(folder), "--batch-rows", "0", "--out", str(tmp_path)
-    )
+    result = run_command("fit", "--data", str(folder), "--batch-rows", "0", "--out", str(tmp_path))
     assert result.returncode != 0
     assert "--batch-rows must be at least 1 row, got 0" in result.stderr
     assert "Traceback" not in result.stderr and not list(tmp_path.iterdir())

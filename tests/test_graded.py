@@ -468,9 +468,9 @@ def test_graded_full_has_the_default_terms_and_refuses_what_it_cannot_fit(small,
     from dataclasses import replace
 
     from omlbayes.errors import SpecError
-    from omlbayes.resources import models_dir
     from omlbayes.pipeline.graded_run import check_graded_spec, settings_of
     from omlbayes.pipeline.survey_run import check_backend
+    from omlbayes.resources import models_dir
 
     _, frame, _, _ = small
     full, graded_full = load_spec("full"), load_spec("graded_full")
