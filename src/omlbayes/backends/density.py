@@ -176,20 +176,62 @@ class CollapsedDensity:
             out[name] = np.asarray(abs(v) if self.folded[k] else math.exp(v))
         return out
 
-    def initial_point(self, seed: int) -> np.ndarray:
-        """Near the priors' scales, jittered by a factor within e^(+-1) (PyMC's jitter)."""
+    def initial_point(self, seed: int, centre: np.ndarray | None = None) -> np.ndarray:
+        """Near ``centre`` (the SDs at the posterior mode; default: the priors' scales),
+        each SD jittered by a factor within e^(+-1) (PyMC's jitter)."""
         rng = np.random.default_rng(seed)
         jitter = rng.uniform(-1.0, 1.0, self.n_dim)
-        x = np.log(self.scales) + jitter
         n_sigma = max(len(self.sigma_groups), 1)
+        sds = self.scales.copy() if centre is None else self._sds(centre)
+        # a folded SD at zero would stay there: start it at least a hundredth of its scale
+        sds = np.maximum(sds, 0.01 * self.scales)
+        x = np.log(sds) + jitter
         for k, folded in enumerate(self.folded):
             if folded:
-                x[n_sigma + k] = self.scales[n_sigma + k] * math.exp(jitter[n_sigma + k])
+                x[n_sigma + k] = sds[n_sigma + k] * math.exp(jitter[n_sigma + k])
         return x
 
-    def nutpie_model(self):
-        """The density as a nutpie model (``nutpie.sample`` takes it)."""
+    def _sds(self, x: np.ndarray) -> np.ndarray:
+        """Every coordinate as an SD (exp of a log SD, |w| of a folded one)."""
+        folded = self._folded_mask()
+        return np.where(folded, np.abs(x), np.exp(np.where(folded, 0.0, x)))
+
+    def posterior_mode(self) -> np.ndarray | None:
+        """The density's maximum on the sampler's coordinates (L-BFGS from the priors'
+        scales, deterministic); None where the search fails."""
+        from scipy.optimize import minimize
+        from threadpoolctl import threadpool_limits
+
+        def neg(x: np.ndarray) -> tuple[float, np.ndarray]:
+            try:
+                value, grad = self.logp(x)
+            except ZeroDivisionError:  # a folded SD exactly at zero
+                return np.inf, np.zeros_like(x)
+            if not np.isfinite(value):
+                return np.inf, np.zeros_like(x)
+            return -value, -grad
+
+        folded = self._folded_mask()
+        start = np.where(folded, self.scales, np.log(self.scales))
+        with threadpool_limits(1, user_api="blas"):
+            res = minimize(neg, start, jac=True, method="L-BFGS-B", options={"maxiter": 500})
+        return res.x if np.isfinite(res.fun) else None
+
+    def _folded_mask(self) -> np.ndarray:
+        n_sigma = max(len(self.sigma_groups), 1)
+        return np.r_[np.zeros(n_sigma, bool), np.asarray(self.folded, bool)]
+
+    def nutpie_model(self, *, from_mode: bool = True):
+        """The density as a nutpie model (``nutpie.sample`` takes it); with ``from_mode``
+        every chain starts near the posterior mode (a chain started far out in a tail can
+        spend its warm-up there while the others run ahead, and a checkpoint waits for the
+        slowest chain)."""
         from nutpie.compiled_pyfunc import from_pyfunc
+
+        centre = self.posterior_mode() if from_mode else None
+
+        def initial_point(seed) -> np.ndarray:
+            return self.initial_point(seed, centre)
 
         names = list(self.names)
         shapes = [(len(self.sigma_groups),) if self.sigma_groups else ()]
@@ -222,5 +264,5 @@ class CollapsedDensity:
             coords=coords,
             dims=dims,
             shared_data=self.shared,
-            make_initial_point_fn=self.initial_point,
+            make_initial_point_fn=initial_point,
         )
