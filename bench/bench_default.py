@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
@@ -74,6 +75,8 @@ def run_fits(work: Path, *, quick: bool, timeout: float) -> list[dict]:
         ("flagship_200k", [*sampler, "--model", "flagship", "--data", str(national)]),
         ("default_200k", [*sampler, "--data", str(national)]),
     ]
+    for name, _ in fits:  # fit.py would write <name>-2 beside an older folder of that name
+        shutil.rmtree(work / name, ignore_errors=True)
     rows = [_run_fit(name, args, work, timeout=timeout) for name, args in fits]
     base = rows[0]["wall_s"]
     for row in rows:
