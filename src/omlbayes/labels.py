@@ -319,7 +319,7 @@ REPORT_TEXT = {
             "naar de eigen scholen van de monitor, behoudt voor elke leerling de school en de "
             "afwijking van die school in die meting; wie de trend zoals waargenomen wil, "
             "neemt per meting de eigen samenstelling. De tabel geeft de veranderingen van het "
-            "gemiddelde van alle leerlingen onder alle drie ({interval}); de API en de "
+            "gemiddelde van alle leerlingen onder alle drie, met het {interval}; de API en de "
             "verkenner geven ze voor elke groep."
         ),
         "estimands_change": "Verandering",
@@ -561,8 +561,8 @@ REPORT_TEXT = {
             "schools or students. Asking about the monitor's own schools keeps each "
             "student's school and that school's deviation in the wave; asking for the trend "
             "as observed takes each wave's own composition. The table gives the changes of "
-            "the mean of all students under all three ({interval}); the API and the explorer "
-            "give them for any group."
+            "the mean of all students under all three, with the {interval}; the API and the "
+            "explorer give them for any group."
         ),
         "estimands_change": "Change",
         "estimand_any_pooled": "A school like any other, fixed composition (this report)",
