@@ -34,7 +34,14 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
 from bench_fit import machine_info  # noqa: E402
-from bench_scaling import SEED, STAGE_COLUMNS, _run_fit, _table, log  # noqa: E402
+from bench_scaling import (  # noqa: E402
+    SEED,
+    STAGE_COLUMNS,
+    _run_fit,
+    _table,
+    log,
+    rhat_to_4_places,
+)
 from results_md import commit, replace_section  # noqa: E402
 
 ROOT = HERE.parent
@@ -50,12 +57,11 @@ R_ANCHORS = (
 )
 
 
-def national_survey(work: Path, *, quick: bool) -> Path:
-    """The national bench survey (the OML-calibrated simulator), written once and reused."""
+def simulated_survey(work: Path, *, students: int, schools: int) -> Path:
+    """A survey from the OML-calibrated simulator (seed ``SEED``), written once and reused."""
     from omlbayes.simulate.survey import simulate_survey
 
-    students, schools = (20_000, 60) if quick else (200_000, 600)
-    path = work / f"national_{students}.csv"
+    path = work / f"survey_{students}_{schools}.csv"
     if not path.exists():
         work.mkdir(parents=True, exist_ok=True)
         simulate_survey(n_students=students, n_schools=schools, seed=SEED).frame.to_csv(
@@ -66,9 +72,12 @@ def national_survey(work: Path, *, quick: bool) -> Path:
 
 def run_fits(work: Path, *, quick: bool, timeout: float) -> list[dict]:
     """The four whole fits, with each one's ratio to the 40k flagship and its targets."""
-    national = national_survey(work, quick=quick)
+    # the national survey (600 schools x 7 waves); a --quick run shrinks it and stands a
+    # 4k survey in for the shipped 40k file
+    students, schools = (20_000, 60) if quick else (200_000, 600)
+    national = simulated_survey(work, students=students, schools=schools)
     sampler = ["--draws", "200", "--tune", "200", "--chains", "2"] if quick else []
-    small = ["--data", str(quick_survey(work))] if quick else []
+    small = ["--data", str(simulated_survey(work, students=4_000, schools=20))] if quick else []
     fits = [
         ("flagship_40k", [*sampler, *small, "--model", "flagship"]),
         ("default_40k", [*sampler, *small]),
@@ -98,23 +107,9 @@ def run_fits(work: Path, *, quick: bool, timeout: float) -> list[dict]:
     return rows
 
 
-def quick_survey(work: Path) -> Path:
-    """A 4k-student survey standing in for the shipped 40k file in a --quick smoke run."""
-    from omlbayes.simulate.survey import simulate_survey
-
-    path = work / "survey_4000.csv"
-    if not path.exists():
-        work.mkdir(parents=True, exist_ok=True)
-        simulate_survey(n_students=4_000, n_schools=20, seed=SEED).frame.to_csv(path, index=False)
-    return path
-
-
 def render(result: dict) -> str:
     m = result["machine"]
-    fits = [
-        {**r, "max_rhat": f"{r['max_rhat']:.4f}"} if isinstance(r.get("max_rhat"), float) else r
-        for r in result["fits"]
-    ]
+    fits = rhat_to_4_places(result["fits"])
     lines = [
         "## The default model against the flagship (whole fits)",
         "",

@@ -294,6 +294,14 @@ def _table(rows: list[dict], columns: list[str]) -> list[str]:
     return out
 
 
+def rhat_to_4_places(fits: list[dict]) -> list[dict]:
+    """The fit rows with max R-hat written to 4 places (the gate's threshold is 1.01)."""
+    return [
+        {**r, "max_rhat": f"{r['max_rhat']:.4f}"} if isinstance(r.get("max_rhat"), float) else r
+        for r in fits
+    ]
+
+
 def render(result: dict) -> str:
     m = result["machine"]
     lines = [
@@ -339,12 +347,7 @@ def render(result: dict) -> str:
             f"report). Target: ratio <= {TARGET_RATIO:g} with diagnostics passing.",
             "",
             *_table(
-                [  # R-hat to 4 places: the gate's threshold is 1.01
-                    {**r, "max_rhat": f"{r['max_rhat']:.4f}"}
-                    if isinstance(r.get("max_rhat"), float)
-                    else r
-                    for r in result["fits"]
-                ],
+                rhat_to_4_places(result["fits"]),
                 [
                     "fit",
                     "n",

@@ -176,25 +176,26 @@ class CollapsedDensity:
             out[name] = np.asarray(abs(v) if self.folded[k] else math.exp(v))
         return out
 
+    @property
+    def folded_mask(self) -> np.ndarray:
+        """Per coordinate: a folded SD (sampled as w, tau = |w|) rather than a log SD."""
+        n_sigma = max(len(self.sigma_groups), 1)
+        return np.r_[np.zeros(n_sigma, bool), np.asarray(self.folded, bool)]
+
     def initial_point(self, seed: int, centre: np.ndarray | None = None) -> np.ndarray:
-        """Near ``centre`` (the SDs at the posterior mode; default: the priors' scales),
-        each SD jittered by a factor within e^(+-1) (PyMC's jitter)."""
+        """Near ``centre`` (a point of the sampler's coordinates; default: the priors'
+        scales), each SD jittered by a factor within e^(+-1) (PyMC's jitter)."""
         rng = np.random.default_rng(seed)
         jitter = rng.uniform(-1.0, 1.0, self.n_dim)
-        n_sigma = max(len(self.sigma_groups), 1)
-        sds = self.scales.copy() if centre is None else self._sds(centre)
-        # a folded SD at zero would stay there: start it at least a hundredth of its scale
-        sds = np.maximum(sds, 0.01 * self.scales)
+        folded = self.folded_mask
+        if centre is None:
+            sds = self.scales
+        else:  # a folded SD at zero would stay there: start it at 1% of its scale or more
+            sds = np.where(folded, np.abs(centre), np.exp(np.where(folded, 0.0, centre)))
+            sds = np.maximum(sds, 0.01 * self.scales)
         x = np.log(sds) + jitter
-        for k, folded in enumerate(self.folded):
-            if folded:
-                x[n_sigma + k] = sds[n_sigma + k] * math.exp(jitter[n_sigma + k])
+        x[folded] = sds[folded] * np.array([math.exp(j) for j in jitter[folded]])
         return x
-
-    def _sds(self, x: np.ndarray) -> np.ndarray:
-        """Every coordinate as an SD (exp of a log SD, |w| of a folded one)."""
-        folded = self._folded_mask()
-        return np.where(folded, np.abs(x), np.exp(np.where(folded, 0.0, x)))
 
     def posterior_mode(self) -> np.ndarray | None:
         """The density's maximum on the sampler's coordinates (L-BFGS from the priors'
@@ -211,24 +212,18 @@ class CollapsedDensity:
                 return np.inf, np.zeros_like(x)
             return -value, -grad
 
-        folded = self._folded_mask()
-        start = np.where(folded, self.scales, np.log(self.scales))
+        start = np.where(self.folded_mask, self.scales, np.log(self.scales))
         with threadpool_limits(1, user_api="blas"):
             res = minimize(neg, start, jac=True, method="L-BFGS-B", options={"maxiter": 500})
         return res.x if np.isfinite(res.fun) else None
 
-    def _folded_mask(self) -> np.ndarray:
-        n_sigma = max(len(self.sigma_groups), 1)
-        return np.r_[np.zeros(n_sigma, bool), np.asarray(self.folded, bool)]
-
-    def nutpie_model(self, *, from_mode: bool = True):
-        """The density as a nutpie model (``nutpie.sample`` takes it); with ``from_mode``
-        every chain starts near the posterior mode (a chain started far out in a tail can
-        spend its warm-up there while the others run ahead, and a checkpoint waits for the
-        slowest chain)."""
+    def nutpie_model(self):
+        """The density as a nutpie model (``nutpie.sample`` takes it). Every chain starts
+        near the posterior mode: a chain started far out in a tail can spend its warm-up
+        there while the others run ahead, and a checkpoint waits for the slowest chain."""
         from nutpie.compiled_pyfunc import from_pyfunc
 
-        centre = self.posterior_mode() if from_mode else None
+        centre = self.posterior_mode()
 
         def initial_point(seed) -> np.ndarray:
             return self.initial_point(seed, centre)

@@ -149,11 +149,9 @@ def fit_imputation_model(
     with ``predictors=("school_id", "school_type", "region", "wave")``.
     """
     absent = [c for c in (*predictors, *numeric) if c not in frame.columns]
-    if absent and (tuple(predictors) != MI_PREDICTORS or tuple(numeric) != MI_NUMERIC):
-        defaults = set(MI_PREDICTORS) | set(MI_NUMERIC)
-        named = [c for c in absent if c not in defaults]
-        if named:
-            raise InputError(f"imputation: no column {named[0]!r} in the survey")
+    named = [c for c in absent if c not in (*MI_PREDICTORS, *MI_NUMERIC)]
+    if named:
+        raise InputError(f"imputation: no column {named[0]!r} in the survey")
     if absent:
         log.info("imputation: the survey has no %s; left out of the model", ", ".join(absent))
     predictors = tuple(c for c in predictors if c in frame.columns)

@@ -382,7 +382,7 @@ def _estimands_html(ctx: _Context) -> str:
     rt, lang, options = labels.REPORT_TEXT[ctx.lang], ctx.lang, ctx.options
     try:
         means = [ctx.run.adjusted_means((), schools=sc, composition=co) for sc, co in ESTIMANDS]
-    except (KeyError, ValueError, ProjectError):  # a run without the composition store
+    except ProjectError:  # a run without the composition store (--formula, older runs)
         return ""
     waves = [str(w) for w in means[0]["wave"].to_numpy()]
     pairs = list(zip(waves[1:], waves[:-1], strict=True))
