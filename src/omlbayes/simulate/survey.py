@@ -29,7 +29,14 @@ import numpy as np
 import pandas as pd
 from scipy.special import ndtr
 
-from omlbayes.constants import DEFAULT_SEED, ITEM_COLUMNS, ITEM_MAX, ITEM_MIN, MIN_ITEMS
+from omlbayes.constants import (
+    DEFAULT_SEED,
+    ITEM_COLUMNS,
+    ITEM_MAX,
+    ITEM_MIN,
+    MIN_CELL_N,
+    MIN_ITEMS,
+)
 from omlbayes.data import schema
 from omlbayes.data.scale import build_index
 from omlbayes.errors import SpecError
@@ -242,6 +249,10 @@ class SimulationParams:
     # one on leaves every other draw of the survey as it was.
     # school x wave variation: u[school, wave] ~ N(0, school_wave_sd^2)
     school_wave_sd: float = 0.0
+    # correlated school drift (a stress the default model lacks: it treats a school's waves
+    # as independent): u[school, .] is AR(1) over the waves in survey order with this
+    # correlation between successive waves, stationary SD ``school_wave_sd``
+    school_wave_rho: float = 0.0
     # residual (student) SD per school type; empty: ``student_sd`` for every type
     student_sd_by_school_type: Mapping[str, float] = _table({})
     # three-way wave x group x group cells ~ N(0, three_way_sd^2) for each pair below
@@ -285,16 +296,20 @@ class SimulationParams:
             self.school_wave_sd > 0 or self.three_way_sd > 0 or self.student_sd_by_school_type
         )
 
-    def item_total_sd(self, school_type: str | None = None) -> np.ndarray:
+    def item_total_sd(self, school_type: str | None = None, *, school: bool = True) -> np.ndarray:
         """SD of ``loading_j * (u + u_sw + e) + eps_j`` per item: the probit scale given eta
-        (for a student of ``school_type``; ``None``: the common ``student_sd``)."""
+        (for a student of ``school_type``; ``None``: the common ``student_sd``).
+        ``school=False``: given the school's realized ``u + u_sw`` as well (``loading_j * e
+        + eps_j``)."""
         lam = np.asarray(self.item_loadings)
         student = (
             self.student_sd
             if school_type is None
             else self.student_sd_by_school_type.get(school_type, self.student_sd)
         )
-        var_theta = self.school_sd**2 + self.school_wave_sd**2 + student**2
+        var_theta = student**2
+        if school:
+            var_theta = self.school_sd**2 + self.school_wave_sd**2 + var_theta
         return np.sqrt(lam**2 * var_theta + np.asarray(self.item_noise_sd) ** 2)
 
 
@@ -350,6 +365,8 @@ def _validate(p: SimulationParams) -> None:
     _check_keys("student_sd_by_school_type", p.student_sd_by_school_type, schema.SCHOOL_TYPES)
     if not (p.school_wave_sd >= 0 and p.three_way_sd >= 0):
         raise SpecError("SimulationParams: school_wave_sd >= 0 and three_way_sd >= 0 needed")
+    if not 0 <= p.school_wave_rho < 1:
+        raise SpecError("SimulationParams.school_wave_rho must be in [0, 1)")
     if any(not v > 0 for v in p.student_sd_by_school_type.values()):
         raise SpecError("SimulationParams.student_sd_by_school_type: every SD must be > 0")
     for pair in p.three_way_pairs:
@@ -386,6 +403,11 @@ class Simulation:
     # the drawn three-way wave x group x group cells, added to ``eta_table(params)``
     # (broadcastable to its shape); None when ``params.three_way_sd`` is 0
     three_way: np.ndarray | None = field(default=None, repr=False)
+    # the realized school effects (eta units): u_school[s] and u_school_wave[s, wave] of
+    # school ``school_ids[s]`` (every wave, surveyed or not); the surveyed schools' truth
+    school_ids: tuple[str, ...] = field(default=(), repr=False)
+    u_school: np.ndarray | None = field(default=None, repr=False)
+    u_school_wave: np.ndarray | None = field(default=None, repr=False)
 
     def eta(self) -> np.ndarray:
         """The eta table of this survey: ``eta_table(params)`` plus its three-way cells."""
@@ -496,16 +518,22 @@ def eta_table(params: SimulationParams) -> np.ndarray:
 
 
 def expected_item_mean(
-    eta: np.ndarray, params: SimulationParams, school_type: str | None = None
+    eta: np.ndarray,
+    params: SimulationParams,
+    school_type: str | None = None,
+    *,
+    school: bool = True,
 ) -> np.ndarray:
-    """E[mean of the six items | eta], integrating the school, student and item noise.
+    """E[mean of the six items | eta], integrating the school, student and item noise
+    (``school=False``: ``eta`` includes the school's realized effects; student and item
+    noise only).
 
     Item j given eta is an ordinal probit with SD ``params.item_total_sd(school_type)[j]``,
     so ``E[item_j | eta] = 1 + sum_k Phi((loading_j * eta - c_jk) / sd_j)``.
     """
     eta = np.asarray(eta, dtype="float64")
     lam = np.asarray(params.item_loadings)
-    sd = params.item_total_sd(school_type)
+    sd = params.item_total_sd(school_type, school=school)
     cuts = np.asarray(params.item_cutpoints)  # (items, cuts)
     total = np.zeros_like(eta)
     for j in range(len(lam)):
@@ -690,6 +718,12 @@ def simulate_survey(
     if params.school_wave_sd > 0:
         stream = np.random.default_rng([seed, _STREAM_SCHOOL_WAVE])
         u_school_wave = params.school_wave_sd * stream.standard_normal(u_school_wave.shape)
+        if params.school_wave_rho > 0:  # AR(1) over the waves, same stationary SD
+            rho = params.school_wave_rho
+            for w in range(1, u_school_wave.shape[1]):
+                u_school_wave[:, w] = (
+                    rho * u_school_wave[:, w - 1] + np.sqrt(1 - rho**2) * (u_school_wave[:, w])
+                )
     three_way = draw_three_way(params, seed)
 
     # cell counts wave x region x type: exact to the (drifting) shares
@@ -761,12 +795,11 @@ def simulate_survey(
     order = np.lexsort((rng.random(n_students), school, wave))
     width = len(str(n_students))
     school_width = len(str(n_schools))
+    school_ids = np.array([f"school_{s + 1:0{school_width}d}" for s in range(n_schools)])
     frame = pd.DataFrame(
         {
             "student_id": [f"st{k:0{width}d}" for k in range(1, n_students + 1)],
-            "school_id": np.array([f"school_{s + 1:0{school_width}d}" for s in range(n_schools)])[
-                school[order]
-            ],
+            "school_id": school_ids[school[order]],
             "region": _categorical(region[order], "region"),
             "wave": _categorical(wave[order], "wave"),
             "gender": _categorical(gender[order], "gender"),
@@ -780,7 +813,28 @@ def simulate_survey(
             answers[order, j].astype("int64"), missing[order, j].copy()
         )
     return Simulation(
-        frame=frame, params=params, seed=seed, latent=theta[order], three_way=three_way
+        frame=frame,
+        params=params,
+        seed=seed,
+        latent=theta[order],
+        three_way=three_way,
+        school_ids=tuple(school_ids),
+        u_school=u_school,
+        u_school_wave=u_school_wave,
+    )
+
+
+def _patterns(
+    codes: dict[str, np.ndarray], age_term: np.ndarray, fixed: tuple[str, ...]
+) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray]:
+    """Unique (free covariates, age term) patterns of the rows, with their counts."""
+    free = [c for c in COVARIATES if c not in fixed]
+    key = pd.DataFrame({**{c: codes[c] for c in free}, "_age": age_term})
+    grouped = key.groupby(list(key.columns), sort=False).size().reset_index(name="_n")
+    return (
+        {c: grouped[c].to_numpy() for c in free},
+        grouped["_age"].to_numpy(),
+        grouped["_n"].to_numpy(dtype="float64"),
     )
 
 
@@ -843,15 +897,7 @@ def true_effects(
     n_rows = len(rows)
 
     def patterns(fixed: tuple[str, ...]) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray]:
-        """Unique (free covariates, age term) patterns of the rows, with their counts."""
-        free = [c for c in COVARIATES if c not in fixed]
-        key = pd.DataFrame({**{c: codes[c] for c in free}, "_age": age_term})
-        grouped = key.groupby(list(key.columns), sort=False).size().reset_index(name="_n")
-        return (
-            {c: grouped[c].to_numpy() for c in free},
-            grouped["_age"].to_numpy(),
-            grouped["_n"].to_numpy(dtype="float64"),
-        )
+        return _patterns(codes, age_term, fixed)
 
     # E[item mean | eta] is smooth in eta: tabulate it once on a fine grid (interpolation
     # error below 1e-6) instead of evaluating 24 normal CDFs per pattern and target
@@ -914,6 +960,107 @@ def true_effects(
     )
 
 
+def true_surveyed_effects(
+    sim: Simulation,
+    *,
+    breakdowns: tuple[tuple[str, ...], ...] | None = None,
+    min_items: int = MIN_ITEMS,
+    min_cell_n: int = MIN_CELL_N,
+) -> pd.DataFrame:
+    """The true adjusted effect of every (breakdown, group, wave) target for the surveyed
+    schools: the estimand of ``Run.adjusted_means(schools="surveyed")``.
+
+    As ``true_effects``, but instead of a new school, each school's realized ``u_school +
+    u_school_wave[wave]`` (``sim.u_school``, ``sim.u_school_wave``) weighted by its share of
+    the retained students: school-wave cells under ``min_cell_n`` left out, and for a
+    breakdown by a column constant within every school (region), the schools of the group
+    only; the wave set moves each school to its deviation in that wave. The covariates
+    are averaged over the retained rows as in ``true_effects`` and independently of the
+    school, which is how the run's g-computation pairs them (exact in the linear terms).
+    ``value`` is the expected index minus the observed students' expected index, in SD
+    units of the standardized index: contrasts between targets are the estimands.
+    """
+    if sim.u_school is None or sim.u_school_wave is None:
+        raise SpecError("true_surveyed_effects: the simulation carries no school effects")
+    if breakdowns is None:
+        breakdowns = ((), *schema.SUBGROUP_BREAKDOWNS)
+    params = sim.params
+    scaled = build_index(sim.frame, min_items=min_items)
+    rows = scaled.frame
+    codes = {c: rows[c].cat.codes.to_numpy().astype("int64") for c in COVARIATES}
+    age_term = params.age_slope * (rows["age"].to_numpy(dtype="float64") - params.age_center)
+    school_at = {s: k for k, s in enumerate(sim.school_ids)}
+    school = rows["school_id"].astype(str).map(school_at).to_numpy()
+    table = sim.eta()
+    u_school, u_wave = sim.u_school, sim.u_school_wave
+    # students per school and wave; cells under the threshold out, as the run's store has it
+    counts = np.zeros(u_wave.shape)
+    np.add.at(counts, (school, codes["wave"]), 1.0)
+    counts[counts < min_cell_n] = 0.0
+    per_school = counts.sum(axis=1)
+    # a column is school-level where every school has one value of it
+    constant = {c for c in COVARIATES[1:] if (rows.groupby(school)[c].nunique() <= 1).all()}
+    level_of = {
+        c: np.array(
+            [
+                codes[c][school == s][0] if np.any(school == s) else -1
+                for s in range(len(per_school))
+            ]
+        )
+        for c in constant
+    }
+    own = table[tuple(codes[c] for c in COVARIATES)] + age_term
+    shift = u_school[school] + u_wave[school, codes["wave"]]
+    # E[item mean | eta + school effects] per school type, tabulated on a fine grid
+    lo = float(table.min() + age_term.min() + (u_school[:, None] + u_wave).min()) - 0.1
+    hi = float(table.max() + age_term.max() + (u_school[:, None] + u_wave).max()) + 0.1
+    grid = np.linspace(lo, hi, max(int((hi - lo) / 0.001), 2) + 1)
+    curve = np.stack(
+        [expected_item_mean(grid, params, t, school=False) for t in schema.SCHOOL_TYPES]
+    )
+    i_type = COVARIATES.index("school_type")
+
+    def expected(eta: np.ndarray, types: np.ndarray) -> np.ndarray:
+        out = np.empty_like(eta)
+        for t in np.unique(types):
+            at = types == t
+            out[at] = np.interp(eta[at], grid, curve[t])
+        return out
+
+    observed = float(expected(own + shift, codes["school_type"]).mean())
+    records = []
+    for cols in breakdowns:
+        pat_codes, pat_age, pat_n = _patterns(codes, age_term, (*cols, "wave"))
+        weight = pat_n / pat_n.sum()
+        for levels in itertools.product(*(_LEVELS[c] for c in cols)):
+            fixed = {c: _LEVELS[c].index(lv) for c, lv in zip(cols, levels, strict=True)}
+            keep = np.ones(len(per_school), dtype=bool)
+            for c in constant & set(cols):
+                keep &= level_of[c] == fixed[c]
+            share = np.where(keep, per_school, 0.0)
+            for w_code, w in enumerate(schema.WAVES):
+                record = {
+                    "breakdown": schema.breakdown_name(cols),
+                    "group": schema.group_label(levels),
+                    "wave": w,
+                    "value": np.nan,
+                }
+                records.append(record)
+                if share.sum() == 0:
+                    continue  # no surveyed school of the group
+                at = {**fixed, "wave": w_code}
+                idx = tuple(at[c] if c in at else pat_codes[c] for c in COVARIATES)
+                eta = table[idx] + pat_age  # one per pattern
+                types = np.broadcast_to(idx[i_type], eta.shape)
+                on = share > 0
+                school_eta = u_school[on] + u_wave[on, w_code]
+                grid_eta = eta[:, None] + school_eta[None, :]
+                value = expected(grid_eta, np.broadcast_to(types[:, None], grid_eta.shape))
+                mean = float(weight @ value @ (share[on] / share[on].sum()))
+                record["value"] = (mean - observed) / scaled.raw_sd
+    return pd.DataFrame.from_records(records, columns=["breakdown", "group", "wave", "value"])
+
+
 # ------------------------------------------------------------------------------------
 # files
 
@@ -931,6 +1078,7 @@ def structure_truth(sim: Simulation) -> dict:
     out: dict[str, Any] = {
         "school_sd": p.school_sd,
         "school_wave_sd": p.school_wave_sd,
+        "school_wave_rho": p.school_wave_rho,
         "student_sd_by_school_type": dict(
             zip(schema.SCHOOL_TYPES, map(float, p.student_sds()), strict=True)
         ),

@@ -47,6 +47,7 @@ from omlbayes.model import design, estimands
 from omlbayes.model.spec import ModelSpec, load_spec
 from omlbayes.results import runs
 from omlbayes.simulate import survey as simulate
+from omlbayes.validation import estimand_recovery
 from omlbayes.validation import graded as graded_validation
 
 ROOT = runs.ROOT
@@ -863,6 +864,8 @@ def run_parts(
         table, info = many_groups(work=work)
         table.to_csv(out / "many_groups.csv", index=False)
         (out / "many_groups_run.json").write_text(json.dumps(info, indent=2, default=str))
+    if "estimands" in parts:
+        estimand_recovery.run_study(out, quick=quick, log=_log)
     if "graded_recovery" in parts:
         graded_validation.run_recovery(out, quick=quick, log=_log)
     if "graded_crosscheck" in parts:
@@ -871,7 +874,7 @@ def run_parts(
 
 PROVENANCE = "provenance.json"
 PROVENANCE_PARTS = ("recovery", "recovery_hard", "sbc", "sbc_folded", "reml", "three_level")
-PROVENANCE_PARTS += ("many_groups",)
+PROVENANCE_PARTS += ("many_groups", "estimands")
 PROVENANCE_PARTS += ("graded_recovery", "graded_crosscheck")
 
 
@@ -1317,6 +1320,7 @@ def write_report(out: Path = OUT) -> bool:
             f"-> **{'PASS' if verdicts['many_groups'] else 'FAIL'}**",
             "",
         ]
+    lines += estimand_recovery.report_section(out, verdicts, _md)
     lines += graded_validation.report_sections(out, verdicts, _md)
     prov = out / PROVENANCE
     if prov.exists():

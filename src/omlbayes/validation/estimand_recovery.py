@@ -1,0 +1,321 @@
+"""Recovery of every kind of contrast a run reports, for both estimands, through the public API.
+
+Per seed: a survey from the harder simulator with its truth drawn at random
+(``simulate.random_truth``: school x wave variation, a residual SD per school type,
+three-way cells) and, as a stress the default model lacks, correlated school drift (each
+school's school x wave deviations AR(1) over the waves, correlation ~ Uniform(0.3, 0.8)).
+The default model is fitted by the command users run (``omlbayes fit``, every stage, the
+early stop included); the run is opened with ``omlbayes.open_run`` and every contrast is
+computed draw by draw from ``Run.adjusted_means`` for a school like any other
+(``schools="any"``, truth ``simulate.true_effects``) and for the surveyed schools
+(``schools="surveyed"``, truth ``simulate.true_surveyed_effects``).
+
+Kinds, per breakdown and group: ``vs_first`` (each wave minus the first), ``vs_previous``
+(minus the wave before, from the third wave on), ``spec_pair`` (the factsheet's pairs not
+among those), ``gap`` (a group minus the breakdown's first group, per wave) and
+``gap_change`` (a gap's change since the first wave). Cells under the disclosure threshold
+are not reported, so not scored. A fit that fails the diagnostics gate counts as a miss
+for every contrast.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import shutil
+import time
+from pathlib import Path
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+
+from omlbayes.data import schema
+from omlbayes.simulate import survey as simulate
+
+SIZE = (10_000, 50)
+QUICK_SIZE = (2_000, 20)
+SEEDS = tuple(range(1, 13))
+PROBS = (0.50, 0.80, 0.95)
+ESTIMANDS = ("any", "surveyed")
+KINDS = ("vs_first", "vs_previous", "spec_pair", "gap", "gap_change")
+BREAKDOWNS = ((), ("gender",), ("school_type",), ("parent_edu",), ("region",))
+BREAKDOWNS += (("gender", "school_type"),)  # a cross breakdown
+RHO_RANGE = (0.3, 0.8)
+# verdict: 95% intervals cover at least this share; 80% intervals within this of 0.80
+TARGET_95, TOLERANCE_80 = 0.90, 0.08
+ROWS, FITS, PLOT = "estimands_contrasts.csv", "estimands_fits.csv", "estimands_coverage.png"
+
+
+def stressed_truth(seed: int) -> simulate.SimulationParams:
+    """``simulate.random_truth(seed)`` with correlated school drift drawn from the seed."""
+    rho = np.random.default_rng([seed, 4]).uniform(*RHO_RANGE)
+    return dataclasses.replace(simulate.random_truth(seed), school_wave_rho=float(rho))
+
+
+def _flat(means, columns: tuple[str, ...]) -> tuple[np.ndarray, list[str], list[str], np.ndarray]:
+    """(draws (sample, wave, group), waves, group labels, n (wave, group)) of adjusted means."""
+    stacked = means.stack(sample=("chain", "draw"))
+    if columns:
+        stacked = stacked.stack(group=columns)
+        labels = [schema.group_label(tuple(map(str, g))) for g in stacked["group"].to_numpy()]
+        n = stacked["n"].transpose("wave", "group").to_numpy()
+        draws = stacked.transpose("sample", "wave", "group").to_numpy()
+    else:
+        labels = ["all"]
+        n = stacked["n"].to_numpy()[:, None]
+        draws = stacked.transpose("sample", "wave").to_numpy()[:, :, None]
+    return draws, [str(w) for w in means["wave"].to_numpy()], labels, n
+
+
+def contrast_defs(
+    waves: list[str], groups: list[str], pairs: tuple[tuple[str, str], ...]
+) -> list[tuple[str, tuple, tuple]]:
+    """(kind, plus, minus) per contrast; plus and minus list (wave, group) index pairs."""
+    out = []
+    seen = set()
+    for g in range(len(groups)):
+        for k in range(1, len(waves)):
+            out.append(("vs_first", ((k, g),), ((0, g),)))
+            seen.add((k, 0))
+            if k >= 2:
+                out.append(("vs_previous", ((k, g),), ((k - 1, g),)))
+                seen.add((k, k - 1))
+        for later, earlier in pairs:
+            if later in waves and earlier in waves:
+                k, j = waves.index(later), waves.index(earlier)
+                if (k, j) not in seen:
+                    out.append(("spec_pair", ((k, g),), ((j, g),)))
+    for g in range(1, len(groups)):
+        for k in range(len(waves)):
+            out.append(("gap", ((k, g),), ((k, 0),)))
+            if k >= 1:
+                out.append(("gap_change", ((k, g), (0, 0)), ((k, 0), (0, g))))
+    return out
+
+
+def score_run(run, truths: dict[str, pd.DataFrame], *, seed: int) -> pd.DataFrame:
+    """Every contrast of ``BREAKDOWNS`` x ``ESTIMANDS`` of an opened run against its truth."""
+    rows = []
+    min_n = run.options.min_cell_n
+    for schools in ESTIMANDS:
+        truth = truths[schools]
+        for columns in BREAKDOWNS:
+            name = schema.breakdown_name(columns)
+            means = run.adjusted_means(columns, schools=schools)
+            draws, waves, groups, n = _flat(means, columns)
+            tv = truth[truth["breakdown"] == name].set_index(["group", "wave"])["value"]
+            true = np.array([[tv.get((g, w), np.nan) for g in groups] for w in waves])
+            for kind, plus, minus in contrast_defs(waves, groups, run.record.wave_pairs):
+                cells = plus + minus
+                if min(n[c] for c in cells) < min_n:
+                    continue  # not reported
+                d = sum(draws[:, k, g] for k, g in plus) - sum(draws[:, k, g] for k, g in minus)
+                t = sum(true[c] for c in plus) - sum(true[c] for c in minus)
+                row = {
+                    "seed": seed,
+                    "estimand": schools,
+                    "kind": kind,
+                    "breakdown": name,
+                    "group": groups[plus[0][1]],
+                    "wave": waves[plus[0][0]],
+                    "reference": groups[minus[0][1]]
+                    if kind.startswith("gap")
+                    else waves[minus[0][0]],
+                    "truth": float(t),
+                    "mean": float(d.mean()),
+                    "sd": float(d.std(ddof=1)),
+                    "min_n": int(min(n[c] for c in cells)),
+                }
+                for p in PROBS:
+                    lo, hi = np.quantile(d, [(1 - p) / 2, (1 + p) / 2])
+                    row[f"cover_{round(p * 100)}"] = bool(lo <= t <= hi)
+                    if p == PROBS[-1]:
+                        row["width_95"] = float(hi - lo)
+                rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def recovery_one(seed: int, *, size: tuple[int, int], work: Path, quick: bool = False) -> tuple:
+    """Simulate, fit as users do, score: ``(rows, fit info)``."""
+    import omlbayes as ob
+    from omlbayes.pipeline.commands import fit_main
+
+    params = stressed_truth(seed)
+    sim = simulate.simulate_survey(n_students=size[0], n_schools=size[1], seed=seed, params=params)
+    work.mkdir(parents=True, exist_ok=True)
+    data = work / f"survey_{seed}.csv"
+    sim.frame.to_csv(data, index=False)
+    name = f"seed_{seed}"
+    shutil.rmtree(work / name, ignore_errors=True)
+    argv = ["--data", str(data), "--out", str(work), "--name", name, "--seed", str(seed)]
+    argv += ["--allow-failed", "--no-progress", "--quiet"]
+    if quick:  # a smoke run: few draws
+        argv += ["--tune", "100", "--draws", "100", "--no-early-stop"]
+    t = time.perf_counter()
+    code = fit_main(argv)
+    fit_s = time.perf_counter() - t
+    if code != 0:
+        raise RuntimeError(f"estimand recovery seed {seed}: the fit exited {code}")
+    run = ob.open_run(work / name)
+    truths = {
+        "any": simulate.true_effects(sim, breakdowns=BREAKDOWNS),
+        "surveyed": simulate.true_surveyed_effects(
+            sim, breakdowns=BREAKDOWNS, min_cell_n=run.options.min_cell_n
+        ),
+    }
+    rows = score_run(run, truths, seed=seed)
+    diag = run.diagnostics
+    sampling = run.record.fit.get("sampling", {})
+    info = {
+        "seed": seed,
+        "n_students": size[0],
+        "n_schools": size[1],
+        "fit_s": round(fit_s, 1),
+        "diagnostics_passed": bool(diag["passed"]),
+        "max_r_hat": diag["max_r_hat"],
+        "min_ess_bulk": diag["min_ess_bulk"],
+        "min_ess_tail": diag["min_ess_tail"],
+        "divergences": diag["divergences"],
+        "draws_per_chain": sampling.get("draws_kept"),
+        "truth_school_sd": params.school_sd,
+        "truth_school_wave_sd": params.school_wave_sd,
+        "truth_school_wave_rho": params.school_wave_rho,
+        "truth_three_way_sd": params.three_way_sd,
+    }
+    shutil.rmtree(work / name, ignore_errors=True)
+    data.unlink(missing_ok=True)
+    return rows, info
+
+
+def run_study(out: Path, *, seeds: tuple[int, ...] = SEEDS, quick: bool = False, log=print) -> None:
+    """Fit and score each seed not yet in ``out``; append its rows after each fit (resumable)."""
+    from omlbayes.validation.studies import _append_csv
+
+    rows_path, fits_path = out / ROWS, out / FITS
+    done = set(pd.read_csv(fits_path)["seed"]) if fits_path.exists() else set()
+    size = QUICK_SIZE if quick else SIZE
+    for seed in seeds[:1] if quick else seeds:
+        if seed in done:
+            continue
+        rows, info = recovery_one(seed, size=size, work=out / "_work" / "estimands", quick=quick)
+        _append_csv(rows_path, rows)
+        _append_csv(fits_path, pd.DataFrame([info]))
+        log(
+            f"estimand recovery seed={seed}: {info['fit_s']:.0f}s, gate "
+            f"{'pass' if info['diagnostics_passed'] else 'FAIL'}, cover95 "
+            + ", ".join(
+                f"{e} {rows.loc[rows['estimand'] == e, 'cover_95'].mean():.3f}" for e in ESTIMANDS
+            )
+        )
+
+
+def tables(rows: pd.DataFrame, fits: pd.DataFrame) -> dict[str, pd.DataFrame]:
+    """Coverage per estimand overall, by kind and by breakdown (gate failures count as misses)."""
+    passed = rows["seed"].map(fits.set_index("seed")["diagnostics_passed"].astype(bool))
+    rows = rows.assign(err=rows["mean"] - rows["truth"], cover_95_ungated=rows["cover_95"])
+    for p in PROBS:
+        col = f"cover_{round(p * 100)}"
+        rows[col] = rows[col].astype(bool) & passed.to_numpy()
+
+    def summarise(by: list[str]) -> pd.DataFrame:
+        g = rows.groupby(by, sort=False)
+        out = g.agg(
+            contrasts=("err", "size"),
+            bias=("err", "mean"),
+            rmse=("err", lambda e: float(np.sqrt((e**2).mean()))),
+            mean_width_95=("width_95", "mean"),
+            **{f"cover_{round(p * 100)}": (f"cover_{round(p * 100)}", "mean") for p in PROBS},
+            cover_95_ungated=("cover_95_ungated", "mean"),
+        )
+        per_seed = rows.groupby([*by, "seed"], sort=False)["cover_95"].mean()
+        out["seed_sd_cover_95"] = per_seed.groupby(level=list(range(len(by)))).std()
+        return out.reset_index()
+
+    return {
+        "overall": summarise(["estimand"]),
+        "kind": summarise(["estimand", "kind"]),
+        "breakdown": summarise(["estimand", "breakdown"]),
+    }
+
+
+def verdict(overall: pd.DataFrame) -> bool:
+    """Each estimand: 95% coverage >= TARGET_95 and 80% coverage within TOLERANCE_80 of 0.80."""
+    ok = (overall["cover_95"] >= TARGET_95) & ((overall["cover_80"] - 0.80).abs() <= TOLERANCE_80)
+    return bool(len(overall) == len(ESTIMANDS) and ok.all())
+
+
+def _plot(by_kind: pd.DataFrame, path: Path) -> None:
+    fig, axes = plt.subplots(1, len(PROBS), figsize=(11, 3.6), sharey=True)
+    kinds = [k for k in KINDS if k in set(by_kind["kind"])]
+    x = np.arange(len(kinds))
+    for ax, p in zip(axes, PROBS, strict=True):
+        col = f"cover_{round(p * 100)}"
+        for i, e in enumerate(ESTIMANDS):
+            part = by_kind[by_kind["estimand"] == e].set_index("kind").reindex(kinds)
+            ax.bar(x + (i - 0.5) * 0.38, part[col], width=0.38, label=f'schools="{e}"')
+        ax.axhline(p, color="black", lw=1, ls="--")
+        ax.set_xticks(x, kinds, rotation=30, ha="right")
+        ax.set_ylim(0, 1)
+        ax.set_title(f"{p:.0%} intervals (dashed: nominal)")
+    axes[0].set_ylabel("share of true contrasts covered")
+    axes[0].legend(loc="lower left", fontsize=8)
+    fig.suptitle("Default model: coverage by kind of contrast and estimand (harder simulator)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def report_section(out: Path, verdicts: dict, md) -> list[str]:
+    """The section of validation.md (empty when the study has not run)."""
+    if not (out / ROWS).exists():
+        return []
+    rows, fits = pd.read_csv(out / ROWS), pd.read_csv(out / FITS)
+    t = tables(rows, fits)
+    verdicts["estimands"] = verdict(t["overall"])
+    _plot(t["kind"], out / PLOT)
+    n, m = fits.iloc[0][["n_students", "n_schools"]]
+    lo, hi = RHO_RANGE
+    return [
+        "## Both estimands, every kind of contrast (default model, as users run it)",
+        "",
+        f"{len(fits)} simulated surveys ({int(n):,} students, {int(m)} schools, seeds "
+        f"{', '.join(map(str, fits['seed']))}) from the harder simulator with random truths "
+        "(`simulate.random_truth`) and correlated school drift (AR(1) over the waves, "
+        f"correlation ~ Uniform({lo}, {hi}); the default model treats a school's waves as "
+        "independent). Each fitted by `omlbayes fit` with its defaults (early stop "
+        "included) and read back through `omlbayes.open_run(...).adjusted_means(by, "
+        'schools=...)`. `schools="any"` is scored against `simulate.true_effects` (a new '
+        'school), `schools="surveyed"` against `simulate.true_surveyed_effects` (each '
+        "surveyed school's realized deviations, as the API weights them). Kinds: "
+        "`vs_first`, `vs_previous` (from the third wave), `spec_pair` (the factsheet's other "
+        "pairs), `gap` (a group minus the breakdown's first group, per wave), `gap_change` "
+        "(a gap's change since the first wave); the cross breakdown is gender x school_type. "
+        "Equal-tailed intervals; cells under the disclosure threshold are not scored; a fit "
+        "that fails the gate counts as a miss (`cover_95_ungated`: as if it had passed). "
+        "`seed_sd_cover_95`: the spread of 95% "
+        "coverage between seeds (contrasts of one fit share its draws and truth, so the "
+        "seeds, not the contrasts, are the independent units). School values and ranks are "
+        "not scored here.",
+        "",
+        "Fits:",
+        "",
+        md(fits),
+        "",
+        "Overall:",
+        "",
+        md(t["overall"]),
+        "",
+        "By kind:",
+        "",
+        md(t["kind"]),
+        "",
+        "By breakdown:",
+        "",
+        md(t["breakdown"]),
+        "",
+        f"Pass: for each estimand 95% coverage >= {TARGET_95} and 80% coverage within "
+        f"{TOLERANCE_80} of 0.80 -> **{'PASS' if verdicts['estimands'] else 'FAIL'}**",
+        "",
+        f"![estimand coverage]({PLOT})",
+        "",
+    ]
