@@ -522,3 +522,42 @@ def test_likelihood_totals_are_never_arviz_log_likelihood():
     assert work["log_likelihood"].to_dataset().identical(totals)
     with pytest.raises(ValueError, match="no per-draw"):
         sensitivity.power_scaling_tree(tree(log_likelihood=pointwise))
+
+
+def test_drift_persistence_check_flags_persistent_school_drift_and_is_advisory(
+    default_run, small_survey
+):
+    """The default's posterior against its own data, and against the data with a drift that
+    persists over a school's waves (a per-school slope over the wave order) or that does not
+    (an independent shift per school x wave cell of the same size)."""
+    from omlbayes.criticism import ppc
+    from omlbayes.data.ingest import read_survey
+
+    frame = build_index(read_survey(small_survey).frame).frame
+    spec = load_spec("full")
+    layout = build_layout(frame, spec)
+    post = xr.open_datatree(default_run / "posterior.nc", engine="h5netcdf")["posterior"]
+    post = post.to_dataset()
+    kwargs = {"seed": 1, "min_cell_n": 10, "breakdown_columns": ["gender"]}
+    name = "ppc_school_drift_persistence"
+    own, pvalues = ppc.posterior_predictive_checks(frame, layout, spec, post, **kwargs)
+    assert own[name]["passed"] and own[name]["advisory"] and own[name]["one_sided"]
+    assert pvalues[name].size == 1
+    rng = np.random.default_rng(3)
+    school = frame["school_id"].astype(str).factorize()[0]
+    position = frame["wave"].cat.codes.to_numpy()
+    slope = rng.standard_normal(school.max() + 1)
+    persistent = 0.25 * slope[school] * (position - 3)
+    cells = frame[["school_id", "wave"]].astype(str).agg(":".join, axis=1).factorize()[0]
+    independent = persistent.std() * rng.standard_normal(cells.max() + 1)[cells]
+    flagged, _ = ppc.posterior_predictive_checks(
+        frame.assign(index=frame["index"] + persistent), layout, spec, post, **kwargs
+    )
+    assert not flagged[name]["passed"]
+    assert flagged[name]["most_extreme"][0]["p"] < ppc.ALPHA / 2
+    shuffled, _ = ppc.posterior_predictive_checks(
+        frame.assign(index=frame["index"] + independent), layout, spec, post, **kwargs
+    )
+    assert shuffled[name]["most_extreme"][0]["p"] > 0.05
+    gate = ppc.add_to_gate({"checks": {"r_hat_below_1_01": True}, "passed": True}, flagged)
+    assert name not in gate["checks"] and gate["ppc"][name]["passed"] is False

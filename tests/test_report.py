@@ -622,3 +622,32 @@ def test_diagnostics_say_what_the_gate_can_and_cannot_see(fake_run, lang):
     scope = text.index("class='gate-scope'")
     heading = text.index(esc(rt["interval_head"]), diagnostics)
     assert text.index("class='diagnostics'", diagnostics) < scope < heading
+
+
+@pytest.mark.parametrize(("lang", "p_value"), [("nl", 0.002), ("en", 0.002), ("en", 0.41)])
+def test_report_states_the_advisory_drift_check(tmp_path, lang, p_value):
+    """The advisory persistence check is reported with its p-value and what a flag means,
+    in the report's language, and leaves the gate's verdict alone."""
+    import json
+
+    from omlbayes import labels
+
+    run = make_fake_run(tmp_path / "fake")
+    path = run / runs.DIAGNOSTICS
+    diag = json.loads(path.read_text())
+    flagged = p_value < 0.005
+    diag["ppc"] = {
+        "ppc_school_drift_persistence": {
+            "passed": not flagged,
+            "advisory": True,
+            "most_extreme": [{"statistic": "lag-one autocorrelation", "p": p_value}],
+        }
+    }
+    path.write_text(json.dumps(diag))
+    page = write_report(run, lang=lang, redraw_figures=False)
+    found = [el["text"] for el in parse(page).find("p", cls="drift-check")]
+    rt = labels.REPORT_TEXT[lang]
+    assert len(found) == 1
+    assert (rt["drift_flagged"] if flagged else rt["drift_fine"]) in found[0]
+    assert f"p = {p_value:.3f}".replace(".", "," if lang == "nl" else ".") in found[0]
+    assert diag["passed"] is True  # advisory: the gate's verdict is the run's own

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import json
 from pathlib import Path
@@ -22,6 +23,7 @@ from omlbayes.simulate.survey import (
     random_truth,
     simulate_survey,
     true_effects,
+    true_surveyed_effects,
     truth_path,
     write_simulation,
 )
@@ -469,3 +471,75 @@ def test_random_truths_differ_by_seed_and_write_their_structure(tmp_path):
     assert set(cells) == set(schema.WAVES) and set(cells["2014"]) == set(schema.GENDERS)
     write_simulation(simulate_survey(n_students=2000, n_schools=20), tmp_path / "p.csv")
     assert not (tmp_path / "p_truth_structure.json").exists()
+
+
+def _surveyed_params(**changes) -> SimulationParams:
+    return dataclasses.replace(SimulationParams(), school_sd=0.25, school_wave_sd=0.15, **changes)
+
+
+def test_surveyed_truth_is_the_new_school_truth_without_school_variation():
+    flat = dataclasses.replace(SimulationParams(), school_sd=0.0)
+    small = simulate_survey(n_students=2000, n_schools=20, seed=4, params=flat)
+    breakdowns = ((), ("gender",), ("region",))
+    keys = ["breakdown", "group", "wave"]
+    surveyed = true_surveyed_effects(small, breakdowns=breakdowns).set_index(keys)["value"]
+    any_school = true_effects(small, breakdowns=breakdowns).set_index(keys)["value"]
+    shared = surveyed.index
+    assert np.allclose(surveyed, any_school.loc[shared], atol=1e-6)
+
+
+def test_surveyed_truth_agrees_with_monte_carlo_over_the_schools_shares():
+    small = simulate_survey(n_students=3000, n_schools=24, seed=9, params=_surveyed_params())
+    p = small.params
+    truth = true_surveyed_effects(small, breakdowns=((), ("region",)), min_cell_n=10)
+    truth = truth.set_index(["breakdown", "group", "wave"])["value"]
+    rows = build_index(small.frame).frame
+    codes = {c: rows[c].cat.codes.to_numpy().astype("int64") for c in COVARIATES}
+    age_term = p.age_slope * (rows["age"].to_numpy() - p.age_center)
+    school = rows["school_id"].astype(str).map(dict(zip(small.school_ids, itertools.count())))
+    school = school.to_numpy()
+    counts = np.zeros(small.u_school_wave.shape)
+    np.add.at(counts, (school, codes["wave"]), 1.0)
+    counts[counts < 10] = 0
+    region_of = np.array([codes["region"][school == s][0] for s in range(len(counts))])
+    table, reps = eta_table(p), 60
+
+    def mc_mean(wave: int, region: int | None) -> float:
+        # every row with the wave (and region) set, paired with a school drawn by its share
+        # of the students (of the region's schools): the estimand's definition, simulated
+        rng = np.random.default_rng(5)
+        share = counts.sum(axis=1) * (True if region is None else region_of == region)
+        picks = rng.choice(len(share), size=len(rows) * reps, p=share / share.sum())
+        sub = {"wave": wave} | ({} if region is None else {"region": region})
+        idx = tuple(np.full(len(rows), sub[c]) if c in sub else codes[c] for c in COVARIATES)
+        eta = np.tile(table[idx] + age_term, reps)
+        theta = eta + small.u_school[picks] + small.u_school_wave[picks, wave]
+        theta = theta + p.student_sd * rng.standard_normal(eta.size)
+        return float(draw_items(theta, p, rng).mean())
+
+    raw_sd = build_index(small.frame).raw_sd
+    new_school = true_effects(small, breakdowns=((), ("region",)))
+    new_school = new_school.set_index(["breakdown", "group", "wave"])["value"]
+    for group, region in (("all", None), ("maastricht_heuvelland", 3)):
+        breakdown = "overall" if region is None else "region"
+        mc = (mc_mean(6, region) - mc_mean(0, region)) / raw_sd
+        key, ref = (breakdown, group, "2022"), (breakdown, group, "2014")
+        assert mc == pytest.approx(truth[key] - truth[ref], abs=0.005), group
+    # and it is a different estimand: the region's schools drift away from a new school's
+    assert abs(mc - (new_school[key] - new_school[ref])) > 0.01
+
+
+def test_correlated_school_drift_keeps_its_sd():
+    p = _surveyed_params(school_wave_rho=0.7)
+    sim = simulate_survey(n_students=8000, n_schools=400, seed=2, params=p)
+    u = sim.u_school_wave
+    lag1 = np.corrcoef(u[:, :-1].ravel(), u[:, 1:].ravel())[0, 1]
+    assert lag1 == pytest.approx(0.7, abs=0.05)
+    assert u.std() == pytest.approx(0.15, rel=0.1)
+    independent = simulate_survey(n_students=8000, n_schools=400, seed=2, params=_surveyed_params())
+    lag1 = np.corrcoef(
+        independent.u_school_wave[:, :-1].ravel(), independent.u_school_wave[:, 1:].ravel()
+    )[0, 1]
+    assert abs(lag1) < 0.05
+    with pytest.raises(SpecError, match="school_wave_rho"):
+        _surveyed_params(school_wave_rho=1.0)

@@ -445,6 +445,17 @@ REPORT_TEXT = {
             "vooral grove misfit: een variantiecomponent of een groep cellen die het model mist, "
             "een verkeerde spreiding van de residuen."
         ),
+        "drift_check": (
+            "Aanvullende controle (geen deel van de poort): lijken de opeenvolgende metingen "
+            "van een school meer op elkaar dan het model toelaat (een school die blijvend "
+            "verschuift)? p = {p}: {verdict}"
+        ),
+        "drift_fine": "geen aanwijzing daarvoor.",
+        "drift_flagged": (
+            "ja. Het model behandelt de afwijkingen van een school per meting als "
+            "onafhankelijk; de intervallen van de trends steunen op die aanname "
+            "(outputs/validation/validation.md toont wat ze dan kost)."
+        ),
         "gate_blind": (
             "Wat ze niet kunnen zien: verstorende factoren die de enquête niet meet; "
             "ontbrekende gegevens die niet willekeurig ontbreken (leerlingen, scholen of "
@@ -681,6 +692,17 @@ REPORT_TEXT = {
             "construction. Under the default model, which has a term for every cell the "
             "report shows, they mostly detect gross misfit: a variance component or a set of "
             "cells the model lacks, a wrong spread of the residuals."
+        ),
+        "drift_check": (
+            "Advisory check (not part of the gate): do a school's successive waves resemble "
+            "each other more than the model allows (a school that drifts persistently)? "
+            "p = {p}: {verdict}"
+        ),
+        "drift_fine": "no sign of it.",
+        "drift_flagged": (
+            "yes. The model treats a school's deviations in each wave as independent; the "
+            "trends' intervals rest on that assumption (outputs/validation/validation.md "
+            "shows what it costs when it fails)."
         ),
         "gate_blind": (
             "What they cannot see: confounders the survey does not measure; missing data that "

@@ -546,6 +546,13 @@ def _methods_html(ctx: _Context) -> str:
             ),
         )
         parts.append(f"<p class='prior-predictive'>{esc(text)}</p>")
+    drift = diag.get("ppc", {}).get("ppc_school_drift_persistence")
+    if drift and drift["most_extreme"]:
+        text = rt["drift_check"].format(
+            p=fmt_number(drift["most_extreme"][0]["p"], lang=lang, digits=3),
+            verdict=rt["drift_fine"] if drift["passed"] else rt["drift_flagged"],
+        )
+        parts.append(f"<p class='drift-check'>{esc(text)}</p>")
     parts.append(f"<p class='gate-scope'>{esc(rt['gate_sees'])}</p>")
     parts.append(f"<p class='gate-scope'>{esc(rt['gate_blind'])}</p>")
     parts.append(f"<h3>{esc(rt['interval_head'])}</h3>")
