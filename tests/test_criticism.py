@@ -44,7 +44,8 @@ def _small_spec(**changes):
 
 @pytest.mark.parametrize("model", ["flagship", "residual_by_type"])
 def test_conditional_loo_equals_refit_without_the_student(frame, model):
-    """Given theta, the Sherman-Morrison density equals the dense refit without row i."""
+    """Given theta, the Sherman-Morrison density, and the predictive CDF at y_i (LOO-PIT),
+    equal the dense refit without row i."""
     spec = load_spec(model)
     layout = build_layout(frame, spec)
     stats = grouped_stats(frame, layout, spec.response, by=spec.residual_sd_by)
@@ -61,7 +62,7 @@ def test_conditional_loo_equals_refit_without_the_student(frame, model):
     sub = frame.iloc[rows]
     by = spec.residual_sd_by
     g_all = np.zeros(len(frame), int) if by is None else _codes(frame[by], stats.groups, by)
-    ll, _ = sparse.loo_loglik_grouped(
+    ll, _, cdf = sparse.loo_loglik_grouped(
         log_s2, log_lam, inputs["wtw_data"], inputs["wty"], inputs["sparse_pattern"],
         *loo._grouped_layout(sub, layout, pattern), sub[spec.response].to_numpy(), g_all[rows],
     )  # fmt: skip
@@ -77,6 +78,8 @@ def test_conditional_loo_equals_refit_without_the_student(frame, model):
             var = s2[g_all[i]] + w[i] @ np.linalg.solve(prec, w[i])
             direct = -0.5 * math.log(2 * math.pi * var) - 0.5 * (y[i] - w[i] @ bhat) ** 2 / var
             assert ll[d, k] == pytest.approx(direct, abs=1e-9)
+            z = (y[i] - w[i] @ bhat) / math.sqrt(var)
+            assert cdf[d, k] == pytest.approx(0.5 * math.erfc(-z / math.sqrt(2)), abs=1e-9)
 
 
 def test_grouped_loo_densities_equal_the_dense_formula(frame):
@@ -95,7 +98,7 @@ def test_grouped_loo_densities_equal_the_dense_formula(frame):
     grouped = loo._grouped_layout(frame, layout, pattern)
     assert grouped[0].shape[0] < 0.9 * len(frame)  # patterns are shared
     y = frame[spec.response].to_numpy()
-    ll, within = sparse.loo_loglik_grouped(
+    ll, within, _ = sparse.loo_loglik_grouped(
         log_s2, log_lam, inputs["wtw_data"], inputs["wty"], inputs["sparse_pattern"],
         *grouped, y, g,
     )  # fmt: skip
@@ -151,6 +154,18 @@ def test_loo_matches_brute_force_refits_and_compare_accepts_it(frame, tmp_path):
         assert elpd.elpd_i.to_numpy()[i] == pytest.approx(refit, abs=0.02)
     # p_loo: positive, and well below the number of coefficients
     assert 0 < elpd.p < layout.n_coef
+    # LOO-PIT: near uniform for the model that made the data; U-shaped when the posterior
+    # says the students scatter less than they do (sigma shrunk by 40%)
+    pit = facts["loo_pit"]
+    assert pit["n"] == len(data) and sum(pit["counts"]) == len(data)
+    assert pit["ks_p"] > 0.001 and pit["ecdf_max_gap"] < 0.08
+    assert pit["share_below_0_025"] + pit["share_above_0_975"] < 0.1
+    post = tree["posterior"].to_dataset()
+    _, narrow = loo.conditional_loo(
+        data, layout, spec, grouped, post.assign(sigma=post["sigma"] * 0.6)
+    )
+    tails = narrow["loo_pit"]["share_below_0_025"] + narrow["loo_pit"]["share_above_0_975"]
+    assert tails > 0.15 and narrow["loo_pit"]["ks_p"] < 1e-4
     # loo.json round trip into arviz.compare, against a visibly worse model (no school term)
     loo.write_loo(tmp_path / "a.json", elpd, facts, order_key="data-sha")
     worse = dataclasses.replace(spec, group=(("wave", "gender"),))
@@ -218,6 +233,8 @@ def test_run_folder_has_loo_and_prior_sensitivity(small_run):
     assert sum(raw["pareto_k_counts"].values()) == raw["n"] == elpd.n_data_points
     assert raw["elpd_loo"] == pytest.approx(float(elpd.elpd_i.sum()), abs=0.01)
     assert "PSIS" in raw["method"] and raw["draws_used"] == elpd.n_samples
+    assert sum(raw["loo_pit"]["counts"]) == raw["n"] and 0 <= raw["loo_pit"]["ks_p"] <= 1
+    assert (path / "figures" / "loo_pit.png").is_file()
     table = pd.read_csv(path / sensitivity.SENSITIVITY_CSV, index_col=0)
     assert {"prior", "likelihood", "diagnosis"} <= set(table.columns)
     assert "sigma" in table.index and any(i.startswith("overall:") for i in table.index)

@@ -63,6 +63,7 @@ from scipy.sparse.linalg import splu
 
 from omlbayes.backends import lapack
 
+_SQRT2 = math.sqrt(2.0)
 _LOG_2PI = math.log(2.0 * math.pi)
 # p, nnz of P's upper pattern, supernodes, their rows below, update chunks, relative
 # indices, panel storage, most rows below a supernode, widest supernode, groups, their rows,
@@ -1469,9 +1470,10 @@ def loo_loglik_grouped(
     pat_cols, pat_kind, pair_pos, pair_coef, pair_class, n_class,
     student_pattern, mult, mean_mult, y, g,
 ):  # fmt: skip
-    """log p(y_i | y_-i, theta_s) and the in-sample log p(y_i | y, theta_s), every draw s
-    (rows) and student i (columns), for ``loo.conditional_loo``, with the students grouped
-    by their design row's indicator columns.
+    """log p(y_i | y_-i, theta_s), the in-sample log p(y_i | y, theta_s) and the LOO
+    predictive CDF P(y_rep_i <= y_i | y_-i, theta_s) (for LOO-PIT), every draw s (rows) and
+    student i (columns), for ``loo.conditional_loo``, with the students grouped by their
+    design row's indicator columns.
 
     Here, not in loo.py, because numba's cache is checked against the source file of the
     cached function only: a kernel in another file that inlines this file's functions
@@ -1490,6 +1492,7 @@ def loo_loglik_grouped(
     n_mean = mean_mult.shape[1]
     out = np.empty((n_draws, n))
     within = np.empty((n_draws, n))
+    cdf = np.empty((n_draws, n))
     sv = np.empty((n_pat, n_class))
     sm = np.empty((n_pat, n_mean))
     for d in range(n_draws):
@@ -1521,7 +1524,10 @@ def loo_loglik_grouped(
             out[d, i] = -0.5 * (_LOG_2PI + log_s2[d, g[i]]) + 0.5 * math.log1p(-h)
             out[d, i] -= 0.5 * resid * resid / ((1.0 - h) * s2)
             within[d, i] = -0.5 * (_LOG_2PI + math.log(s2 + v)) - 0.5 * resid * resid / (s2 + v)
-    return out, within
+            # y_i | y_-i, theta ~ Normal(y_i - resid / (1 - h), s2 / (1 - h))
+            z = resid / math.sqrt((1.0 - h) * s2)
+            cdf[d, i] = 0.5 * math.erfc(-z / _SQRT2)
+    return out, within, cdf
 
 
 class SparseMarginalLoglik(Op):

@@ -102,18 +102,21 @@ def _psis_one(log_lik, n_tail):
 
 
 @numba.njit(cache=True, nogil=True, parallel=True)
-def psis_loo(log_lik, n_tail):
-    """Per observation (columns of the draws x observations ``log_lik``): elpd_loo_i and the
-    Pareto k of its importance ratios."""
+def psis_loo(log_lik, cdf, n_tail):
+    """Per observation (columns of the draws x observations ``log_lik``): elpd_loo_i, the
+    Pareto k of its importance ratios, and its LOO-PIT: the draws' predictive CDF at the
+    observation (``cdf``, same shape) averaged with the same smoothed weights."""
     n = log_lik.shape[1]
     elpd = np.empty(n)
     khat = np.empty(n)
+    pit = np.empty(n)
     for i in numba.prange(n):
         column = np.ascontiguousarray(log_lik[:, i])
         lw, k = _psis_one(column, n_tail)
         elpd[i] = _logsumexp(lw + column)
         khat[i] = k
-    return elpd, khat
+        pit[i] = min(1.0, np.sum(np.exp(lw) * cdf[:, i]))
+    return elpd, khat, pit
 
 
 def good_k(n_draws: int) -> float:

@@ -19,7 +19,7 @@ import pandas as pd
 import xarray as xr
 
 from omlbayes.constants import DEFAULT_SEED
-from omlbayes.criticism import diagnose, ppc
+from omlbayes.criticism import diagnose, loo, ppc
 from omlbayes.data import scale, schema, stream
 from omlbayes.data.ingest import BATCH_ROWS, read_survey
 from omlbayes.errors import SpecError
@@ -254,6 +254,9 @@ def _fit_figures(folder, source, spec, fitted, tree, checks, output, options, cl
         source.sample, spec, fitted, tree, figures, output, prior=prior, seed=options.seed
     )
     diag_plots.plot_ppc_pvalues(pvalues, figures / "ppc_pvalues.png")
+    pit = json.loads((folder / loo.LOO_JSON).read_text()).get("loo_pit")
+    if pit:  # LOO was computed (collapsed Gaussian runs)
+        diag_plots.plot_loo_pit(pit, figures / "loo_pit.png")
     clock.lap("predictive_figures_s")
 
 
@@ -477,7 +480,7 @@ def _fit(frame, spec, options, progress, timings, prepared=None):
 def _criticism(source, spec, fit_info, tree, staging: Path, progress, timings) -> None:
     """Stage 3: LOO (loo.json) and the per-draw log prior / log likelihood totals that prior
     power-scaling needs (posterior.nc), for Gaussian runs; no student rows are kept."""
-    from omlbayes.criticism import loo, sensitivity
+    from omlbayes.criticism import sensitivity
     from omlbayes.model.design import grouped_stats
 
     frame, data_key = source.frame, source.survey.sha256

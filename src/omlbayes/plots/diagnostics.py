@@ -254,3 +254,31 @@ def plot_ppc_pvalues(pvalues: dict, path: Path) -> None:
     fig.tight_layout()
     save_png(fig, path)
     plt.close(fig)
+
+
+def plot_loo_pit(summary: dict, path: Path) -> None:
+    """Histogram of the LOO-PIT values (``loo.json``'s ``loo_pit``) against the uniform, with
+    the 99% band of a bin's count under uniformity (binomial)."""
+    counts = np.asarray(summary["counts"], dtype=float)
+    n, bins = float(summary["n"]), len(counts)
+    edges = np.linspace(0, 1, bins + 1)
+    fig, ax = plt.subplots(figsize=(5.5, 3.2))
+    ax.bar(edges[:-1], counts, width=1 / bins, align="edge", color="#9db4d8", edgecolor="white")
+    expected = n / bins
+    half = 2.576 * np.sqrt(n * (1 / bins) * (1 - 1 / bins))
+    # the band and the line over the bars, so a bar outside the band shows
+    ax.axhspan(expected - half, expected + half, color="#7f7f7f", alpha=0.35, lw=0, zorder=3)
+    ax.axhline(expected, color="black", lw=1, zorder=4)
+    ax.set_xlim(0, 1)
+    ax.set_xlabel("LOO-PIT: P(y_rep_i <= y_i | y_-i)", fontsize=8)
+    ax.set_ylabel("students")
+    ax.set_title(
+        f"LOO-PIT of {int(n):,} students (grey: 99% band under uniformity)\n"
+        f"largest ECDF gap {summary['ecdf_max_gap']:.3f}, KS p = {summary['ks_p']:.3f}; "
+        f"outside [0.025, 0.975]: "
+        f"{summary['share_below_0_025'] + summary['share_above_0_975']:.3f} (0.05 expected)",
+        fontsize=8,
+    )
+    fig.tight_layout()
+    save_png(fig, path)
+    plt.close(fig)

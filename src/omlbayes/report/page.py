@@ -57,6 +57,7 @@ DIAGNOSTIC_FIGURES = (
     "energy.png",
     "ppc_index.png",
     "ppc_pvalues.png",
+    "loo_pit.png",
     "prior_predictive.png",
 )
 
