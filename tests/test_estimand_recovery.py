@@ -74,3 +74,22 @@ def test_even_seeds_keep_the_drift_independent_and_odd_seeds_stress_it():
         rho = study.study_truth(seed).school_wave_rho
         assert study.stress_of(seed) == "drift" and study.RHO_RANGE[0] <= rho <= study.RHO_RANGE[1]
     assert study.study_truth(3) == study.study_truth(3)  # drawn from the seed
+
+
+def test_school_scoring_reads_every_ranked_school_at_every_probability(default_run):
+    from omlbayes.simulate.survey import simulate_survey
+
+    run = ob.open_run(default_run)
+    sim = simulate_survey(n_students=1500, n_schools=16, seed=11)  # the small survey
+    # one eta unit is about 0.9 SD of the standardized index (SimulationParams' docstring)
+    assert 0.7 < study.school_slope(sim) < 1.1
+    rows = study.score_schools(run, sim, seed=0)
+    assert set(rows["kind"]) == {"school_value", "school_rank"}
+    assert set(rows["prob"]) == set(study.PROBS)
+    ranks = rows[(rows["kind"] == "school_rank") & (rows["prob"] == 0.95)]
+    assert sorted(ranks["truth"]) == list(range(1, len(ranks) + 1))  # a permutation
+    assert set(ranks["school"]) <= set(sim.school_ids)
+    values = rows[rows["kind"] == "school_value"].pivot(index="school", columns="prob")
+    width = values["upper"] - values["lower"]
+    assert (width[0.5] < width[0.8]).all() and (width[0.8] < width[0.95]).all()
+    assert (values["truth"].nunique(axis=1) == 1).all()  # one truth per school

@@ -47,6 +47,7 @@ RHO_RANGE = (0.3, 0.8)
 # verdict: 95% intervals cover at least this share; 80% intervals within this of 0.80
 TARGET_95, TOLERANCE_80 = 0.90, 0.08
 ROWS, FITS, PLOT = "estimands_contrasts.csv", "estimands_fits.csv", "estimands_coverage.png"
+SCHOOL_ROWS = "estimands_schools.csv"
 
 
 def stress_of(seed: int) -> str:
@@ -147,6 +148,102 @@ def score_run(run, truths: dict[str, pd.DataFrame], *, seed: int) -> pd.DataFram
     return pd.DataFrame(rows)
 
 
+def school_slope(sim: simulate.Simulation) -> float:
+    """d E[index] / d eta over the survey's students (a new school's curve), in SD units of
+    the standardized index per eta unit: the map of a school's deviation to the index."""
+    from omlbayes.data.scale import build_index
+
+    scaled = build_index(sim.frame)
+    rows = scaled.frame
+    codes = tuple(rows[c].cat.codes.to_numpy() for c in simulate.COVARIATES)
+    params = sim.params
+    eta = sim.eta()[codes] + params.age_slope * (rows["age"].to_numpy() - params.age_center)
+    types = rows["school_type"].cat.codes.to_numpy()
+
+    def mean_index(shift: float) -> float:
+        total = 0.0
+        for k, t in enumerate(schema.SCHOOL_TYPES):
+            at = types == k
+            total += simulate.expected_item_mean(eta[at] + shift, params, t).sum()
+        return total / len(eta)
+
+    return (mean_index(0.01) - mean_index(-0.01)) / 0.02 / scaled.raw_sd
+
+
+def score_schools(run, sim: simulate.Simulation, *, seed: int) -> pd.DataFrame:
+    """Each ranked school's all-waves value (its region's adjusted mean plus its own
+    deviation, as the school pages show it) and rank against the simulator's truth: the
+    region's true effect plus the school's realized ``u_school`` and mean ``u_school_wave``
+    over the waves it took part in, mapped to the index by :func:`school_slope`
+    (linearized in the school's deviation), at each of ``PROBS``."""
+    import dataclasses as dc
+
+    from omlbayes.report.schools import schools_overview
+
+    schools = run.table(
+        "schools.csv",
+        dtype={"school_id": str, "wave": str, "region": str},
+        keep_default_na=False,
+        na_values={"n": [""]},
+    )
+    truth = simulate.true_effects(sim, breakdowns=(("region",),))
+    region_all = truth[truth["wave"] == "all"].set_index("group")["value"]
+    slope = school_slope(sim)
+    index = {s: k for k, s in enumerate(sim.school_ids)}
+    waves = {w: k for k, w in enumerate(schema.WAVES)}
+    own = schools.groupby("school_id")["wave"].agg(list)
+    rows = []
+    for p in PROBS:
+        options = dc.replace(run.options, prob=p)
+        table = schools_overview(
+            run.posterior, run.gcomp, schools, options=options, levels=run.record.levels,
+            seed=run.record.seed, effects=run.effect_draws(),
+        )  # fmt: skip
+        k = table["school"].map(index).to_numpy()
+        drift = np.array(
+            [
+                sim.u_school_wave[i, [waves[w] for w in own[s]]].mean()
+                for i, s in zip(k, table["school"], strict=True)
+            ]
+        )
+        true = table["region"].map(region_all).to_numpy() + slope * (sim.u_school[k] + drift)
+        true_rank = pd.Series(-true).rank(method="first").to_numpy().astype(int)
+        for kind, t, lo, hi, mean in (
+            ("school_value", true, table["lower"], table["upper"], table["mean"]),
+            ("school_rank", true_rank, table["rank_low"], table["rank_high"], table["rank_median"]),
+        ):
+            part = pd.DataFrame(
+                {"seed": seed, "kind": kind, "school": table["school"], "prob": p,
+                 "truth": t, "mean": mean.to_numpy(), "lower": lo.to_numpy(),
+                 "upper": hi.to_numpy()}
+            )  # fmt: skip
+            part["covered"] = (part["truth"] >= part["lower"]) & (part["truth"] <= part["upper"])
+            rows.append(part)
+    return pd.concat(rows, ignore_index=True)
+
+
+def score_kept_schools(out: Path, *, log=print) -> None:
+    """Score the schools of every seed whose run folder was kept (``_work``), into
+    ``SCHOOL_ROWS``; the survey is regenerated from the seed."""
+    import omlbayes as ob
+
+    fits = pd.read_csv(out / FITS)
+    work = out / "_work" / "estimands"
+    parts = []
+    for info in fits.itertuples():
+        folder = work / f"seed_{info.seed}"
+        if not (folder / "run.json").is_file():
+            log(f"school scoring: no run folder for seed {info.seed}; skipped")
+            continue
+        sim = simulate.simulate_survey(
+            n_students=int(info.n_students), n_schools=int(info.n_schools), seed=int(info.seed),
+            params=study_truth(int(info.seed)),
+        )  # fmt: skip
+        parts.append(score_schools(ob.open_run(folder), sim, seed=int(info.seed)))
+    if parts:
+        pd.concat(parts, ignore_index=True).to_csv(out / SCHOOL_ROWS, index=False)
+
+
 def recovery_one(seed: int, *, size: tuple[int, int], work: Path, quick: bool = False) -> tuple:
     """Simulate, fit as users do, score: ``(rows, fit info)``."""
     import omlbayes as ob
@@ -224,6 +321,7 @@ def run_study(out: Path, *, seeds: tuple[int, ...] = SEEDS, quick: bool = False,
                 f"{e} {rows.loc[rows['estimand'] == e, 'cover_95'].mean():.3f}" for e in ESTIMANDS
             )
         )
+    score_kept_schools(out, log=log)
 
 
 def tables(rows: pd.DataFrame, fits: pd.DataFrame) -> dict[str, pd.DataFrame]:
@@ -305,6 +403,49 @@ def _plot(by_kind: pd.DataFrame, path: Path) -> None:
     plt.close(fig)
 
 
+def school_table(schools: pd.DataFrame, fits: pd.DataFrame) -> pd.DataFrame:
+    """Coverage of school values and ranks per stress set, kind and interval probability
+    (a fit that fails the gate counts as a miss)."""
+    by_seed = fits.set_index("seed")
+    passed = schools["seed"].map(by_seed["diagnostics_passed"].astype(bool)).to_numpy()
+    schools = schools.assign(
+        stress=schools["seed"].map(by_seed["stress"]),
+        covered=schools["covered"].astype(bool) & passed,
+        err=schools["mean"] - schools["truth"],
+        width=schools["upper"] - schools["lower"],
+    )
+    g = schools.groupby(["stress", "kind", "prob"], sort=False)
+    table = g.agg(
+        schools=("err", "size"),
+        bias=("err", "mean"),
+        rmse=("err", lambda e: float(np.sqrt((e**2).mean()))),
+        mean_width=("width", "mean"),
+        coverage=("covered", "mean"),
+    )
+    per_seed = schools.groupby(["stress", "kind", "prob", "seed"], sort=False)["covered"].mean()
+    table["seed_sd_coverage"] = per_seed.groupby(level=[0, 1, 2]).std()
+    return table.reset_index()
+
+
+def _school_section(out: Path, fits: pd.DataFrame, md) -> list[str]:
+    if not (out / SCHOOL_ROWS).exists():
+        return []
+    table = school_table(pd.read_csv(out / SCHOOL_ROWS), fits)
+    return [
+        "School values and ranks (`estimands_schools.csv`): each ranked school's all-waves "
+        "value as the school pages and the schools overview show it (its region's adjusted "
+        "mean plus its own deviation) and its rank interval, at 50/80/95%, against the "
+        "truth: the region's true effect plus the school's realized deviation (`u_school` "
+        "and the mean of its `u_school_wave` over the waves it took part in), mapped to the "
+        "index by the slope of the expected index in eta (linearized in the school's "
+        "deviation); the true rank orders those true values. For ranks `bias` and `rmse` "
+        "are in rank places (the posterior median rank against the true rank).",
+        "",
+        md(table),
+        "",
+    ]
+
+
 STRESS_TEXT = {"none": "independent drift", "drift": "correlated drift (stress)"}
 
 
@@ -323,6 +464,7 @@ def report_section(out: Path, verdicts: dict, md) -> list[str]:
             f"**{'PASS' if verdicts[names[stress]] else 'FAIL'}**"
         )
     _plot(t["kind"], out / PLOT)
+    school_lines = _school_section(out, fits, md)
     n, m = fits.iloc[0][["n_students", "n_schools"]]
     lo, hi = RHO_RANGE
     return [
@@ -345,7 +487,7 @@ def report_section(out: Path, verdicts: dict, md) -> list[str]:
         "that fails the gate counts as a miss (`cover_95_ungated`: as if it had passed). "
         "`seed_sd_cover_95`: the spread of 95% coverage between seeds (contrasts of one fit "
         "share its draws and truth, so the seeds, not the contrasts, are the independent "
-        "units). School values and ranks are not scored here.",
+        "units).",
         "",
         "Fits (`ppc_*_passed`: each predictive check; `drift_persistence_p`: the advisory "
         "check of persistent school drift):",
@@ -372,6 +514,7 @@ def report_section(out: Path, verdicts: dict, md) -> list[str]:
         "",
         md(t["checks"]),
         "",
+        *school_lines,
         f"Pass: for each estimand 95% coverage >= {TARGET_95} and 80% coverage within "
         f"{TOLERANCE_80} of 0.80, per set of surveys:",
         "",
