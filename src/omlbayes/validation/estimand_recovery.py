@@ -296,7 +296,8 @@ def recovery_one(seed: int, *, size: tuple[int, int], work: Path, quick: bool = 
         **checks,
         "drift_persistence_p": drift["most_extreme"][0]["p"] if drift else np.nan,
     }
-    shutil.rmtree(work / name, ignore_errors=True)
+    # the run folder stays under _work (git-ignored): later scoring reads it with the
+    # survey, which the seed regenerates
     data.unlink(missing_ok=True)
     return rows, info
 
