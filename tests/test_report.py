@@ -651,3 +651,22 @@ def test_report_states_the_advisory_drift_check(tmp_path, lang, p_value):
     assert (rt["drift_flagged"] if flagged else rt["drift_fine"]) in found[0]
     assert f"p = {p_value:.3f}".replace(".", "," if lang == "nl" else ".") in found[0]
     assert diag["passed"] is True  # advisory: the gate's verdict is the run's own
+
+
+@pytest.mark.parametrize("lang", ["nl", "en"])
+def test_sampler_paragraph_gives_the_draws_kept_by_the_early_stop(tmp_path, lang):
+    import json
+
+    from omlbayes import labels
+
+    run = make_fake_run(tmp_path / "fake")
+    record = json.loads((run / "run.json").read_text())
+    record["sampler"] = {"backend": "collapsed", "sampler": "nutpie", "draws": 2000,
+                         "tune": 300, "chains": 4}  # fmt: skip
+    record["fit"] = {"sampling": {"draws_kept": 500, "draws_max": 2000, "stopped_early": True}}
+    (run / "run.json").write_text(json.dumps(record))
+    page = write_report(run, lang=lang, redraw_figures=False)
+    text = parse(page).find("p", cls="sampler")[0]["text"]
+    rt = labels.REPORT_TEXT[lang]
+    assert rt["sampler_early"].format(kept=500, most=2000) in text
+    assert "2000" not in text.replace(rt["sampler_early"].format(kept=500, most=2000), "")

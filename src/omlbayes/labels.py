@@ -416,6 +416,10 @@ REPORT_TEXT = {
             "{backend}-schatter, sampler {sampler}: {chains} ketens x ({tune} opwarm- + "
             "{draws} bewaarde trekkingen), seed {seed}."
         ),
+        "sampler_early": (
+            "De steekproef stopte bij het eerste controlepunt waarvan de trekkingen de "
+            "poort met marge doorstonden: {kept} van ten hoogste {most} trekkingen per keten."
+        ),
         "sampler_folded": (
             "Gevouwen bemonsterd (tau = |w|; sd_parameterization = {setting}): de SD van {terms}."
         ),
@@ -665,6 +669,10 @@ REPORT_TEXT = {
         "sampler_text": (
             "{backend} backend, sampler {sampler}: {chains} chains x ({tune} tuning + {draws} "
             "kept draws), seed {seed}."
+        ),
+        "sampler_early": (
+            "Sampling stopped at the first checkpoint whose draws passed the gate with a "
+            "margin: {kept} of at most {most} draws per chain."
         ),
         "sampler_folded": (
             "Sampled folded (tau = |w|; sd_parameterization = {setting}): the SD of {terms}."

@@ -493,21 +493,20 @@ def _methods_html(ctx: _Context) -> str:
             )
         )
     sampler = rec.sampler
+    sampling = rec.fit.get("sampling", {})
+    kept = sampling.get("draws_kept", sampler["draws"])  # the early stop's, when it stopped
     parts.append(f"<h3>{esc(rt['sampler'])}</h3>")
-    parts.append(
-        "<p>"
-        + esc(
-            rt["sampler_text"].format(
-                backend=sampler["backend"],
-                sampler=sampler["sampler"],
-                chains=sampler["chains"],
-                tune=sampler["tune"],
-                draws=sampler["draws"],
-                seed=rec.seed,
-            )
-        )
-        + "</p>"
+    text = rt["sampler_text"].format(
+        backend=sampler["backend"],
+        sampler=sampler["sampler"],
+        chains=sampler["chains"],
+        tune=sampler["tune"],
+        draws=kept,
+        seed=rec.seed,
     )
+    if sampling.get("stopped_early"):
+        text += " " + rt["sampler_early"].format(kept=kept, most=sampling["draws_max"])
+    parts.append(f"<p class='sampler'>{esc(text)}</p>")
     fit = rec.fit
     if fit.get("folded_sds"):
         terms = ", ".join(f"<code>{esc(t)}</code>" for t in fit["folded_sds"])
