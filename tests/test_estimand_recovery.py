@@ -76,6 +76,7 @@ def test_even_seeds_keep_the_drift_independent_and_odd_seeds_stress_it():
     assert study.study_truth(3) == study.study_truth(3)  # drawn from the seed
 
 
+@pytest.mark.slow
 def test_school_scoring_reads_every_ranked_school_at_every_probability(default_run):
     from omlbayes.simulate.survey import simulate_survey
 
