@@ -74,6 +74,10 @@ def test_even_seeds_keep_the_drift_independent_and_odd_seeds_stress_it():
         rho = study.study_truth(seed).school_wave_rho
         assert study.stress_of(seed) == "drift" and study.RHO_RANGE[0] <= rho <= study.RHO_RANGE[1]
     assert study.study_truth(3) == study.study_truth(3)  # drawn from the seed
+    assert study.study_truth(17).student_df == study.TAILS_DF
+    base = study.study_truth(2).intercept  # random_truth keeps the calibrated intercept
+    assert study.study_truth(21).intercept == pytest.approx(base + study.CEILING_SHIFT)
+    assert sorted(study.SEEDS) == list(range(1, 25))
 
 
 @pytest.mark.slow

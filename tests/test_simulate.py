@@ -20,6 +20,7 @@ from omlbayes.simulate.survey import (
     SimulationParams,
     draw_items,
     eta_table,
+    expected_item_mean,
     random_truth,
     simulate_survey,
     true_effects,
@@ -543,3 +544,30 @@ def test_correlated_school_drift_keeps_its_sd():
     assert abs(lag1) < 0.05
     with pytest.raises(SpecError, match="school_wave_rho"):
         _surveyed_params(school_wave_rho=1.0)
+
+
+def test_heavy_tailed_residual_truth_agrees_with_monte_carlo():
+    p = dataclasses.replace(SimulationParams(), student_df=4.0, school_wave_sd=0.1)
+    rng = np.random.default_rng(8)
+    eta = np.array([-1.0, 0.0, 0.8])
+    reps = 200_000
+    for school in (True, False):
+        theta = np.repeat(eta, reps)
+        if school:
+            theta = theta + np.sqrt(p.school_sd**2 + p.school_wave_sd**2) * rng.standard_normal(
+                theta.size
+            )
+        theta = theta + rng.standard_t(4.0, theta.size) * np.sqrt(2 / 4)
+        mc = draw_items(theta, p, rng).mean(axis=1).reshape(len(eta), reps).mean(axis=1)
+        exact = expected_item_mean(eta, p, school=school)
+        assert exact == pytest.approx(mc, abs=0.005)
+    # heavier tails change the curve: the normal residual's truth differs
+    normal = dataclasses.replace(p, student_df=0.0)
+    assert (
+        abs(expected_item_mean(np.array([1.5]), p) - expected_item_mean(np.array([1.5]), normal))[0]
+        > 0.001
+    )
+    sim = simulate_survey(n_students=2000, n_schools=20, seed=3, params=p)
+    assert sim.params.harder
+    with pytest.raises(SpecError, match="student_df"):
+        dataclasses.replace(p, student_df=1.5)

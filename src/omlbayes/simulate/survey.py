@@ -253,6 +253,9 @@ class SimulationParams:
     # as independent): u[school, .] is AR(1) over the waves in survey order with this
     # correlation between successive waves, stationary SD ``school_wave_sd``
     school_wave_rho: float = 0.0
+    # heavier tails (a stress: the model's residuals are normal): the student residual is
+    # Student-t with these degrees of freedom, scaled to the same SD; 0: normal
+    student_df: float = 0.0
     # residual (student) SD per school type; empty: ``student_sd`` for every type
     student_sd_by_school_type: Mapping[str, float] = _table({})
     # three-way wave x group x group cells ~ N(0, three_way_sd^2) for each pair below
@@ -293,7 +296,10 @@ class SimulationParams:
     def harder(self) -> bool:
         """Whether any option of the harder simulator is on."""
         return bool(
-            self.school_wave_sd > 0 or self.three_way_sd > 0 or self.student_sd_by_school_type
+            self.school_wave_sd > 0
+            or self.three_way_sd > 0
+            or bool(self.student_sd_by_school_type)
+            or self.student_df > 0
         )
 
     def item_total_sd(self, school_type: str | None = None, *, school: bool = True) -> np.ndarray:
@@ -367,6 +373,8 @@ def _validate(p: SimulationParams) -> None:
         raise SpecError("SimulationParams: school_wave_sd >= 0 and three_way_sd >= 0 needed")
     if not 0 <= p.school_wave_rho < 1:
         raise SpecError("SimulationParams.school_wave_rho must be in [0, 1)")
+    if p.student_df != 0 and not p.student_df > 2:
+        raise SpecError("SimulationParams.student_df must be 0 (normal) or above 2")
     if any(not v > 0 for v in p.student_sd_by_school_type.values()):
         raise SpecError("SimulationParams.student_sd_by_school_type: every SD must be > 0")
     for pair in p.three_way_pairs:
@@ -533,13 +541,44 @@ def expected_item_mean(
     """
     eta = np.asarray(eta, dtype="float64")
     lam = np.asarray(params.item_loadings)
-    sd = params.item_total_sd(school_type, school=school)
     cuts = np.asarray(params.item_cutpoints)  # (items, cuts)
     total = np.zeros_like(eta)
+    if params.student_df == 0:
+        sd = params.item_total_sd(school_type, school=school)
+        for j in range(len(lam)):
+            z = (lam[j] * eta[..., None] - cuts[j]) / sd[j]
+            total += ITEM_MIN + ndtr(z).sum(axis=-1)
+        return total / len(lam)
+    # t residual: the normal parts (school, item noise) in closed form, the residual by
+    # quadrature over its midpoint quantiles
+    from scipy.stats import t as student_t
+
+    df = params.student_df
+    nodes = student_t.ppf((np.arange(_T_NODES) + 0.5) / _T_NODES, df) * np.sqrt((df - 2) / df)
+    student = (
+        params.student_sd
+        if school_type is None
+        else params.student_sd_by_school_type.get(school_type, params.student_sd)
+    )
+    var_school = params.school_sd**2 + params.school_wave_sd**2 if school else 0.0
+    sd = np.sqrt(lam**2 * var_school + np.asarray(params.item_noise_sd) ** 2)
+    shifted = eta[..., None] + student * nodes  # (..., nodes)
     for j in range(len(lam)):
-        z = (lam[j] * eta[..., None] - cuts[j]) / sd[j]
-        total += ITEM_MIN + ndtr(z).sum(axis=-1)
+        z = (lam[j] * shifted[..., None] - cuts[j]) / sd[j]
+        total += ITEM_MIN + ndtr(z).sum(axis=-1).mean(axis=-1)
     return total / len(lam)
+
+
+def _student_residual(params: SimulationParams, rng: np.random.Generator, n: int) -> np.ndarray:
+    """Unit-variance student residuals: normal, or Student-t with ``params.student_df``."""
+    if params.student_df == 0:
+        return rng.standard_normal(n)
+    df = params.student_df
+    return rng.standard_t(df, n) * np.sqrt((df - 2) / df)
+
+
+# midpoint quantiles of the unit-variance t residual: E over it by quadrature
+_T_NODES = 400
 
 
 def draw_items(theta: np.ndarray, params: SimulationParams, rng: np.random.Generator) -> np.ndarray:
@@ -783,7 +822,7 @@ def simulate_survey(
         eta
         + u_school[school]
         + u_school_wave[school, wave]
-        + params.student_sds()[stype] * rng.standard_normal(n_students)
+        + params.student_sds()[stype] * _student_residual(params, rng, n_students)
     )
     answers = draw_items(theta, params, rng)
     missing = rng.random(answers.shape) < np.asarray(params.item_missing_rate)
@@ -1079,6 +1118,7 @@ def structure_truth(sim: Simulation) -> dict:
         "school_sd": p.school_sd,
         "school_wave_sd": p.school_wave_sd,
         "school_wave_rho": p.school_wave_rho,
+        "student_df": p.student_df,
         "student_sd_by_school_type": dict(
             zip(schema.SCHOOL_TYPES, map(float, p.student_sds()), strict=True)
         ),

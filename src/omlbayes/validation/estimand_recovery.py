@@ -2,11 +2,13 @@
 
 Per seed: a survey from the harder simulator with its truth drawn at random
 (``simulate.random_truth``: school x wave variation, a residual SD per school type,
-three-way cells). Odd seeds add a stress the default model lacks, correlated school drift
-(each school's school x wave deviations AR(1) over the waves, correlation ~ Uniform(0.3,
-0.8)); even seeds keep the drift independent, as the model assumes. The even seeds test
-the estimands' claim, the odd ones what the stress costs, and both the predictive checks:
-their false alarms (even) and their power against the stress (odd).
+three-way cells), in four sets (``STRESS_SEEDS``): ``none`` keeps the model's assumptions
+about schools and residuals; three stress what the default model lacks: ``drift``
+(correlated school drift: each school's school x wave deviations AR(1) over the waves,
+correlation ~ Uniform(0.3, 0.8)), ``tails`` (Student-t residuals with 4 degrees of
+freedom) and ``ceiling`` (the intercept raised by 1 eta unit, so answers pile up at the top
+of the bounded scale). ``none`` tests the estimands' claim and the predictive checks' false
+alarms, the stresses what they cost and the checks' power against them.
 The default model is fitted by the command users run (``omlbayes fit``, every stage, the
 early stop included); the run is opened with ``omlbayes.open_run`` and every contrast is
 computed draw by draw from ``Run.adjusted_means`` for a school like any other
@@ -33,11 +35,19 @@ import numpy as np
 import pandas as pd
 
 from omlbayes.data import schema
+from omlbayes.results import runs
 from omlbayes.simulate import survey as simulate
 
 SIZE = (10_000, 50)
 QUICK_SIZE = (2_000, 20)
-SEEDS = tuple(range(1, 17))
+STRESS_SEEDS = {
+    "none": tuple(range(2, 17, 2)),
+    "drift": tuple(range(1, 16, 2)),
+    "tails": (17, 18, 19, 20),
+    "ceiling": (21, 22, 23, 24),
+}
+SEEDS = tuple(sorted(s for seeds in STRESS_SEEDS.values() for s in seeds))
+TAILS_DF, CEILING_SHIFT = 4.0, 1.0
 PROBS = (0.50, 0.80, 0.95)
 ESTIMANDS = ("any", "surveyed")
 KINDS = ("vs_first", "vs_previous", "spec_pair", "gap", "gap_change")
@@ -51,18 +61,22 @@ SCHOOL_ROWS = "estimands_schools.csv"
 
 
 def stress_of(seed: int) -> str:
-    """``"drift"`` (odd seeds: correlated school drift) or ``"none"``."""
-    return "drift" if seed % 2 else "none"
+    """The stress set of ``seed`` (``STRESS_SEEDS``; seeds beyond them: ``"none"``)."""
+    return next((name for name, seeds in STRESS_SEEDS.items() if seed in seeds), "none")
 
 
 def study_truth(seed: int) -> simulate.SimulationParams:
-    """``simulate.random_truth(seed)``; for a ``"drift"`` seed with correlated school drift
-    drawn from the seed."""
+    """``simulate.random_truth(seed)`` with the stress of the seed's set."""
     params = simulate.random_truth(seed)
-    if stress_of(seed) == "none":
-        return params
-    rho = np.random.default_rng([seed, 4]).uniform(*RHO_RANGE)
-    return dataclasses.replace(params, school_wave_rho=float(rho))
+    stress = stress_of(seed)
+    if stress == "drift":
+        rho = np.random.default_rng([seed, 4]).uniform(*RHO_RANGE)
+        return dataclasses.replace(params, school_wave_rho=float(rho))
+    if stress == "tails":
+        return dataclasses.replace(params, student_df=TAILS_DF)
+    if stress == "ceiling":
+        return dataclasses.replace(params, intercept=params.intercept + CEILING_SHIFT)
+    return params
 
 
 def _flat(means, columns: tuple[str, ...]) -> tuple[np.ndarray, list[str], list[str], np.ndarray]:
@@ -229,12 +243,16 @@ def score_kept_schools(out: Path, *, log=print) -> None:
 
     fits = pd.read_csv(out / FITS)
     work = out / "_work" / "estimands"
-    parts = []
+    parts, commits = [], []
     for info in fits.itertuples():
         folder = work / f"seed_{info.seed}"
         if not (folder / "run.json").is_file():
             log(f"school scoring: no run folder for seed {info.seed}; skipped")
+            commits.append(getattr(info, "git_commit", ""))
             continue
+        # the commit each fit ran at, from its own run.json (rows written before the
+        # column existed lack it)
+        commits.append(runs.read_record(folder).git_commit[:7])
         sim = simulate.simulate_survey(
             n_students=int(info.n_students), n_schools=int(info.n_schools), seed=int(info.seed),
             params=study_truth(int(info.seed)),
@@ -242,6 +260,7 @@ def score_kept_schools(out: Path, *, log=print) -> None:
         parts.append(score_schools(ob.open_run(folder), sim, seed=int(info.seed)))
     if parts:
         pd.concat(parts, ignore_index=True).to_csv(out / SCHOOL_ROWS, index=False)
+    fits.assign(git_commit=commits).to_csv(out / FITS, index=False)
 
 
 def recovery_one(seed: int, *, size: tuple[int, int], work: Path, quick: bool = False) -> tuple:
@@ -295,6 +314,7 @@ def recovery_one(seed: int, *, size: tuple[int, int], work: Path, quick: bool = 
         "truth_three_way_sd": params.three_way_sd,
         **checks,
         "drift_persistence_p": drift["most_extreme"][0]["p"] if drift else np.nan,
+        "git_commit": run.record.git_commit[:7],
     }
     # the run folder stays under _work (git-ignored): later scoring reads it with the
     # survey, which the seed regenerates
@@ -447,7 +467,18 @@ def _school_section(out: Path, fits: pd.DataFrame, md) -> list[str]:
     ]
 
 
-STRESS_TEXT = {"none": "independent drift", "drift": "correlated drift (stress)"}
+STRESS_TEXT = {
+    "none": "no stress",
+    "drift": "correlated drift (stress)",
+    "tails": "t residuals, 4 df (stress)",
+    "ceiling": "ceiling (stress)",
+}
+VERDICT_NAMES = {
+    "none": "estimands",
+    "drift": "estimands_correlated_drift",
+    "tails": "estimands_heavy_tails",
+    "ceiling": "estimands_ceiling",
+}
 
 
 def report_section(out: Path, verdicts: dict, md) -> list[str]:
@@ -456,13 +487,13 @@ def report_section(out: Path, verdicts: dict, md) -> list[str]:
         return []
     rows, fits = pd.read_csv(out / ROWS), pd.read_csv(out / FITS)
     t = tables(rows, fits)
-    names = {"none": "estimands", "drift": "estimands_correlated_drift"}
     lines_verdict = []
     for stress, part in t["overall"].groupby("stress", sort=False):
-        verdicts[names[stress]] = verdict(part)
+        name = VERDICT_NAMES[stress]
+        verdicts[name] = verdict(part)
         lines_verdict.append(
             f"- {STRESS_TEXT[stress]} ({(fits['stress'] == stress).sum()} fits): "
-            f"**{'PASS' if verdicts[names[stress]] else 'FAIL'}**"
+            f"**{'PASS' if verdicts[name] else 'FAIL'}**"
         )
     _plot(t["kind"], out / PLOT)
     school_lines = _school_section(out, fits, md)
@@ -471,11 +502,19 @@ def report_section(out: Path, verdicts: dict, md) -> list[str]:
     return [
         "## Both estimands, every kind of contrast (default model, as users run it)",
         "",
-        f"{len(fits)} simulated surveys ({int(n):,} students, {int(m)} schools, seeds "
-        f"{', '.join(map(str, fits['seed']))}) from the harder simulator with random truths "
-        "(`simulate.random_truth`). Even seeds keep each school's school x wave deviations "
-        "independent, as the default model assumes; odd seeds stress it with correlated "
-        f"school drift (AR(1) over the waves, correlation ~ Uniform({lo}, {hi})). Each "
+        f"{len(fits)} simulated surveys ({int(n):,} students, {int(m)} schools) from the "
+        "harder simulator with random truths (`simulate.random_truth`: school x wave "
+        "variation, a residual SD per school type, three-way cells), in sets by seed: "
+        + "; ".join(
+            f"{STRESS_TEXT[k]}: seeds {', '.join(map(str, sorted(set(fits['seed']) & set(v))))}"
+            for k, v in STRESS_SEEDS.items()
+            if set(fits["seed"]) & set(v)
+        )
+        + ". The first set keeps the model's assumptions about schools and residuals; the "
+        "stresses break one each: correlated school drift (each school's school x wave "
+        f"deviations AR(1) over the waves, correlation ~ Uniform({lo}, {hi})), Student-t "
+        f"residuals ({TAILS_DF:g} df, same SD) and a ceiling (the intercept raised by "
+        f"{CEILING_SHIFT:g} eta unit, so answers pile up at the top of the bounded scale). Each "
         "survey is fitted by `omlbayes fit` with its defaults (early stop included) and "
         "read back through `omlbayes.open_run(...).adjusted_means(by, schools=...)`. "
         '`schools="any"` is scored against `simulate.true_effects` (a new school), '
@@ -507,9 +546,10 @@ def report_section(out: Path, verdicts: dict, md) -> list[str]:
         "",
         md(t["breakdown"]),
         "",
-        "How often each predictive check flagged a fit: with independent drift these are "
-        "false alarms (the data follow the model's structure), with correlated drift the "
-        "power against that stress. `gate`: the fit failed the diagnostics gate (sampler "
+        "How often each predictive check flagged a fit: in the set without stress these are "
+        "false alarms (the data follow the model's structure, up to the index being a mean "
+        "of Likert answers), in each stress set the power against that stress. `gate`: "
+        "the fit failed the diagnostics gate (sampler "
         "checks and the gated predictive checks); `ppc_school_drift_persistence` is "
         "advisory (reported, not gated).",
         "",
