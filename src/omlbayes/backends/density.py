@@ -145,6 +145,18 @@ def logp_dense(
     return _combine(x, n_sigma, folded, family, pa, pb, term_size, ll, g_s2, g_lam)
 
 
+def guarded_logp(fn, x: np.ndarray, shared: dict) -> tuple[float, np.ndarray]:
+    """``fn(x, **shared)`` as (float, gradient), with a point where a variance underflows to
+    zero (a log SD near -400 on a divergent trajectory, or a folded SD at exactly 0) given
+    zero density instead of the kernel's ZeroDivisionError: the sampler then rejects the
+    step as a divergence, where the exception would have killed every chain."""
+    try:
+        value, grad = fn(x, **shared)
+    except ZeroDivisionError:
+        return -math.inf, np.zeros(x.shape[0])
+    return float(value), grad
+
+
 @dataclass(frozen=True)
 class CollapsedDensity:
     """The density's constants and data (``shared``), and the names of its parameters."""
@@ -163,8 +175,7 @@ class CollapsedDensity:
 
     def logp(self, x: np.ndarray) -> tuple[float, np.ndarray]:
         fn = logp_sparse if self.kernel == "sparse" else logp_dense
-        logp, grad = fn(np.ascontiguousarray(x, dtype=np.float64), **self.shared)
-        return float(logp), grad
+        return guarded_logp(fn, np.ascontiguousarray(x, dtype=np.float64), self.shared)
 
     def values(self, x: np.ndarray) -> dict[str, np.ndarray]:
         """The SDs (the posterior's variables) at the unconstrained point ``x``."""
@@ -204,10 +215,7 @@ class CollapsedDensity:
         from threadpoolctl import threadpool_limits
 
         def neg(x: np.ndarray) -> tuple[float, np.ndarray]:
-            try:
-                value, grad = self.logp(x)
-            except ZeroDivisionError:  # a folded SD exactly at zero
-                return np.inf, np.zeros_like(x)
+            value, grad = self.logp(x)
             if not np.isfinite(value):
                 return np.inf, np.zeros_like(x)
             return -value, -grad
@@ -238,8 +246,7 @@ class CollapsedDensity:
             fn = logp_sparse if self.kernel == "sparse" else logp_dense
 
             def logp(x, **shared):
-                value, grad = fn(x, **shared)
-                return float(value), grad
+                return guarded_logp(fn, x, shared)
 
             return logp
 
