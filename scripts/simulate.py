@@ -5,6 +5,8 @@ The harder simulator (each option off by default; the truth file reflects them, 
   --school-wave-sd 0.1                       school x wave variation (eta units)
   --residual-sd-by-type 0.9 1.1 1.0 0.8      residual SD per school type (vmbo_bk vmbo_gt havo vwo)
   --three-way-sd 0.07                        wave x gender x type and wave x parent_edu x type cells
+  --school-wave-rho 0.6                      correlated school drift: AR(1) over the waves
+  --student-df 4                             Student-t student residuals (heavier tails)
   --random-truth                             all of it, with the truth drawn from the seed
                                              (simulate.random_truth: the recovery study's truths)
 """
@@ -12,6 +14,7 @@ The harder simulator (each option off by default; the truth file reflects them, 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 
 from omlbayes.constants import DEFAULT_SEED, EXIT_USER_ERROR
@@ -42,6 +45,8 @@ def main(argv: list[str] | None = None) -> int:
         "--residual-sd-by-type", type=float, nargs=len(schema.SCHOOL_TYPES), metavar="SD"
     )
     parser.add_argument("--three-way-sd", type=float, default=0.0)
+    parser.add_argument("--school-wave-rho", type=float, default=0.0)
+    parser.add_argument("--student-df", type=float, default=0.0)
     parser.add_argument("--random-truth", action="store_true")
     args = parser.parse_args(argv)
     try:
@@ -52,12 +57,13 @@ def main(argv: list[str] | None = None) -> int:
                 zip(schema.SCHOOL_TYPES, args.residual_sd_by_type or (), strict=False)
             ),
         }
+        stress = {"school_wave_rho": args.school_wave_rho, "student_df": args.student_df}
         if args.random_truth:
             if args.school_wave_sd or args.three_way_sd or args.residual_sd_by_type:
                 raise SpecError("--random-truth draws every SD itself; give no SD option with it")
-            params = random_truth(args.seed)
+            params = dataclasses.replace(random_truth(args.seed), **stress)
         else:
-            params = SimulationParams(**harder)
+            params = SimulationParams(**harder, **stress)
         sim = simulate_survey(
             n_students=args.n_students, n_schools=args.n_schools, seed=args.seed, params=params
         )

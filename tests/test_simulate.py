@@ -544,6 +544,8 @@ def test_correlated_school_drift_keeps_its_sd():
     assert abs(lag1) < 0.05
     with pytest.raises(SpecError, match="school_wave_rho"):
         _surveyed_params(school_wave_rho=1.0)
+    with pytest.raises(SpecError, match="school_wave_rho needs school_wave_sd"):
+        SimulationParams(school_wave_rho=0.5)
 
 
 def test_heavy_tailed_residual_truth_agrees_with_monte_carlo():

@@ -373,6 +373,8 @@ def _validate(p: SimulationParams) -> None:
         raise SpecError("SimulationParams: school_wave_sd >= 0 and three_way_sd >= 0 needed")
     if not 0 <= p.school_wave_rho < 1:
         raise SpecError("SimulationParams.school_wave_rho must be in [0, 1)")
+    if p.school_wave_rho > 0 and p.school_wave_sd == 0:
+        raise SpecError("SimulationParams.school_wave_rho needs school_wave_sd > 0 (no drift)")
     if p.student_df != 0 and not p.student_df > 2:
         raise SpecError("SimulationParams.student_df must be 0 (normal) or above 2")
     if any(not v > 0 for v in p.student_sd_by_school_type.values()):
