@@ -349,6 +349,9 @@ def tables(rows: pd.DataFrame, fits: pd.DataFrame) -> dict[str, pd.DataFrame]:
     """Coverage per stress set and estimand: overall, by kind and by breakdown (gate failures
     count as misses); and how often each predictive check flagged a fit, per stress set."""
     by_seed = fits.set_index("seed")
+    order = {name: k for k, name in enumerate(STRESS_SEEDS)}  # tables in the sets' order
+    rows = rows.iloc[np.argsort(rows["seed"].map(by_seed["stress"]).map(order), kind="stable")]
+    fits = fits.iloc[np.argsort(fits["stress"].map(order), kind="stable")]
     passed = rows["seed"].map(by_seed["diagnostics_passed"].astype(bool)).to_numpy()
     rows = rows.assign(
         stress=rows["seed"].map(by_seed["stress"]),
@@ -396,7 +399,7 @@ def verdict(overall: pd.DataFrame) -> bool:
 
 
 def _plot(by_kind: pd.DataFrame, path: Path) -> None:
-    sets = list(dict.fromkeys(by_kind["stress"]))
+    sets = [name for name in STRESS_SEEDS if name in set(by_kind["stress"])]
     fig, axes = plt.subplots(
         len(sets), len(PROBS), figsize=(11, 3.3 * len(sets)), sharey=True, squeeze=False
     )
@@ -428,6 +431,8 @@ def school_table(schools: pd.DataFrame, fits: pd.DataFrame) -> pd.DataFrame:
     """Coverage of school values and ranks per stress set, kind and interval probability
     (a fit that fails the gate counts as a miss)."""
     by_seed = fits.set_index("seed")
+    order = schools["seed"].map(by_seed["stress"]).map({n: k for k, n in enumerate(STRESS_SEEDS)})
+    schools = schools.iloc[np.argsort(order, kind="stable")]
     passed = schools["seed"].map(by_seed["diagnostics_passed"].astype(bool)).to_numpy()
     schools = schools.assign(
         stress=schools["seed"].map(by_seed["stress"]),
