@@ -272,7 +272,7 @@ def posterior_predictive_checks(
         if drift is not None:  # residuals without the school x wave term; new deviations
             school, a, b, sl, w_sw, sd_sw = drift
             keep, ind, cnt = sc
-            free = y[:, None] - (mu - np.asarray(w_sw @ flat[take][:, sl].T))
+            free = resid + np.asarray(w_sw @ flat[take][:, sl].T)
             obs_means = _group_moments(ind, cnt, free[keep])[0]
             fresh = rng.standard_normal((cnt.size, take.size)) * sd_sw[take]
             rep_means = _group_moments(ind, cnt, resid_rep[keep])[0] + fresh
@@ -294,11 +294,6 @@ def posterior_predictive_checks(
             for k in range(len(dispersion))
         ]
     )
-    p_drift = (
-        _pvalue(np.concatenate(rep_drift)[None], np.concatenate(obs_drift)[None])
-        if rep_drift
-        else np.array([])
-    )
     entries = {
         "ppc_index_by_wave_group": _family(labels_wg, p_wg, max_share=MAX_EXTREME_SHARE),
         "ppc_school_wave_means": _family(
@@ -314,7 +309,12 @@ def posterior_predictive_checks(
             one_sided=True,
         ),
     }
+    pvalues = {"ppc_index_by_wave_group": p_wg, "ppc_school_wave_means": p_sc,
+               "ppc_residual_sd_by_school_type": p_ty,
+               "ppc_cell_dispersion": p_dispersion}  # fmt: skip
     if drift is not None:
+        p_drift = _pvalue(np.concatenate(rep_drift)[None], np.concatenate(obs_drift)[None])
+        pvalues["ppc_school_drift_persistence"] = p_drift
         entries["ppc_school_drift_persistence"] = _family(
             [f"lag-one autocorrelation of school x wave means ({drift[1].size} pairs)"],
             p_drift,
@@ -325,11 +325,6 @@ def posterior_predictive_checks(
         entry["draws"] = int(pick.size)
         entry["students"] = len(frame)
         entry["students_in_data"] = n_students
-    pvalues = {"ppc_index_by_wave_group": p_wg, "ppc_school_wave_means": p_sc,
-                     "ppc_residual_sd_by_school_type": p_ty,
-                     "ppc_cell_dispersion": p_dispersion}  # fmt: skip
-    if drift is not None:
-        pvalues["ppc_school_drift_persistence"] = p_drift
     return entries, pvalues
 
 

@@ -127,7 +127,7 @@ def fit_survey_run(
                 effects, fitted["gcomp"]["n"].to_numpy(), min_cell_n=output.min_cell_n
             )
         )
-        _criticism(source, spec, fitted, tree, stage.path, progress, clock.timings)
+        loo_pit = _criticism(source, spec, fitted, tree, stage.path, progress, clock.timings)
         clock.restart()
         summary, diagnostics, (pvalues, prior) = _diagnose(
             source, spec, fitted, tree, output, options, clock, progress
@@ -135,7 +135,15 @@ def fit_survey_run(
         tree, diagnostics = _write_fit_files(stage.path, tree, diagnostics, summary, clock)
         _write_fit_tables(stage.path, source, fitted, output, clock)
         _fit_figures(
-            stage.path, source, spec, fitted, tree, (pvalues, prior), output, options, clock
+            stage.path,
+            source,
+            spec,
+            fitted,
+            tree,
+            (pvalues, prior, loo_pit),
+            output,
+            options,
+            clock,
         )
         clock.total("total_s")  # the fit, until the outputs
         record = runs.RunRecord.new(
@@ -246,17 +254,17 @@ def _write_fit_tables(folder: Path, source, fitted, output: OutputOptions, clock
 
 
 def _fit_figures(folder, source, spec, fitted, tree, checks, output, options, clock) -> None:
-    """Sampler and predictive-check figures."""
-    pvalues, prior = checks
+    """Sampler and predictive-check figures (``checks``: the PPC p-values, the prior
+    predictive draws and the LOO-PIT summary)."""
+    pvalues, prior, loo_pit = checks
     figures = folder / "figures"
     figures.mkdir()
     _predictive_figures(
         source.sample, spec, fitted, tree, figures, output, prior=prior, seed=options.seed
     )
     diag_plots.plot_ppc_pvalues(pvalues, figures / "ppc_pvalues.png")
-    pit = json.loads((folder / loo.LOO_JSON).read_text()).get("loo_pit")
-    if pit:  # LOO was computed (collapsed Gaussian runs)
-        diag_plots.plot_loo_pit(pit, figures / "loo_pit.png")
+    if loo_pit is not None:  # LOO was computed (collapsed Gaussian runs)
+        diag_plots.plot_loo_pit(loo_pit, figures / "loo_pit.png")
     clock.lap("predictive_figures_s")
 
 
@@ -477,9 +485,10 @@ def _fit(frame, spec, options, progress, timings, prepared=None):
     return tree, info
 
 
-def _criticism(source, spec, fit_info, tree, staging: Path, progress, timings) -> None:
+def _criticism(source, spec, fit_info, tree, staging: Path, progress, timings) -> dict | None:
     """Stage 3: LOO (loo.json) and the per-draw log prior / log likelihood totals that prior
-    power-scaling needs (posterior.nc), for Gaussian runs; no student rows are kept."""
+    power-scaling needs (posterior.nc), for Gaussian runs; no student rows are kept. Returns
+    the LOO-PIT summary (None where LOO is not computed)."""
     from omlbayes.criticism import sensitivity
     from omlbayes.model.design import grouped_stats
 
@@ -488,7 +497,7 @@ def _criticism(source, spec, fit_info, tree, staging: Path, progress, timings) -
         reason = f"exact LOO is implemented for Gaussian models (this one is {spec.family})"
         loo.write_not_computed(staging / loo.LOO_JSON, reason)
         progress(f"no LOO: {reason}")
-        return
+        return None
     t = time.perf_counter()
     layout = fit_info["layout"]
     stats = fit_info.get("stats") or grouped_stats(
@@ -500,13 +509,13 @@ def _criticism(source, spec, fit_info, tree, staging: Path, progress, timings) -
         reason = "the data were read as parts (streamed sums): LOO over parts is not implemented"
         loo.write_not_computed(staging / loo.LOO_JSON, reason)
         progress(f"no LOO: {reason}")
-        return
+        return None
     n_draws = posterior.sizes["chain"] * posterior.sizes["draw"]
     if n_draws < loo.MIN_DRAWS:
         reason = f"{n_draws} posterior draws; PSIS needs at least {loo.MIN_DRAWS}"
         loo.write_not_computed(staging / loo.LOO_JSON, reason)
         progress(f"no LOO: {reason}")
-        return
+        return None
     progress(
         "leave-one-out (exact given the hyper-parameters, PSIS over their draws"
         + (
@@ -520,6 +529,7 @@ def _criticism(source, spec, fit_info, tree, staging: Path, progress, timings) -
     counts = loo.pareto_k_counts(elpd.pareto_k.to_numpy(), elpd.good_k)
     progress(f"elpd_loo {elpd.elpd:.1f} (SE {elpd.se:.1f}), p_loo {elpd.p:.1f}; Pareto k: {counts}")
     timings["criticism_s"] = time.perf_counter() - t
+    return facts["loo_pit"]
 
 
 def _write_descriptives(tables: dict, folder: Path, *, min_cell_n: int) -> None:

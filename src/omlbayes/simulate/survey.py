@@ -287,10 +287,16 @@ class SimulationParams:
     def __post_init__(self) -> None:
         _validate(self)
 
+    def residual_sd(self, school_type: str | None = None) -> float:
+        """The residual (student) SD of a student of ``school_type`` (``None``: the common
+        ``student_sd``)."""
+        if school_type is None:
+            return self.student_sd
+        return self.student_sd_by_school_type.get(school_type, self.student_sd)
+
     def student_sds(self) -> np.ndarray:
         """Residual (student) SD per school type, in ``schema.SCHOOL_TYPES`` order."""
-        table = self.student_sd_by_school_type
-        return np.array([table.get(t, self.student_sd) for t in schema.SCHOOL_TYPES])
+        return np.array([self.residual_sd(t) for t in schema.SCHOOL_TYPES])
 
     @property
     def harder(self) -> bool:
@@ -302,18 +308,15 @@ class SimulationParams:
             or self.student_df > 0
         )
 
-    def item_total_sd(self, school_type: str | None = None, *, school: bool = True) -> np.ndarray:
+    def item_total_sd(
+        self, school_type: str | None = None, *, school: bool = True, student: bool = True
+    ) -> np.ndarray:
         """SD of ``loading_j * (u + u_sw + e) + eps_j`` per item: the probit scale given eta
         (for a student of ``school_type``; ``None``: the common ``student_sd``).
         ``school=False``: given the school's realized ``u + u_sw`` as well (``loading_j * e
-        + eps_j``)."""
+        + eps_j``); ``student=False``: without the student residual ``e``."""
         lam = np.asarray(self.item_loadings)
-        student = (
-            self.student_sd
-            if school_type is None
-            else self.student_sd_by_school_type.get(school_type, self.student_sd)
-        )
-        var_theta = student**2
+        var_theta = self.residual_sd(school_type) ** 2 if student else 0.0
         if school:
             var_theta = self.school_sd**2 + self.school_wave_sd**2 + var_theta
         return np.sqrt(lam**2 * var_theta + np.asarray(self.item_noise_sd) ** 2)
@@ -557,14 +560,8 @@ def expected_item_mean(
 
     df = params.student_df
     nodes = student_t.ppf((np.arange(_T_NODES) + 0.5) / _T_NODES, df) * np.sqrt((df - 2) / df)
-    student = (
-        params.student_sd
-        if school_type is None
-        else params.student_sd_by_school_type.get(school_type, params.student_sd)
-    )
-    var_school = params.school_sd**2 + params.school_wave_sd**2 if school else 0.0
-    sd = np.sqrt(lam**2 * var_school + np.asarray(params.item_noise_sd) ** 2)
-    shifted = eta[..., None] + student * nodes  # (..., nodes)
+    sd = params.item_total_sd(school_type, school=school, student=False)
+    shifted = eta[..., None] + params.residual_sd(school_type) * nodes  # (..., nodes)
     for j in range(len(lam)):
         z = (lam[j] * shifted[..., None] - cuts[j]) / sd[j]
         total += ITEM_MIN + ndtr(z).sum(axis=-1).mean(axis=-1)
@@ -865,6 +862,15 @@ def simulate_survey(
     )
 
 
+def _by_type(eta: np.ndarray, types: np.ndarray, grid: np.ndarray, curves: np.ndarray):
+    """``curves[t]`` (tabulated on ``grid``) at each ``eta``, ``t`` its school type code."""
+    out = np.empty_like(eta)
+    for t in np.unique(types):
+        at = types == t
+        out[at] = np.interp(eta[at], grid, curves[t])
+    return out
+
+
 def _patterns(
     codes: dict[str, np.ndarray], age_term: np.ndarray, fixed: tuple[str, ...]
 ) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray]:
@@ -954,11 +960,7 @@ def true_effects(
         idx = tuple(fixed_codes[c] if c in fixed_codes else free_codes[c] for c in COVARIATES)
         eta = table[idx] + age_part
         types = np.broadcast_to(idx[i_type], eta.shape)
-        curve = np.empty_like(eta)
-        for t in np.unique(types):
-            at = types == t
-            curve[at] = np.interp(eta[at], grid, grid_mean[t])
-        return float(np.sum(weight * curve) / n_rows)
+        return float(np.sum(weight * _by_type(eta, types, grid, grid_mean)) / n_rows)
 
     pooled = mean_index({}, patterns(()))
     latent_sd = None
@@ -1041,15 +1043,10 @@ def true_surveyed_effects(
     per_school = counts.sum(axis=1)
     # a column is school-level where every school has one value of it
     constant = {c for c in COVARIATES[1:] if (rows.groupby(school)[c].nunique() <= 1).all()}
-    level_of = {
-        c: np.array(
-            [
-                codes[c][school == s][0] if np.any(school == s) else -1
-                for s in range(len(per_school))
-            ]
-        )
-        for c in constant
-    }
+    level_of = {}
+    for c in constant:  # each school's one value of it (-1: no retained student)
+        level_of[c] = np.full(len(per_school), -1)
+        level_of[c][school] = codes[c]
     own = table[tuple(codes[c] for c in COVARIATES)] + age_term
     shift = u_school[school] + u_wave[school, codes["wave"]]
     # E[item mean | eta + school effects] per school type, tabulated on a fine grid
@@ -1060,15 +1057,7 @@ def true_surveyed_effects(
         [expected_item_mean(grid, params, t, school=False) for t in schema.SCHOOL_TYPES]
     )
     i_type = COVARIATES.index("school_type")
-
-    def expected(eta: np.ndarray, types: np.ndarray) -> np.ndarray:
-        out = np.empty_like(eta)
-        for t in np.unique(types):
-            at = types == t
-            out[at] = np.interp(eta[at], grid, curve[t])
-        return out
-
-    observed = float(expected(own + shift, codes["school_type"]).mean())
+    observed = float(_by_type(own + shift, codes["school_type"], grid, curve).mean())
     records = []
     for cols in breakdowns:
         pat_codes, pat_age, pat_n = _patterns(codes, age_term, (*cols, "wave"))
@@ -1096,7 +1085,8 @@ def true_surveyed_effects(
                 on = share > 0
                 school_eta = u_school[on] + u_wave[on, w_code]
                 grid_eta = eta[:, None] + school_eta[None, :]
-                value = expected(grid_eta, np.broadcast_to(types[:, None], grid_eta.shape))
+                types = np.broadcast_to(types[:, None], grid_eta.shape)
+                value = _by_type(grid_eta, types, grid, curve)
                 mean = float(weight @ value @ (share[on] / share[on].sum()))
                 record["value"] = (mean - observed) / scaled.raw_sd
     return pd.DataFrame.from_records(records, columns=["breakdown", "group", "wave", "value"])

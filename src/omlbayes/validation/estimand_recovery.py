@@ -98,20 +98,21 @@ def contrast_defs(
     waves: list[str], groups: list[str], pairs: tuple[tuple[str, str], ...]
 ) -> list[tuple[str, tuple, tuple]]:
     """(kind, plus, minus) per contrast; plus and minus list (wave, group) index pairs."""
+    # the factsheet's pairs that are not already a wave's change from the first or previous
+    covered = {(k, 0) for k in range(1, len(waves))} | {(k, k - 1) for k in range(2, len(waves))}
+    spec = [
+        (waves.index(later), waves.index(earlier))
+        for later, earlier in pairs
+        if later in waves and earlier in waves
+    ]
+    spec = [pair for pair in spec if pair not in covered]
     out = []
-    seen = set()
     for g in range(len(groups)):
         for k in range(1, len(waves)):
             out.append(("vs_first", ((k, g),), ((0, g),)))
-            seen.add((k, 0))
             if k >= 2:
                 out.append(("vs_previous", ((k, g),), ((k - 1, g),)))
-                seen.add((k, k - 1))
-        for later, earlier in pairs:
-            if later in waves and earlier in waves:
-                k, j = waves.index(later), waves.index(earlier)
-                if (k, j) not in seen:
-                    out.append(("spec_pair", ((k, g),), ((j, g),)))
+        out += [("spec_pair", ((k, g),), ((j, g),)) for k, j in spec]
     for g in range(1, len(groups)):
         for k in range(len(waves)):
             out.append(("gap", ((k, g),), ((k, 0),)))
