@@ -92,6 +92,14 @@ _GROUP_MAX_RUN = 400
 # Starts of D compared: the fully dense tail, and those whose columns of L are all at least
 # this full; at most _TAIL_MAX columns (dense work grows with its cube).
 _TAIL_DENSITIES = (0.75, 0.5, 0.35, 0.25)
+# Orderings: minimum degree with a term's columns last (:func:`_class_orderings`) up to
+# this p (its graph is a p x p bitset); one gives up past this multiple of the least factor
+# flops so far; those within _ORDER_SLACK of the least flops, at most _ORDER_KEEP, are laid
+# out and the one of least predicted seconds wins.
+_CLASS_MAX_P = 20_000
+_CLASS_GIVE_UP = 4.0
+_ORDER_SLACK = 1.3
+_ORDER_KEEP = 3
 _TAIL_MAX = 1500
 # Predicted seconds per non-zero of P (assembly, gradient sums) and per stored entry of the
 # panels (zeroing, solves).
@@ -185,6 +193,25 @@ def _block_ordering(pattern: sp.csc_matrix, blocks: list[np.ndarray]) -> np.ndar
     return np.concatenate([b[np.argsort(degree[b], kind="stable")] for b in order])
 
 
+def _class_orderings(p: int, blocks: list[np.ndarray]) -> list[tuple[str, np.ndarray]]:
+    """Classes for :func:`_class_min_degree`: each block (term) last, with the others in
+    one class before it, and also with the largest block (the finest grouping, whose cells
+    are the leaves) first. A grouping term last is a separator: e.g. schools last leaves
+    the waves' cells of a school x wave design to eliminate apart."""
+    largest = max(range(len(blocks)), key=lambda k: (blocks[k].size, -k))
+    out = []
+    for k, block in enumerate(blocks):
+        classes = np.zeros(p, dtype=np.int64)
+        classes[block] = 1
+        out.append((f"min_degree_block{k}_last", classes))
+        if k != largest:
+            classes = np.ones(p, dtype=np.int64)
+            classes[blocks[largest]] = 0
+            classes[block] = 2
+            out.append((f"min_degree_block{largest}_first_block{k}_last", classes))
+    return out
+
+
 def _mmd_ordering(pattern: sp.csc_matrix) -> np.ndarray:
     """SuperLU's minimum-degree ordering of P + P' (its numeric factor is thrown away)."""
     p = pattern.shape[0]
@@ -197,6 +224,65 @@ def _mmd_ordering(pattern: sp.csc_matrix) -> np.ndarray:
         options={"SymmetricMode": True},
     )
     return np.asarray(lu.perm_c, dtype=np.int64).argsort()  # perm_c[i]: new position of i
+
+
+@numba.njit(cache=True, nogil=True)
+def _class_min_degree(p, ap, ai, cls, limit):
+    """Minimum-degree order of a symmetric pattern (full CSC) in which every column of class
+    0 comes before every column of class 1, and so on: each step eliminates, among the
+    columns of the lowest class left, one of least degree in the graph of the remaining
+    columns with the fill so far (lowest index on ties; the graph as a bitset). Gives up
+    (returns an empty order) once the summed squared degrees pass ``limit``."""
+    nw = (p + 63) // 64
+    adj = np.zeros((p, nw), dtype=np.uint64)
+    deg = np.zeros(p, dtype=np.int64)
+    one = np.uint64(1)
+    for j in range(p):
+        for q in range(ap[j], ap[j + 1]):
+            i = ai[q]
+            if i == j:
+                continue
+            for a, b in ((i, j), (j, i)):
+                bit = one << np.uint64(b % 64)
+                if not adj[a, b // 64] & bit:
+                    adj[a, b // 64] |= bit
+                    deg[a] += 1
+    alive = np.ones(p, dtype=np.bool_)
+    order = np.empty(p, dtype=np.int64)
+    nbrs = np.empty(p, dtype=np.int64)
+    work = 0.0
+    for step in range(p):
+        v = -1
+        for j in range(p):
+            if alive[j] and (v < 0 or cls[j] < cls[v] or (cls[j] == cls[v] and deg[j] < deg[v])):
+                v = j
+        order[step] = v
+        alive[v] = False
+        n = 0
+        for word in range(nw):
+            x = adj[v, word]
+            b = 0
+            while x:
+                if x & one:
+                    nbrs[n] = word * 64 + b
+                    n += 1
+                x >>= one
+                b += 1
+        work += float(n + 1) ** 2
+        if work > limit:
+            return np.zeros(0, dtype=np.int64)
+        vbit = ~(one << np.uint64(v % 64))
+        for s in range(n):
+            i = nbrs[s]
+            adj[i, v // 64] &= vbit
+            deg[i] -= 1
+            for t in range(n):
+                k = nbrs[t]
+                bit = one << np.uint64(k % 64)
+                if k != i and not adj[i, k // 64] & bit:
+                    adj[i, k // 64] |= bit
+                    deg[i] += 1
+    return order
 
 
 @numba.njit(cache=True, nogil=True)
@@ -742,17 +828,28 @@ class SparsePattern:
             orderings["blocks"] = _block_ordering(full, blocks)
         if p > 1:
             orderings["minimum_degree"] = _mmd_ordering(full)
-        best = None
-        candidates = {}
+        candidates, analysed = {}, {}
         for name, perm in orderings.items():
             sym = _symbolic(_permuted_upper(full, perm))
-            flops = _factor_flops(sym[1])
-            candidates[name] = flops
-            if best is None or flops < best[2]:
-                best = (name, perm, flops, sym)
-        name, perm, flops, (parent, lp, li) = best
-        layouts = [_layout(full, perm, parent, lp, li, t0) for t0 in _tail_candidates(p, lp)]
-        predicted, perm, upper, packed, t0, ns, n_groups, nnz_panels = min(
+            candidates[name] = _factor_flops(sym[1])
+            analysed[name] = (perm, sym)
+        if blocks and 1 < p <= _CLASS_MAX_P:
+            ap, ai = full.indptr.astype(np.int64), full.indices.astype(np.int64)
+            for name, classes in _class_orderings(p, blocks):
+                limit = _CLASS_GIVE_UP * min(candidates.values())
+                perm = _class_min_degree(p, ap, ai, classes, limit)
+                if perm.size:
+                    sym = _symbolic(_permuted_upper(full, perm))
+                    candidates[name] = _factor_flops(sym[1])
+                    analysed[name] = (perm, sym)
+        least = min(candidates.values())
+        kept = sorted((f, name) for name, f in candidates.items() if f <= _ORDER_SLACK * least)
+        layouts = []
+        for flops, name in kept[:_ORDER_KEEP]:
+            perm, (parent, lp, li) = analysed[name]
+            for t0 in _tail_candidates(p, lp):
+                layouts.append((*_layout(full, perm, parent, lp, li, t0), name, flops, lp))
+        predicted, perm, upper, packed, t0, ns, n_groups, nnz_panels, name, flops, lp = min(
             layouts, key=lambda x: x[0]
         )
         return cls(
