@@ -2,7 +2,7 @@
 
 The collapsed model (``collapsed.build_model``, the PyMC reference) has only the residual
 SD(s) and one SD per group term as free parameters; its density is their priors plus the
-marginal likelihood kernel (dense or sparse). Written here as cacheable numba functions,
+marginal likelihood kernel (dense or sparse). Written as cacheable numba functions,
 it compiles once per machine (numba's cache) instead of once per run: PyMC/nutpie compile a
 new graph around the kernel for every fit, which cost more than the sampling itself for
 small models. nutpie calls it through ``nutpie.compiled_pyfunc`` (the kernels release the
@@ -122,7 +122,13 @@ def _combine(x, n_sigma, folded, family, pa, pb, term_size, ll, g_s2, g_lam):
     return logp, grad
 
 
-@numba.njit(cache=True, nogil=True)
+# logp_sparse and logp_dense are plain Python around three compiled calls, not one compiled
+# function: numba caches a function with every function it calls compiled in, checked
+# against its own source file only, so a compiled caller here would keep running a stale
+# copy of a kernel after backends/sparse.py or marginal.py change (and read a changed
+# pattern wrongly). Each kernel is cached with its own file.
+
+
 def logp_sparse(
     x, n_sigma, folded, family, pa, pb, fixed_log_var, term_size,
     wtw_data, wty, yty, n_obs, sparse_pattern,
@@ -132,17 +138,16 @@ def logp_sparse(
     ll, g_s2, g_lam = sparse_marginal_loglik(
         log_s2, log_lam, wtw_data, wty, yty, n_obs, sparse_pattern
     )
-    return _combine(x, n_sigma, folded, family, pa, pb, term_size, ll.item(), g_s2, g_lam)
+    return _combine(x, n_sigma, folded, family, pa, pb, term_size, float(ll), g_s2, g_lam)
 
 
-@numba.njit(cache=True, nogil=True)
 def logp_dense(
     x, n_sigma, folded, family, pa, pb, fixed_log_var, term_size, wtw, wty, yty, n_obs
 ):  # fmt: skip
     """The posterior log density and gradient with the dense kernel (one residual SD)."""
     log_s2, log_lam = _variances(x, n_sigma, folded, fixed_log_var, term_size)
     ll, g_s2, g_lam = dense_marginal_loglik(log_s2, log_lam, wtw, wty, yty, n_obs)
-    return _combine(x, n_sigma, folded, family, pa, pb, term_size, ll, g_s2, g_lam)
+    return _combine(x, n_sigma, folded, family, pa, pb, term_size, float(ll), g_s2, g_lam)
 
 
 def guarded_logp(fn, x: np.ndarray, shared: dict) -> tuple[float, np.ndarray]:

@@ -108,6 +108,10 @@ _S_PER_L_NONZERO = 2e-9
 # Triangular inverses below this size are LAPACK's dtrtri; above, halved recursively so
 # that the bulk is dtrmm/dtrsm (OpenBLAS's dtrtri is slow on one thread).
 _TRI_BASE = 32
+# Column blocks of the dgemm that forms a lower triangle A A' (:func:`_syrk_lower`).
+_SYRK_BLOCK = 32
+# Entries of P's pattern per chunk of the trace sums (they stay in the L1 cache).
+_CHUNK = 1024
 _CHAR_L, _CHAR_N, _CHAR_T, _CHAR_R = ord("L"), ord("N"), ord("T"), ord("R")
 
 
@@ -307,11 +311,21 @@ def _dense_seconds(n):
 
 
 @numba.njit(cache=True, nogil=True)
-def _group_seconds(rows, cols):
+def _group_seconds(rows, cols, n):
     """Predicted seconds of a group of lead columns in D's products: its Schur update and
-    selected-inverse product (BLAS), its gathered and scattered square block."""
-    fr = float(rows)
-    return fr * fr * (float(cols) * _GROUP_S_PER_FMA + _GROUP_S_PER_ENTRY) + _GROUP_S_FIXED
+    selected-inverse product (BLAS), its gathered and scattered square block; or, if less,
+    those products over all n rows of D in place (a dense group: nothing gathered)."""
+    fr, fn, fc = float(rows), float(n), float(cols)
+    gathered = fr * fr * (fc * _GROUP_S_PER_FMA + _GROUP_S_PER_ENTRY)
+    return min(gathered, fn * fn * fc * _GROUP_S_PER_FMA) + _GROUP_S_FIXED
+
+
+@numba.njit(cache=True, nogil=True)
+def _group_is_dense(rows, cols, n):
+    """Whether a group's products over all of D's rows are predicted cheaper (see
+    :func:`_group_seconds`)."""
+    fr, fn, fc = float(rows), float(n), float(cols)
+    return fn * fn * fc * _GROUP_S_PER_FMA <= fr * fr * (fc * _GROUP_S_PER_FMA + _GROUP_S_PER_ENTRY)
 
 
 @numba.njit(cache=True, nogil=True)
@@ -373,7 +387,7 @@ def _group_runs(ptr, idx, widths, m, max_run):
                     touched[n_rows] = x
                     n_rows += 1
             cols += widths[j]
-            cost = best[i] + _group_seconds(n_rows, cols)
+            cost = best[i] + _group_seconds(n_rows, cols, m)
             if cost < best[j + 1]:
                 best[j + 1] = cost
                 prev[j + 1] = i
@@ -584,7 +598,7 @@ def _group_arrays(first, srp, srow, rl, groups) -> tuple:
     block, the groups' rows in D (``grow[grp[g]:grp[g+1]]``, relative to D's first column)
     also as contiguous runs (``(local start, D row, length)`` rows of ``gruns[grunp[g]:
     grunp[g+1]]``), each D row's index among its group's rows (aligned with ``srow``), and
-    the blocks' offsets."""
+    the blocks' offsets. A dense group (:func:`_group_is_dense`) has all of D's rows."""
     ns = first.size - 1
     t0 = int(first[-2])
     nd = int(first[-1]) - t0
@@ -595,6 +609,8 @@ def _group_arrays(first, srp, srow, rl, groups) -> tuple:
     index = np.full(nd, -1, dtype=np.int64)
     for g, ss in enumerate(groups):
         rows = np.unique(np.concatenate([srow[srp[s] + rl[s] : srp[s + 1]] - t0 for s in ss]))
+        if _group_is_dense(rows.size, int(np.sum(first[ss + 1] - first[ss])), nd):
+            rows = np.arange(nd)
         index[rows] = np.arange(rows.size)
         col = 0
         for s in ss:
@@ -747,12 +763,12 @@ def _update_maps(first, srp, srow, col_sn, sg):
 
 @numba.njit(cache=True, nogil=True)
 def _panel_positions(p, ap, ai, first, srp, srow, col_sn, soff):
-    """Where each entry of P's upper pattern (P[i, k] = L[k, i] for i <= k) and each
-    diagonal entry sits in the panels."""
+    """Where each entry of P's lower pattern (``ap``, ``ai``: column i, rows k >= i, at L[k,
+    i]) and each diagonal entry sits in the panels."""
     apos = np.empty(ap[p], dtype=np.int64)
-    for k in range(p):
-        for q in range(ap[k], ap[k + 1]):
-            i = ai[q]
+    for i in range(p):
+        for q in range(ap[i], ap[i + 1]):
+            k = ai[q]
             s = col_sn[i]
             m = first[s + 1] - first[s] + srp[s + 1] - srp[s]
             apos[q] = soff[s] + (i - first[s]) * m + _row_position(first, srp, srow, s, k)
@@ -792,6 +808,7 @@ class SparsePattern:
     n_groups: int  # groups of lead supernodes in D's products
     nnz_panels: int
     predicted_s: float  # predicted seconds per evaluation (cost model), for kernel choice
+    entry_order: np.ndarray  # the kernel's entries of P (lower triangle, CSC) in ``upper``
 
     @classmethod
     def build(cls, pattern: sp.spmatrix, blocks: list[np.ndarray] | None = None) -> SparsePattern:
@@ -849,9 +866,8 @@ class SparsePattern:
             perm, (parent, lp, li) = analysed[name]
             for t0 in _tail_candidates(p, lp):
                 layouts.append((*_layout(full, perm, parent, lp, li, t0), name, flops, lp))
-        predicted, perm, upper, packed, t0, ns, n_groups, nnz_panels, name, flops, lp = min(
-            layouts, key=lambda x: x[0]
-        )
+        best = min(layouts, key=lambda x: x[0])
+        predicted, perm, upper, packed, t0, ns, n_groups, nnz_panels, order, name, flops, lp = best
         return cls(
             p,
             perm,
@@ -866,10 +882,12 @@ class SparsePattern:
             n_groups,
             nnz_panels,
             float(predicted),
+            order,
         )
 
     def values(self, matrix: sp.spmatrix) -> np.ndarray:
-        """The entries of symmetric ``matrix`` (original order) on the permuted upper pattern.
+        """The entries of symmetric ``matrix`` (original order) on the permuted pattern, in the
+        kernel's order (its lower triangle by columns: the order of the panels).
 
         Raises if ``matrix`` has a non-zero outside the pattern.
         """
@@ -887,6 +905,13 @@ class SparsePattern:
             raise ValueError("matrix has non-zeros outside the sparse pattern")
         out = np.zeros(want.size)
         out[pos] = upper.data
+        return out[self.entry_order]
+
+    def panel_positions(self) -> np.ndarray:
+        """Where each entry of ``upper`` (its CSC order) sits in the panels of the factor and
+        the selected inverse."""
+        out = np.empty(self.entry_order.size, dtype=np.int64)
+        out[self.entry_order] = _unpack(self.packed)[25]
         return out
 
     def factor_entries(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -911,7 +936,8 @@ class SparsePattern:
 def _unpack(packed):
     """``p, perm, ap, ai, first, soff, srp, srow, col_sn, dpos, rl, chp, cht, chb0, chb1,
     chro, rel, sg, sgc, grp, grow, spos, boff, grunp, gruns, apos`` (see
-    ``SparsePattern.build``): ``apos`` (where P's upper entries sit in the panels) last."""
+    ``SparsePattern.build``); ``ap``, ``ai``: P's lower pattern by columns (the kernel's order
+    of P's entries), ``apos`` (where they sit in the panels) last."""
     p, nnz_a, ns, n_srow = packed[0], packed[1], packed[2], packed[3]
     n_chunks, n_rel, n_groups, n_grow = packed[4], packed[5], packed[9], packed[10]
     o = _HEADER
@@ -1013,6 +1039,13 @@ def _layout(full, perm, parent, lp, li, t0) -> tuple:
     soff = np.concatenate([[0], np.cumsum(widths * heights)]).astype(np.int64)
     sg, sgc, grp, grow, spos, boff, grunp, gruns = _group_arrays(first, srp, srow, rl, groups)
     chp, cht, chb0, chb1, chro, rel = _update_maps(first, srp, srow, col_sn, sg)
+    # the kernel's entries of P (``a_data``) in the order of the panels: P's lower triangle by
+    # columns, rows sorted (the diagonal first); entry_order[q]: its index in ``upper``
+    tagged = sp.csc_matrix((np.arange(ap[-1], dtype=np.float64) + 1.0, ai, ap), shape=(p, p))
+    lower = sp.csc_matrix(tagged.T)
+    lower.sort_indices()
+    entry_order = lower.data.astype(np.int64) - 1
+    ap, ai = lower.indptr.astype(np.int64), lower.indices.astype(np.int64)
     apos, dpos = _panel_positions(p, ap, ai, first, srp, srow, col_sn, soff)
     header = np.array(
         [p, ap[-1], ns, srow.size, cht.size, rel.size, soff[-1], below.max(), widths.max()]
@@ -1031,7 +1064,7 @@ def _layout(full, perm, parent, lp, li, t0) -> tuple:
     nnz_panels = int(np.sum(widths * heights - widths * (widths - 1) // 2))
     predicted = lead_s + _dense_seconds(int(widths[-1])) + group_s
     predicted += _S_PER_P_NONZERO * ap[-1] + _S_PER_L_NONZERO * nnz_panels
-    return float(predicted), perm, upper, packed, t0, ns, grp.size - 1, nnz_panels
+    return float(predicted), perm, upper, packed, t0, ns, grp.size - 1, nnz_panels, entry_order
 
 
 def _structure(full, perm, first) -> tuple:
@@ -1052,32 +1085,61 @@ def _structure(full, perm, first) -> tuple:
 
 @numba.njit(cache=True, nogil=True)
 def _assemble(p, ap, ai, perm, a_data, inv_s2, lam):
-    """Upper pattern values of P = sum_g A_g / s2_g + diag(1 / lam) (permuted)."""
+    """Values of P = sum_g A_g / s2_g + diag(1 / lam) on its lower pattern (permuted)."""
     px = np.zeros(ap[p])
     for g in range(a_data.shape[0]):
         w = inv_s2[g]
         for q in range(ap[p]):
             px[q] += a_data[g, q] * w
     for k in range(p):
-        # the diagonal is the last entry of each sorted upper column
-        px[ap[k + 1] - 1] += 1.0 / lam[perm[k]]
+        # the diagonal is the first entry of each sorted lower column
+        px[ap[k]] += 1.0 / lam[perm[k]]
     return px
 
 
 @numba.njit(cache=True, nogil=True, inline="always")
 def _dot(x, xo, y, yo, n):
-    """sum_t x[xo + t] y[yo + t] with four partial sums (independent chains; always the
+    """sum_t x[xo + t] y[yo + t] with eight partial sums (independent chains; always the
     same order, so the result is reproducible)."""
-    a0 = a1 = a2 = a3 = 0.0
+    xs = x[xo : xo + n]
+    ys = y[yo : yo + n]
+    a0 = a1 = a2 = a3 = a4 = a5 = a6 = a7 = 0.0
+    n8 = n - n % 8
+    for t in range(0, n8, 8):
+        a0 += xs[t] * ys[t]
+        a1 += xs[t + 1] * ys[t + 1]
+        a2 += xs[t + 2] * ys[t + 2]
+        a3 += xs[t + 3] * ys[t + 3]
+        a4 += xs[t + 4] * ys[t + 4]
+        a5 += xs[t + 5] * ys[t + 5]
+        a6 += xs[t + 6] * ys[t + 6]
+        a7 += xs[t + 7] * ys[t + 7]
+    for t in range(n8, n):
+        a0 += xs[t] * ys[t]
+    return ((a0 + a1) + (a2 + a3)) + ((a4 + a5) + (a6 + a7))
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _dot2(x, xo, y, z, n):
+    """(sum_t x[xo + t] y[t], sum_t x[xo + t] z[t]) in one pass over x, four partial sums
+    each (a fixed order)."""
+    xs = x[xo : xo + n]
+    a0 = a1 = a2 = a3 = b0 = b1 = b2 = b3 = 0.0
     n4 = n - n % 4
     for t in range(0, n4, 4):
-        a0 += x[xo + t] * y[yo + t]
-        a1 += x[xo + t + 1] * y[yo + t + 1]
-        a2 += x[xo + t + 2] * y[yo + t + 2]
-        a3 += x[xo + t + 3] * y[yo + t + 3]
+        x0, x1, x2, x3 = xs[t], xs[t + 1], xs[t + 2], xs[t + 3]
+        a0 += x0 * y[t]
+        a1 += x1 * y[t + 1]
+        a2 += x2 * y[t + 2]
+        a3 += x3 * y[t + 3]
+        b0 += x0 * z[t]
+        b1 += x1 * z[t + 1]
+        b2 += x2 * z[t + 2]
+        b3 += x3 * z[t + 3]
     for t in range(n4, n):
-        a0 += x[xo + t] * y[yo + t]
-    return (a0 + a1) + (a2 + a3)
+        a0 += xs[t] * y[t]
+        b0 += xs[t] * z[t]
+    return (a0 + a1) + (a2 + a3), (b0 + b1) + (b2 + b3)
 
 
 @numba.njit(cache=True, nogil=True)
@@ -1111,7 +1173,7 @@ def _tri_inverse(x, off, n, ld):
 
 @numba.njit(cache=True, nogil=True)
 def _factor(packed, px):
-    """The Cholesky factor of P (upper pattern values ``px``) in the supernodes' panels, and
+    """The Cholesky factor of P (values ``px`` on its lower pattern) in the supernodes' panels, and
     ok (False if P is not positive definite): see :func:`_factor_panels`."""
     apos = _unpack(packed)[25]
     lx = np.zeros(packed[6])
@@ -1125,12 +1187,14 @@ def _assemble_panels(packed, a_data, inv_s2, lam):
     """P = sum_g A_g / s2_g + diag(1 / lam) in the panels (zero elsewhere)."""
     p, perm, ap, ai = _unpack(packed)[:4]
     dpos, apos = _unpack(packed)[9], _unpack(packed)[25]
+    px = a_data[0] * inv_s2[0]  # a group at a time: contiguous, vectorised
+    for g in range(1, a_data.shape[0]):
+        w = inv_s2[g]
+        for q in range(ap[p]):
+            px[q] += a_data[g, q] * w
     lx = np.zeros(packed[6])
-    for q in range(ap[p]):
-        v = 0.0
-        for g in range(a_data.shape[0]):
-            v += a_data[g, q] * inv_s2[g]
-        lx[apos[q]] = v
+    for q in range(ap[p]):  # in the panels' order
+        lx[apos[q]] = px[q]
     for k in range(p):
         lx[dpos[k]] += 1.0 / lam[perm[k]]
     return lx
@@ -1157,6 +1221,8 @@ def _factor_panels(packed, lx, y):
     ) = _unpack(packed)  # fmt: skip
     ns = first.shape[0] - 1
     update = np.empty(max(packed[7] * packed[7], packed[12] * packed[12]))
+    inverse = np.empty(packed[8] * packed[8])
+    column = np.empty(packed[7])
     blocks = np.zeros(packed[11])
     for s in range(ns):
         w = first[s + 1] - first[s]
@@ -1167,9 +1233,10 @@ def _factor_panels(packed, lx, y):
             for g in range(grp.shape[0] - 1):
                 nu = grp[g + 1] - grp[g]
                 width = (boff[g + 1] - boff[g]) // nu
-                lapack.dsyrk(
-                    _CHAR_L, _CHAR_N, nu, width, 1.0, blocks, boff[g], nu, 0.0, update, 0, nu
-                )
+                if nu == w:  # dense: subtracted from D in place
+                    _syrk_lower(nu, width, -1.0, blocks, boff[g], nu, 1.0, lx, off, m)
+                    continue
+                _syrk_lower(nu, width, 1.0, blocks, boff[g], nu, 0.0, update, 0, nu)
                 for b in range(nu):  # its lower triangle into D, by runs of rows
                     base = off + grow[grp[g] + b] * m
                     for k in range(grunp[g], grunp[g + 1]):
@@ -1195,10 +1262,19 @@ def _factor_panels(packed, lx, y):
                 d = lx[off + c * (m + 1)]
                 if not (d > 0.0 and d < np.inf):
                     return False
-            if r > 0:
-                lapack.dtrsm(
-                    _CHAR_R, _CHAR_L, _CHAR_T, _CHAR_N, r, w, 1.0, lx, off, m, lx, off + w, m
-                )
+            if s < ns - 1:  # L_JJ^-1, kept transposed in the block's upper triangle
+                for c in range(w):
+                    for i in range(c, w):
+                        inverse[i + c * w] = lx[off + i + c * m]
+                _tri_inverse(inverse, 0, w, w)
+                for c in range(w):
+                    for i in range(c + 1, w):
+                        lx[off + c + i * m] = inverse[i + c * w]
+                if r > 0:  # L_RJ = A_RJ L_JJ^-T (OpenBLAS's dtrsm is slow for these shapes)
+                    lapack.dtrmm(
+                        _CHAR_R, _CHAR_L, _CHAR_T, _CHAR_N, r, w, 1.0, inverse, 0, w, lx, off + w,
+                        m,
+                    )  # fmt: skip
         if y.shape[0]:
             f = first[s]
             for c in range(w):
@@ -1207,8 +1283,19 @@ def _factor_panels(packed, lx, y):
                 y[f + c] = yk
                 for i in range(c + 1, w):
                     y[f + i] -= lx[col + i] * yk
+            if w == 1:
                 for a in range(r):
-                    y[srow[srp[s] + a]] -= lx[col + w + a] * yk
+                    y[srow[srp[s] + a]] -= lx[off + 1 + a] * y[f]
+            elif r > 0:  # L_RJ y_J summed over the columns, then scattered once
+                for a in range(r):
+                    column[a] = 0.0
+                for c in range(w):
+                    yk = y[f + c]
+                    col = off + c * m + w
+                    for a in range(r):
+                        column[a] += lx[col + a] * yk
+                for a in range(r):
+                    y[srow[srp[s] + a]] -= column[a]
         nl = rl[s]
         if nl > 0 and w > 1:
             lapack.dgemm(
@@ -1237,29 +1324,47 @@ def _factor_panels(packed, lx, y):
     return True
 
 
+@numba.njit(cache=True, nogil=True, inline="always")
+def _syrk_lower(n, k, alpha, a, ao, lda, beta, c, co, ldc):
+    """The lower triangle of C := alpha A A' + beta C (n x n, A n x k) by dgemm on column
+    blocks of _SYRK_BLOCK (faster than OpenBLAS's dsyrk for these shapes); it also writes the
+    upper triangles of the diagonal blocks, which no caller reads."""
+    j = 0
+    while j < n:
+        jb = min(_SYRK_BLOCK, n - j)
+        lapack.dgemm(
+            _CHAR_N, _CHAR_T, n - j, jb, k, alpha, a, ao + j, lda, a, ao + j, lda, beta, c,
+            co + j + j * ldc, ldc,
+        )  # fmt: skip
+        j += jb
+
+
 @numba.njit(cache=True, nogil=True)
 def selected_inverse(packed, lx):
     """The entries of S = P^-1 on the panels of the factor ``lx`` (:func:`_factor`): the
     supernodal Takahashi recursion, last supernode first.
 
-    D: S_DD = L_DD^-T L_DD^-1 (:func:`_tri_inverse`, dlauum). For a lead supernode with
-    diagonal block L_JJ, rows below L_RJ and U = L_RJ L_JJ^-1: S_RJ = -S_RR U and S_JJ =
-    L_JJ^-T L_JJ^-1 - U' S_RJ, S_RR being known from the ancestors. The part S_DD U_D of
-    S_RR U is one product per group (the gathered block of S_DD times the group's U_D,
-    dsymm), done once S_DD is known; the rest reads S_RR's columns of lead rows in place (at
-    the factor's update positions): BLAS for wide supernodes, plain loops for one column.
+    D: S_DD = L_DD^-T L_DD^-1 (:func:`_tri_inverse`, dlauum), then made symmetric in place
+    (both triangles, for dgemm). For a lead supernode with diagonal block L_JJ, rows below
+    L_RJ and U = L_RJ L_JJ^-1: S_RJ = -S_RR U and S_JJ = L_JJ^-T L_JJ^-1 - U' S_RJ, S_RR
+    being known from the ancestors. First every lead supernode's L_JJ^-1 (in S's diagonal
+    block) and U (``ux``, the panels' rows below) are formed, U's rows in D also into its
+    group's block; then the part S_DD U_D of S_RR U is one dgemm per group (the group's
+    gathered square block of S_DD, or all of S_DD in place for a dense group); then, going
+    back through the lead supernodes, the rest reads S_RR's columns of lead rows in place
+    (at the factor's update positions): dgemm for wide supernodes, plain loops for one
+    column.
     """
     (
         p, perm, ap, ai, first, soff, srp, srow, col_sn, dpos, rl, chp, cht, chb0, chb1, chro,
         rel, sg, sgc, grp, grow, spos, boff, grunp, gruns, apos,
     ) = _unpack(packed)  # fmt: skip
     ns = first.shape[0] - 1
-    max_r, max_w = packed[7], packed[8]
-    sx = np.empty(packed[6])  # upper triangles of diagonal blocks: never read
+    max_r = packed[7]
+    sx = np.empty(packed[6])  # upper triangles of lead diagonal blocks: never read
+    ux = np.empty(packed[6])  # U below each lead supernode's diagonal block
     gathered = np.empty(max(max_r * max_r, packed[12] * packed[12]))
-    u = np.empty(max_r * max_w)
-    z = np.empty(max_r * max_w)
-    inverse = np.empty(max_w * max_w)
+    z = np.empty(max_r)
     column = np.empty(max_r)
     s = ns - 1  # D
     n = first[s + 1] - first[s]
@@ -1269,77 +1374,61 @@ def selected_inverse(packed, lx):
             sx[dd + i + c * n] = lx[dd + i + c * n]
     _tri_inverse(sx, dd, n, n)
     lapack.dlauum(_CHAR_L, n, sx, dd, n)
+    for c in range(n):  # S_DD's upper triangle
+        for i in range(c + 1, n):
+            sx[dd + c + i * n] = sx[dd + i + c * n]
     bu = np.zeros(packed[11])  # U_D of each group's members, then S_DD U_D
     prod = np.empty(packed[11])
     for s in range(ns - 1):
-        g = sg[s]
-        if g < 0:
-            continue
         w = first[s + 1] - first[s]
         m = w + srp[s + 1] - srp[s]
         off = soff[s]
-        nu = grp[g + 1] - grp[g]
-        bo = boff[g] + sgc[s] * nu
         if w == 1:
             inv = 1.0 / lx[off]
-            for t in range(rl[s], m - 1):
-                bu[bo + spos[srp[s] + t]] = lx[off + 1 + t] * inv
-        else:
+            sx[off] = inv
+            for a in range(1, m):
+                ux[off + a] = lx[off + a] * inv
+        else:  # L_JJ^-1 from the factor (the upper triangle, transposed)
+            for c in range(w):
+                sx[off + c + c * m] = 1.0 / lx[off + c + c * m]
+                for i in range(c + 1, w):
+                    sx[off + i + c * m] = lx[off + c + i * m]
+                for a in range(w, m):
+                    ux[off + a + c * m] = lx[off + a + c * m]
+            if m > w:
+                lapack.dtrmm(
+                    _CHAR_R, _CHAR_L, _CHAR_N, _CHAR_N, m - w, w, 1.0, sx, off, m, ux, off + w, m
+                )  # fmt: skip
+        g = sg[s]
+        if g >= 0:
+            nu = grp[g + 1] - grp[g]
+            bo = boff[g] + sgc[s] * nu
             for c in range(w):
                 for t in range(rl[s], m - w):
-                    bu[bo + c * nu + spos[srp[s] + t]] = lx[off + w + t + c * m]
-            for c in range(w):
-                for i in range(c, w):
-                    inverse[i + c * w] = lx[off + i + c * m]
-            _tri_inverse(inverse, 0, w, w)
-            lapack.dtrmm(_CHAR_R, _CHAR_L, _CHAR_N, _CHAR_N, nu, w, 1.0, inverse, 0, w, bu, bo, nu)
+                    bu[bo + c * nu + spos[srp[s] + t]] = ux[off + w + t + c * m]
     for g in range(grp.shape[0] - 1):
         nu = grp[g + 1] - grp[g]
         width = (boff[g + 1] - boff[g]) // nu
-        for b in range(nu):  # S_DD at the group's rows, lower triangle, by runs of rows
+        if nu == n:  # dense: all of S_DD in place
+            lapack.dgemm(
+                _CHAR_N, _CHAR_N, n, width, n, 1.0, sx, dd, n, bu, boff[g], n, 0.0, prod,
+                boff[g], n,
+            )  # fmt: skip
+            continue
+        for b in range(nu):  # S_DD at the group's rows, by runs of rows
             base = dd + grow[grp[g] + b] * n
             for k in range(grunp[g], grunp[g + 1]):
                 start, row, length = gruns[3 * k], gruns[3 * k + 1], gruns[3 * k + 2]
-                a0 = max(start, b)
-                dst = a0 + b * nu
-                src = base + row + a0 - start
-                for t in range(start + length - a0):
+                dst = start + b * nu
+                src = base + row
+                for t in range(length):
                     gathered[dst + t] = sx[src + t]
-        lapack.dsymm(
-            _CHAR_L, _CHAR_L, nu, width, 1.0, gathered, 0, nu, bu, boff[g], nu, 0.0, prod,
+        lapack.dgemm(
+            _CHAR_N, _CHAR_N, nu, width, nu, 1.0, gathered, 0, nu, bu, boff[g], nu, 0.0, prod,
             boff[g], nu,
         )  # fmt: skip
-    for s in range(ns - 1):  # supernodes whose rows are all in D: done here
-        g = sg[s]
-        if g < 0 or rl[s] > 0:
-            continue
-        w = first[s + 1] - first[s]
-        r = srp[s + 1] - srp[s]
-        m = w + r
-        off = soff[s]
-        nu = grp[g + 1] - grp[g]
-        bo = boff[g] + sgc[s] * nu
-        if w == 1:  # S_RJ = -S_DD u, S_jj = 1 / l^2 + u'S_DD u
-            inv = 1.0 / lx[off]
-            sjj = inv * inv
-            for t in range(r):
-                v = prod[bo + spos[srp[s] + t]]
-                sx[off + 1 + t] = -v
-                sjj += lx[off + 1 + t] * inv * v
-            sx[off] = sjj
-            continue
-        for c in range(w):
-            for i in range(c, w):
-                sx[off + i + c * m] = lx[off + i + c * m]
-            for t in range(r):
-                sx[off + w + t + c * m] = -prod[bo + c * nu + spos[srp[s] + t]]
-        _tri_inverse(sx, off, w, m)
-        lapack.dlauum(_CHAR_L, w, sx, off, m)
-        lapack.dgemm(_CHAR_T, _CHAR_N, w, w, nu, 1.0, bu, bo, nu, prod, bo, nu, 1.0, sx, off, m)
     for s in range(ns - 2, -1, -1):
         g = sg[s]
-        if g >= 0 and rl[s] == 0:
-            continue
         w = first[s + 1] - first[s]
         r = srp[s + 1] - srp[s]
         m = w + r
@@ -1347,47 +1436,41 @@ def selected_inverse(packed, lx):
         nl = rl[s]
         nu = grp[g + 1] - grp[g] if g >= 0 else 0
         bo = boff[g] + sgc[s] * nu if g >= 0 else 0
-        if w == 1:
-            inv = 1.0 / lx[off]
+        if w == 1:  # z = S_RR u: S_DD u_D from the group, S_RR's lead columns read in place
+            inv = sx[off]
             for a in range(r):
-                u[a] = lx[off + 1 + a] * inv
                 z[a] = prod[bo + spos[srp[s] + a]] if a >= nl and g >= 0 else 0.0
-            for k in range(chp[s], chp[s + 1]):  # z += S_RR u, S_RR's columns read in place
+            for k in range(chp[s], chp[s + 1]):
                 t = cht[k]
                 mt = first[t + 1] - first[t] + srp[t + 1] - srp[t]
                 ro = chro[k] - chb0[k]
                 for b in range(chb0[k], chb1[k]):
                     base = soff[t] + (srow[srp[s] + b] - first[t]) * mt
-                    ub = u[b]
+                    ub = ux[off + 1 + b]
                     if r - b < 16:  # short: one loop
                         acc = sx[base + rel[ro + b]] * ub
                         for a in range(b + 1, r):
                             v = sx[base + rel[ro + a]]
                             z[a] += v * ub
-                            acc += v * u[a]
+                            acc += v * ux[off + 1 + a]
                         z[b] += acc
                         continue
                     for a in range(b, r):
                         column[a] = sx[base + rel[ro + a]]
                     for a in range(b + 1, r):
                         z[a] += column[a] * ub
-                    z[b] += column[b] * ub + _dot(column, b + 1, u, b + 1, r - b - 1)
+                    z[b] += column[b] * ub + _dot(column, b + 1, ux, off + 2 + b, r - b - 1)
             sjj = inv * inv
             for a in range(r):
                 sx[off + 1 + a] = -z[a]
-                sjj += u[a] * z[a]
+                sjj += ux[off + 1 + a] * z[a]
             sx[off] = sjj
             continue
-        for c in range(w):  # L_JJ^-1 into S's diagonal block
-            for i in range(c, w):
-                sx[off + i + c * m] = lx[off + i + c * m]
-        _tri_inverse(sx, off, w, m)
-        if r > 0:
+        if r > 0:  # S_RJ = -S_RR U, written in place
             for c in range(w):
                 for a in range(r):
-                    u[a + c * r] = lx[off + w + a + c * m]
-                    z[a + c * r] = prod[bo + c * nu + spos[srp[s] + a]] if a >= nl else 0.0
-            lapack.dtrmm(_CHAR_R, _CHAR_L, _CHAR_N, _CHAR_N, r, w, 1.0, sx, off, m, u, 0, r)
+                    v = prod[bo + c * nu + spos[srp[s] + a]] if a >= nl else 0.0
+                    sx[off + w + a + c * m] = -v
             if nl > 0:
                 for k in range(chp[s], chp[s + 1]):  # S_RR's lead columns, lower part
                     t = cht[k]
@@ -1397,22 +1480,23 @@ def selected_inverse(packed, lx):
                         base = soff[t] + (srow[srp[s] + b] - first[t]) * mt
                         for a in range(b, r):
                             gathered[a + b * r] = sx[base + rel[ro + a]]
-                lapack.dsymm(_CHAR_L, _CHAR_L, nl, w, 1.0, gathered, 0, r, u, 0, r, 1.0, z, 0, r)
+                for b in range(nl):  # S_LL's upper part
+                    for a in range(b):
+                        gathered[a + b * r] = gathered[b + a * r]
+                lapack.dgemm(
+                    _CHAR_N, _CHAR_N, r, w, nl, -1.0, gathered, 0, r, ux, off + w, m, 1.0, sx,
+                    off + w, m,
+                )  # fmt: skip
                 if r > nl:
                     lapack.dgemm(
-                        _CHAR_N, _CHAR_N, r - nl, w, nl, 1.0, gathered, nl, r, u, 0, r, 1.0, z,
-                        nl, r,
+                        _CHAR_T, _CHAR_N, nl, w, r - nl, -1.0, gathered, nl, r, ux, off + w + nl,
+                        m, 1.0, sx, off + w, m,
                     )  # fmt: skip
-                    lapack.dgemm(
-                        _CHAR_T, _CHAR_N, nl, w, r - nl, 1.0, gathered, nl, r, u, nl, r, 1.0, z,
-                        0, r,
-                    )  # fmt: skip
-            for c in range(w):
-                for a in range(r):
-                    sx[off + w + a + c * m] = -z[a + c * r]
         lapack.dlauum(_CHAR_L, w, sx, off, m)
         if r > 0:
-            lapack.dgemm(_CHAR_T, _CHAR_N, w, w, r, -1.0, u, 0, r, sx, off + w, m, 1.0, sx, off, m)
+            lapack.dgemm(
+                _CHAR_T, _CHAR_N, w, w, r, -1.0, ux, off + w, m, sx, off + w, m, 1.0, sx, off, m
+            )  # fmt: skip
     return sx
 
 
@@ -1486,23 +1570,27 @@ def sparse_marginal_loglik(log_s2, log_lam, a_data, wty, yty, n_obs, packed):
         trace_rest -= sjj / lam[j]
         bab_rest -= b2 / lam[j]
     # tr(S A_g) and bhat'A_g bhat: S and bhat bhat' on P's pattern (off-diagonal entries
-    # twice), then one dot product per group but the last
+    # twice), a chunk at a time, and its dot products with each group's A_g but the last's
     traces = np.zeros(n_groups)
     babs = np.zeros(n_groups)
     if n_groups > 1:
-        s_on = np.empty(ap[p])
-        b_on = np.empty(ap[p])
+        s_on = np.empty(_CHUNK + p)  # a chunk of whole columns
+        b_on = np.empty(_CHUNK + p)
+        q0 = 0
         for k in range(p):
-            bk = bhat[k]
+            bk = 2.0 * bhat[k]
             for q in range(ap[k], ap[k + 1]):
-                s_on[q] = 2.0 * sx[apos[q]]
-                b_on[q] = 2.0 * bhat[ai[q]] * bk
-            q = ap[k + 1] - 1  # the diagonal, once
-            s_on[q] *= 0.5
-            b_on[q] *= 0.5
-        for g in range(n_groups - 1):
-            traces[g] = _dot(a_data[g], 0, s_on, 0, ap[p])
-            babs[g] = _dot(a_data[g], 0, b_on, 0, ap[p])
+                s_on[q - q0] = 2.0 * sx[apos[q]]
+                b_on[q - q0] = bhat[ai[q]] * bk
+            q = ap[k]  # the diagonal, once
+            s_on[q - q0] *= 0.5
+            b_on[q - q0] *= 0.5
+            if ap[k + 1] - q0 >= _CHUNK or k == p - 1:
+                for g in range(n_groups - 1):
+                    tr, bab = _dot2(a_data[g], q0, s_on, b_on, ap[k + 1] - q0)
+                    traces[g] += tr
+                    babs[g] += bab
+                q0 = ap[k + 1]
     for g in range(n_groups):
         quad += yty[g] * inv_s2[g]
         ll -= 0.5 * n_obs[g] * (_LOG_2PI + log_s2[g])

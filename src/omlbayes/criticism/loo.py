@@ -40,7 +40,7 @@ import pandas as pd
 import xarray as xr
 from threadpoolctl import threadpool_limits
 
-from omlbayes.backends.sparse import _unpack, loo_loglik_grouped
+from omlbayes.backends.sparse import loo_loglik_grouped
 from omlbayes.criticism import psis
 from omlbayes.errors import RunError
 from omlbayes.model.design import DesignLayout, GroupedStats, design_matrix
@@ -145,7 +145,7 @@ def _grouped_layout(chunk: pd.DataFrame, layout: DesignLayout, pattern) -> tuple
     keys = upper.indices.astype(np.int64) + p * np.repeat(
         np.arange(p, dtype=np.int64), np.diff(upper.indptr)
     )
-    apos = _unpack(pattern.packed)[-1]
+    apos = pattern.panel_positions()  # aligned with upper's entries
     first, second = np.triu_indices(k_nz)
     a, b = cols[:, first], cols[:, second]
     lo, hi = np.minimum(a, b), np.maximum(a, b)
