@@ -19,6 +19,7 @@ from omlbayes.validation import studies as validation
 
 PARTS = ("recovery", "recovery_hard", "sbc", "sbc_folded", "reml", "three_level", "many_groups")
 PARTS += ("estimands",)  # both estimands, every kind of contrast, the default as users run it
+PARTS += ("agreement", "sbc_default")  # the default's sampler: a long reference; its SBC
 PARTS += ("graded_recovery", "graded_crosscheck")  # the graded model's statistical tier
 
 

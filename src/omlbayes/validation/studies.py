@@ -47,7 +47,7 @@ from omlbayes.model import design, estimands
 from omlbayes.model.spec import ModelSpec, load_spec
 from omlbayes.results import runs
 from omlbayes.simulate import survey as simulate
-from omlbayes.validation import estimand_recovery
+from omlbayes.validation import agreement, estimand_recovery, sbc_default
 from omlbayes.validation import graded as graded_validation
 
 ROOT = runs.ROOT
@@ -866,6 +866,11 @@ def run_parts(
         (out / "many_groups_run.json").write_text(json.dumps(info, indent=2, default=str))
     if "estimands" in parts:
         estimand_recovery.run_study(out, quick=quick, log=_log)
+    if "agreement" in parts:
+        agreement.run_study(out, quick=quick, log=_log)
+    if "sbc_default" in parts:
+        size = sbc_default.QUICK_SIZE if quick else sbc_default.SIZE
+        sbc_default.run_sbc(out, n_sims=4 if quick else sbc_default.N_SIMS, size=size, log=_log)
     if "graded_recovery" in parts:
         graded_validation.run_recovery(out, quick=quick, log=_log)
     if "graded_crosscheck" in parts:
@@ -874,7 +879,7 @@ def run_parts(
 
 PROVENANCE = "provenance.json"
 PROVENANCE_PARTS = ("recovery", "recovery_hard", "sbc", "sbc_folded", "reml", "three_level")
-PROVENANCE_PARTS += ("many_groups", "estimands")
+PROVENANCE_PARTS += ("many_groups", "estimands", "agreement", "sbc_default")
 PROVENANCE_PARTS += ("graded_recovery", "graded_crosscheck")
 
 
@@ -1321,6 +1326,8 @@ def write_report(out: Path = OUT) -> bool:
             "",
         ]
     lines += estimand_recovery.report_section(out, verdicts, _md)
+    lines += agreement.report_section(out, verdicts, _md)
+    lines += sbc_default.report_section(out, verdicts, _md)
     lines += graded_validation.report_sections(out, verdicts, _md)
     prov = out / PROVENANCE
     if prov.exists():
