@@ -10,7 +10,8 @@ the fit, LOO, checks, posterior.nc, figures, both reports and the school pages):
     default_200k   the default on that national survey
 
 Targets (issue: the default at flagship speed): default_40k <= 150 s and <= 2x flagship_40k;
-default_200k <= 3x flagship_40k; every diagnostics gate passing. The per-stage table comes
+default_200k <= 3x flagship_40k (the stricter reading; its ratio to the flagship on the same
+national survey is shown beside it); every diagnostics gate passing. The per-stage table comes
 from each run's run.json `timings`.
 
     python bench/bench_default.py                     # the full bench (~15-25 min, 2 cores)
@@ -90,6 +91,9 @@ def run_fits(work: Path, *, quick: bool, timeout: float) -> list[dict]:
     base = rows[0]["wall_s"]
     for row in rows:
         row["ratio_to_flagship_40k"] = row["wall_s"] / base
+    # the other reading of "3x the flagship" at 200k: the flagship on the same survey
+    for flagship, default in ((rows[0], rows[1]), (rows[2], rows[3])):
+        default["ratio_to_flagship_same_survey"] = default["wall_s"] / flagship["wall_s"]
     default_40k, default_200k = rows[1], rows[3]
     default_40k["target"] = (
         f"<= {DEFAULT_WALL_TARGET_S:g} s and <= {DEFAULT_RATIO_TARGET:g}x, gate passing"
@@ -133,6 +137,7 @@ def render(result: dict) -> str:
                 "sample_s",
                 "wall_s",
                 "ratio_to_flagship_40k",
+                "ratio_to_flagship_same_survey",
                 "max_rhat",
                 "min_ess_bulk",
                 "min_ess_tail",
