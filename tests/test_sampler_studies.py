@@ -5,36 +5,39 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+import pytest
 
 import omlbayes as ob
 from omlbayes.validation import agreement, sbc_default
 
-_NO_TRUTH = pd.DataFrame(columns=["breakdown", "group", "wave", "value"])
 
-
+@pytest.mark.slow  # about 10 s on the shared default run; the fast tier is near its 5 minutes
 def test_agreement_compares_every_variance_parameter_and_contrast(default_run):
     run = ob.open_run(default_run)
-    q = agreement._quantities(run, {"any": _NO_TRUTH, "surveyed": _NO_TRUTH}, seed=1)
-    variances = q[q["quantity"] == "variance"]
-    sds = [v for v in run.posterior.data_vars if v == "sigma" or str(v).endswith("_sigma")]
-    n_sigma = run.posterior["sigma"].size // (
-        run.posterior.sizes["chain"] * run.posterior.sizes["draw"]
-    )
-    assert len(variances) == len(sds) - 1 + n_sigma  # one row per residual group
+    q = agreement._quantities(run, seed=1)
+    post = run.posterior
+    sds = [v for v in post.data_vars if v == "sigma" or str(v).endswith("_sigma")]
+    n_sigma = post["sigma"].size // (post.sizes["chain"] * post.sizes["draw"])
+    assert (q["quantity"] == "variance").sum() == len(sds) - 1 + n_sigma
     assert set(q.loc[q["quantity"] == "contrast", "estimand"]) == {"any", "surveyed"}
-    # a run against itself agrees exactly; one quantity moved by 0.2 SD does not
-    merged = q.merge(q, on=agreement.KEYS, suffixes=("", "_ref"))
-    merged["mean_diff_sd"] = (merged["mean"] - merged["mean_ref"]) / merged["sd_ref"]
-    merged["width_ratio"] = merged["width_95"] / merged["width_95_ref"]
+    assert (q["width_mcse"] > 0).all() and (q["mean_mcse"] > 0).all()
+    # a run against itself agrees exactly
+    same = agreement.compare(q, q)
+    assert np.allclose(same["mean_diff_sd"], 0) and np.allclose(same["width_ratio"], 1)
     fits = pd.DataFrame({"diagnostics_passed": [True, True]})
-    assert agreement.verdict(merged, fits)
-    moved = merged.copy()
+    assert agreement.verdict(same, fits)
+    assert not agreement.verdict(same, pd.DataFrame({"diagnostics_passed": [True, False]}))
+    moved = same.copy()
     moved.loc[5, "mean_diff_sd"] = 0.2
     assert not agreement.verdict(moved, fits)
-    wider = merged.copy()
-    wider.loc[7, "width_ratio"] = 1.06
+    # a width 6% off with a Monte Carlo SE of 2% is not shown to differ; 20% off with 1% is
+    noisy = same.copy()
+    noisy.loc[7, ["width_ratio", "width_ratio_mcse"]] = (1.06, 0.02)
+    assert agreement.verdict(noisy, fits)
+    noisy.loc[7, ["width_ratio", "width_ratio_mcse"]] = (1.2, 0.01)
+    assert not agreement.verdict(noisy, fits)
+    wider = same.assign(width_ratio=1.03)  # every width 3% wider: systematic
     assert not agreement.verdict(wider, fits)
-    assert not agreement.verdict(merged, pd.DataFrame({"diagnostics_passed": [True, False]}))
     table = agreement.summary(moved)
     assert table["n"].sum() == len(moved)
     assert table["max_abs_mean_diff_sd"].max() == 0.2
