@@ -66,17 +66,8 @@ def _prior_draw(spec, layout, frame, rng) -> tuple[dict, np.ndarray, np.ndarray]
     sigma_prior = spec.prior_for("sigma", "sigma")
     sigmas = dict(zip(levels, sigma_prior.sample(len(levels), rng), strict=True))
     truth = {f"sigma[{g}]": float(s) for g, s in sigmas.items()}
-    b = np.empty(layout.n_coef)
-    slices = layout.slices()
-    for term in layout.terms:
-        sl = slices[term.name]
-        if term.kind == "group":
-            tau = float(spec.prior_for(term.name, "group_sigma").sample(1, rng)[0])
-            truth[f"{term.name}_sigma"] = tau
-            b[sl] = rng.normal(0.0, tau, term.size)
-        else:
-            kind = "Intercept" if term.kind == "intercept" else "common"
-            b[sl] = spec.prior_for(term.name, kind).sample(term.size, rng)
+    taus, b = studies.prior_coefficients(spec, layout, rng)
+    truth.update(taus)
     truth["Intercept"] = float(b[0])
     return truth, b, np.array([sigmas[g] for g in groups])
 

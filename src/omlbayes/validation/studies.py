@@ -400,6 +400,23 @@ def _plot_hard(tables: dict[str, pd.DataFrame], path: Path) -> None:
 # --- 2. simulation-based calibration ------------------------------------------------
 
 
+def prior_coefficients(spec: ModelSpec, layout, rng) -> tuple[dict[str, float], np.ndarray]:
+    """Each group term's SD (``<term>_sigma``) and every coefficient drawn from ``spec``'s
+    priors, term by term in the layout's order."""
+    taus, b = {}, np.empty(layout.n_coef)
+    slices = layout.slices()
+    for term in layout.terms:
+        sl = slices[term.name]
+        if term.kind == "group":
+            tau = float(spec.prior_for(term.name, "group_sigma").sample(1, rng)[0])
+            taus[f"{term.name}_sigma"] = tau
+            b[sl] = rng.normal(0.0, tau, term.size)
+        else:
+            kind = "Intercept" if term.kind == "intercept" else "common"
+            b[sl] = spec.prior_for(term.name, kind).sample(term.size, rng)
+    return taus, b
+
+
 def sbc(
     *,
     spec: ModelSpec,
@@ -443,22 +460,13 @@ def sbc(
         )
     ]
     rng = np.random.default_rng(seed)
-    slices = layout.slices()
     records = []
     refitter = None  # compiled once, refitted to every simulated data set
     for k in range(n_sims):
         # parameters from the prior
         theta = {"sigma": float(fit_spec.prior_for("sigma", "sigma").sample(1, rng)[0])}
-        b = np.empty(layout.n_coef)
-        for term in layout.terms:
-            sl = slices[term.name]
-            if term.kind == "group":
-                tau = float(fit_spec.prior_for(term.name, "group_sigma").sample(1, rng)[0])
-                theta[f"{term.name}_sigma"] = tau
-                b[sl] = rng.normal(0.0, tau, term.size)
-            else:
-                kind = "Intercept" if term.kind == "intercept" else "common"
-                b[sl] = fit_spec.prior_for(term.name, kind).sample(term.size, rng)
+        taus, b = prior_coefficients(fit_spec, layout, rng)
+        theta.update(taus)
         y = w @ b + theta["sigma"] * rng.standard_normal(w.shape[0])
         stats = design.SufficientStats(
             np.asarray((w.T @ w).toarray()), w.T @ y, float(y @ y), w.shape[0]
