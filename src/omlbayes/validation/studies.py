@@ -878,7 +878,7 @@ def run_parts(
         agreement.run_study(out, quick=quick, log=_log)
     if "sbc_default" in parts:
         size = sbc_default.QUICK_SIZE if quick else sbc_default.SIZE
-        sbc_default.run_sbc(out, n_sims=4 if quick else sbc_default.N_SIMS, size=size, log=_log)
+        sbc_default.run_sbc(out, n_sims=4 if quick else sbc_sims, size=size, log=_log)
     if "graded_recovery" in parts:
         graded_validation.run_recovery(out, quick=quick, log=_log)
     if "graded_crosscheck" in parts:
