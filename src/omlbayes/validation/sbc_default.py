@@ -180,7 +180,9 @@ def report_section(out: Path, verdicts: dict, md) -> list[str]:
         f"Smallest p-value {float(tests['p_value'].min()):.3f} (uncorrected, {len(tests)} "
         f"tests); the spread test (too narrow or too wide posteriors over all quantities): "
         f"t = {t:+.2f}, p = {p_spread:.3f}. Criterion: every p-value >= {studies.ALPHA}, the "
-        f"spread's >= {studies.SBC_POWER_ALPHA}, no fit failing the gate -> "
+        f"spread's >= {studies.SBC_POWER_ALPHA}, no fit failing the gate (as the flagship's SBC; "
+        f"under calibration at least one of {len(tests)} independent tests falls below "
+        f"{studies.ALPHA} with probability {1 - (1 - studies.ALPHA) ** len(tests):.2f}) -> "
         + (
             f"**{'PASS' if passed else 'FAIL'}**"
             if complete

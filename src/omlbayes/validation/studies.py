@@ -973,7 +973,8 @@ def _plot_sbc(
     for ax in axes.ravel()[len(names) :]:
         ax.axis("off")
     fig.suptitle(f"{title} (band: 99% binomial range per bin)", fontsize=10)
-    fig.tight_layout()
+    # room for the title above the first row, whatever the number of rows
+    fig.tight_layout(rect=(0, 0, 1, 1 - 0.35 / fig.get_figheight()))
     fig.savefig(path, dpi=110)
     plt.close(fig)
 
