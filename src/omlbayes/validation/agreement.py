@@ -22,8 +22,6 @@ more than 2% from 1).
 
 from __future__ import annotations
 
-import shutil
-import time
 from pathlib import Path
 
 import numpy as np
@@ -41,20 +39,6 @@ MAX_MEAN_SD, MAX_WIDTH = 0.10, 0.05
 MAX_MEAN_WIDTH = 0.02
 ROWS, FITS = "agreement_quantities.csv", "agreement_fits.csv"
 KEYS = ["seed", "quantity", "estimand", "kind", "breakdown", "group", "wave", "reference"]
-
-
-def _fit(data: Path, work: Path, name: str, seed: int, extra: list[str]) -> tuple[object, float]:
-    import omlbayes as ob
-    from omlbayes.pipeline.commands import fit_main
-
-    shutil.rmtree(work / name, ignore_errors=True)
-    argv = ["--data", str(data), "--out", str(work), "--name", name, "--seed", str(seed)]
-    argv += ["--allow-failed", "--no-progress", "--quiet", *extra]
-    t = time.perf_counter()
-    code = fit_main(argv)
-    if code != 0:
-        raise RuntimeError(f"agreement {name}: the fit exited {code}")
-    return ob.open_run(work / name), time.perf_counter() - t
 
 
 def _summaries(seed: int, x: np.ndarray, keys: dict) -> list[dict]:
@@ -171,7 +155,14 @@ def agreement_one(seed: int, *, size: tuple[int, int], work: Path, quick: bool =
     sides = {"default": (seed, []), "reference": (seed + 1000, ref_argv)}
     out, fits = {}, []
     for side, (fit_seed, extra) in sides.items():
-        run, fit_s = _fit(data, work, f"{side}_{seed}", fit_seed, extra)
+        run, fit_s = er.fit_as_users(
+            data,
+            work,
+            f"{side}_{seed}",
+            seed=fit_seed,
+            extra=tuple(extra),
+            what=f"agreement {side}",
+        )
         out[side] = _quantities(run, seed)
         diag, sampling = run.diagnostics, run.record.fit.get("sampling", {})
         fits.append(

@@ -264,28 +264,37 @@ def score_kept_schools(out: Path, *, log=print) -> None:
     fits.assign(git_commit=commits).to_csv(out / FITS, index=False)
 
 
-def recovery_one(seed: int, *, size: tuple[int, int], work: Path, quick: bool = False) -> tuple:
-    """Simulate, fit as users do, score: ``(rows, fit info)``."""
+def fit_as_users(
+    data: Path, work: Path, name: str, *, seed: int, extra: tuple[str, ...] = (), what: str = ""
+):
+    """``omlbayes fit`` in-process on ``data`` into ``work/name`` (replaced), the gate's
+    failure allowed: ``(opened run, seconds of the fit)``."""
     import omlbayes as ob
     from omlbayes.pipeline.commands import fit_main
 
+    shutil.rmtree(work / name, ignore_errors=True)
+    argv = ["--data", str(data), "--out", str(work), "--name", name, "--seed", str(seed)]
+    argv += ["--allow-failed", "--no-progress", "--quiet", *extra]
+    t = time.perf_counter()
+    code = fit_main(argv)
+    fit_s = time.perf_counter() - t
+    if code != 0:
+        raise RuntimeError(f"{what or name}: the fit exited {code}")
+    return ob.open_run(work / name), fit_s
+
+
+def recovery_one(seed: int, *, size: tuple[int, int], work: Path, quick: bool = False) -> tuple:
+    """Simulate, fit as users do, score: ``(rows, fit info)``."""
     params = study_truth(seed)
     sim = simulate.simulate_survey(n_students=size[0], n_schools=size[1], seed=seed, params=params)
     work.mkdir(parents=True, exist_ok=True)
     data = work / f"survey_{seed}.csv"
     sim.frame.to_csv(data, index=False)
-    name = f"seed_{seed}"
-    shutil.rmtree(work / name, ignore_errors=True)
-    argv = ["--data", str(data), "--out", str(work), "--name", name, "--seed", str(seed)]
-    argv += ["--allow-failed", "--no-progress", "--quiet"]
-    if quick:  # a smoke run: few draws
-        argv += ["--tune", "100", "--draws", "100", "--no-early-stop"]
-    t = time.perf_counter()
-    code = fit_main(argv)
-    fit_s = time.perf_counter() - t
-    if code != 0:
-        raise RuntimeError(f"estimand recovery seed {seed}: the fit exited {code}")
-    run = ob.open_run(work / name)
+    # a quick run is a smoke run: few draws
+    extra = ("--tune", "100", "--draws", "100", "--no-early-stop") if quick else ()
+    run, fit_s = fit_as_users(
+        data, work, f"seed_{seed}", seed=seed, extra=extra, what=f"estimand recovery seed {seed}"
+    )
     truths = {
         "any": simulate.true_effects(sim, breakdowns=BREAKDOWNS),
         "surveyed": simulate.true_surveyed_effects(
