@@ -1,8 +1,9 @@
 """Every setting honoured, any monitor's levels: two whole runs through scripts/fit.py.
 
-1. The OML-like small survey with ``--prob 0.9 --interval hdi --min-cell-n 20``: every file
-   the run writes (tables, run record, both reports, school pages, every figure's texts)
-   states the run's interval and threshold, never the defaults.
+1. The OML-like small survey with ``--prob 0.9 --interval hdi --min-cell-n 20`` on chains
+   too short for the gate: the run exits 3 and says so, and still every file it writes
+   (tables, run record, both reports, school pages, every figure's texts) states the run's
+   interval and threshold, never the defaults.
 2. Another monitor: other wave labels (no 2020 sub-waves), three regions, three school
    types, a third gender with small cells, declared in a column map with the monitor's
    name: the outputs name only its own levels, never Limburg or OML's waves, and hide
@@ -12,6 +13,7 @@
 from __future__ import annotations
 
 import base64
+import json
 import re
 from html.parser import HTMLParser
 from pathlib import Path
@@ -23,7 +25,7 @@ import pytest
 import xarray as xr
 from conftest import ROOT, SMALL_FIT_ARGS, run_script
 
-from omlbayes import labels
+from omlbayes import constants, labels
 from omlbayes.data import schema
 from omlbayes.model import estimands
 from omlbayes.model.spec import load_spec
@@ -91,12 +93,36 @@ def every_output(path: Path) -> list[Path]:
 
 
 @pytest.fixture(scope="module")
-def strict_run(small_survey, tmp_path_factory) -> Path:
+def strict_failed(small_survey, tmp_path_factory) -> tuple[Path, object]:
+    """The non-default settings on chains far too short for the gate (2 x 25 draws: the ESS
+    cannot reach 400): a failed run must still be whole and honour every setting. (50 draws:
+    no probability k/50 reads as a default's 95%, 97.5% or 2.5%.)"""
     out = tmp_path_factory.mktemp("strict")
-    return fit(
-        small_survey, out, "strict", "--prob", "0.9", "--interval", "hdi", "--min-cell-n", "20",
-        "--lang", "en", "--sd-parameterization", "folded",
+    result = run_script(
+        "fit.py", "--data", str(small_survey), "--model", "flagship", "--draws", "25",
+        "--tune", "20", "--chains", "2", "--no-progress", "--seed", "5", "--out", str(out),
+        "--name", "strict", "--quiet", "--prob", "0.9", "--interval", "hdi",
+        "--min-cell-n", "20", "--lang", "en", "--sd-parameterization", "folded",
     )  # fmt: skip
+    return out / "strict", result
+
+
+@pytest.fixture(scope="module")
+def strict_run(strict_failed) -> Path:
+    return strict_failed[0]
+
+
+def test_failed_gate_exits_3_says_so_and_keeps_the_run(strict_failed):
+    run, result = strict_failed
+    assert result.returncode == constants.EXIT_DIAGNOSTICS_FAILED, result.stderr[-3000:]
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "DIAGNOSTICS FAILED" in errors[0] and str(run) in errors[0]
+    assert "Traceback" not in result.stderr
+    assert "[omlbayes]" not in result.stderr  # --quiet: no progress lines
+    # the run is kept, complete, and marked as failed
+    assert runs.read_record(run).fit["sampling"]["draws_kept"] == 25
+    assert json.loads((run / "diagnostics.json").read_text())["passed"] is False
+    assert "DIAGNOSTICS FAILED" in page_text(run / "report.html")[0].upper()
 
 
 def test_run_record_holds_the_options_and_levels(strict_run):

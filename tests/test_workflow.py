@@ -155,32 +155,6 @@ def test_same_seed_same_numbers(small_run, small_survey, tmp_path):
     )
 
 
-def test_failed_diagnostics_exit_3_and_say_so(small_survey, tmp_path):
-    result = run_script(
-        "fit.py",
-        "--data",
-        str(small_survey),
-        "--model",
-        "flagship",
-        "--draws",
-        "20",
-        "--tune",
-        "20",
-        "--chains",
-        "2",
-        "--no-progress",
-        "--out",
-        str(tmp_path),
-        "--name",
-        "short",
-    )
-    assert result.returncode == constants.EXIT_DIAGNOSTICS_FAILED
-    assert "DIAGNOSTICS FAILED" in result.stdout + result.stderr
-    assert "Traceback" not in result.stderr
-    # the run is kept, complete, and marked as failed
-    assert json.loads((tmp_path / "short" / "diagnostics.json").read_text())["passed"] is False
-
-
 def test_bad_input_one_line_error_no_folder(tmp_path):
     bad = tmp_path / "bad.csv"
     bad.write_text("student_id,school_id\n1,2\n")
