@@ -8,6 +8,7 @@ import pandas as pd
 import pytest
 
 import omlbayes as ob
+from omlbayes.model.design import variance_names
 from omlbayes.validation import agreement, sbc_default
 
 
@@ -16,7 +17,7 @@ def test_agreement_compares_every_variance_parameter_and_contrast(default_run):
     run = ob.open_run(default_run)
     q = agreement._quantities(run, seed=1)
     post = run.posterior
-    sds = [v for v in post.data_vars if v == "sigma" or str(v).endswith("_sigma")]
+    sds = variance_names(post.data_vars)
     n_sigma = post["sigma"].size // (post.sizes["chain"] * post.sizes["draw"])
     assert (q["quantity"] == "variance").sum() == len(sds) - 1 + n_sigma
     assert set(q.loc[q["quantity"] == "contrast", "estimand"]) == {"any", "surveyed"}

@@ -59,7 +59,13 @@ from omlbayes.backends.sparse import (
     sparse_marginal_loglik,
 )
 from omlbayes.errors import SpecError
-from omlbayes.model.design import SIGMA_DIM_SUFFIX, DesignLayout, GroupedStats, SufficientStats
+from omlbayes.model.design import (
+    SIGMA_DIM_SUFFIX,
+    DesignLayout,
+    GroupedStats,
+    SufficientStats,
+    variance_names,
+)
 from omlbayes.model.spec import ModelSpec
 
 MARGINAL = "marginal_loglik"
@@ -728,7 +734,7 @@ def fit_collapsed(
 def _posterior(tree: xr.DataTree, spec: ModelSpec) -> xr.Dataset:
     """The sampled variance parameters (folded SDs as tau = |w|, coords as strings)."""
     posterior = _without_folded(tree["posterior"].to_dataset())
-    posterior = posterior[[v for v in posterior.data_vars if v == "sigma" or v.endswith("_sigma")]]
+    posterior = posterior[variance_names(posterior.data_vars)]
     if spec.residual_sd_by is not None:  # netCDF wants str coordinates
         dim = _sigma_dim(spec)
         posterior = posterior.assign_coords({dim: posterior[dim].astype(str)})

@@ -9,6 +9,7 @@ import numpy as np
 import xarray as xr
 
 from omlbayes import constants as C
+from omlbayes.model.design import variance_names
 
 # The rows of an ArviZ summary Dataset the gate reads: R-hat, ESS bulk, ESS tail.
 SUMMARY_DIAGNOSTICS = ("r_hat", "ess_bulk", "ess_tail")
@@ -173,7 +174,7 @@ def early_stop(tree: xr.DataTree, *, thresholds: Thresholds | None = None) -> di
         max_divergences=th.max_divergences,
     )
     posterior = tree["posterior"].to_dataset()
-    hyper = [v for v in posterior.data_vars if v == "sigma" or str(v).endswith("_sigma")]
+    hyper = variance_names(posterior.data_vars)
     first = check(
         _only(tree, hyper), thresholds=strict, summary=mcmc_stats.diagnostics(posterior[hyper])
     )

@@ -22,7 +22,7 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
-from omlbayes.model.design import DesignLayout, GroupedStats
+from omlbayes.model.design import DesignLayout, GroupedStats, variance_names
 from omlbayes.model.spec import ModelSpec
 
 LOG_LIKELIHOOD_VAR = "y"
@@ -152,7 +152,7 @@ def prior_sensitivity(tree: xr.DataTree, contrasts: xr.DataArray | None = None) 
     from arviz_stats import psense_summary
 
     posterior = tree["posterior"].to_dataset()
-    hyper = [v for v in posterior.data_vars if v == "sigma" or v.endswith("_sigma")]
+    hyper = variance_names(posterior.data_vars)
     data = {name: posterior[name] for name in hyper}
     labels = {}
     if contrasts is not None:

@@ -9,6 +9,7 @@ is what g-computation needs for a counterfactual cell.
 
 from __future__ import annotations
 
+from collections.abc import Hashable, Iterable
 from dataclasses import dataclass
 from itertools import product
 
@@ -22,6 +23,12 @@ from omlbayes.model.spec import ModelSpec, group_term_name
 CHUNK_ROWS = 200_000
 # With ``residual_sd_by = col`` the posterior's ``sigma`` has the dim ``col + SIGMA_DIM_SUFFIX``.
 SIGMA_DIM_SUFFIX = "__sigma_dim"
+
+
+def variance_names(variables: Iterable[Hashable]) -> list[str]:
+    """The variance parameters among posterior variables, in their order: the residual SD
+    ``sigma`` and each group term's SD ``<term>_sigma`` (Bambi's names, both backends)."""
+    return [str(v) for v in variables if v == "sigma" or str(v).endswith("_sigma")]
 
 
 @dataclass(frozen=True)

@@ -49,6 +49,7 @@ import xarray as xr
 
 from omlbayes.criticism import diagnose
 from omlbayes.errors import InputError, SpecError
+from omlbayes.model.design import variance_names
 from omlbayes.model.spec import FAMILIES, ModelSpec, Prior
 from omlbayes.results import runs, summarise
 
@@ -457,7 +458,7 @@ def fit_formula_run(
         )
         figures = staging / "figures"
         figures.mkdir()
-        hyper = [v for v in posterior.data_vars if v == "sigma" or str(v).endswith("_sigma")]
+        hyper = variance_names(posterior.data_vars)
         if hyper:
             diag_plots.plot_rank_hyper(tree, hyper, figures / "rank_hyper.png")
         if "sample_stats" in tree.children and "energy" in tree["sample_stats"].dataset:

@@ -26,6 +26,7 @@ from omlbayes.errors import SpecError
 from omlbayes.model import estimands
 from omlbayes.model import stats as model_stats
 from omlbayes.model.composition import Composition
+from omlbayes.model.design import variance_names
 from omlbayes.model.spec import ModelSpec
 from omlbayes.pipeline import passes
 from omlbayes.pipeline.outputs import write_outputs
@@ -561,7 +562,7 @@ def _predictive_figures(
     from omlbayes.criticism import predictive
 
     layout = fit_info["layout"]
-    hyper = [v for v in tree["posterior"].data_vars if v == "sigma" or v.endswith("_sigma")]
+    hyper = variance_names(tree["posterior"].data_vars)
     diag_plots.plot_rank_hyper(tree, hyper, figures / "rank_hyper.png")
     diag_plots.plot_energy(tree, figures / "energy.png")
     if spec.family == "graded":  # its predictive checks are of the items (item_ppc.png)

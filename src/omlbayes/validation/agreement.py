@@ -28,6 +28,7 @@ import numpy as np
 import pandas as pd
 
 from omlbayes.data import schema
+from omlbayes.model.design import variance_names
 from omlbayes.validation import estimand_recovery as er
 
 SEEDS = (101, 102, 103)
@@ -65,7 +66,7 @@ def _quantities(run, seed: int) -> pd.DataFrame:
     post = run.posterior
     shape = (post.sizes["chain"], post.sizes["draw"])
     rows = []
-    for name in [v for v in post.data_vars if v == "sigma" or str(v).endswith("_sigma")]:
+    for name in variance_names(post.data_vars):
         da = post[name]
         extra = [d for d in da.dims if d not in ("chain", "draw")]
         labels = [str(c) for c in da[extra[0]].to_numpy()] if extra else [""]
