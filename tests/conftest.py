@@ -7,6 +7,7 @@ import io
 import os
 import subprocess
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -58,30 +59,117 @@ def small_survey(tmp_path_factory) -> Path:
 def fit_small(survey: Path, out: Path, name: str) -> subprocess.CompletedProcess:
     """scripts/fit.py, the flagship with the small-fit settings and seed 3 (same call, same
     numbers); the default model has its own end-to-end test (test_criticism)."""
-    return run_script(
-        "fit.py", "--data", str(survey), "--model", "flagship", *SMALL_FIT_ARGS, "--seed", "3",
+    return run_script("fit.py", *_small_fit_args(survey, out, name))
+
+
+def _small_fit_args(survey: Path, out: Path, name: str) -> tuple[str, ...]:
+    return (
+        "--data", str(survey), "--model", "flagship", *SMALL_FIT_ARGS, "--seed", "3",
         "--out", str(out), "--name", name, "--allow-failed", "--lang", "en",
     )  # fmt: skip
 
 
-@pytest.fixture(scope="session")
-def small_run(small_survey, tmp_path_factory) -> tuple[Path, subprocess.CompletedProcess]:
-    """The flagship fitted end to end through scripts/fit.py on the small survey."""
-    out = tmp_path_factory.mktemp("runs")
-    result = fit_small(small_survey, out, "small")
-    assert result.returncode == 0, result.stderr[-3000:]
-    return out / "small", result
+# ---- the whole runs the run-folder tests share ------------------------------------------
+#
+# Each is one scripts/fit.py process. They start together in the background when the first
+# test of the session runs (only those the collected tests use), and each fixture waits for
+# its own: a run leaves a core idle much of the time (imports, figures, reports), so the
+# runs overlap with each other and with the in-process tests. Same seeds, same numbers.
 
 
-@pytest.fixture(scope="session")
-def default_run(small_survey, tmp_path_factory) -> Path:
-    """scripts/fit.py with no --model (the default model) on the small survey, seed 3; short
-    chains (2 x 150 draws): its tests check plumbing and exact identities, not the gate."""
-    out = tmp_path_factory.mktemp("default")
-    result = run_script(
-        "fit.py", "--data", str(small_survey), "--draws", "150", "--tune", "150",
-        "--chains", "2", "--no-progress", "--seed", "3",
-        "--out", str(out), "--name", "default", "--allow-failed", "--lang", "en",
+def _default_fit_args(survey: Path, out: Path) -> tuple[str, ...]:
+    """No --model (the default model), seed 3; short chains (2 x 150 draws): its tests check
+    plumbing and exact identities, not the gate."""
+    return (
+        "--data", str(survey), "--draws", "150", "--tune", "150", "--chains", "2",
+        "--no-progress", "--seed", "3", "--out", str(out), "--name", "default",
+        "--allow-failed", "--lang", "en",
     )  # fmt: skip
+
+
+def _strict_fit_args(survey: Path, out: Path) -> tuple[str, ...]:
+    """Non-default settings on chains far too short for the gate (2 x 25 draws: the ESS
+    cannot reach 400): a failed run must exit 3, be whole and honour every setting. (50
+    draws: no probability k/50 reads as a default's 95%, 97.5% or 2.5%.)"""
+    return (
+        "--data", str(survey), "--model", "flagship", "--draws", "25", "--tune", "20",
+        "--chains", "2", "--no-progress", "--seed", "5", "--out", str(out), "--name", "strict",
+        "--quiet", "--prob", "0.9", "--interval", "hdi", "--min-cell-n", "20", "--lang", "en",
+        "--sd-parameterization", "folded",
+    )  # fmt: skip
+
+
+SHARED_RUNS = {  # fixture -> (its arguments, the run folder's name)
+    "small_run": (lambda survey, out: _small_fit_args(survey, out, "small"), "small"),
+    "default_run": (_default_fit_args, "default"),
+    "strict_failed": (_strict_fit_args, "strict"),
+}
+
+
+@dataclass
+class _Background:
+    process: subprocess.Popen
+    folder: Path
+    stdout: Path
+    stderr: Path
+    args: list[str]
+
+    def result(self) -> subprocess.CompletedProcess:
+        code = self.process.wait(timeout=900)
+        out, err = (p.read_text(encoding="utf-8") for p in (self.stdout, self.stderr))
+        return subprocess.CompletedProcess(self.args, code, out, err)
+
+
+_NEEDED = pytest.StashKey[set]()
+
+
+@pytest.hookimpl(trylast=True)  # after -m and -k have deselected what will not run
+def pytest_collection_modifyitems(session, config, items) -> None:
+    config.stash[_NEEDED] = {f for item in items for f in item.fixturenames} & set(SHARED_RUNS)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _shared_runs(request, tmp_path_factory):
+    """Start the shared runs the collected tests need; kill any still running at the end."""
+    needed = request.config.stash.get(_NEEDED, set())
+    started: dict[str, _Background] = {}
+    if needed:
+        survey = request.getfixturevalue("small_survey")
+        env = {**os.environ, "MPLBACKEND": "Agg", "PYTHONWARNINGS": "ignore"}
+        for name in sorted(needed):
+            make_args, folder = SHARED_RUNS[name]
+            out = tmp_path_factory.mktemp(name)
+            logs = (out.parent / f"{name}.stdout", out.parent / f"{name}.stderr")
+            args = [sys.executable, str(ROOT / "scripts" / "fit.py"), *make_args(survey, out)]
+            with open(logs[0], "w") as stdout, open(logs[1], "w") as stderr:
+                process = subprocess.Popen(args, stdout=stdout, stderr=stderr, env=env, cwd=ROOT)
+            started[name] = _Background(process, out / folder, *logs, args)
+    yield started
+    for job in started.values():
+        if job.process.poll() is None:
+            job.process.kill()
+
+
+@pytest.fixture(scope="session")
+def small_run(_shared_runs) -> tuple[Path, subprocess.CompletedProcess]:
+    """The flagship fitted end to end through scripts/fit.py on the small survey."""
+    job = _shared_runs["small_run"]
+    result = job.result()
     assert result.returncode == 0, result.stderr[-3000:]
-    return out / "default"
+    return job.folder, result
+
+
+@pytest.fixture(scope="session")
+def default_run(_shared_runs) -> Path:
+    """scripts/fit.py with no --model (the default model) on the small survey."""
+    job = _shared_runs["default_run"]
+    result = job.result()
+    assert result.returncode == 0, result.stderr[-3000:]
+    return job.folder
+
+
+@pytest.fixture(scope="session")
+def strict_failed(_shared_runs) -> tuple[Path, subprocess.CompletedProcess]:
+    """The run with non-default settings whose chains are too short for the gate."""
+    job = _shared_runs["strict_failed"]
+    return job.folder, job.result()

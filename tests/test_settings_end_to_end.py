@@ -93,21 +93,6 @@ def every_output(path: Path) -> list[Path]:
 
 
 @pytest.fixture(scope="module")
-def strict_failed(small_survey, tmp_path_factory) -> tuple[Path, object]:
-    """The non-default settings on chains far too short for the gate (2 x 25 draws: the ESS
-    cannot reach 400): a failed run must still be whole and honour every setting. (50 draws:
-    no probability k/50 reads as a default's 95%, 97.5% or 2.5%.)"""
-    out = tmp_path_factory.mktemp("strict")
-    result = run_script(
-        "fit.py", "--data", str(small_survey), "--model", "flagship", "--draws", "25",
-        "--tune", "20", "--chains", "2", "--no-progress", "--seed", "5", "--out", str(out),
-        "--name", "strict", "--quiet", "--prob", "0.9", "--interval", "hdi",
-        "--min-cell-n", "20", "--lang", "en", "--sd-parameterization", "folded",
-    )  # fmt: skip
-    return out / "strict", result
-
-
-@pytest.fixture(scope="module")
 def strict_run(strict_failed) -> Path:
     return strict_failed[0]
 
