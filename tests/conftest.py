@@ -7,7 +7,8 @@ import io
 import os
 import subprocess
 import sys
-from dataclasses import dataclass
+import threading
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
@@ -71,10 +72,11 @@ def _small_fit_args(survey: Path, out: Path, name: str) -> tuple[str, ...]:
 
 # ---- the whole runs the run-folder tests share ------------------------------------------
 #
-# Each is one scripts/fit.py process. They start together in the background when the first
-# test of the session runs (only those the collected tests use), and each fixture waits for
-# its own: a run leaves a core idle much of the time (imports, figures, reports), so the
-# runs overlap with each other and with the in-process tests. Same seeds, same numbers.
+# Each is one scripts/fit.py process. When the first test of the session runs, a thread
+# starts the ones the collected tests use, one after the other in the order the tests need
+# them, and each fixture waits for its own. A run beside the in-process tests uses the core
+# they leave idle; one at a time, each finds the numba kernels its predecessor compiled.
+# Same seeds, same numbers.
 
 
 def _default_fit_args(survey: Path, out: Path) -> tuple[str, ...]:
@@ -99,25 +101,25 @@ def _strict_fit_args(survey: Path, out: Path) -> tuple[str, ...]:
     )  # fmt: skip
 
 
-SHARED_RUNS = {  # fixture -> (its arguments, the run folder's name)
-    "small_run": (lambda survey, out: _small_fit_args(survey, out, "small"), "small"),
+SHARED_RUNS = {  # fixture -> (its arguments, the run folder's name), in the order needed
     "default_run": (_default_fit_args, "default"),
+    "small_run": (lambda survey, out: _small_fit_args(survey, out, "small"), "small"),
     "strict_failed": (_strict_fit_args, "strict"),
 }
 
 
 @dataclass
 class _Background:
-    process: subprocess.Popen
-    folder: Path
-    stdout: Path
-    stderr: Path
     args: list[str]
+    folder: Path
+    done: threading.Event = field(default_factory=threading.Event)
+    process: subprocess.CompletedProcess | None = None
 
     def result(self) -> subprocess.CompletedProcess:
-        code = self.process.wait(timeout=900)
-        out, err = (p.read_text(encoding="utf-8") for p in (self.stdout, self.stderr))
-        return subprocess.CompletedProcess(self.args, code, out, err)
+        if not self.done.wait(timeout=1800):
+            raise TimeoutError(f"shared run {self.folder.name} did not end in 30 minutes")
+        assert self.process is not None
+        return self.process
 
 
 _NEEDED = pytest.StashKey[set]()
@@ -130,24 +132,31 @@ def pytest_collection_modifyitems(session, config, items) -> None:
 
 @pytest.fixture(scope="session", autouse=True)
 def _shared_runs(request, tmp_path_factory):
-    """Start the shared runs the collected tests need; kill any still running at the end."""
+    """Start the shared runs the collected tests need, in a thread, one at a time."""
     needed = request.config.stash.get(_NEEDED, set())
-    started: dict[str, _Background] = {}
+    jobs: dict[str, _Background] = {}
     if needed:
         survey = request.getfixturevalue("small_survey")
-        env = {**os.environ, "MPLBACKEND": "Agg", "PYTHONWARNINGS": "ignore"}
-        for name in sorted(needed):
+        for name in (n for n in SHARED_RUNS if n in needed):
             make_args, folder = SHARED_RUNS[name]
             out = tmp_path_factory.mktemp(name)
-            logs = (out.parent / f"{name}.stdout", out.parent / f"{name}.stderr")
             args = [sys.executable, str(ROOT / "scripts" / "fit.py"), *make_args(survey, out)]
-            with open(logs[0], "w") as stdout, open(logs[1], "w") as stderr:
-                process = subprocess.Popen(args, stdout=stdout, stderr=stderr, env=env, cwd=ROOT)
-            started[name] = _Background(process, out / folder, *logs, args)
-    yield started
-    for job in started.values():
-        if job.process.poll() is None:
-            job.process.kill()
+            jobs[name] = _Background(args, out / folder)
+        env = {**os.environ, "MPLBACKEND": "Agg", "PYTHONWARNINGS": "ignore"}
+
+        def run_all() -> None:
+            for job in jobs.values():
+                try:
+                    job.process = subprocess.run(
+                        job.args, capture_output=True, text=True, env=env, cwd=ROOT, timeout=900
+                    )
+                except Exception as err:  # a timeout: the fixture's assertion says so
+                    job.process = subprocess.CompletedProcess(job.args, -1, "", repr(err))
+                finally:
+                    job.done.set()
+
+        threading.Thread(target=run_all, name="shared-runs", daemon=True).start()
+    return jobs
 
 
 @pytest.fixture(scope="session")
