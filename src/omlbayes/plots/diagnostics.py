@@ -92,6 +92,11 @@ def plot_rank_hyper(dt: xr.DataTree, var_names: Sequence[str], path: Path | str)
         fontsize=10,
     )
     _names_as_row_titles(fig)
+    for (
+        ax
+    ) in fig.axes:  # the row title names the parameter; under the axis it read as the next row's
+        if ax.get_xlabel() != "Fractional ranks":
+            ax.set_xlabel("")
     return _save(pc, path)
 
 
@@ -113,7 +118,8 @@ def _names_as_row_titles(fig: Figure) -> None:
             for other in axes
             if abs(other.get_position().y0 - row.y0) < 1e-3 and other.get_position().x0 < row.x0
         ]
-        (left[0] if left else ax).set_title(label, fontsize=9, loc="left", pad=2)
+        title = label.replace("\n", ": ")  # a coordinate's name ("sigma", "vmbo_bk") on one line
+        (left[0] if left else ax).set_title(title, fontsize=9, loc="left", pad=2)
     if fig.get_layout_engine() is None:
         fig.subplots_adjust(hspace=0.9, top=0.95)
     else:
