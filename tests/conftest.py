@@ -132,9 +132,12 @@ def pytest_collection_modifyitems(session, config, items) -> None:
 
 @pytest.fixture(scope="session", autouse=True)
 def _shared_runs(request, tmp_path_factory):
-    """Start the shared runs the collected tests need, in a thread, one at a time."""
+    """Start the shared runs the collected tests need, in a thread, one at a time; at the
+    end of the session, stop the one still running (a session cut short by -x, say)."""
     needed = request.config.stash.get(_NEEDED, set())
     jobs: dict[str, _Background] = {}
+    running: list[subprocess.Popen] = []
+    stop = threading.Event()
     if needed:
         survey = request.getfixturevalue("small_survey")
         for name in (n for n in SHARED_RUNS if n in needed):
@@ -147,16 +150,29 @@ def _shared_runs(request, tmp_path_factory):
         def run_all() -> None:
             for job in jobs.values():
                 try:
-                    job.process = subprocess.run(
-                        job.args, capture_output=True, text=True, env=env, cwd=ROOT, timeout=900
-                    )
-                except Exception as err:  # a timeout: the fixture's assertion says so
-                    job.process = subprocess.CompletedProcess(job.args, -1, "", repr(err))
+                    if stop.is_set():
+                        raise RuntimeError("the session ended first")
+                    process = subprocess.Popen(
+                        job.args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                        env=env, cwd=ROOT,
+                    )  # fmt: skip
+                    running[:] = [process]
+                    out, err = process.communicate(timeout=900)
+                    code = process.returncode
+                except Exception as error:  # a timeout: the fixture's assertion says so
+                    for process in running:
+                        process.kill()
+                    code, out, err = -1, "", repr(error)
                 finally:
+                    job.process = subprocess.CompletedProcess(job.args, code, out, err)
                     job.done.set()
 
         threading.Thread(target=run_all, name="shared-runs", daemon=True).start()
-    return jobs
+    yield jobs
+    stop.set()
+    for process in running:
+        if process.poll() is None:
+            process.kill()
 
 
 @pytest.fixture(scope="session")
