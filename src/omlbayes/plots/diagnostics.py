@@ -92,9 +92,8 @@ def plot_rank_hyper(dt: xr.DataTree, var_names: Sequence[str], path: Path | str)
         fontsize=10,
     )
     _names_as_row_titles(fig)
-    for (
-        ax
-    ) in fig.axes:  # the row title names the parameter; under the axis it read as the next row's
+    # the row title names the parameter; repeated under the axis it read as the next row's
+    for ax in fig.axes:
         if ax.get_xlabel() != "Fractional ranks":
             ax.set_xlabel("")
     return _save(pc, path)
