@@ -17,17 +17,33 @@ ROOT = Path(__file__).resolve().parents[1]
 SMALL_FIT_ARGS = ("--draws", "250", "--tune", "250", "--chains", "2", "--no-progress")
 
 
-def run_script(script: str, *args: str, timeout: int = 600) -> subprocess.CompletedProcess:
-    """Run one of scripts/*.py as a user would, capturing its output."""
+def start_script(script: str, *args: str) -> subprocess.Popen:
+    """Start one of scripts/*.py as a user would, its output captured."""
     env = {**os.environ, "MPLBACKEND": "Agg", "PYTHONWARNINGS": "ignore"}
-    return subprocess.run(
+    return subprocess.Popen(
         [sys.executable, str(ROOT / "scripts" / script), *args],
-        capture_output=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
         text=True,
-        timeout=timeout,
         env=env,
         cwd=ROOT,
     )
+
+
+def finish(process: subprocess.Popen, timeout: int) -> subprocess.CompletedProcess:
+    """Wait for a started script; past ``timeout`` seconds it is killed (as subprocess.run)."""
+    try:
+        out, err = process.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.communicate()
+        raise
+    return subprocess.CompletedProcess(process.args, process.returncode, out, err)
+
+
+def run_script(script: str, *args: str, timeout: int = 600) -> subprocess.CompletedProcess:
+    """Run one of scripts/*.py as a user would, capturing its output."""
+    return finish(start_script(script, *args), timeout)
 
 
 def run_command(command: str, *args: str) -> subprocess.CompletedProcess:
@@ -110,16 +126,16 @@ SHARED_RUNS = {  # fixture -> (its arguments, the run folder's name), in the ord
 
 @dataclass
 class _Background:
-    args: list[str]
+    args: tuple[str, ...]  # scripts/fit.py's
     folder: Path
     done: threading.Event = field(default_factory=threading.Event)
-    process: subprocess.CompletedProcess | None = None
+    outcome: subprocess.CompletedProcess | None = None
 
     def result(self) -> subprocess.CompletedProcess:
         if not self.done.wait(timeout=1800):
             raise TimeoutError(f"shared run {self.folder.name} did not end in 30 minutes")
-        assert self.process is not None
-        return self.process
+        assert self.outcome is not None
+        return self.outcome
 
 
 _NEEDED = pytest.StashKey[set]()
@@ -136,43 +152,35 @@ def _shared_runs(request, tmp_path_factory):
     end of the session, stop the one still running (a session cut short by -x, say)."""
     needed = request.config.stash.get(_NEEDED, set())
     jobs: dict[str, _Background] = {}
-    running: list[subprocess.Popen] = []
-    stop = threading.Event()
+    current: list[subprocess.Popen] = []  # the run now running
+    lock, stop = threading.Lock(), threading.Event()
     if needed:
         survey = request.getfixturevalue("small_survey")
         for name in (n for n in SHARED_RUNS if n in needed):
             make_args, folder = SHARED_RUNS[name]
             out = tmp_path_factory.mktemp(name)
-            args = [sys.executable, str(ROOT / "scripts" / "fit.py"), *make_args(survey, out)]
-            jobs[name] = _Background(args, out / folder)
-        env = {**os.environ, "MPLBACKEND": "Agg", "PYTHONWARNINGS": "ignore"}
+            jobs[name] = _Background(make_args(survey, out), out / folder)
 
         def run_all() -> None:
             for job in jobs.values():
                 try:
-                    if stop.is_set():
-                        raise RuntimeError("the session ended first")
-                    process = subprocess.Popen(
-                        job.args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                        env=env, cwd=ROOT,
-                    )  # fmt: skip
-                    running[:] = [process]
-                    out, err = process.communicate(timeout=900)
-                    code = process.returncode
+                    with lock:  # no run starts once the session has ended
+                        if stop.is_set():
+                            raise RuntimeError("the session ended first")
+                        current[:] = [start_script("fit.py", *job.args)]
+                    job.outcome = finish(current[0], timeout=900)
                 except Exception as error:  # a timeout: the fixture's assertion says so
-                    for process in running:
-                        process.kill()
-                    code, out, err = -1, "", repr(error)
+                    job.outcome = subprocess.CompletedProcess(job.args, -1, "", repr(error))
                 finally:
-                    job.process = subprocess.CompletedProcess(job.args, code, out, err)
                     job.done.set()
 
         threading.Thread(target=run_all, name="shared-runs", daemon=True).start()
     yield jobs
-    stop.set()
-    for process in running:
-        if process.poll() is None:
-            process.kill()
+    with lock:
+        stop.set()
+        for process in current:
+            if process.poll() is None:
+                process.kill()
 
 
 @pytest.fixture(scope="session")

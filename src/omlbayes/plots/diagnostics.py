@@ -82,9 +82,7 @@ def plot_rank_hyper(dt: xr.DataTree, var_names: Sequence[str], path: Path | str)
     # overlaid, its chains and groups were one tangle with no test shown
     pc = azp.plot_rank_dist(dt, var_names=names, compact=False, backend="matplotlib")
     fig = _figure(pc)
-    rows = sum(
-        int(np.prod([posterior[v].sizes[d] for d in _extra_dims(posterior[v])])) for v in names
-    )
+    rows = sum(posterior[v].isel(chain=0, draw=0).size for v in names)  # one per coordinate
     fig.suptitle(
         "Rank plots (hyper-parameters). p: each row's test that its chains' ranks are uniform;\n"
         f"with {rows} rows, a p below 0.01 somewhere has probability {1 - 0.99**rows:.2f} when "
@@ -97,10 +95,6 @@ def plot_rank_hyper(dt: xr.DataTree, var_names: Sequence[str], path: Path | str)
         if ax.get_xlabel() != "Fractional ranks":
             ax.set_xlabel("")
     return _save(pc, path)
-
-
-def _extra_dims(da: xr.DataArray) -> list[str]:
-    return [d for d in da.dims if d not in ("chain", "draw")]
 
 
 def _names_as_row_titles(fig: Figure) -> None:

@@ -984,7 +984,7 @@ def _plot_sbc(
 
 
 def sbc_threshold(n_tests: int) -> float:
-    """The smallest p-value a quantity's rank test may have (Bonferroni, 5% familywise)."""
+    """The smallest p-value a quantity's rank test may have (Bonferroni, familywise)."""
     return SBC_FAMILY_ALPHA / n_tests
 
 
@@ -998,7 +998,8 @@ def sbc_rule_text(tests: pd.DataFrame) -> str:
     m = len(tests)
     return (
         f"Smallest p-value {float(tests['p_value'].min()):.4f} of {m} tests; threshold "
-        f"{sbc_threshold(m):.5f} (Bonferroni: 5% familywise over the {m} quantities; "
+        f"{sbc_threshold(m):.5f} (Bonferroni: {SBC_FAMILY_ALPHA:.0%} familywise over the {m} "
+        "quantities; "
         f"uncorrected at 1% a calibrated sampler would fail with probability "
         f"{1 - 0.99**m:.2f})"
     )
@@ -1215,7 +1216,8 @@ def write_report(out: Path = OUT) -> bool:
         "Written by `make validate` (`scripts/validate.py`, logic in "
         "`src/omlbayes/validation/studies.py`). Pass criteria: 95% coverage of wave contrasts in "
         "[0.90, 0.99] over all contrasts and seeds; SBC ranks uniform (chi-square, "
-        f"{SBC_BINS} bins) not rejected for any quantity at 5% familywise (Bonferroni); every "
+        f"{SBC_BINS} bins) not rejected for any quantity at {SBC_FAMILY_ALPHA:.0%} familywise "
+        "(Bonferroni); every "
         "REML comparison "
         f"within {TOLERANCE_SD} posterior SD (fixed effects: posterior mean; variances: "
         "posterior median of the variance, see below).",
