@@ -75,10 +75,17 @@ FITS = ("flagship_40k", "default_40k", "flagship_200k", "default_200k")
 
 
 def run_fits(
-    work: Path, *, quick: bool, timeout: float, only: tuple[str, ...] = FITS
+    work: Path,
+    *,
+    quick: bool,
+    timeout: float,
+    only: tuple[str, ...] = FITS,
+    seeds: tuple[int, ...] = (),
 ) -> list[dict]:
     """The whole fits (all four unless ``only`` names fewer; the 40k flagship always runs,
-    the baseline), with each one's ratio to the 40k flagship and its targets."""
+    the baseline), with each one's ratio to the 40k flagship and its targets; with
+    ``seeds``, the 40k pair again at each of those seeds (rows ``<fit>_seed<s>``): where
+    the early stop ends varies with the chains, and so does the ratio."""
     # the national survey (600 schools x 7 waves); a --quick run shrinks it and stands a
     # 4k survey in for the shipped 40k file
     students, schools = (20_000, 60) if quick else (200_000, 600)
@@ -95,6 +102,12 @@ def run_fits(
             ("default_200k", [*sampler, "--data", str(national)]),
         ]
     fits = [(name, args) for name, args in fits if name == "flagship_40k" or name in only]
+    for seed in seeds:
+        fits += [
+            (f"{name}_seed{seed}", [*args, "--seed", str(seed)])
+            for name, args in fits[:2]
+            if name == "flagship_40k" or name in only
+        ]
     for name, _ in fits:  # fit.py would write <name>-2 beside an older folder of that name
         shutil.rmtree(work / name, ignore_errors=True)
     rows = {name: _run_fit(name, args, work, timeout=timeout) for name, args in fits}
@@ -117,6 +130,13 @@ def run_fits(
             and row["ratio_to_flagship_40k"] <= DEFAULT_RATIO_TARGET
             and row.get("diagnostics_passed", False)
         )
+    for seed in seeds:
+        flagship, default = (
+            rows.get(f"flagship_40k_seed{seed}"),
+            rows.get(f"default_40k_seed{seed}"),
+        )
+        if flagship and default:
+            default["ratio_to_flagship_same_survey"] = default["wall_s"] / flagship["wall_s"]
     if "default_200k" in rows:
         row = rows["default_200k"]
         row["target"] = f"<= {NATIONAL_RATIO_TARGET:g}x, gate passing"
@@ -140,10 +160,12 @@ def render(result: dict) -> str:
         "",
         "Wall seconds of a fresh `scripts/fit.py` process each (imports, data, fit, LOO, "
         "checks, posterior.nc, figures, both reports, school pages), as ratios to the 40k "
-        "flagship of this run."
+        "flagship of this run; `draws_kept`: draws per chain at the checkpoint where the "
+        "run stopped (the early stop). Rows `_seed<s>`: the 40k pair again with `--seed s`, "
+        "their ratio to each other in `ratio_to_flagship_same_survey`."
         + (
             ""
-            if len(fits) == len(FITS)
+            if {"flagship_200k", "default_200k"} <= {f["fit"] for f in fits}
             else " The national fits did not run in this bench run (`--fits`)."
         ),
         "",
@@ -156,6 +178,7 @@ def render(result: dict) -> str:
                 "kernel",
                 "s_per_gradient",
                 "sample_s",
+                "draws_kept",
                 "wall_s",
                 "ratio_to_flagship_40k",
                 "ratio_to_flagship_same_survey",
@@ -194,6 +217,13 @@ def main(argv: list[str] | None = None) -> int:
         "--fits", nargs="+", choices=FITS, default=list(FITS), help="the fits to run (default all)"
     )
     p.add_argument(
+        "--seeds",
+        nargs="*",
+        type=int,
+        default=[],
+        help="also run the 40k pair with each of these seeds (the spread of the ratio)",
+    )
+    p.add_argument(
         "--render", action="store_true", help="only rewrite RESULTS.md from <out>/default.json"
     )
     args = p.parse_args(argv)
@@ -209,7 +239,13 @@ def main(argv: list[str] | None = None) -> int:
         "command": "python bench/bench_default.py " + " ".join(argv or sys.argv[1:]),
         "machine": machine_info(),
         "load_start": load_start,
-        "fits": run_fits(args.work, quick=args.quick, timeout=args.timeout, only=tuple(args.fits)),
+        "fits": run_fits(
+            args.work,
+            quick=args.quick,
+            timeout=args.timeout,
+            only=tuple(args.fits),
+            seeds=tuple(args.seeds),
+        ),
     }
     result["load_end"] = f"{os.getloadavg()[0]:.2f}"
     # the load at the start says whether other jobs ran; at the end it counts the fits'

@@ -213,6 +213,7 @@ def _run_fit(name: str, args: list[str], work: Path, *, timeout: float) -> dict:
         kernel=fit.get("kernel", "-"),
         s_per_gradient=fit.get(f"{fit.get('kernel')}_s_per_gradient", float("nan")),
         sample_s=record["timings"].get("sample_s", float("nan")),
+        draws_kept=fit.get("sampling", {}).get("draws_kept"),
         max_rhat=diag["max_r_hat"],
         min_ess_bulk=diag["min_ess_bulk"],
         min_ess_tail=diag["min_ess_tail"],

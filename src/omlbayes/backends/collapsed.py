@@ -420,10 +420,12 @@ def build_density(
     )
 
 
-def boundary_drops(density: CollapsedDensity, terms: list[str]) -> dict[str, dict]:
+def boundary_drops(
+    density: CollapsedDensity, terms: list[str]
+) -> tuple[dict[str, dict], np.ndarray]:
     """Per group term in ``terms``, of a log-scale ``density`` (nothing folded): its SD's
     posterior mode and how far the log posterior density drops when the SD is set to zero,
-    the other parameters re-optimized.
+    the other parameters re-optimized; and every SD at that mode (the density's order).
 
     Densities are on the SD scale (no log-transform Jacobian), where an SD whose data allow
     zero has its mode at or near zero. The search runs over the variances (tau^2, bounded
@@ -465,16 +467,20 @@ def boundary_drops(density: CollapsedDensity, terms: list[str]) -> dict[str, dic
 
     with threadpool_limits(1, user_api="blas"):  # as in sampling: one BLAS thread
         mode = optimum(neg, density.scales**2, floor)
+        # an SD whose mode is at its floor already is the profile's optimum (the mode is a
+        # local optimum with that SD held there): its drop is 0 without a search
+        away = [term for term in terms if mode.x[index[term]] > floor[index[term]]]
         # the profiles are independent: one thread each (the kernel releases the GIL)
         with ThreadPoolExecutor(max(1, len(os.sched_getaffinity(0)))) as pool:
-            profiles = dict(zip(terms, pool.map(profile, terms), strict=True))
+            searched = dict(zip(away, pool.map(profile, away), strict=True))
+    profiles = {term: searched.get(term, mode.fun) for term in terms}
     out = {term: {"mode": float(np.sqrt(mode.x[index[term]]))} for term in terms}
     # a profile above the mode's value means the mode search stopped short: the best of all
     # optima found is the reference
     best = min([mode.fun, *profiles.values()])
     for name, value in profiles.items():
         out[name]["drop"] = float(value - best)
-    return out
+    return out, np.sqrt(mode.x)
 
 
 def _fixed_at(fn, x: np.ndarray, i: int, value: float):
@@ -508,9 +514,10 @@ def folded_terms(
         candidates = [name for name in can_fold if sizes[name] >= FOLD_MIN_CELLS]
         if candidates:
             t = time.perf_counter()
-            drops = boundary_drops(build_density(stats, layout, spec, choice), candidates)
+            drops, mode_sds = boundary_drops(build_density(stats, layout, spec, choice), candidates)
             facts["sd_boundary_s"] = time.perf_counter() - t
             facts["sd_boundary"] = drops
+            facts["sd_mode"] = [float(v) for v in mode_sds]
             folded = frozenset(name for name in candidates if drops[name]["drop"] < BOUNDARY_DROP)
     facts["folded_sds"] = [t.name for t in layout.group_terms if t.name in folded]
     if setting != "log":  # say which SDs no setting can fold (their prior has no smooth twin)
@@ -708,7 +715,7 @@ def fit_collapsed(
                 return gate(head)
 
         dt, sampled = sample_nutpie(
-            density.nutpie_model(),
+            density.nutpie_model(near_sds=sd_facts.get("sd_mode")),
             Plan.of(settings, early_stop=gate is not None),
             seed=derived_seed(seed, "nuts"),
             progressbar=progressbar,
@@ -760,7 +767,7 @@ class CollapsedRefitter:
         # the compiled density needs no compiling per data set: built (and, under "auto",
         # its SD parameterization chosen) for each one, as a run does
         grouped = GroupedStats.from_pooled(stats)
-        folded, _ = folded_terms(grouped, self.layout, self.spec, None)
+        folded, sd_facts = folded_terms(grouped, self.layout, self.spec, None)
         density = build_density(stats, self.layout, self.spec, None, folded)
         coefficients = CoefficientDraws(stats, self.layout, self.spec, None, seed=seed)
         check = None
@@ -774,7 +781,7 @@ class CollapsedRefitter:
                 return self.gate(head)
 
         tree, _ = sample_nutpie(
-            density.nutpie_model(),
+            density.nutpie_model(near_sds=sd_facts.get("sd_mode")),
             Plan.of(self.spec.sampler, early_stop=self.gate is not None),
             seed=derived_seed(seed, "nuts"),
             check=check,

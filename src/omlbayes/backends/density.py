@@ -213,9 +213,11 @@ class CollapsedDensity:
         x[folded] = sds[folded] * np.array([math.exp(j) for j in jitter[folded]])
         return x
 
-    def posterior_mode(self) -> np.ndarray | None:
-        """The density's maximum on the sampler's coordinates (L-BFGS from the priors'
-        scales, deterministic); None where the search fails."""
+    def posterior_mode(self, near_sds: np.ndarray | None = None) -> np.ndarray | None:
+        """The density's maximum on the sampler's coordinates (L-BFGS, deterministic), from
+        the SDs ``near_sds`` (e.g. the SD-scale mode the fold decision found; a log SD
+        starts no lower than 1% of its prior scale) or the priors' scales; None where the
+        search fails."""
         from scipy.optimize import minimize
         from threadpoolctl import threadpool_limits
 
@@ -225,18 +227,20 @@ class CollapsedDensity:
                 return np.inf, np.zeros_like(x)
             return -value, -grad
 
-        start = np.where(self.folded_mask, self.scales, np.log(self.scales))
+        sds = self.scales if near_sds is None else np.asarray(near_sds, dtype=np.float64)
+        start = np.where(self.folded_mask, sds, np.log(np.maximum(sds, 0.01 * self.scales)))
         with threadpool_limits(1, user_api="blas"):
             res = minimize(neg, start, jac=True, method="L-BFGS-B", options={"maxiter": 500})
         return res.x if np.isfinite(res.fun) else None
 
-    def nutpie_model(self):
+    def nutpie_model(self, near_sds: np.ndarray | None = None):
         """The density as a nutpie model (``nutpie.sample`` takes it). Every chain starts
-        near the posterior mode: a chain started far out in a tail can spend its warm-up
-        there while the others run ahead, and a checkpoint waits for the slowest chain."""
+        near the posterior mode (searched from ``near_sds``, see :meth:`posterior_mode`): a
+        chain started far out in a tail can spend its warm-up there while the others run
+        ahead, and a checkpoint waits for the slowest chain."""
         from nutpie.compiled_pyfunc import from_pyfunc
 
-        centre = self.posterior_mode()
+        centre = self.posterior_mode(near_sds)
 
         def initial_point(seed) -> np.ndarray:
             return self.initial_point(seed, centre)

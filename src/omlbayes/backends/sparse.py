@@ -50,6 +50,8 @@ from __future__ import annotations
 
 import hashlib
 import math
+import os
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numba
@@ -850,22 +852,39 @@ class SparsePattern:
             sym = _symbolic(_permuted_upper(full, perm))
             candidates[name] = _factor_flops(sym[1])
             analysed[name] = (perm, sym)
+        workers = max(1, len(os.sched_getaffinity(0)))
         if blocks and 1 < p <= _CLASS_MAX_P:
             ap, ai = full.indptr.astype(np.int64), full.indices.astype(np.int64)
-            for name, classes in _class_orderings(p, blocks):
-                limit = _CLASS_GIVE_UP * min(candidates.values())
+            # one thread each (the ordering releases the GIL); an ordering that passes this
+            # limit can never be kept (below), so the order of the searches does not matter
+            limit = _CLASS_GIVE_UP * min(candidates.values())
+
+            def class_ordering(classes):
                 perm = _class_min_degree(p, ap, ai, classes, limit)
-                if perm.size:
-                    sym = _symbolic(_permuted_upper(full, perm))
-                    candidates[name] = _factor_flops(sym[1])
-                    analysed[name] = (perm, sym)
+                return (perm, _symbolic(_permuted_upper(full, perm))) if perm.size else None
+
+            orderings = _class_orderings(p, blocks)
+            with ThreadPoolExecutor(workers) as pool:
+                results = list(pool.map(class_ordering, [c for _, c in orderings]))
+            for (name, _), result in zip(orderings, results, strict=True):
+                if result is not None:
+                    candidates[name] = _factor_flops(result[1][1])
+                    analysed[name] = result
         least = min(candidates.values())
         kept = sorted((f, name) for name, f in candidates.items() if f <= _ORDER_SLACK * least)
-        layouts = []
-        for flops, name in kept[:_ORDER_KEEP]:
+        jobs = [
+            (name, flops, t0)
+            for flops, name in kept[:_ORDER_KEEP]
+            for t0 in _tail_candidates(p, analysed[name][1][1])
+        ]
+
+        def layout(job):
+            name, flops, t0 = job
             perm, (parent, lp, li) = analysed[name]
-            for t0 in _tail_candidates(p, lp):
-                layouts.append((*_layout(full, perm, parent, lp, li, t0), name, flops, lp))
+            return (*_layout(full, perm, parent, lp, li, t0), name, flops, lp)
+
+        with ThreadPoolExecutor(workers) as pool:
+            layouts = list(pool.map(layout, jobs))
         best = min(layouts, key=lambda x: x[0])
         predicted, perm, upper, packed, t0, ns, n_groups, nnz_panels, order, name, flops, lp = best
         return cls(
