@@ -174,9 +174,14 @@ def _grouped_layout(chunk: pd.DataFrame, layout: DesignLayout, pattern) -> tuple
         mult[:, c] = x[:, j] * x[:, k2]
     mean_mult = np.ones((n, 1 + n_num))
     mean_mult[:, 1:] = x
+    positions = np.where(live, apos[q], 0)
+    if positions.size and positions.max() > np.iinfo(np.int32).max:
+        raise RuntimeError("the selected inverse has more entries than int32 indexes")
+    # the kernel streams these three per pattern pair and draw: the narrowest exact types
+    # (coefficients 0, 1, 2; a handful of classes) read a third of the bytes of 64-bit ones
     return (
-        cols, kind, np.where(live, apos[q], 0), coef, cls, n_class,
-        student_pattern.astype(np.int64).ravel(), mult, mean_mult,
+        cols, kind, positions.astype(np.int32), coef.astype(np.float32), cls.astype(np.int8),
+        n_class, student_pattern.astype(np.int64).ravel(), mult, mean_mult,
     )  # fmt: skip
 
 
