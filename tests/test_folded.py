@@ -91,6 +91,24 @@ def test_auto_folds_the_sd_at_zero_only(design):
     assert every[0] == {"1|a", "1|b"}
 
 
+def test_the_fold_decisions_mode_starts_the_samplers_mode_search(design):
+    stats, layout, choice = design
+    spec = _spec(sd_parameterization="auto")
+    folded, facts = collapsed.folded_terms(stats, layout, spec, choice)
+    # every SD at the SD-scale mode: the residual SD (1), a (0.3), b at its floor (no profile
+    # searched: its drop is 0 by construction)
+    sigma, tau_a, tau_b = facts["sd_mode"]
+    assert sigma == pytest.approx(1.0, abs=0.05) and 0.2 < tau_a < 0.4
+    assert tau_b == pytest.approx(collapsed.PROFILE_ZERO * 0.5)
+    assert facts["sd_boundary"]["1|b"]["drop"] == 0.0
+    density = collapsed.build_density(stats, layout, spec, choice, folded)
+    from_priors = density.posterior_mode()
+    from_fold_mode = density.posterior_mode(facts["sd_mode"])
+    # the same optimum of the sampler's density from either start
+    assert density.logp(from_fold_mode)[0] == pytest.approx(density.logp(from_priors)[0], abs=1e-4)
+    assert np.exp(from_fold_mode[:2]) == pytest.approx(np.exp(from_priors[:2]), rel=0.02)
+
+
 def test_few_cells_and_exponential_priors_stay_on_the_log_scale(design):
     stats, layout, choice = design
     exponential = Prior("Exponential", {"lam": 2.0})
