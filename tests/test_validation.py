@@ -203,3 +203,21 @@ def test_graded_crosscheck_verdict_needs_agreement_and_both_gates():
     wider = gv.compare_routes({"loadings": a * 1.5}, {"loadings": b})
     assert wider["log_sd_ratio"].to_numpy() == pytest.approx(np.log(1.5), abs=0.1)
     assert not gv.crosscheck_verdict(wider, run)
+
+
+def test_provenance_keeps_the_commit_of_rows_a_resumed_part_did_not_refit(tmp_path, monkeypatch):
+    from omlbayes.validation import sbc_default
+
+    commit = {"now": "a" * 40}
+    monkeypatch.setattr(validation.runs, "git_commit", lambda: commit["now"])
+    validation.record_provenance(tmp_path, ["sbc_default", "sbc"])
+    (tmp_path / sbc_default.ROWS).write_text("sim\n0\n")  # the first start's rows
+    commit["now"] = "b" * 40
+    validation.record_provenance(tmp_path, ["sbc_default", "sbc"])
+    table = pd.read_json(tmp_path / validation.PROVENANCE)
+    assert table["sbc_default"]["git_commit"] == "a" * 40  # its rows: the first start's
+    assert [s["git_commit"] for s in table["sbc_default"]["resumed"]] == ["b" * 40]
+    assert table["sbc"]["git_commit"] == "b" * 40  # a part that always refits
+    (tmp_path / sbc_default.ROWS).unlink()  # rows removed: a fresh run, a fresh entry
+    validation.record_provenance(tmp_path, ["sbc_default"])
+    assert "resumed" not in pd.read_json(tmp_path / validation.PROVENANCE)["sbc_default"]

@@ -199,6 +199,14 @@ def run_study(out: Path, *, seeds: tuple[int, ...] = SEEDS, quick: bool = False,
         )
 
 
+def expected_beyond(rows: pd.DataFrame) -> float:
+    """How many means would fall beyond ``MAX_MEAN_SD`` by Monte Carlo error alone: the sum
+    over quantities of P(|N(0, SE)| > MAX_MEAN_SD), SE the difference's Monte Carlo SE."""
+    from scipy.stats import norm
+
+    return float((2 * norm.sf(MAX_MEAN_SD / rows["mean_diff_mcse"])).sum())
+
+
 def width_off(rows: pd.DataFrame) -> pd.Series:
     """A width shown to differ by more than ``MAX_WIDTH``: beyond it by 3 Monte Carlo SEs."""
     return (rows["width_ratio"] - 1).abs() - 3 * rows["width_ratio_mcse"] > MAX_WIDTH
@@ -257,6 +265,8 @@ def report_section(out: Path, verdicts: dict, md) -> list[str]:
         if worst["quantity"] == "variance"
         else (" ".join(str(worst[c]) for c in ("estimand", "kind", "breakdown", "group", "wave")))
     )
+    worst_z = worst["mean_diff_sd"] / worst["mean_diff_mcse"]
+    n_beyond = int((rows["mean_diff_sd"].abs() > MAX_MEAN_SD).sum())
     n, m = SIZE
     return [
         "## The default's sampler against a long reference run (issue #26)",
@@ -282,7 +292,10 @@ def report_section(out: Path, verdicts: dict, md) -> list[str]:
         md(summary(rows)),
         "",
         f"{len(rows):,} quantities; the largest difference: {worst['mean_diff_sd']:+.3f} SD "
-        f"({name}, seed {int(worst['seed'])}); widths within 5%: "
+        f"({name}, seed {int(worst['seed'])}), {worst_z:+.1f} "
+        "times its Monte Carlo SE; were both samplers exact with the SEs the runs estimate, "
+        f"{expected_beyond(rows):.2f} means would be expected beyond {MAX_MEAN_SD} SD; "
+        f"means beyond it: {n_beyond}. Widths within 5%: "
         f"{((rows['width_ratio'] - 1).abs() <= MAX_WIDTH).mean():.1%} of the quantities, "
         f"ratios {rows['width_ratio'].min():.3f}-{rows['width_ratio'].max():.3f} (median Monte "
         f"Carlo SE of a ratio {rows['width_ratio_mcse'].median():.3f}); widths beyond 5% by "

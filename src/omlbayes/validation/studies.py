@@ -895,9 +895,21 @@ PROVENANCE_PARTS += ("many_groups", "estimands", "agreement", "sbc_default")
 PROVENANCE_PARTS += ("graded_recovery", "graded_crosscheck")
 
 
+# Parts that resume: rows already in this file are kept and not fitted again
+RESUMABLE_ROWS = {
+    "recovery_hard": HARD_FITS,
+    "estimands": estimand_recovery.FITS,
+    "agreement": agreement.FITS,
+    "sbc_default": sbc_default.ROWS,
+}
+
+
 def record_provenance(out: Path, parts: list[str], *, quick: bool = False) -> None:
     """Note in ``out/provenance.json`` the commit each part's outputs come from (the commit
-    checked out when the part started; ``dirty`` if the tree had uncommitted changes)."""
+    checked out when the part started; ``dirty`` if the tree had uncommitted changes). A
+    resumable part whose rows are already there keeps the entry of the run that made them
+    and lists this start under ``resumed`` (a rerun that fits nothing new must not stamp
+    old rows with a new commit)."""
     import datetime as dt
     import subprocess
 
@@ -909,12 +921,17 @@ def record_provenance(out: Path, parts: list[str], *, quick: bool = False) -> No
         text=True,
     ).stdout
     for part in parts:
-        table[part] = {
+        entry = {
             "git_commit": runs.git_commit(),
             "dirty": bool(status.strip()),
             "started_utc": dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M"),
             "quick": quick,
         }
+        rows = RESUMABLE_ROWS.get(part)
+        if part in table and rows is not None and (out / rows).exists():
+            table[part].setdefault("resumed", []).append(entry)
+        else:
+            table[part] = entry
     path.write_text(json.dumps(table, indent=2) + "\n")
 
 
@@ -1370,6 +1387,14 @@ def write_report(out: Path = OUT) -> bool:
     prov = out / PROVENANCE
     if prov.exists():
         table = pd.DataFrame.from_dict(json.loads(prov.read_text()), orient="index")
+        if "resumed" in table:  # later starts that found every row there (nothing refitted)
+            table["resumed"] = table["resumed"].map(
+                lambda starts: (
+                    "; ".join(f"{s['git_commit'][:7]} at {s['started_utc']}" for s in starts)
+                    if isinstance(starts, list)
+                    else starts
+                )
+            )
         table = table.astype(object).where(table.notna(), "")  # parts without a note
         lines += [
             "## Provenance",
