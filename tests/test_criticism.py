@@ -193,7 +193,7 @@ def test_loo_matches_brute_force_refits_and_compare_accepts_it(frame, tmp_path):
 def test_power_scaled_prior_equals_refit_with_scaled_prior(frame):
     """HalfNormal(s)^a = HalfNormal(s / sqrt(a)) and Normal(0, s)^a = Normal(0, s / sqrt(a)):
     the importance-weighted posterior must agree with a refit under the scaled priors."""
-    alpha = 0.6
+    alpha = 0.5
     data = frame.iloc[:600].reset_index(drop=True)
     spec = _small_spec()
     layout = build_layout(data, spec)

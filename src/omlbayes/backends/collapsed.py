@@ -714,13 +714,15 @@ def fit_collapsed(
                 )
                 return gate(head)
 
+        model, starts = density.nutpie_model(near_sds=sd_facts.get("sd_mode"))
         dt, sampled = sample_nutpie(
-            density.nutpie_model(near_sds=sd_facts.get("sd_mode")),
+            model,
             Plan.of(settings, early_stop=gate is not None),
             seed=derived_seed(seed, "nuts"),
             progressbar=progressbar,
             check=check,
         )
+        sampled["chain_starts"] = starts
     timings["sample_s"] = time.perf_counter() - t0
     t1 = time.perf_counter()
     posterior = _posterior(dt, spec)
@@ -781,7 +783,7 @@ class CollapsedRefitter:
                 return self.gate(head)
 
         tree, _ = sample_nutpie(
-            density.nutpie_model(near_sds=sd_facts.get("sd_mode")),
+            density.nutpie_model(near_sds=sd_facts.get("sd_mode"))[0],
             Plan.of(self.spec.sampler, early_stop=self.gate is not None),
             seed=derived_seed(seed, "nuts"),
             check=check,

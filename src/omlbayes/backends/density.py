@@ -17,12 +17,15 @@ and density ``p(|w|) / 2`` (the symmetric twin of its prior).
 from __future__ import annotations
 
 import math
+import os
 from dataclasses import dataclass
 
 import numba
 import numpy as np
+from threadpoolctl import threadpool_limits
 
 from omlbayes.backends.marginal import dense_marginal_loglik
+from omlbayes.backends.proposal import SplitT, resampled_start
 from omlbayes.backends.sparse import sparse_marginal_loglik
 
 # Prior families of an SD (spec.PRIOR_DISTS); their parameters as (a, b).
@@ -32,6 +35,8 @@ _FAMILY["Exponential"] = EXPONENTIAL
 _LOG2 = math.log(2.0)
 _LOG_PI = math.log(math.pi)
 _HALF_LOG_2PI = 0.5 * math.log(2.0 * math.pi)
+# Proposals per chain start (importance-resampled from the split-t approximation)
+START_PROPOSALS = 64
 
 
 def prior_code(prior) -> tuple[int, float, float]:
@@ -219,7 +224,6 @@ class CollapsedDensity:
         starts no lower than 1% of its prior scale) or the priors' scales; None where the
         search fails."""
         from scipy.optimize import minimize
-        from threadpoolctl import threadpool_limits
 
         def neg(x: np.ndarray) -> tuple[float, np.ndarray]:
             value, grad = self.logp(x)
@@ -233,17 +237,37 @@ class CollapsedDensity:
             res = minimize(neg, start, jac=True, method="L-BFGS-B", options={"maxiter": 500})
         return res.x if np.isfinite(res.fun) else None
 
-    def nutpie_model(self, near_sds: np.ndarray | None = None):
-        """The density as a nutpie model (``nutpie.sample`` takes it). Every chain starts
-        near the posterior mode (searched from ``near_sds``, see :meth:`posterior_mode`): a
-        chain started far out in a tail can spend its warm-up there while the others run
-        ahead, and a checkpoint waits for the slowest chain."""
+    def nutpie_model(self, near_sds: np.ndarray | None = None) -> tuple[object, dict]:
+        """The density as a nutpie model (``nutpie.sample`` takes it), and how its chains
+        start (for the run record). Every chain starts at
+        a point drawn from the posterior by importance resampling from a split-t
+        approximation at the mode (searched from ``near_sds``, see :meth:`posterior_mode`;
+        ``backends/proposal.py``): a chain started at the mode draws a skewed SD on the
+        mode's side for hundreds of draws, and one started far out in a tail can spend its
+        warm-up there while a checkpoint waits for it."""
         from nutpie.compiled_pyfunc import from_pyfunc
 
         centre = self.posterior_mode(near_sds)
+        proposal = None
+        if centre is not None:
+            with threadpool_limits(1, user_api="blas"):
+                workers = len(os.sched_getaffinity(0))
+                proposal = SplitT.fit(self.logp, centre, self.folded_mask, workers=workers)
 
         def initial_point(seed) -> np.ndarray:
-            return self.initial_point(seed, centre)
+            if proposal is None:
+                return self.initial_point(seed, centre)
+            rng = np.random.default_rng(seed)
+            return resampled_start(self.logp, proposal, rng, START_PROPOSALS)
+
+        if proposal is None:  # the mode search failed: the old starts, for the run record
+            starts = {"method": "priors' scales, each SD jittered by a factor within e^(+-1)"}
+        else:
+            starts = {
+                "method": "importance-resampled from a split Student-t approximation at the "
+                "posterior mode (backends/proposal.py)",
+                "proposals_per_chain": START_PROPOSALS,
+            }
 
         names = list(self.names)
         shapes = [(len(self.sigma_groups),) if self.sigma_groups else ()]
@@ -265,7 +289,7 @@ class CollapsedDensity:
 
             return expand
 
-        return from_pyfunc(
+        model = from_pyfunc(
             ndim=self.n_dim,
             make_logp_fn=make_logp,
             make_expand_fn=make_expand,
@@ -277,3 +301,4 @@ class CollapsedDensity:
             shared_data=self.shared,
             make_initial_point_fn=initial_point,
         )
+        return model, starts

@@ -895,13 +895,15 @@ PROVENANCE_PARTS += ("many_groups", "estimands", "agreement", "sbc_default")
 PROVENANCE_PARTS += ("graded_recovery", "graded_crosscheck")
 
 
-# Parts that resume: rows already in this file are kept and not fitted again
-RESUMABLE_ROWS = {
-    "recovery_hard": HARD_FITS,
-    "estimands": estimand_recovery.FITS,
-    "agreement": agreement.FITS,
-    "sbc_default": sbc_default.ROWS,
-}
+def _resumable_rows() -> dict[str, str]:
+    """Parts that resume: the file whose rows are kept and not fitted again. (A function:
+    sbc_default imports this module, so its names are not there at import time.)"""
+    return {
+        "recovery_hard": HARD_FITS,
+        "estimands": estimand_recovery.FITS,
+        "agreement": agreement.FITS,
+        "sbc_default": sbc_default.ROWS,
+    }
 
 
 def record_provenance(out: Path, parts: list[str], *, quick: bool = False) -> None:
@@ -927,7 +929,7 @@ def record_provenance(out: Path, parts: list[str], *, quick: bool = False) -> No
             "started_utc": dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M"),
             "quick": quick,
         }
-        rows = RESUMABLE_ROWS.get(part)
+        rows = _resumable_rows().get(part)
         if part in table and rows is not None and (out / rows).exists():
             table[part].setdefault("resumed", []).append(entry)
         else:
