@@ -74,3 +74,20 @@ def test_resampled_starts_follow_the_posterior_where_the_mode_does_not(shift):
 def test_weights_need_one_finite_target_density():
     with pytest.raises(ValueError, match="finite"):
         proposal.importance_weights(np.full(10, -np.inf), np.zeros(10))
+
+
+def test_many_folded_sds_keep_one_sign_in_the_proposal_and_flip_after_resampling():
+    # 12 folded SDs: 4,096 sign patterns, beyond MAX_SIGN_PATTERNS
+    n = 12
+
+    def folded_modes(x):  # each coordinate symmetric with modes at +-1
+        return float(-0.5 * np.sum(((np.abs(x) - 1.0) / 0.3) ** 2)), -np.sign(x) * (
+            np.abs(x) - 1.0
+        ) / 0.09
+
+    q = proposal.SplitT.fit(folded_modes, np.ones(n), np.ones(n, dtype=bool))
+    assert not q.symmetric
+    rng = np.random.default_rng(2)
+    starts = np.array([proposal.resampled_start(folded_modes, q, rng, 64) for _ in range(400)])
+    assert 0.4 < np.mean(starts > 0) < 0.6  # both signs, every coordinate pooled
+    assert abs(np.abs(starts).mean() - 1.0) < 0.05

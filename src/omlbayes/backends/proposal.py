@@ -35,6 +35,9 @@ WIDEN = 1.2
 # (a log SD's left tail can reach far beyond the mode's curvature).
 SCAN = np.array([0.5, 1.0, 1.5, 2.0, 3.0, 4.0, 6.0, 9.0, 13.0, 18.0, 25.0])
 STEP = 1e-4  # central differences of the gradient for the Hessian
+# The density of a proposal symmetric in every folded coordinate sums over their sign
+# patterns; beyond this many the proposal keeps one sign (see ``SplitT.symmetric``)
+MAX_SIGN_PATTERNS = 1024
 
 Logp = Callable[[np.ndarray], tuple[float, np.ndarray]]
 
@@ -42,7 +45,9 @@ Logp = Callable[[np.ndarray], tuple[float, np.ndarray]]
 @dataclass(frozen=True)
 class SplitT:
     """x = centre + s(y) * y, y ~ t_DF(0, R), s = ``left`` where y < 0 else ``right``;
-    coordinates in ``folded`` then take either sign with probability 1/2."""
+    coordinates in ``folded`` then take either sign with probability 1/2 (when
+    ``symmetric``; otherwise the proposal keeps one sign, still covering every point, and
+    :func:`resampled_start` flips the signs after resampling: the target is symmetric)."""
 
     centre: np.ndarray
     chol: np.ndarray  # Cholesky factor of the correlation matrix R
@@ -85,17 +90,25 @@ class SplitT:
     def n_dim(self) -> int:
         return self.centre.size
 
+    @property
+    def symmetric(self) -> bool:
+        """Whether draws and density are symmetric in every folded coordinate."""
+        return 2 ** int(self.folded.sum()) <= MAX_SIGN_PATTERNS
+
     def draw(self, rng: np.random.Generator, m: int) -> np.ndarray:
         """``m`` draws (rows)."""
         y = rng.standard_normal((m, self.n_dim)) @ self.chol.T
         y /= np.sqrt(rng.chisquare(DF, m) / DF)[:, None]
         x = self.centre + y * np.where(y < 0, self.left, self.right)
-        flip = rng.integers(0, 2, size=(m, self.n_dim)).astype(bool) & self.folded
-        return np.where(flip, -x, x)
+        if not self.symmetric:
+            return x
+        return _flip_folded(rng, x, self.folded)
 
     def logpdf(self, x: np.ndarray) -> np.ndarray:
         """Log density of rows ``x``."""
         x = np.atleast_2d(x)
+        if not self.symmetric:
+            return self._logpdf_one_sign(x)
         signs = list(itertools.product((1.0, -1.0), repeat=int(self.folded.sum())))
         parts = []
         for combo in signs:
@@ -118,6 +131,12 @@ class SplitT:
             - (DF + n) / 2 * np.log1p((u**2).sum(axis=1) / DF)
         )
         return log_t - np.log(scale).sum(axis=1)
+
+
+def _flip_folded(rng: np.random.Generator, x: np.ndarray, folded: np.ndarray) -> np.ndarray:
+    """Rows ``x`` with each folded coordinate's sign flipped with probability 1/2."""
+    flip = rng.integers(0, 2, size=x.shape).astype(bool) & folded
+    return np.where(flip, -x, x)
 
 
 def _value(logp: Logp, x: np.ndarray) -> float:
@@ -153,4 +172,7 @@ def resampled_start(logp: Logp, proposal: SplitT, rng: np.random.Generator, m: i
     x = proposal.draw(rng, m)
     log_target = np.array([_value(logp, row) for row in x])
     w = importance_weights(log_target, proposal.logpdf(x))
-    return x[rng.choice(m, p=w)]
+    start = x[rng.choice(m, p=w)]
+    if proposal.symmetric:
+        return start
+    return _flip_folded(rng, start[None, :], proposal.folded)[0]
