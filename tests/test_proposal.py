@@ -55,7 +55,8 @@ def test_the_split_t_density_is_the_density_of_its_draws():
 def test_resampled_starts_follow_the_posterior_where_the_mode_does_not(shift):
     # shift: a proposal off-centre by 0.5 (its own draws' mean 0.59 too high); the
     # resampling corrects it
-    q = dataclasses.replace(fitted(), centre=fitted().centre + [shift, 0.0, shift])
+    at_mode = fitted()
+    q = dataclasses.replace(at_mode, centre=at_mode.centre + [shift, 0.0, shift])
     rng = np.random.default_rng(1)
     starts = np.array(
         [proposal.resampled_start(skewed_and_folded, q, rng, 64) for _ in range(1500)]
@@ -65,7 +66,7 @@ def test_resampled_starts_follow_the_posterior_where_the_mode_does_not(shift):
     # SIR from 64 proposals is close to, not exactly, a posterior draw: 4 SEs and 2% of an SD
     assert abs(starts[:, 0].mean() - truth) < 4 * se + 0.02 * starts[:, 0].std()
     # the mode lies well to the right of the mean: starts there carry that bias
-    assert fitted().centre[0] - truth > 10 * se
+    assert at_mode.centre[0] - truth > 10 * se
     # the folded SD: both signs, |w| about its posterior mean (close to 1)
     assert 0.4 < np.mean(starts[:, 1] > 0) < 0.6
     assert abs(np.abs(starts[:, 1]).mean() - 1.0) < 0.05

@@ -239,35 +239,34 @@ class CollapsedDensity:
 
     def nutpie_model(self, near_sds: np.ndarray | None = None) -> tuple[object, dict]:
         """The density as a nutpie model (``nutpie.sample`` takes it), and how its chains
-        start (for the run record). Every chain starts at
-        a point drawn from the posterior by importance resampling from a split-t
-        approximation at the mode (searched from ``near_sds``, see :meth:`posterior_mode`;
-        ``backends/proposal.py``): a chain started at the mode draws a skewed SD on the
-        mode's side for hundreds of draws, and one started far out in a tail can spend its
-        warm-up there while a checkpoint waits for it."""
+        start (for the run record). Every chain starts at a point drawn from the posterior
+        by importance resampling from a split-t approximation at the mode (searched from
+        ``near_sds``, see :meth:`posterior_mode`; ``backends/proposal.py``): a chain
+        started at the mode draws a skewed SD on the mode's side for hundreds of draws, and
+        one started far out in a tail can spend its warm-up there while a checkpoint waits
+        for it. Where the mode search fails, chains start at the priors' scales."""
         from nutpie.compiled_pyfunc import from_pyfunc
 
         centre = self.posterior_mode(near_sds)
-        proposal = None
-        if centre is not None:
+        if centre is None:
+            starts = {"method": "priors' scales, each SD jittered by a factor within e^(+-1)"}
+
+            def initial_point(seed) -> np.ndarray:
+                return self.initial_point(seed)
+
+        else:
             with threadpool_limits(1, user_api="blas"):
                 workers = len(os.sched_getaffinity(0))
                 proposal = SplitT.fit(self.logp, centre, self.folded_mask, workers=workers)
-
-        def initial_point(seed) -> np.ndarray:
-            if proposal is None:
-                return self.initial_point(seed, centre)
-            rng = np.random.default_rng(seed)
-            return resampled_start(self.logp, proposal, rng, START_PROPOSALS)
-
-        if proposal is None:  # the mode search failed: the old starts, for the run record
-            starts = {"method": "priors' scales, each SD jittered by a factor within e^(+-1)"}
-        else:
             starts = {
                 "method": "importance-resampled from a split Student-t approximation at the "
                 "posterior mode (backends/proposal.py)",
                 "proposals_per_chain": START_PROPOSALS,
             }
+
+            def initial_point(seed) -> np.ndarray:
+                rng = np.random.default_rng(seed)
+                return resampled_start(self.logp, proposal, rng, START_PROPOSALS)
 
         names = list(self.names)
         shapes = [(len(self.sigma_groups),) if self.sigma_groups else ()]
