@@ -15,7 +15,7 @@ from omlbayes.criticism import predictive
 from omlbayes.data.scale import build_index
 from omlbayes.errors import SpecError
 from omlbayes.model import estimands
-from omlbayes.model.design import build_layout, grouped_stats
+from omlbayes.model.design import build_layout, grouped_stats, residual_groups
 from omlbayes.model.spec import load_spec
 from omlbayes.simulate.survey import simulate_survey
 
@@ -117,3 +117,12 @@ def test_residual_column_missing_from_data_is_one_clear_error(survey):
     spec = dataclasses.replace(load_spec("flagship"), residual_sd_by="no_such_column")
     with pytest.raises(SpecError, match="no_such_column"):
         build_layout(survey, spec)
+
+
+def test_a_column_with_one_level_is_one_clear_error_with_the_fix(survey):
+    one_type = survey[survey["school_type"] == survey["school_type"].iloc[0]]
+    level = str(one_type["school_type"].iloc[0])
+    with pytest.raises(SpecError, match=f"'school_type' has one level \\('{level}'\\)"):
+        build_layout(one_type, load_spec("full"))
+    with pytest.raises(SpecError, match="remove the residual_sd_by key"):
+        residual_groups(one_type, "school_type")

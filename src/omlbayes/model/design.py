@@ -123,7 +123,7 @@ def layout_for(spec: ModelSpec, levels: dict[str, tuple[str, ...]]) -> DesignLay
             continue
         used[col] = tuple(levels[col])
         if len(used[col]) < 2:
-            raise SpecError(f"column {col!r} has fewer than two levels in the data; drop it")
+            raise SpecError(_one_level(spec, col, used[col]))
         terms.append(Term(col, "categorical", (col,), used[col][1:], f"{col}_dim"))
     for cols in spec.group_terms:
         for col in cols:
@@ -298,8 +298,25 @@ def residual_groups(frame: pd.DataFrame, by: str | None) -> tuple[str, ...]:
         raise SpecError(f"residual_sd_by: data lack column {by!r}")
     levels = _levels(frame, by)
     if len(levels) < 2:
-        raise SpecError(f"residual_sd_by: column {by!r} has fewer than two levels; drop the key")
+        raise SpecError(
+            f"residual_sd_by: column {by!r} has {_count(levels)} in the data, so there is one "
+            "residual SD; remove the residual_sd_by key from the model spec (a copy of it, "
+            "--model <path>)"
+        )
     return levels
+
+
+def _count(levels: tuple[str, ...]) -> str:
+    return f"one level ({levels[0]!r})" if levels else "no levels"
+
+
+def _one_level(spec: ModelSpec, col: str, levels: tuple[str, ...]) -> str:
+    """The error for a column of the spec that the data give fewer than two levels."""
+    return (
+        f"model {spec.name}: column {col!r} has {_count(levels)} in the data, so its effects "
+        f"cannot be estimated; fit a copy of the model spec without {col!r} (remove it from "
+        "common, group, residual_sd_by and the breakdowns; --model <path>)"
+    )
 
 
 def chunk_grouped_stats(
