@@ -669,3 +669,27 @@ def test_sampler_paragraph_gives_the_draws_kept_by_the_early_stop(tmp_path, lang
     rt = labels.REPORT_TEXT[lang]
     assert rt["sampler_early"].format(kept=500, most=2000) in text
     assert "2000" not in text.replace(rt["sampler_early"].format(kept=500, most=2000), "")
+
+
+def test_the_other_languages_figures_are_those_a_run_in_that_language_writes(fake_run, tmp_path):
+    """The report in the run's other language redraws its forest figures, saved as a run's
+    own are: the same PNG bytes as a run in that language writes to figures/."""
+    import base64
+
+    from omlbayes.plots.forest import write_forest_figures
+
+    run = runs.open_run(fake_run)
+    assert run.options.lang == "nl"
+    html = write_report(fake_run, lang="en").read_text(encoding="utf-8")
+    embedded = {
+        base64.b64decode(m) for m in re.findall(r"data:image/png;base64,([A-Za-z0-9+/=]+)", html)
+    }
+    effects = pd.read_csv(fake_run / "effects.csv", dtype={"group": str, "wave": str})
+    for breakdown in ("overall", "gender x school_type"):  # one panel; a cross with a legend
+        (path,) = write_forest_figures(
+            effects[effects["breakdown"] == breakdown],
+            tmp_path,
+            options=run.options.with_lang("en"),
+            levels=run.record.levels,
+        )
+        assert path.read_bytes() in embedded, path.name

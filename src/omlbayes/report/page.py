@@ -134,19 +134,22 @@ def _figure_bytes(
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
 
-        from omlbayes.plots.forest import DPI, figure_specs, plot_forest
+        from omlbayes.plots.forest import figure_specs, plot_forest
         from omlbayes.plots.items import plot_item_distribution
         from omlbayes.plots.save import save_png
 
-        def render(fig) -> bytes:
+        def render(fig, **savefig) -> bytes:
+            # saved as the run's own figures are (summarise_run): the same bytes as a run
+            # in this language writes, and the forest plots in one draw, not tight's three
             buf = io.BytesIO()
-            save_png(fig, buf, dpi=DPI, bbox_inches="tight")
+            save_png(fig, buf, **savefig)
             plt.close(fig)
             return buf.getvalue()
 
         if (ctx.path / "items.csv").is_file():
             fig = plot_item_distribution(ctx.run.table("items.csv"), lang=ctx.lang)
-            out.append(("fig1_items.png", rt["fig1"].format(years=ctx.years()), render(fig)))
+            png = render(fig, bbox_inches="tight")
+            out.append(("fig1_items.png", rt["fig1"].format(years=ctx.years()), png))
         for spec in figure_specs(breakdowns):
             fig = plot_forest(
                 effects, breakdown=spec.breakdown, options=ctx.options, levels=ctx.record.levels
