@@ -199,7 +199,7 @@ def _draw_panel(
     for k, series in enumerate(layout.series):
         offset = (k - (n_series - 1) / 2) * step
         # one interval collection and one marker line per colour instead of an artist per
-        # row: drawing thousands of single artists was most of the figures' time
+        # row: building an artist per row was a large part of building a figure
         drawn: dict[str, list[tuple[float, float, float, float]]] = {}
         for y, row_value in enumerate(layout.rows):
             mask = cells[layout.row_field] == row_value
