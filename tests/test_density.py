@@ -108,3 +108,33 @@ def test_an_underflowed_variance_has_zero_density_not_an_error(frame, kernel):
         value, grad = compiled.logp(y)
         assert value == -np.inf and np.all(grad == 0)
     assert np.isfinite(compiled.logp(x)[0])
+
+
+
+def test_nutpie_samples_the_same_density_on_scaled_coordinates(frame):
+    """nutpie's coordinates are the density's divided by the split-t scales: its log
+    density at y is the density's at x = unit * y (a constant Jacobian), its gradient the
+    chain rule's, and its SDs those at x."""
+    spec = load_spec("flagship")
+    layout = build_layout(frame, spec)
+    stats = grouped_stats(frame, layout, spec.response, by=spec.residual_sd_by)
+    choice = collapsed.choose_kernel(stats, layout, spec)
+    density = collapsed.build_density(stats, layout, spec, choice, frozenset({"1|school_id"}))
+    model, starts = density.nutpie_model()
+    assert starts["coordinates"] == "each divided by the approximation's scale"
+    logp = model._make_logp_func()
+    expand = model._make_expand_func(0, 0, 0)
+    shared = model._shared_data
+    y = model._make_initial_points(3)
+    # the scale of each coordinate, read back from the SDs nutpie stores
+    sds = np.array([float(np.ravel(v)[0]) for v in expand(y, **shared).values()])
+    folded = density.folded_mask
+    unit = np.where(folded, sds / np.abs(y), np.log(sds) / y)
+    assert np.all(unit > 0) and not np.allclose(unit, 1.0)
+    rng = np.random.default_rng(0)
+    for point in (y, y + rng.normal(0.0, 0.3, y.size)):
+        value, grad = logp(point, **shared)
+        value_x, grad_x = density.logp(unit * point)
+        assert np.isfinite(value)
+        assert value == pytest.approx(value_x, rel=1e-12)
+        np.testing.assert_allclose(grad, unit * grad_x, rtol=1e-12)

@@ -51,7 +51,13 @@ from threadpoolctl import threadpool_limits
 from omlbayes.backends import density
 from omlbayes.backends.density import CollapsedDensity
 from omlbayes.backends.marginal import MarginalLoglik
-from omlbayes.backends.sampling import TARGET_ACCEPT, Plan, derived_seed, sample_nutpie
+from omlbayes.backends.sampling import (
+    COLLAPSED_MAX_TREE_DEPTH,
+    TARGET_ACCEPT,
+    Plan,
+    derived_seed,
+    sample_nutpie,
+)
 from omlbayes.backends.sparse import (
     SparseMarginalLoglik,
     SparsePattern,
@@ -721,6 +727,7 @@ def fit_collapsed(
             seed=derived_seed(seed, "nuts"),
             progressbar=progressbar,
             check=check,
+            max_tree_depth=COLLAPSED_MAX_TREE_DEPTH,
         )
         sampled["chain_starts"] = starts
     timings["sample_s"] = time.perf_counter() - t0
@@ -787,6 +794,7 @@ class CollapsedRefitter:
             Plan.of(self.spec.sampler, early_stop=self.gate is not None),
             seed=derived_seed(seed, "nuts"),
             check=check,
+            max_tree_depth=COLLAPSED_MAX_TREE_DEPTH,
         )
         posterior = _posterior(tree, self.spec)
         tree["posterior"] = xr.DataTree(xr.merge([coefficients.dataset(posterior), posterior]))

@@ -244,10 +244,18 @@ class CollapsedDensity:
         ``near_sds``, see :meth:`posterior_mode`; ``backends/proposal.py``): a chain
         started at the mode draws a skewed SD on the mode's side for hundreds of draws, and
         one started far out in a tail can spend its warm-up there while a checkpoint waits
-        for it. Where the mode search fails, chains start at the priors' scales."""
+        for it. Where the mode search fails, chains start at the priors' scales.
+
+        nutpie samples ``y = x / unit``, ``unit`` the approximation's scale per coordinate
+        (a constant Jacobian: the same posterior). Its first mass matrix is ``1 / |gradient|``
+        at the start, which scales as ``unit`` where a variance scales as ``unit**2``: on ``x``
+        a tightly known log SD (the residual SD of 40k students) got a step far too long for
+        it, and the chain's first iterations ran at 0.003-0.01 step sizes and 500-1,000
+        leapfrog steps each (bench/RESULTS.md)."""
         from nutpie.compiled_pyfunc import from_pyfunc
 
         centre = self.posterior_mode(near_sds)
+        unit = np.ones(self.n_dim)
         if centre is None:
             starts = {"method": "priors' scales, each SD jittered by a factor within e^(+-1)"}
 
@@ -258,15 +266,17 @@ class CollapsedDensity:
             with threadpool_limits(1, user_api="blas"):
                 workers = len(os.sched_getaffinity(0))
                 proposal = SplitT.fit(self.logp, centre, self.folded_mask, workers=workers)
+            unit = np.sqrt(proposal.left * proposal.right)
             starts = {
                 "method": "importance-resampled from a split Student-t approximation at the "
                 "posterior mode (backends/proposal.py)",
                 "proposals_per_chain": START_PROPOSALS,
+                "coordinates": "each divided by the approximation's scale",
             }
 
             def initial_point(seed) -> np.ndarray:
                 rng = np.random.default_rng(seed)
-                return resampled_start(self.logp, proposal, rng, START_PROPOSALS)
+                return resampled_start(self.logp, proposal, rng, START_PROPOSALS) / unit
 
         names = list(self.names)
         shapes = [(len(self.sigma_groups),) if self.sigma_groups else ()]
@@ -277,14 +287,15 @@ class CollapsedDensity:
         def make_logp():
             fn = logp_sparse if self.kernel == "sparse" else logp_dense
 
-            def logp(x, **shared):
-                return guarded_logp(fn, x, shared)
+            def logp(y, **shared):
+                value, grad = guarded_logp(fn, unit * y, shared)
+                return value, unit * grad
 
             return logp
 
         def make_expand(seed1, seed2, chain):
-            def expand(x, **shared):
-                return self.values(x)
+            def expand(y, **shared):
+                return self.values(unit * y)
 
             return expand
 

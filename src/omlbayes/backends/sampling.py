@@ -35,6 +35,11 @@ CHECKPOINTS = (400, 500, 600, 800, 1000, 1250, 1500, 2000, 3000, 4000)
 # Above nutpie's 0.8: with very large N the residual SD is pinned down far more tightly than
 # the group SDs, and a slightly smaller step removes the rare divergence seen at 1M students.
 TARGET_ACCEPT = 0.9
+# nutpie's own cap is 10 (1,023 leapfrog steps). The collapsed density's 10-60 coordinates
+# take 7-31 steps a draw once warmed up; at 10, one early iteration that dual averaging sent
+# to a 0.003 step size cost up to 1,023 steps per iteration for 10-20 iterations, half the
+# warm-up's gradients (bench/RESULTS.md). The cap keeps NUTS exact (a shorter trajectory).
+COLLAPSED_MAX_TREE_DEPTH = 7
 _WAIT_S = 0.05
 
 
@@ -85,6 +90,7 @@ def sample_nutpie(
     target_accept: float = TARGET_ACCEPT,
     adaptation: str = "diag",
     save_warmup: bool = True,
+    max_tree_depth: int = 10,
 ) -> tuple[xr.DataTree, dict]:
     """Sample a compiled nutpie model; with a ``check``, stop at the first checkpoint whose
     first K draws pass it (see the module docstring). Returns the posterior tree (K draws per
@@ -119,6 +125,7 @@ def sample_nutpie(
             target_accept=target_accept,
             adaptation=adaptation,
             save_warmup=save_warmup,
+            maxdepth=max_tree_depth,
         )
         checks: list[dict] = []
         try:
@@ -134,13 +141,13 @@ def sample_nutpie(
                         # a divergence in the first k draws stays in every longer prefix:
                         # no later checkpoint can pass, so stop (the gate then says so)
                         tree = sampler.abort()
-                        return _result(tree, k, checks, t0, plan)
+                        return _result(tree, k, checks, t0, plan, max_tree_depth)
                     sampler.resume()
             tree = sampler.wait()
         except BaseException:
             sampler.cancel()
             raise
-    return _result(tree, plan.draws, checks, t0, plan)
+    return _result(tree, plan.draws, checks, t0, plan, max_tree_depth)
 
 
 def _wait_for(sampler, cond, done, total: int, k: int):
@@ -176,7 +183,7 @@ def _finished(sampler) -> bool:
         return False
 
 
-def _result(tree: xr.DataTree, k: int, checks: list, t0: float, plan: Plan):
+def _result(tree: xr.DataTree, k: int, checks: list, t0: float, plan: Plan, max_tree_depth: int):
     kept = first_draws(tree, k)
     stats = tree["sample_stats"].to_dataset()
     steps = stats["n_steps"].to_numpy()
@@ -190,6 +197,7 @@ def _result(tree: xr.DataTree, k: int, checks: list, t0: float, plan: Plan):
         "draws_max": plan.draws,
         "tune": plan.tune,
         "chains": plan.chains,
+        "max_tree_depth": max_tree_depth,
         "checkpoints": checks,
         "stopped_early": k < plan.draws,
         "leapfrog_steps_kept": int(np.nansum(steps[:, :k])),
