@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 import textwrap
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -469,9 +469,17 @@ def write_forest_figures(
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     paths = []
-    for spec in figure_specs(dict.fromkeys(effects["breakdown"].astype(str))):
-        fig = plot_forest(effects, breakdown=spec.breakdown, options=options, levels=levels)
+    for spec, fig in forest_figures(effects, options=options, levels=levels):
         path = out / spec.filename
         save_png(fig, path)
         paths.append(path)
     return paths
+
+
+def forest_figures(
+    effects: pd.DataFrame, *, options: OutputOptions, levels: Levels | None = None
+) -> Iterator[tuple[FigureSpec, Figure]]:
+    """Each breakdown's forest figure in ``effects``, in :func:`figure_specs`' order (the
+    run's files and the report's redrawn figures both come from here)."""
+    for spec in figure_specs(dict.fromkeys(effects["breakdown"].astype(str))):
+        yield spec, plot_forest(effects, breakdown=spec.breakdown, options=options, levels=levels)

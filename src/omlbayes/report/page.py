@@ -127,14 +127,13 @@ def _figure_bytes(
     rt = labels.REPORT_TEXT[ctx.lang]
     figures = ctx.path / "figures"
     out: list[tuple[str, str, bytes]] = []
-    breakdowns = list(dict.fromkeys(effects["breakdown"].astype(str)))
     if redraw:
         import matplotlib
 
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
 
-        from omlbayes.plots.forest import figure_specs, plot_forest
+        from omlbayes.plots.forest import forest_figures
         from omlbayes.plots.items import plot_item_distribution
         from omlbayes.plots.save import save_png
 
@@ -150,10 +149,7 @@ def _figure_bytes(
             fig = plot_item_distribution(ctx.run.table("items.csv"), lang=ctx.lang)
             png = render(fig, bbox_inches="tight")
             out.append(("fig1_items.png", rt["fig1"].format(years=ctx.years()), png))
-        for spec in figure_specs(breakdowns):
-            fig = plot_forest(
-                effects, breakdown=spec.breakdown, options=ctx.options, levels=ctx.record.levels
-            )
+        for spec, fig in forest_figures(effects, options=ctx.options, levels=ctx.record.levels):
             out.append((spec.filename, _caption(spec.filename, spec.breakdown, ctx), render(fig)))
         return out
     if (figures / "fig1_items.png").is_file():
