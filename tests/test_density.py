@@ -110,7 +110,6 @@ def test_an_underflowed_variance_has_zero_density_not_an_error(frame, kernel):
     assert np.isfinite(compiled.logp(x)[0])
 
 
-
 def test_nutpie_samples_the_same_density_on_scaled_coordinates(frame):
     """nutpie's coordinates are the density's divided by the split-t scales: its log
     density at y is the density's at x = unit * y (a constant Jacobian), its gradient the
