@@ -48,7 +48,7 @@ import xarray as xr
 from scipy.linalg import lapack
 from threadpoolctl import threadpool_limits
 
-from omlbayes.backends import density
+from omlbayes.backends import density, heap
 from omlbayes.backends.density import CollapsedDensity
 from omlbayes.backends.marginal import MarginalLoglik
 from omlbayes.backends.sampling import (
@@ -683,6 +683,7 @@ def fit_collapsed(
         stats = GroupedStats.from_pooled(stats)
     if spec.residual_sd_by is not None and stats.n_groups == 1:
         raise SpecError("residual_sd_by: statistics were computed without residual groups")
+    heap.pin_thresholds()  # before the kernel's first evaluations (its choice, the mode)
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
     choice = choose_kernel(stats, layout, spec)

@@ -28,6 +28,8 @@ import numpy as np
 import xarray as xr
 from threadpoolctl import threadpool_limits
 
+from omlbayes.backends import heap
+
 # Checkpoints (draws per chain) below the maximum. Fewer than ~400 draws per chain rarely
 # pass: R-hat's own noise makes its maximum over a thousand coefficients exceed 1.01 by
 # chance (15% of independent-draw simulations at 350 draws, 2.5% at 400, none at 450).
@@ -98,6 +100,7 @@ def sample_nutpie(
     leapfrog steps spent."""
     import nutpie
 
+    heap.pin_thresholds()  # the same speed per gradient whatever the process did before
     cond = threading.Condition()
     done = {"min": 0}
 
