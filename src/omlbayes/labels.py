@@ -420,6 +420,15 @@ REPORT_TEXT = {
             "De steekproef stopte bij het eerste controlepunt waarvan de trekkingen de "
             "poort met marge doorstonden: {kept} van ten hoogste {most} trekkingen per keten."
         ),
+        "sampler_importance": (
+            "{backend}-schatter: de variantieparameters met importance sampling uit een "
+            "gesplitste Student-t-benadering bij de modus ({proposals} voorstellen, Pareto k "
+            "{k} (grens {k_max})), per keten hertrokken uit de eigen voorstellen: {chains} "
+            "ketens x {draws} trekkingen; de ESS telt voorstellen, geen trekkingen. Seed {seed}."
+        ),
+        "sampler_importance_failed": (
+            "Importance sampling werd geprobeerd en voldeed niet ({reason}); daarom NUTS."
+        ),
         "sampler_folded": (
             "Gevouwen bemonsterd (tau = |w|; sd_parameterization = {setting}): de SD van {terms}."
         ),
@@ -673,6 +682,15 @@ REPORT_TEXT = {
         "sampler_early": (
             "Sampling stopped at the first checkpoint whose draws passed the gate with a "
             "margin: {kept} of at most {most} draws per chain."
+        ),
+        "sampler_importance": (
+            "{backend} backend: the variance parameters by importance sampling from a split "
+            "Student-t approximation at the mode ({proposals} proposals, Pareto k {k} "
+            "(threshold {k_max})), each chain resampled from its own proposals: {chains} chains "
+            "x {draws} draws; the ESS counts proposals, not draws. Seed {seed}."
+        ),
+        "sampler_importance_failed": (
+            "Importance sampling was tried and did not pass ({reason}); hence NUTS."
         ),
         "sampler_folded": (
             "Sampled folded (tau = |w|; sd_parameterization = {setting}): the SD of {terms}."

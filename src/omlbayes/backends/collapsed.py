@@ -48,7 +48,7 @@ import xarray as xr
 from scipy.linalg import lapack
 from threadpoolctl import threadpool_limits
 
-from omlbayes.backends import density, heap
+from omlbayes.backends import density, heap, importance
 from omlbayes.backends.density import CollapsedDensity
 from omlbayes.backends.marginal import MarginalLoglik
 from omlbayes.backends.sampling import (
@@ -64,6 +64,7 @@ from omlbayes.backends.sparse import (
     sparse_conditional_draws,
     sparse_marginal_loglik,
 )
+from omlbayes.constants import PROPOSAL_COORD
 from omlbayes.errors import SpecError
 from omlbayes.model.design import (
     SIGMA_DIM_SUFFIX,
@@ -98,6 +99,8 @@ SPARSE_MARGIN = 1.5
 GRADIENTS_PER_DRAW = 15
 # Auto mode refuses a fit whose sampling is expected to take longer than this.
 MAX_EXPECTED_SAMPLING_S = 3 * 3600.0
+# Draws per chain an importance-sampled fit keeps (resampled): the early stop's usual 500
+IMPORTANCE_DRAWS = 500
 FOLDED_SUFFIX = "_folded"  # the signed w behind tau = |w|; dropped from the posterior
 # Auto mode folds the SD of a term with at least FOLD_MIN_CELLS cells when its posterior
 # density at zero (other parameters re-optimized) is within BOUNDARY_DROP nats of the peak,
@@ -721,16 +724,25 @@ def fit_collapsed(
                 )
                 return gate(head)
 
-        model, starts = density.nutpie_model(near_sds=sd_facts.get("sd_mode"))
-        dt, sampled = sample_nutpie(
-            model,
-            Plan.of(settings, early_stop=gate is not None),
-            seed=derived_seed(seed, "nuts"),
-            progressbar=progressbar,
-            check=check,
-            max_tree_depth=COLLAPSED_MAX_TREE_DEPTH,
-        )
-        sampled["chain_starts"] = starts
+        proposal = density.approximation(near_sds=sd_facts.get("sd_mode"))
+        dt, tried = None, None
+        if settings.importance:
+            dt, tried = _sample_importance(density, proposal, settings, seed=seed)
+        if dt is not None:
+            sampled = tried
+        else:
+            model, starts = density.nutpie_model(proposal=proposal)
+            dt, sampled = sample_nutpie(
+                model,
+                Plan.of(settings, early_stop=gate is not None),
+                seed=derived_seed(seed, "nuts"),
+                progressbar=progressbar,
+                check=check,
+                max_tree_depth=COLLAPSED_MAX_TREE_DEPTH,
+            )
+            sampled["chain_starts"] = starts
+            if settings.importance:  # why importance sampling did not serve
+                sampled["importance_tried"] = tried
     timings["sample_s"] = time.perf_counter() - t0
     t1 = time.perf_counter()
     posterior = _posterior(dt, spec)
@@ -746,6 +758,55 @@ def fit_collapsed(
     if spec.residual_sd_by is not None:
         facts["residual_sd_by"] = spec.residual_sd_by
     return dt, timings, facts
+
+
+def _sample_importance(density, proposal, settings, *, seed: int):
+    """(tree, facts) of importance sampling (``backends/importance.py``), or (None, facts)
+    where its gate fails."""
+    from omlbayes.criticism.diagnose import Thresholds
+
+    th = Thresholds()
+    ess_min = max(th.ess_bulk_min, th.ess_tail_min)
+    # with the early stop --draws is the most per chain, as for NUTS; without, all of them
+    draws = min(IMPORTANCE_DRAWS, settings.draws) if settings.early_stop else settings.draws
+    if proposal is None:
+        return None, {"reason": "no posterior mode was found for the approximation"}
+    if settings.chains * draws < ess_min * importance.ESS_MARGIN:
+        return None, {"reason": f"{settings.chains} x {draws} draws cannot reach the gate's ESS"}
+    with threadpool_limits(1, user_api="blas"):
+        result = importance.sample(
+            density.log_density,
+            proposal,
+            density.sd_values,
+            chains=settings.chains,
+            draws=draws,
+            seed=derived_seed(seed, "importance"),
+            ess_min=ess_min,
+            rhat_max=th.rhat_max,
+            workers=len(os.sched_getaffinity(0)),
+        )
+    if not result.passed:
+        return None, result.facts
+    return importance_tree(density, result.draws, result.proposal), result.facts
+
+
+def importance_tree(density, draws: np.ndarray, proposal: np.ndarray) -> xr.DataTree:
+    """The posterior group of resampled draws (chain, draw, coordinate), each draw's
+    proposal as the coordinate ``proposal`` (the draws' ESS counts proposals)."""
+    n_chain, n_draw, _ = draws.shape
+    sds = density.sd_values(draws)
+    n_sigma = max(len(density.sigma_groups), 1)
+    coords = {"chain": np.arange(n_chain), "draw": np.arange(n_draw)}
+    if density.sigma_groups:
+        data = {"sigma": (("chain", "draw", density.sigma_dim), sds[..., :n_sigma])}
+        coords[density.sigma_dim] = list(density.sigma_groups)
+    else:
+        data = {"sigma": (("chain", "draw"), sds[..., 0])}
+    for k, name in enumerate(density.names[1:]):
+        data[name] = (("chain", "draw"), sds[..., n_sigma + k])
+    posterior = xr.Dataset(data, coords=coords)
+    posterior = posterior.assign_coords({PROPOSAL_COORD: (("chain", "draw"), proposal)})
+    return xr.DataTree.from_dict({"/posterior": posterior})
 
 
 def _posterior(tree: xr.DataTree, spec: ModelSpec) -> xr.Dataset:

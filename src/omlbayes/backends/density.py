@@ -26,7 +26,7 @@ from threadpoolctl import threadpool_limits
 
 from omlbayes.backends.marginal import dense_marginal_loglik
 from omlbayes.backends.proposal import SplitT, resampled_start
-from omlbayes.backends.sparse import sparse_marginal_loglik
+from omlbayes.backends.sparse import sparse_marginal_loglik, sparse_marginal_loglik_value
 
 # Prior families of an SD (spec.PRIOR_DISTS); their parameters as (a, b).
 HALF_NORMAL, HALF_STUDENT_T, HALF_CAUCHY, EXPONENTIAL = 0, 1, 2, 3
@@ -155,6 +155,17 @@ def logp_dense(
     return _combine(x, n_sigma, folded, family, pa, pb, term_size, float(ll), g_s2, g_lam)
 
 
+def value_sparse(
+    x, n_sigma, folded, family, pa, pb, fixed_log_var, term_size,
+    wtw_data, wty, yty, n_obs, sparse_pattern,
+):  # fmt: skip
+    """The posterior log density alone with the sparse kernel (no selected inverse)."""
+    log_s2, log_lam = _variances(x, n_sigma, folded, fixed_log_var, term_size)
+    ll = sparse_marginal_loglik_value(log_s2, log_lam, wtw_data, wty, yty, n_obs, sparse_pattern)
+    none_s2, none_lam = np.zeros(log_s2.shape[0]), np.zeros(log_lam.shape[0])
+    return _combine(x, n_sigma, folded, family, pa, pb, term_size, float(ll), none_s2, none_lam)
+
+
 def guarded_logp(fn, x: np.ndarray, shared: dict) -> tuple[float, np.ndarray]:
     """``fn(x, **shared)`` as (float, gradient), with a point where a variance underflows to
     zero (a log SD near -400 on a divergent trajectory, or a folded SD at exactly 0) given
@@ -186,6 +197,13 @@ class CollapsedDensity:
     def logp(self, x: np.ndarray) -> tuple[float, np.ndarray]:
         fn = logp_sparse if self.kernel == "sparse" else logp_dense
         return guarded_logp(fn, np.ascontiguousarray(x, dtype=np.float64), self.shared)
+
+    def log_density(self, x: np.ndarray) -> float:
+        """The log density alone (-inf where not finite): the sparse kernel skips the
+        selected inverse its gradient needs."""
+        fn = value_sparse if self.kernel == "sparse" else logp_dense
+        value = guarded_logp(fn, np.ascontiguousarray(x, dtype=np.float64), self.shared)[0]
+        return value if math.isfinite(value) else -math.inf
 
     def values(self, x: np.ndarray) -> dict[str, np.ndarray]:
         """The SDs (the posterior's variables) at the unconstrained point ``x``."""
@@ -237,7 +255,26 @@ class CollapsedDensity:
             res = minimize(neg, start, jac=True, method="L-BFGS-B", options={"maxiter": 500})
         return res.x if np.isfinite(res.fun) else None
 
-    def nutpie_model(self, near_sds: np.ndarray | None = None) -> tuple[object, dict]:
+    def approximation(self, near_sds: np.ndarray | None = None) -> SplitT | None:
+        """The split-t approximation at the posterior mode (searched from ``near_sds``, see
+        :meth:`posterior_mode`; ``backends/proposal.py``), or None where the search fails.
+        Its scans evaluate the density alone (no gradient)."""
+        centre = self.posterior_mode(near_sds)
+        if centre is None:
+            return None
+        with threadpool_limits(1, user_api="blas"):
+            workers = len(os.sched_getaffinity(0))
+            return SplitT.fit(
+                self.logp, centre, self.folded_mask, workers=workers, value=self.log_density
+            )
+
+    def sd_values(self, x: np.ndarray) -> np.ndarray:
+        """The SDs at the points (rows) ``x``, in coordinate order."""
+        return np.where(self.folded_mask, np.abs(x), np.exp(x))
+
+    def nutpie_model(
+        self, near_sds: np.ndarray | None = None, *, proposal: SplitT | None = None
+    ) -> tuple[object, dict]:
         """The density as a nutpie model (``nutpie.sample`` takes it), and how its chains
         start (for the run record). Every chain starts at a point drawn from the posterior
         by importance resampling from a split-t approximation at the mode (searched from
@@ -254,18 +291,16 @@ class CollapsedDensity:
         leapfrog steps each (bench/RESULTS.md)."""
         from nutpie.compiled_pyfunc import from_pyfunc
 
-        centre = self.posterior_mode(near_sds)
+        if proposal is None:
+            proposal = self.approximation(near_sds)
         unit = np.ones(self.n_dim)
-        if centre is None:
+        if proposal is None:
             starts = {"method": "priors' scales, each SD jittered by a factor within e^(+-1)"}
 
             def initial_point(seed) -> np.ndarray:
                 return self.initial_point(seed)
 
         else:
-            with threadpool_limits(1, user_api="blas"):
-                workers = len(os.sched_getaffinity(0))
-                proposal = SplitT.fit(self.logp, centre, self.folded_mask, workers=workers)
             unit = np.sqrt(proposal.left * proposal.right)
             starts = {
                 "method": "importance-resampled from a split Student-t approximation at the "
@@ -274,9 +309,13 @@ class CollapsedDensity:
                 "coordinates": "each divided by the approximation's scale",
             }
 
+            def value_only(x: np.ndarray) -> tuple[float, None]:
+                return self.log_density(x), None
+
             def initial_point(seed) -> np.ndarray:
                 rng = np.random.default_rng(seed)
-                return resampled_start(self.logp, proposal, rng, START_PROPOSALS) / unit
+                start = resampled_start(value_only, proposal, rng, START_PROPOSALS)
+                return start / unit
 
         names = list(self.names)
         shapes = [(len(self.sigma_groups),) if self.sigma_groups else ()]

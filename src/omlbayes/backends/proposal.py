@@ -56,10 +56,19 @@ class SplitT:
     folded: np.ndarray  # bool per coordinate
 
     @classmethod
-    def fit(cls, logp: Logp, centre: np.ndarray, folded: np.ndarray, *, workers: int = 1) -> SplitT:
+    def fit(
+        cls,
+        logp: Logp,
+        centre: np.ndarray,
+        folded: np.ndarray,
+        *,
+        workers: int = 1,
+        value: Callable[[np.ndarray], float] | None = None,
+    ) -> SplitT:
         """The proposal at the mode ``centre`` of ``logp`` (value, gradient): Hessian by
-        central differences of the gradient, then the scans; ``workers`` threads evaluate
-        ``logp`` (a kernel that releases the GIL runs them in parallel)."""
+        central differences of the gradient, then the scans (with ``value``, the log density
+        alone, where given); ``workers`` threads evaluate them (a kernel that releases the
+        GIL runs them in parallel)."""
         n = centre.size
         steps = STEP * np.eye(n)
         with ThreadPoolExecutor(workers) as pool:
@@ -74,7 +83,8 @@ class SplitT:
         grid = np.r_[-SCAN[::-1], 0.0, SCAN]
         points = [centre + t * cov[:, i] / sd[i] for i in range(n) for t in grid]
         with ThreadPoolExecutor(workers) as pool:
-            values = np.array(list(pool.map(lambda x: _value(logp, x), points)))
+            scan = value if value is not None else (lambda x: _value(logp, x))
+            values = np.array(list(pool.map(scan, points)))
         left, right = np.empty(n), np.empty(n)
         for i, drop in enumerate(values.reshape(n, grid.size)):
             left[i], right[i] = _side_scales(grid * sd[i], drop)

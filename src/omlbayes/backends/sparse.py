@@ -1630,6 +1630,28 @@ def sparse_marginal_loglik(log_s2, log_lam, a_data, wty, yty, n_obs, packed):
 
 
 @numba.njit(cache=True, nogil=True)
+def sparse_marginal_loglik_value(log_s2, log_lam, a_data, wty, yty, n_obs, packed):
+    """The marginal log likelihood of :func:`sparse_marginal_loglik` without its gradient:
+    the factor and one solve, no selected inverse (about a third of the cost)."""
+    p, perm = _unpack(packed)[:2]
+    dpos = _unpack(packed)[9]
+    inv_s2 = np.exp(-log_s2)
+    lam = np.exp(log_lam)
+    lx, r, bhat, ok = _factor_and_mean(packed, a_data, wty, inv_s2, lam)
+    if not ok:
+        return -np.inf
+    ll = 0.0
+    quad = 0.0
+    for k in range(p):
+        ll -= math.log(lx[dpos[k]]) + 0.5 * log_lam[perm[k]]
+        quad -= r[k] * bhat[k]
+    for g in range(a_data.shape[0]):
+        quad += yty[g] * inv_s2[g]
+        ll -= 0.5 * n_obs[g] * (_LOG_2PI + log_s2[g])
+    return ll - 0.5 * quad
+
+
+@numba.njit(cache=True, nogil=True)
 def _factor_and_mean(packed, a_data, wty, inv_s2, lam):
     """The factor of P (:func:`_factor`), r = sum_g W_g'y_g / s2_g and the conditional mean
     P^-1 r (permuted order); ``ok`` is False where P is not positive definite."""

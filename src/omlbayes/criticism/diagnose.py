@@ -57,6 +57,10 @@ def check(
     th = thresholds or Thresholds()
     posterior = dt["posterior"].to_dataset()
     n_chains = posterior.sizes["chain"]
+    if summary is None and C.PROPOSAL_COORD in posterior.coords:  # importance-resampled
+        from omlbayes.criticism import mcmc_stats
+
+        summary = mcmc_stats.diagnostics(posterior)
     if summary is None:
         r_hats = az.rhat(posterior)
         bulk, tail = az.ess(posterior, method="bulk"), az.ess(posterior, method="tail")

@@ -18,8 +18,10 @@ import numba
 import numpy as np
 import xarray as xr
 from arviz_base import rcParams
-from scipy import stats
+from scipy import sparse, stats
 from scipy.fftpack import next_fast_len
+
+from omlbayes.constants import PROPOSAL_COORD
 
 DIAGNOSTICS = ("ess_bulk", "ess_tail", "r_hat", "mcse_mean", "mcse_sd")
 _BLOM = 3 / 8  # rank offset of the normal scores (Blom 1958), as ArviZ
@@ -113,22 +115,57 @@ def _ess(x: np.ndarray) -> np.ndarray:
     return out
 
 
-def _diagnostics_block(x: np.ndarray, tail_prob: float) -> np.ndarray:
-    """(5, k): ess_bulk, ess_tail, r_hat, mcse_mean, mcse_sd of x (k, chain, draw)."""
+def cluster_ess(x: np.ndarray, clusters: sparse.csr_matrix) -> np.ndarray:
+    """ESS of each parameter of x (k, chain, draw) whose draws repeat their importance
+    proposals: ``clusters`` (draws x proposals, one-hot, draws in chain-major order).
+    n times the draws' variance over the variance of their mean with each proposal's draws
+    as one cluster, sum_c (sum_{i in c} (x_i - mean))^2 / n^2: the importance weights'
+    variance plus the resampling's (a draw whose proposal no other draw shares counts 1)."""
+    flat = x.reshape(x.shape[0], -1)
+    centred = flat - flat.mean(axis=1, keepdims=True)
+    spread = (centred**2).sum(axis=1)
+    sums = np.asarray(clusters.T @ centred.T).T
+    out = flat.shape[1] * spread / (sums**2).sum(axis=1)
+    out[spread == 0] = flat.shape[1]  # a constant parameter, as ArviZ
+    return out
+
+
+def one_hot(proposal: np.ndarray) -> sparse.csr_matrix:
+    """Draws x proposals (one-hot) of proposal indices (chain, draw), chain-major."""
+    ids = np.unique(proposal.ravel(), return_inverse=True)[1]
+    n = ids.size
+    return sparse.csr_matrix((np.ones(n), (np.arange(n), ids)), shape=(n, ids.max() + 1))
+
+
+def _diagnostics_block(
+    x: np.ndarray, tail_prob: float, clusters: sparse.csr_matrix | None = None
+) -> np.ndarray:
+    """(5, k): ess_bulk, ess_tail, r_hat, mcse_mean, mcse_sd of x (k, chain, draw); with
+    ``clusters`` (importance-resampled draws) every ESS is :func:`cluster_ess`."""
     k, n_chain, n_draw = x.shape
     out = np.full((len(DIAGNOSTICS), k), np.nan)
     valid = ~np.isnan(x).any(axis=(1, 2))  # ArviZ gives NaN for a parameter with any NaN
     if n_draw < 4 or not valid.any():
         return out
     x = x[valid]
+    if clusters is None:
+
+        def ess(y: np.ndarray) -> np.ndarray:
+            return _ess(_split(y))
+
+    else:
+
+        def ess(y: np.ndarray) -> np.ndarray:
+            return cluster_ess(y, clusters)
+
     flat = x.reshape(x.shape[0], -1)
     split = _split(x)
     z_split = _z_scale(split)
-    ess_bulk = _ess(z_split)
+    ess_bulk = _ess(z_split) if clusters is None else cluster_ess(_z_scale(x), clusters)
     tails = []
     for prob in sorted((tail_prob, 1 - tail_prob)):
         quantile = np.quantile(flat, prob, axis=1, method="linear")
-        tails.append(_ess(_split((x <= quantile[:, None, None]).astype(float))))
+        tails.append(ess((x <= quantile[:, None, None]).astype(float)))
     ess_tail = np.minimum(*tails)
     if n_chain >= 2:
         median = np.median(split.reshape(split.shape[0], -1), axis=1)
@@ -136,12 +173,12 @@ def _diagnostics_block(x: np.ndarray, tail_prob: float) -> np.ndarray:
         r_hat = np.maximum(_rhat(z_split), _rhat(_z_scale(folded)))
     else:
         r_hat = np.full(x.shape[0], np.nan)
-    mcse_mean = np.std(flat, axis=1, ddof=1) / np.sqrt(_ess(split))
+    mcse_mean = np.std(flat, axis=1, ddof=1) / np.sqrt(ess(x))
     centred = x - flat.mean(axis=1)[:, None, None]
     squared = centred**2
     evar = squared.reshape(x.shape[0], -1).mean(axis=1)
     fourth = (squared**2).reshape(x.shape[0], -1).mean(axis=1)
-    mcse_sd = np.sqrt((fourth - evar**2) / _ess(_split(squared)) / evar / 4)
+    mcse_sd = np.sqrt((fourth - evar**2) / ess(squared) / evar / 4)
     out[:, valid] = np.stack([ess_bulk, ess_tail, r_hat, mcse_mean, mcse_sd])
     return out
 
@@ -151,11 +188,14 @@ def diagnostics(posterior: xr.Dataset, *, tail_prob: float | None = None) -> xr.
     (dim ``summary``: ess_bulk, ess_tail, r_hat, mcse_mean, mcse_sd). ``tail_prob``: the
     tail ESS's quantile (and 1 - it), by default ArviZ's ``stats.ci_prob`` as ArviZ does."""
     prob = float(rcParams["stats.ci_prob"] if tail_prob is None else tail_prob)
+    clusters = None
+    if PROPOSAL_COORD in posterior.coords:  # importance-resampled draws
+        clusters = one_hot(posterior[PROPOSAL_COORD].transpose("chain", "draw").to_numpy())
     with np.errstate(divide="ignore", invalid="ignore"):  # constant parameters, as ArviZ
-        return _diagnostics(posterior, prob)
+        return _diagnostics(posterior, prob, clusters)
 
 
-def _diagnostics(posterior: xr.Dataset, prob: float) -> xr.Dataset:
+def _diagnostics(posterior: xr.Dataset, prob: float, clusters) -> xr.Dataset:
     out = {}
     for name, da in posterior.data_vars.items():
         da = da.transpose("chain", "draw", ...)
@@ -168,9 +208,9 @@ def _diagnostics(posterior: xr.Dataset, prob: float) -> xr.Dataset:
         ]
         if len(blocks) > 1:  # sorts and FFTs release the GIL: blocks in parallel threads
             with ThreadPoolExecutor(min(len(blocks), len(os.sched_getaffinity(0)))) as pool:
-                parts = list(pool.map(lambda b: _diagnostics_block(b, prob), blocks))
+                parts = list(pool.map(lambda b: _diagnostics_block(b, prob, clusters), blocks))
         else:
-            parts = [_diagnostics_block(blocks[0], prob)]
+            parts = [_diagnostics_block(blocks[0], prob, clusters)]
         result = np.concatenate(parts, axis=1)
         out[name] = xr.DataArray(
             result.reshape((len(DIAGNOSTICS), *values.shape[2:])),

@@ -40,6 +40,7 @@ ALLOWED_KEYS: dict[str, tuple[str, ...] | None] = {
         "kernel",
         "sd_parameterization",
         "early_stop",
+        "importance",
     ),
     "report": ("findings",),
     "measurement": None,  # checked by _measurement (graded models only)
@@ -65,6 +66,9 @@ class SamplerSettings:
     kernel: str = "auto"
     sd_parameterization: str = "log"
     early_stop: bool = True  # keep the first K draws that pass the gate with a margin
+    # collapsed backend: importance sampling from the split-t approximation first, NUTS
+    # where its gate fails (backends/importance.py)
+    importance: bool = False
 
 
 @dataclass(frozen=True)
@@ -308,8 +312,15 @@ def check_sampler(settings: SamplerSettings) -> None:
             f"sd_parameterization {settings.sd_parameterization!r} unknown; use one of "
             f"{', '.join(SD_PARAMETERIZATIONS)}"
         )
-    if not isinstance(settings.early_stop, bool):
-        raise SpecError(f"early_stop must be true or false, got {settings.early_stop!r}")
+    for name in ("early_stop", "importance"):
+        value = getattr(settings, name)
+        if not isinstance(value, bool):
+            raise SpecError(f"{name} must be true or false, got {value!r}")
+    if settings.importance and (settings.backend, settings.sampler) != ("collapsed", "nutpie"):
+        raise SpecError(
+            "importance sampling runs on the collapsed backend with nutpie as its fall-back; "
+            f"got backend {settings.backend!r}, sampler {settings.sampler!r}: pass --no-importance"
+        )
     for name in ("draws", "tune", "chains"):
         value = getattr(settings, name)
         if not isinstance(value, int) or value < 1:

@@ -79,6 +79,7 @@ def run_fit(args: argparse.Namespace) -> int:
         kernel=getattr(args, "kernel", None),
         sd_parameterization=getattr(args, "sd_parameterization", None),
         early_stop=False if getattr(args, "no_early_stop", False) else None,
+        importance=getattr(args, "importance", None),
     )
     if args.formula:
         from omlbayes.pipeline import formula_run

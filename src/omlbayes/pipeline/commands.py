@@ -85,6 +85,13 @@ def fit_args(argv: list[str], *, prog: str | None = None) -> argparse.Namespace:
         "folded (tau = |w|), or auto: folded where a term of 100+ cells has its SD at zero",
     )
     p.add_argument(
+        "--importance",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="collapsed backend: importance-sample the variance parameters from a split-t "
+        "approximation (Pareto k and ESS gate), NUTS where the gate fails (default from spec)",
+    )
+    p.add_argument(
         "--no-early-stop",
         action="store_true",
         help="take all --draws per chain (default: stop at the first checkpoint whose draws "

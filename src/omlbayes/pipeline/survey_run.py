@@ -419,7 +419,12 @@ def _fit(frame, spec, options, progress, timings, prepared=None):
     sampler = spec.sampler
     progress(
         f"fitting {spec.name}: backend {sampler.backend}, sampler {sampler.sampler}, "
-        f"{sampler.chains} chains x ({sampler.tune} tune + {sampler.draws} draws), "
+        + (
+            "importance sampling (NUTS where its gate fails), "
+            if sampler.importance and sampler.backend == "collapsed"
+            else ""
+        )
+        + f"{sampler.chains} chains x ({sampler.tune} tune + {sampler.draws} draws), "
         f"{layout.n_coef} coefficients"
     )
     t = time.perf_counter()
@@ -564,7 +569,8 @@ def _predictive_figures(
     layout = fit_info["layout"]
     hyper = variance_names(tree["posterior"].data_vars)
     diag_plots.plot_rank_hyper(tree, hyper, figures / "rank_hyper.png")
-    diag_plots.plot_energy(tree, figures / "energy.png")
+    if "sample_stats" in tree.children:  # an importance-sampled fit has no Hamiltonian
+        diag_plots.plot_energy(tree, figures / "energy.png")
     if spec.family == "graded":  # its predictive checks are of the items (item_ppc.png)
         return
     observed = sub[spec.response].to_numpy()

@@ -503,8 +503,21 @@ def _methods_html(ctx: _Context) -> str:
         draws=kept,
         seed=rec.seed,
     )
+    if sampling.get("method") == "importance":
+        text = rt["sampler_importance"].format(
+            backend=sampler["backend"],
+            proposals=fmt_number(sampling["proposals"], lang=lang, digits=0),
+            k=fmt_number(sampling["pareto_k"], lang=lang, digits=2),
+            k_max=fmt_number(sampling["pareto_k_threshold"], lang=lang, digits=2),
+            chains=sampler["chains"],
+            draws=kept,
+            seed=rec.seed,
+        )
     if sampling.get("stopped_early"):
         text += " " + rt["sampler_early"].format(kept=kept, most=sampling["draws_max"])
+    if "importance_tried" in sampling:
+        reason = sampling["importance_tried"].get("reason", "")
+        text += " " + rt["sampler_importance_failed"].format(reason=reason)
     parts.append(f"<p class='sampler'>{esc(text)}</p>")
     fit = rec.fit
     if fit.get("folded_sds"):

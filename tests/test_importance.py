@@ -1,0 +1,106 @@
+"""Importance sampling of the variance parameters (backends/importance.py): a known posterior
+recovered, a proposal that misses it refused, and the ESS of resampled draws."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import xarray as xr
+from scipy.special import digamma, polygamma
+
+from omlbayes.backends import importance
+from omlbayes.backends.proposal import SplitT
+from omlbayes.constants import PROPOSAL_COORD
+from omlbayes.criticism import mcmc_stats
+
+# log of a Gamma(a, 1) variable on each coordinate: skewed, with a long left tail, as a log
+# SD's posterior; E = digamma(a), Var = trigamma(a)
+SHAPES = np.array([1.5, 3.0, 8.0])
+
+
+def log_gamma_density(x: np.ndarray) -> float:
+    return float(np.sum(SHAPES * x - np.exp(x)))
+
+
+def with_gradient(x: np.ndarray) -> tuple[float, np.ndarray]:
+    return log_gamma_density(x), SHAPES - np.exp(x)
+
+
+def identity(points: np.ndarray) -> np.ndarray:
+    return points
+
+
+def run(proposal: SplitT, seed: int = 1) -> importance.ImportanceResult:
+    return importance.sample(
+        log_gamma_density, proposal, identity,
+        chains=4, draws=500, seed=seed, ess_min=400, rhat_max=1.01, workers=1,
+    )  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def fitted() -> SplitT:
+    mode = np.log(SHAPES)
+    return SplitT.fit(with_gradient, mode, np.zeros(3, bool))
+
+
+def test_recovers_a_skewed_posterior_within_its_monte_carlo_error(fitted):
+    result = run(fitted)
+    assert result.passed, result.facts
+    facts = result.facts
+    assert facts["pareto_k"] <= facts["pareto_k_threshold"]
+    assert min(facts["min_ess_bulk"], facts["min_ess_tail"]) >= 400 * importance.ESS_MARGIN
+    draws = result.draws.reshape(-1, 3)
+    posterior = xr.Dataset(
+        {"x": (("chain", "draw", "k"), result.draws)},
+        coords={PROPOSAL_COORD: (("chain", "draw"), result.proposal)},
+    )
+    mcse = mcmc_stats.diagnostics(posterior)["x"].sel(summary="mcse_mean").to_numpy()
+    assert np.all(np.abs(draws.mean(axis=0) - digamma(SHAPES)) < 4 * mcse)
+    assert np.allclose(draws.var(axis=0), polygamma(1, SHAPES), rtol=0.15)
+    # the left tail (the one the mode's curvature misses) is there
+    lower = np.quantile(draws, 0.025, axis=0)
+    exact = np.log([np.quantile(np.random.default_rng(0).gamma(a, size=400_000), 0.025)
+                    for a in SHAPES])  # fmt: skip
+    assert np.all(np.abs(lower - exact) < 0.25 * np.sqrt(polygamma(1, SHAPES)))
+
+
+def test_same_seed_same_draws(fitted):
+    assert np.array_equal(run(fitted, seed=4).draws, run(fitted, seed=4).draws)
+
+
+def test_a_proposal_that_misses_the_posterior_is_refused(fitted):
+    # centred 5 posterior SDs too high with a third of the width: the weights' tail is heavy
+    sd = np.sqrt(polygamma(1, SHAPES))
+    narrow = SplitT(
+        centre=digamma(SHAPES) + 5 * sd,
+        chol=np.eye(3),
+        left=sd / 3,
+        right=sd / 3,
+        folded=np.zeros(3, bool),
+    )
+    result = run(narrow)
+    assert not result.passed
+    assert result.draws is None
+    assert "Pareto k" in result.facts["reason"]
+    assert result.facts["rounds"] == 1  # refused at once, not after every round
+
+
+def test_ess_of_resampled_draws_counts_proposals():
+    rng = np.random.default_rng(2)
+    values = rng.normal(size=(4, 250))
+    singles = np.arange(1000).reshape(4, 250)
+    x = values[None]
+    assert mcmc_stats.cluster_ess(x, mcmc_stats.one_hot(singles))[0] == pytest.approx(1000)
+    # every proposal drawn four times: a quarter of the draws' information
+    repeated = np.repeat(values[:, :63], 4, axis=1)[:, :250]
+    ids = np.repeat(np.arange(4 * 63).reshape(4, 63), 4, axis=1)[:, :250]
+    ess = mcmc_stats.cluster_ess(repeated[None], mcmc_stats.one_hot(ids))[0]
+    assert ess == pytest.approx(1000 / 4, rel=0.02)
+
+
+def test_systematic_resampling_keeps_the_weights():
+    rng = np.random.default_rng(3)
+    w = rng.dirichlet(np.ones(50))
+    index = importance.systematic_resample(rng, w, 10_000)
+    counts = np.bincount(index, minlength=50)
+    assert np.all(np.abs(counts - 10_000 * w) <= 1)  # systematic: within one of its share
