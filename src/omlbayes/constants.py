@@ -14,6 +14,8 @@ AGE_RANGE = (10.0, 22.0)  # ages outside this range are impossible for grade-3 s
 # Diagnostics gate (diagnose.py)
 RHAT_MAX = 1.01
 ESS_BULK_MIN = 400
+# The early stop's ESS margin over the gate's minimum (criticism/diagnose.py)
+EARLY_STOP_ESS_MARGIN = 1.25
 # The posterior coordinate naming each draw's proposal in an importance-sampled run: its
 # ESS counts proposals, not draws (backends/importance.py, criticism/mcmc_stats.py)
 PROPOSAL_COORD = "proposal"

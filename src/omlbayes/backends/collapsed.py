@@ -48,6 +48,7 @@ import xarray as xr
 from scipy.linalg import lapack
 from threadpoolctl import threadpool_limits
 
+from omlbayes import constants as C
 from omlbayes.backends import density, heap, importance
 from omlbayes.backends.density import CollapsedDensity
 from omlbayes.backends.marginal import MarginalLoglik
@@ -64,7 +65,6 @@ from omlbayes.backends.sparse import (
     sparse_conditional_draws,
     sparse_marginal_loglik,
 )
-from omlbayes.constants import PROPOSAL_COORD
 from omlbayes.errors import SpecError
 from omlbayes.model.design import (
     SIGMA_DIM_SUFFIX,
@@ -727,7 +727,21 @@ def fit_collapsed(
         proposal = density.approximation(near_sds=sd_facts.get("sd_mode"))
         dt, tried = None, None
         if settings.importance:
-            dt, tried = _sample_importance(density, proposal, settings, seed=seed)
+
+            def with_coefficients(tree: xr.DataTree) -> xr.DataTree:
+                posterior = _posterior(tree, spec)
+                fresh = CoefficientDraws(stats, layout, spec, choice, seed=seed)
+                tree["posterior"] = xr.DataTree(xr.merge([fresh.dataset(posterior), posterior]))
+                return tree
+
+            dt, tried = _sample_importance(
+                density,
+                proposal,
+                settings,
+                seed=seed,
+                gate=gate,
+                with_coefficients=with_coefficients,
+            )
         if dt is not None:
             sampled = tried
         else:
@@ -745,8 +759,9 @@ def fit_collapsed(
                 sampled["importance_tried"] = tried
     timings["sample_s"] = time.perf_counter() - t0
     t1 = time.perf_counter()
-    posterior = _posterior(dt, spec)
-    dt["posterior"] = xr.DataTree(xr.merge([coefficients.dataset(posterior), posterior]))
+    if sampled.get("method") != "importance":  # its checked tree has the coefficients
+        posterior = _posterior(dt, spec)
+        dt["posterior"] = xr.DataTree(xr.merge([coefficients.dataset(posterior), posterior]))
     timings["conditional_draws_s"] = time.perf_counter() - t1
     facts = {
         "kernel": choice.kernel,
@@ -760,34 +775,42 @@ def fit_collapsed(
     return dt, timings, facts
 
 
-def _sample_importance(density, proposal, settings, *, seed: int):
-    """(tree, facts) of importance sampling (``backends/importance.py``), or (None, facts)
-    where its gate fails."""
-    from omlbayes.criticism.diagnose import Thresholds
-
-    th = Thresholds()
-    ess_min = max(th.ess_bulk_min, th.ess_tail_min)
-    # with the early stop --draws is the most per chain, as for NUTS; without, all of them
-    draws = min(IMPORTANCE_DRAWS, settings.draws) if settings.early_stop else settings.draws
+def _sample_importance(density, proposal, settings, *, seed: int, gate, with_coefficients):
+    """(tree, facts) of importance sampling (``backends/importance.py``) checked by ``gate``
+    (the run's early stop), or (None, facts) where it fails. ``with_coefficients(tree)``
+    adds the coefficients' draws to a tree of the variance parameters."""
+    draws = min(IMPORTANCE_DRAWS, settings.draws)  # --draws: the most per chain, as for NUTS
+    ess_target = max(C.ESS_BULK_MIN, C.ESS_TAIL_MIN) * C.EARLY_STOP_ESS_MARGIN
     if proposal is None:
         return None, {"reason": "no posterior mode was found for the approximation"}
-    if settings.chains * draws < ess_min * importance.ESS_MARGIN:
+    if gate is None:
+        return None, {"reason": "no gate to check its draws (the early stop is off)"}
+    if settings.chains * draws < ess_target:
         return None, {"reason": f"{settings.chains} x {draws} draws cannot reach the gate's ESS"}
+    checked: dict = {}
+
+    def check(points: np.ndarray, index: np.ndarray) -> dict:
+        tree = importance_tree(density, points, index)
+        first = gate(tree)  # the variance parameters alone: cheap, and most often binding
+        if not first["passed"]:
+            return first
+        checked["tree"] = with_coefficients(tree)
+        return gate(checked["tree"])
+
     with threadpool_limits(1, user_api="blas"):
         result = importance.sample(
             density.log_density,
             proposal,
-            density.sd_values,
+            check,
             chains=settings.chains,
             draws=draws,
             seed=derived_seed(seed, "importance"),
-            ess_min=ess_min,
-            rhat_max=th.rhat_max,
+            ess_target=ess_target,
             workers=len(os.sched_getaffinity(0)),
         )
     if not result.passed:
         return None, result.facts
-    return importance_tree(density, result.draws, result.proposal), result.facts
+    return checked["tree"], result.facts
 
 
 def importance_tree(density, draws: np.ndarray, proposal: np.ndarray) -> xr.DataTree:
@@ -805,7 +828,7 @@ def importance_tree(density, draws: np.ndarray, proposal: np.ndarray) -> xr.Data
     for k, name in enumerate(density.names[1:]):
         data[name] = (("chain", "draw"), sds[..., n_sigma + k])
     posterior = xr.Dataset(data, coords=coords)
-    posterior = posterior.assign_coords({PROPOSAL_COORD: (("chain", "draw"), proposal)})
+    posterior = posterior.assign_coords({C.PROPOSAL_COORD: (("chain", "draw"), proposal)})
     return xr.DataTree.from_dict({"/posterior": posterior})
 
 

@@ -16,11 +16,11 @@ real check; a resampled draw repeats its proposal, so the draws' ESS is counted 
 proposals (``criticism/mcmc_stats.py``, the ``proposal`` coordinate), not over draws.
 
 The gate (:func:`sample`): Pareto k at most ArviZ's threshold for the number of
-proposals, and every variance parameter's bulk and tail ESS at least the gate's minimum
-times ``ESS_MARGIN`` (the early stop's margin); proposals are added in rounds until both
-hold or ``MAX_ROUNDS`` pass. A k above the threshold ends the attempt at once (more
-proposals do not lower it), and so does an ESS that, growing in proportion to the
-proposals, would stay below the target after the last round.
+proposals, and the run's early-stop gate on the resampled draws (R-hat, bulk and tail ESS
+with its margin; the variance parameters first, then every parameter); proposals are
+added in rounds until both hold or ``MAX_ROUNDS`` pass. A k above the threshold ends
+the attempt at once (more proposals do not lower it), and so does an ESS that, growing in
+proportion to the proposals, would stay below the target after the last round.
 """
 
 from __future__ import annotations
@@ -31,15 +31,12 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
-import xarray as xr
 
 from omlbayes.backends.proposal import SplitT, _flip_folded
-from omlbayes.constants import PROPOSAL_COORD
-from omlbayes.criticism.psis import _psis_one, good_k, tail_draws
+from omlbayes.backends.psis import _psis_one, good_k, tail_draws
 
 ROUND = 500  # proposals per batch (chain) and round
 MAX_ROUNDS = 12
-ESS_MARGIN = 1.25
 
 
 @dataclass(frozen=True)
@@ -66,26 +63,26 @@ def systematic_resample(rng: np.random.Generator, w: np.ndarray, m: int) -> np.n
 def sample(
     log_density: Callable[[np.ndarray], float],
     proposal: SplitT,
-    to_values: Callable[[np.ndarray], np.ndarray],
+    check: Callable[[np.ndarray, np.ndarray], dict],
     *,
     chains: int,
     draws: int,
     seed: int,
-    ess_min: float,
-    rhat_max: float,
+    ess_target: float,
     workers: int,
 ) -> ImportanceResult:
     """Importance-sample the posterior of ``log_density`` with ``proposal``.
 
-    ``to_values`` maps points (rows) to the posterior's variance parameters (columns),
-    whose R-hat and ESS the gate checks on the resampled draws, as the run's diagnostics
-    will. Returns ``chains`` x ``draws`` resampled draws, or ``draws=None`` with the reason
-    where the gate fails (the caller samples with NUTS instead).
+    ``check(points, index)``: the gate on resampled draws (chain, draw, coordinate) and
+    their proposals' indices (chain, draw), a dict with ``passed`` and the smallest ESS
+    (``min_ess_bulk``, ``min_ess_tail``); ``ess_target`` the ESS it asks for (to give up
+    early where the rounds left cannot reach it). Returns ``chains`` x ``draws`` resampled
+    draws, or ``draws=None`` with the reason where the gate fails (the caller then samples
+    with NUTS).
     """
     rng = np.random.default_rng(seed)
     t0 = time.perf_counter()
     xs, log_ratio, owner = [], [], []
-    target = ess_min * ESS_MARGIN
     facts: dict = {"method": "importance", "proposal": "split Student-t at the mode"}
     with ThreadPoolExecutor(workers) as pool:
         for round_ in range(1, MAX_ROUNDS + 1):
@@ -115,28 +112,24 @@ def sample(
                 break
             index = _resample(rng, w, np.concatenate(owner), chains, draws)
             points = np.concatenate(xs)[index]
-            gate = _gate(to_values(points), index)
-            facts.update(gate)
-            lowest = min(gate["min_ess_bulk"], gate["min_ess_tail"])
-            if gate["max_r_hat"] <= rhat_max and lowest >= target:
+            if not proposal.symmetric:  # the proposal kept one sign; the target is symmetric
+                flat = _flip_folded(rng, points.reshape(-1, points.shape[-1]), proposal.folded)
+                points = flat.reshape(points.shape)
+            gate = check(points, index)
+            facts["gate"] = {k: _plain(v) for k, v in gate.items() if k != "passed"}
+            if gate["passed"]:
                 facts.pop("reason", None)
                 break
-            facts.update(
-                reason=f"R-hat above {rhat_max} or ESS below {target:.0f} after {n} proposals"
-            )
-            # the ESS grows about in proportion to the proposals: stop where the last
+            facts.update(reason=f"the gate failed after {n} proposals")
+            # the ESS grows about in proportion to the proposals: give up where the last
             # round could not reach the target at this rate
-            if round_ >= 2 and lowest * MAX_ROUNDS / round_ < target:
-                facts.update(
-                    reason=f"ESS {lowest:.0f} after {n} proposals: {target:.0f} out of reach"
-                )
+            lowest = min(gate["min_ess_bulk"], gate["min_ess_tail"])
+            if round_ >= 2 and lowest * MAX_ROUNDS / round_ < ess_target:
+                facts.update(reason=f"ESS {lowest:.0f} after {n} proposals: out of reach")
                 break
     facts["seconds"] = round(time.perf_counter() - t0, 2)
     if "reason" in facts:
         return ImportanceResult(None, None, facts)
-    if not proposal.symmetric:  # the proposal kept one sign; the target is symmetric
-        flat = _flip_folded(rng, points.reshape(-1, points.shape[-1]), proposal.folded)
-        points = flat.reshape(points.shape)
     facts["draws_kept"] = draws
     facts["unique_proposals_kept"] = int(np.unique(index).size)
     return ImportanceResult(points, index, facts)
@@ -151,17 +144,10 @@ def _resample(rng, w: np.ndarray, owner: np.ndarray, chains: int, draws: int) ->
     return index
 
 
-def _gate(values: np.ndarray, index: np.ndarray) -> dict:
-    """Max R-hat and min bulk/tail ESS of the resampled draws' variance parameters."""
-    from omlbayes.criticism import mcmc_stats
-
-    posterior = xr.Dataset(
-        {"v": (("chain", "draw", "k"), values)},
-        coords={PROPOSAL_COORD: (("chain", "draw"), index)},
-    )
-    d = mcmc_stats.diagnostics(posterior)["v"]
-    return {
-        "max_r_hat": round(float(d.sel(summary="r_hat").max()), 4),
-        "min_ess_bulk": round(float(d.sel(summary="ess_bulk").min()), 1),
-        "min_ess_tail": round(float(d.sel(summary="ess_tail").min()), 1),
-    }
+def _plain(value):
+    """A gate's number for run.json (rounded; numpy scalars as Python's)."""
+    if isinstance(value, float | np.floating):
+        return round(float(value), 4)
+    if isinstance(value, np.integer):
+        return int(value)
+    return value

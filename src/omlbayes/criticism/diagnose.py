@@ -158,9 +158,10 @@ def _advice(d: dict) -> str:
     )
 
 
-# Early stopping (backends/sampling.py): the kept draws are exactly the checked ones, so they
-# pass the gate by construction; the margin is for the noise of the ESS estimates.
-EARLY_STOP_ESS_MARGIN = 1.25
+# Early stopping (backends/sampling.py, backends/importance.py): the kept draws are exactly
+# the checked ones, so they pass the gate by construction; the margin (C.EARLY_STOP_ESS_MARGIN)
+# is for the noise of the ESS estimates.
+EARLY_STOP_ESS_MARGIN = C.EARLY_STOP_ESS_MARGIN
 
 
 def early_stop(tree: xr.DataTree, *, thresholds: Thresholds | None = None) -> dict:

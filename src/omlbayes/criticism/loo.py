@@ -40,8 +40,8 @@ import pandas as pd
 import xarray as xr
 from threadpoolctl import threadpool_limits
 
+from omlbayes.backends import psis
 from omlbayes.backends.sparse import loo_loglik_grouped
-from omlbayes.criticism import psis
 from omlbayes.errors import RunError
 from omlbayes.model.design import DesignLayout, GroupedStats, design_matrix
 from omlbayes.model.spec import ModelSpec

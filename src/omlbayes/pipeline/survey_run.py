@@ -588,6 +588,12 @@ def with_overrides(spec: ModelSpec, **sampler_changes) -> ModelSpec:
     from omlbayes.model.spec import check_sampler
 
     changes = {k: v for k, v in sampler_changes.items() if v is not None}
+    merged = {**vars(spec.sampler), **changes}
+    if "importance" not in changes and (merged["backend"], merged["sampler"]) != (
+        "collapsed",
+        "nutpie",
+    ):  # the spec's importance sampling is for its own sampler; one chosen here goes alone
+        changes["importance"] = False
     new = spec.with_sampler(**changes)
     check_sampler(new.sampler)
     return new
