@@ -33,7 +33,7 @@ ROWS = "sbc_default_ranks.csv"
 TESTS = "sbc_default_tests.csv"
 PLOT = "sbc_default_ranks.png"
 # columns of a rows file that are not ranks
-BOOKKEEPING = ("gate_passed", "draws_per_chain", "fit_s")
+BOOKKEEPING = ("gate_passed", "draws_per_chain", "fit_s", "method")
 
 
 def _design(size: tuple[int, int], seed: int):
@@ -96,7 +96,7 @@ def _values(sub: xr.Dataset, name: str) -> np.ndarray:
 
 def _rank_columns(ranks: pd.DataFrame) -> pd.DataFrame:
     """The ranks of a rows file, without its bookkeeping columns."""
-    return ranks.drop(columns=list(BOOKKEEPING))
+    return ranks.drop(columns=[c for c in BOOKKEEPING if c in ranks])
 
 
 def run_sbc(
@@ -137,16 +137,24 @@ def run_sbc(
         eff = coefs.reshape(-1, layout.n_coef) @ weights.T
         for j, name in enumerate(effect_names):
             rec[name] = int((eff[:, j] < weights[j] @ b).sum())
-        facts = (bool(diag["passed"]), int(post.sizes["draw"]), round(fit_s, 1))
+        method = fitted.fit.get("sampling", {}).get("method", "nuts")
+        facts = (bool(diag["passed"]), int(post.sizes["draw"]), round(fit_s, 1), method)
         rec |= dict(zip(BOOKKEEPING, facts, strict=True))
         studies._append_csv(path, pd.DataFrame([rec]))
         log(
-            f"sbc default {k + 1}/{n_sims}: {fit_s:.0f}s, "
+            f"sbc default {k + 1}/{n_sims}: {fit_s:.0f}s ({method}), "
             f"gate {'pass' if diag['passed'] else 'FAIL'}"
         )
     ranks = pd.read_csv(path)
     rank_cols = _rank_columns(ranks)
     return ranks, studies.sbc_tests(rank_cols, n_draws=N_RANK)
+
+
+def _methods(ranks: pd.DataFrame) -> str:
+    """'importance in 52, nuts in 8 fits' (fits before the column: nuts)."""
+    col = ranks["method"] if "method" in ranks else pd.Series("nuts", index=ranks.index)
+    counts = col.fillna("nuts").value_counts()
+    return ", ".join(f"{m} in {c}" for m, c in counts.items()) + " fits"
 
 
 def report_section(out: Path, verdicts: dict, md) -> list[str]:
@@ -177,8 +185,10 @@ def report_section(out: Path, verdicts: dict, md) -> list[str]:
         "residual SD per school type, the SD of every group term including the school x "
         "wave and three-way cells, the coefficients given them), the index simulated from "
         "the model, and the survey fitted by the fit path of `scripts/fit.py` "
-        "(`survey_run.fit_frame`: kernel choice, folded SDs where `auto` picks them, nutpie "
-        "with the default's warm-up, draws sized to the gate). Rank of each truth among "
+        "(`survey_run.fit_frame`: kernel choice, folded SDs where `auto` picks them, "
+        "importance sampling where its gate passes and nutpie with the default's warm-up "
+        "where not, draws sized to the gate; variance parameters sampled by "
+        f"{_methods(ranks)}). Rank of each truth among "
         f"{N_RANK} draws spread evenly over the kept draws. Fits that failed the gate: "
         f"{gate_failures}; divergent transitions over all fits: "
         f"{int(ranks['divergences'].sum())}; draws kept per chain: "
