@@ -121,3 +121,32 @@ def test_systematic_resampling_keeps_the_weights():
     index = importance.systematic_resample(rng, w, 10_000)
     counts = np.bincount(index, minlength=50)
     assert np.all(np.abs(counts - 10_000 * w) <= 1)  # systematic: within one of its share
+
+
+def test_the_default_run_is_importance_sampled_and_its_ess_counts_proposals(default_run):
+    """The default as users run it (conftest's default_run): importance sampling served,
+    and every file says so."""
+    import json
+
+    from omlbayes.criticism import diagnose
+
+    record = json.loads((default_run / "run.json").read_text(encoding="utf-8"))
+    sampling = record["fit"]["sampling"]
+    assert sampling["method"] == "importance", sampling
+    assert sampling["pareto_k"] <= sampling["pareto_k_threshold"]
+    with xr.open_datatree(default_run / "posterior.nc", engine="h5netcdf") as tree:
+        assert "sample_stats" not in tree.children  # no Hamiltonian, no energy
+        posterior = tree["posterior"].to_dataset().load()
+    assert PROPOSAL_COORD in posterior.coords
+    diagnostics = json.loads((default_run / "diagnostics.json").read_text(encoding="utf-8"))
+    assert diagnostics["passed"]
+    # the same draws read as independent (the coordinate dropped) claim more information
+    hyper = posterior[["sigma", "1|school_id_sigma"]]
+    as_if_independent = diagnose.check(
+        xr.DataTree.from_dict({"/posterior": hyper.drop_vars(PROPOSAL_COORD)})
+    )
+    counted = diagnose.check(xr.DataTree.from_dict({"/posterior": hyper}))
+    assert counted["min_ess_bulk"] < 0.9 * as_if_independent["min_ess_bulk"]
+    assert not (default_run / "figures" / "energy.png").exists()
+    report = (default_run / "report.html").read_text(encoding="utf-8")
+    assert "importance sampling from a split Student-t approximation" in report

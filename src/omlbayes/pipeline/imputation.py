@@ -38,6 +38,7 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
+from omlbayes import constants as C
 from omlbayes.backends.sampling import derived_seed
 from omlbayes.criticism import diagnose
 from omlbayes.data import schema
@@ -308,6 +309,12 @@ def fit_imputations(
     contrasts = [estimands.contrast_draws(eff, defs) for eff in effects]
 
     def stack(draws: list[xr.DataArray]) -> xr.DataArray:
+        if all(C.PROPOSAL_COORD in d.coords for d in draws):  # importance-sampled fits:
+            offsets = np.cumsum([0] + [int(d[C.PROPOSAL_COORD].max()) + 1 for d in draws])
+            draws = [  # one fit's proposals are not another's
+                d.assign_coords({C.PROPOSAL_COORD: d[C.PROPOSAL_COORD] + int(o)})
+                for d, o in zip(draws, offsets, strict=False)
+            ]
         pooled = xr.concat(draws, dim="chain")
         return pooled.assign_coords(chain=np.arange(pooled.sizes["chain"]))
 

@@ -479,7 +479,8 @@ def sbc(
             refitter = CollapsedRefitter(stats, layout, fit_spec)
         tree = refitter.fit(stats, seed=seed + 1000 + k)
         post = tree["posterior"].to_dataset()
-        diverging = int(tree["sample_stats"].dataset["diverging"].sum())
+        stats = tree["sample_stats"].dataset if "sample_stats" in tree.children else {}
+        diverging = int(stats["diverging"].sum()) if "diverging" in stats else 0  # importance: none
         sub = post.isel(draw=slice(None, None, thin))
         rec = {"sim": k, "divergences": diverging}
         quantities = {name: (sub[name].to_numpy().ravel(), true) for name, true in theta.items()}
