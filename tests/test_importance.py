@@ -53,7 +53,7 @@ TARGET = 400 * 1.25
 def run(proposal: SplitT, seed: int = 1) -> importance.ImportanceResult:
     return importance.sample(
         log_gamma_density, proposal, gate,
-        chains=4, draws=500, seed=seed, ess_target=TARGET, workers=1,
+        chains=4, draws=500, seed=seed, workers=1,
     )  # fmt: skip
 
 

@@ -805,7 +805,6 @@ def _sample_importance(density, proposal, settings, *, seed: int, gate, with_coe
             chains=settings.chains,
             draws=draws,
             seed=derived_seed(seed, "importance"),
-            ess_target=ess_target,
             workers=len(os.sched_getaffinity(0)),
         )
     if not result.passed:

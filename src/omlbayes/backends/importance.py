@@ -19,8 +19,7 @@ The gate (:func:`sample`): Pareto k at most ArviZ's threshold for the number of
 proposals, and the run's early-stop gate on the resampled draws (R-hat, bulk and tail ESS
 with its margin; the variance parameters first, then every parameter); proposals are
 added in rounds until both hold or ``MAX_ROUNDS`` pass. A k above the threshold ends
-the attempt at once (more proposals do not lower it), and so does an ESS that, growing in
-proportion to the proposals, would stay below the target after the last round.
+the attempt at once (more proposals do not lower it).
 """
 
 from __future__ import annotations
@@ -68,17 +67,14 @@ def sample(
     chains: int,
     draws: int,
     seed: int,
-    ess_target: float,
     workers: int,
 ) -> ImportanceResult:
     """Importance-sample the posterior of ``log_density`` with ``proposal``.
 
     ``check(points, index)``: the gate on resampled draws (chain, draw, coordinate) and
-    their proposals' indices (chain, draw), a dict with ``passed`` and the smallest ESS
-    (``min_ess_bulk``, ``min_ess_tail``); ``ess_target`` the ESS it asks for (to give up
-    early where the rounds left cannot reach it). Returns ``chains`` x ``draws`` resampled
-    draws, or ``draws=None`` with the reason where the gate fails (the caller then samples
-    with NUTS).
+    their proposals' indices (chain, draw), a dict with ``passed`` and its numbers. Returns
+    ``chains`` x ``draws`` resampled draws, or ``draws=None`` with the reason where the
+    gate fails (the caller then samples with NUTS).
     """
     rng = np.random.default_rng(seed)
     t0 = time.perf_counter()
@@ -120,13 +116,10 @@ def sample(
             if gate["passed"]:
                 facts.pop("reason", None)
                 break
+            # more rounds, even where the ESS so far grows slowly: with heavy-ish weights a
+            # tail ESS grows faster than the proposals until the tail is filled (a survey
+            # of 1,500 students: 116 after 8,000 proposals, 545 after 18,000)
             facts.update(reason=f"the gate failed after {n} proposals")
-            # the ESS grows about in proportion to the proposals: give up where the last
-            # round could not reach the target at this rate
-            lowest = min(gate["min_ess_bulk"], gate["min_ess_tail"])
-            if round_ >= 2 and lowest * MAX_ROUNDS / round_ < ess_target:
-                facts.update(reason=f"ESS {lowest:.0f} after {n} proposals: out of reach")
-                break
     facts["seconds"] = round(time.perf_counter() - t0, 2)
     if "reason" in facts:
         return ImportanceResult(None, None, facts)
