@@ -150,3 +150,19 @@ def test_the_default_run_is_importance_sampled_and_its_ess_counts_proposals(defa
     assert not (default_run / "figures" / "energy.png").exists()
     report = (default_run / "report.html").read_text(encoding="utf-8")
     assert "importance sampling from a split Student-t approximation" in report
+
+
+def test_the_setting_follows_the_sampler_a_user_chooses():
+    from omlbayes.errors import SpecError
+    from omlbayes.model.spec import load_spec
+    from omlbayes.pipeline.survey_run import with_overrides
+
+    full = load_spec("full")
+    assert full.sampler.importance  # the default model's
+    assert not with_overrides(full, importance=False).sampler.importance
+    # another sampler chosen on the command line goes alone, the spec's setting with it
+    assert not with_overrides(full, backend="bambi").sampler.importance
+    assert not with_overrides(full, sampler="pymc").sampler.importance
+    with pytest.raises(SpecError, match="--no-importance"):
+        with_overrides(full, backend="bambi", importance=True)
+    assert not load_spec("flagship").sampler.importance
