@@ -40,7 +40,6 @@ import pandas as pd
 import xarray as xr
 from threadpoolctl import threadpool_limits
 
-from omlbayes import constants as C
 from omlbayes.backends import psis
 from omlbayes.backends.sparse import loo_loglik_grouped
 from omlbayes.criticism import mcmc_stats
@@ -220,12 +219,10 @@ def conditional_loo(
     inputs = sparse_inputs(stats, pattern)
     by = spec.residual_sd_by
     # one relative efficiency of the thinned draws for every chunk
-    if C.PROPOSAL_COORD in thinned.coords:  # importance-resampled: the ESS counts proposals
+    clusters = mcmc_stats.proposal_clusters(thinned)
+    if clusters is not None:  # importance-resampled: the ESS counts proposals
         values = [v.to_numpy().reshape(n_chain, n_draw, -1) for v in thinned.data_vars.values()]
         stacked = np.concatenate(values, axis=2).transpose(2, 0, 1)
-        clusters = mcmc_stats.one_hot(
-            thinned[C.PROPOSAL_COORD].transpose("chain", "draw").to_numpy()
-        )
         reff = float(mcmc_stats.cluster_ess(stacked, clusters).mean()) / (n_chain * n_draw)
     else:
         reff = _get_r_eff(xr.DataTree.from_dict({"/posterior": thinned}), n_chain * n_draw)

@@ -137,6 +137,14 @@ def one_hot(proposal: np.ndarray) -> sparse.csr_matrix:
     return sparse.csr_matrix((np.ones(n), (np.arange(n), ids)), shape=(n, ids.max() + 1))
 
 
+def proposal_clusters(posterior: xr.Dataset) -> sparse.csr_matrix | None:
+    """The clusters of importance-resampled draws (their ``proposal`` coordinate), for
+    :func:`cluster_ess`; None for draws of a Markov chain."""
+    if PROPOSAL_COORD not in posterior.coords:
+        return None
+    return one_hot(posterior[PROPOSAL_COORD].transpose("chain", "draw").to_numpy())
+
+
 def _diagnostics_block(
     x: np.ndarray, tail_prob: float, clusters: sparse.csr_matrix | None = None
 ) -> np.ndarray:
@@ -188,9 +196,7 @@ def diagnostics(posterior: xr.Dataset, *, tail_prob: float | None = None) -> xr.
     (dim ``summary``: ess_bulk, ess_tail, r_hat, mcse_mean, mcse_sd). ``tail_prob``: the
     tail ESS's quantile (and 1 - it), by default ArviZ's ``stats.ci_prob`` as ArviZ does."""
     prob = float(rcParams["stats.ci_prob"] if tail_prob is None else tail_prob)
-    clusters = None
-    if PROPOSAL_COORD in posterior.coords:  # importance-resampled draws
-        clusters = one_hot(posterior[PROPOSAL_COORD].transpose("chain", "draw").to_numpy())
+    clusters = proposal_clusters(posterior)
     with np.errstate(divide="ignore", invalid="ignore"):  # constant parameters, as ArviZ
         return _diagnostics(posterior, prob, clusters)
 

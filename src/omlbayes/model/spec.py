@@ -48,6 +48,8 @@ ALLOWED_KEYS: dict[str, tuple[str, ...] | None] = {
 
 BACKENDS = ("collapsed", "bambi", "graded")
 SAMPLERS = ("nutpie", "pymc", "numpyro")
+# importance sampling (backends/importance.py) runs on this backend, with this NUTS behind it
+IMPORTANCE_SAMPLER = ("collapsed", "nutpie")
 KERNELS = ("auto", "dense", "sparse")  # the collapsed backend's linear algebra
 # How the collapsed backend samples each group SD: on the log scale (the default, under which
 # the validation studies ran), folded (tau = |w|), or folded where a term of many cells has
@@ -316,7 +318,7 @@ def check_sampler(settings: SamplerSettings) -> None:
         value = getattr(settings, name)
         if not isinstance(value, bool):
             raise SpecError(f"{name} must be true or false, got {value!r}")
-    if settings.importance and (settings.backend, settings.sampler) != ("collapsed", "nutpie"):
+    if settings.importance and (settings.backend, settings.sampler) != IMPORTANCE_SAMPLER:
         raise SpecError(
             "importance sampling runs on the collapsed backend with nutpie as its fall-back; "
             f"got backend {settings.backend!r}, sampler {settings.sampler!r}: pass --no-importance"

@@ -419,11 +419,7 @@ def _fit(frame, spec, options, progress, timings, prepared=None):
     sampler = spec.sampler
     progress(
         f"fitting {spec.name}: backend {sampler.backend}, sampler {sampler.sampler}, "
-        + (
-            "importance sampling (NUTS where its gate fails), "
-            if sampler.importance and sampler.backend == "collapsed"
-            else ""
-        )
+        + ("importance sampling (NUTS where its gate fails), " if sampler.importance else "")
         + f"{sampler.chains} chains x ({sampler.tune} tune + {sampler.draws} draws), "
         f"{layout.n_coef} coefficients"
     )
@@ -585,15 +581,12 @@ def _predictive_figures(
 
 def with_overrides(spec: ModelSpec, **sampler_changes) -> ModelSpec:
     """The spec with command-line sampler settings applied (validated)."""
-    from omlbayes.model.spec import check_sampler
+    from omlbayes.model.spec import IMPORTANCE_SAMPLER, check_sampler
 
     changes = {k: v for k, v in sampler_changes.items() if v is not None}
-    merged = {**vars(spec.sampler), **changes}
-    if "importance" not in changes and (merged["backend"], merged["sampler"]) != (
-        "collapsed",
-        "nutpie",
-    ):  # the spec's importance sampling is for its own sampler; one chosen here goes alone
-        changes["importance"] = False
+    chosen = replace(spec.sampler, **changes)
+    if "importance" not in changes and (chosen.backend, chosen.sampler) != IMPORTANCE_SAMPLER:
+        changes["importance"] = False  # the spec's, for its own sampler; one chosen here goes alone
     new = spec.with_sampler(**changes)
     check_sampler(new.sampler)
     return new

@@ -27,7 +27,6 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from omlbayes.constants import PROPOSAL_COORD
 from omlbayes.criticism import mcmc_stats
 from omlbayes.data import schema
 from omlbayes.model.design import variance_names
@@ -85,9 +84,7 @@ def _quantities(run, seed: int) -> pd.DataFrame:
     the Monte Carlo SE of the mean and of the width (from each chain's draws)."""
     post = run.posterior
     shape = (post.sizes["chain"], post.sizes["draw"])
-    clusters = None
-    if PROPOSAL_COORD in post.coords:
-        clusters = mcmc_stats.one_hot(post[PROPOSAL_COORD].transpose("chain", "draw").to_numpy())
+    clusters = mcmc_stats.proposal_clusters(post)
     rows = []
     for name in variance_names(post.data_vars):
         da = post[name]
