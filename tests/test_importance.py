@@ -102,6 +102,30 @@ def test_a_proposal_that_misses_the_posterior_is_refused(fitted):
     assert result.facts["rounds"] == 1  # refused at once, not after every round
 
 
+@pytest.mark.parametrize(
+    ("ks", "rounds", "passed"),
+    [
+        ([0.85], importance.DECISIVE_PROPOSALS // 2000, False),  # noisy: trusted at 6,000
+        ([1.2], 1, False),  # hopeless: refused at once
+        ([0.85, 0.3], None, True),  # a high first estimate, then a good one
+    ],
+)
+def test_a_high_pareto_k_ends_the_attempt_once_it_can_be_trusted(
+    fitted, monkeypatch, ks, rounds, passed
+):
+    seen = iter([*ks, *[ks[-1]] * importance.MAX_ROUNDS])
+
+    def psis(log_ratio, _tail):  # the proposal's own weights, with the k of the scenario
+        return log_ratio - np.logaddexp.reduce(log_ratio), next(seen)
+
+    monkeypatch.setattr(importance, "_psis_one", lambda neg, tail: psis(-neg, tail))
+    result = run(fitted)
+    assert result.passed is passed
+    if rounds is not None:
+        assert result.facts["rounds"] == rounds
+        assert "Pareto k" in result.facts["reason"]
+
+
 def test_ess_of_resampled_draws_counts_proposals():
     rng = np.random.default_rng(2)
     values = rng.normal(size=(4, 250))

@@ -18,8 +18,10 @@ proposals (``criticism/mcmc_stats.py``, the ``proposal`` coordinate), not over d
 The gate (:func:`sample`): Pareto k at most ArviZ's threshold for the number of
 proposals, and the run's early-stop gate on the resampled draws (R-hat, bulk and tail ESS
 with its margin; the variance parameters first, then every parameter); proposals are
-added in rounds until both hold or ``MAX_ROUNDS`` pass. A k above the threshold ends
-the attempt at once (more proposals do not lower it).
+added in rounds until both hold or ``MAX_ROUNDS`` pass. A k above the threshold ends the
+attempt once ``DECISIVE_PROPOSALS`` are in, or at once where it is above ``HOPELESS_K``:
+the estimate of k from a few thousand proposals is noisy (a proposal whose k settles near
+0.5 gave 0.96 from 1,000 and 0.74 from 4,000 on a harder survey; bench/RESULTS.md).
 """
 
 from __future__ import annotations
@@ -36,6 +38,9 @@ from omlbayes.backends.psis import _psis_one, good_k, tail_draws
 
 ROUND = 500  # proposals per batch (chain) and round
 MAX_ROUNDS = 12
+# below this many proposals a k above the threshold is not yet trusted (unless hopeless)
+DECISIVE_PROPOSALS = 6000
+HOPELESS_K = 1.0  # the weights' tail has no finite mean: more proposals cannot help
 
 
 @dataclass(frozen=True)
@@ -105,7 +110,9 @@ def sample(
             )
             if not k <= good_k(n):
                 facts.update(reason=f"Pareto k {k:.2f} above {good_k(n):.2f}")
-                break
+                if n >= DECISIVE_PROPOSALS or not k <= HOPELESS_K:
+                    break
+                continue
             index = _resample(rng, w, np.concatenate(owner), chains, draws)
             points = np.concatenate(xs)[index]
             if not proposal.symmetric:  # the proposal kept one sign; the target is symmetric
