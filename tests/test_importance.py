@@ -174,6 +174,15 @@ def test_the_default_run_is_importance_sampled_and_its_ess_counts_proposals(defa
     assert not (default_run / "figures" / "energy.png").exists()
     report = (default_run / "report.html").read_text(encoding="utf-8")
     assert "importance sampling from a split Student-t approximation" in report
+    # no Hamiltonian sampler: divergences and E-BFMI are not checks of these draws
+    assert diagnostics["not_applicable"] == list(diagnose.HAMILTONIAN_CHECKS)
+    assert "E-BFMI" not in diagnose.verdict_line(diagnostics)
+    assert report.count("not applicable (no Hamiltonian sampler)") == 2
+    energy = xr.Dataset(
+        {"energy": (("chain", "draw"), np.random.default_rng(1).normal(size=(4, 500)))}
+    )
+    nuts = diagnose.check(xr.DataTree.from_dict({"/posterior": hyper, "/sample_stats": energy}))
+    assert nuts["not_applicable"] == [] and "E-BFMI" in diagnose.verdict_line(nuts)
 
 
 def test_the_setting_follows_the_sampler_a_user_chooses():

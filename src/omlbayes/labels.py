@@ -438,6 +438,7 @@ REPORT_TEXT = {
         "verdict": "Oordeel",
         "passed": "geslaagd",
         "failed": "NIET geslaagd",
+        "not_applicable": "niet van toepassing (geen Hamiltoniaanse sampler)",
         "prior_predictive": (
             "Controle van de priors (prior predictive): uit de priors alleen gesimuleerd zou "
             "de index een SD van {sd} hebben (90% tussen {lo} en {hi}), tegen {observed} "
@@ -701,6 +702,7 @@ REPORT_TEXT = {
         "verdict": "Verdict",
         "passed": "passed",
         "failed": "FAILED",
+        "not_applicable": "not applicable (no Hamiltonian sampler)",
         "prior_predictive": (
             "Prior predictive check: simulated from the priors alone, the index would have "
             "an SD of {sd} (90% between {lo} and {hi}) against {observed} observed; "

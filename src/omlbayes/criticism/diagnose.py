@@ -99,7 +99,13 @@ def check(
         "draws": int(posterior.sizes["draw"]),
         "thresholds": asdict(th),
         "note": "" if n_chains > 1 else "R-hat needs at least two chains",
+        # draws without a Hamiltonian sampler's statistics (importance-resampled) cannot
+        # diverge and have no energy: those checks hold trivially and say nothing
+        "not_applicable": [] if "energy" in stats else list(HAMILTONIAN_CHECKS),
     }
+
+
+HAMILTONIAN_CHECKS = ("no_divergences", "bfmi_above_0_3")
 
 
 def verdict_line(diagnostics: dict) -> str:
@@ -107,9 +113,10 @@ def verdict_line(diagnostics: dict) -> str:
     d = diagnostics
     numbers = (
         f"max R-hat {d['max_r_hat']:.3f}, min ESS bulk {d['min_ess_bulk']:.0f}, "
-        f"min ESS tail {d['min_ess_tail']:.0f}, divergences {d['divergences']}, "
-        f"min E-BFMI {d['min_bfmi']:.2f}"
+        f"min ESS tail {d['min_ess_tail']:.0f}"
     )
+    if not d.get("not_applicable"):
+        numbers += f", divergences {d['divergences']}, min E-BFMI {d['min_bfmi']:.2f}"
     if d["passed"]:
         return f"diagnostics PASSED ({numbers})"
     failed = ", ".join(k for k, ok in d["checks"].items() if not ok)

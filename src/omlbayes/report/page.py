@@ -543,6 +543,8 @@ def _methods_html(ctx: _Context) -> str:
         verdict = (
             rt["passed"] if ok else f"<strong style='color:#b00020'>{esc(rt['failed'])}</strong>"
         )
+        if check in diag.get("not_applicable", ()):
+            shown, verdict = "", esc(rt["not_applicable"])
         rows.append([esc(labels.CHECK_TEXT[lang].get(check, check)), shown, verdict])
     parts.append(table_html([rt["check"], rt["value"], rt["verdict"]], rows, cls="diagnostics"))
     prior = diag.get("prior_predictive")
