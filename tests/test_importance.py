@@ -9,7 +9,7 @@ import xarray as xr
 from scipy.special import digamma, polygamma
 
 from omlbayes.backends import importance
-from omlbayes.backends.proposal import SplitT
+from omlbayes.backends.proposal import ScannedCopula, SplitT
 from omlbayes.constants import PROPOSAL_COORD
 from omlbayes.criticism import mcmc_stats
 
@@ -63,8 +63,9 @@ def fitted() -> SplitT:
     return SplitT.fit(with_gradient, mode, np.zeros(3, bool))
 
 
-def test_recovers_a_skewed_posterior_within_its_monte_carlo_error(fitted):
-    result = run(fitted)
+@pytest.mark.parametrize("kind", ["split-t", "copula"])
+def test_recovers_a_skewed_posterior_within_its_monte_carlo_error(fitted, kind):
+    result = run(fitted if kind == "split-t" else ScannedCopula.of(fitted))
     assert result.passed, result.facts
     facts = result.facts
     assert facts["pareto_k"] <= facts["pareto_k_threshold"]
@@ -105,7 +106,7 @@ def test_a_proposal_that_misses_the_posterior_is_refused(fitted):
 @pytest.mark.parametrize(
     ("ks", "rounds", "passed"),
     [
-        ([0.85], importance.DECISIVE_PROPOSALS // 2000, False),  # noisy: trusted at 6,000
+        ([0.85], importance.DECISIVE_PROPOSALS // 2000, False),  # noisy until 10,000
         ([1.2], 1, False),  # hopeless: refused at once
         ([0.85, 0.3], None, True),  # a high first estimate, then a good one
     ],
@@ -173,7 +174,8 @@ def test_the_default_run_is_importance_sampled_and_its_ess_counts_proposals(defa
     assert counted["min_ess_bulk"] < 0.9 * as_if_independent["min_ess_bulk"]
     assert not (default_run / "figures" / "energy.png").exists()
     report = (default_run / "report.html").read_text(encoding="utf-8")
-    assert "importance sampling from a split Student-t approximation" in report
+    assert "scanned density, joined by a Student-t copula" in report
+    assert sampling["proposal"] == ScannedCopula.description
     # no Hamiltonian sampler: divergences and E-BFMI are not checks of these draws
     assert diagnostics["not_applicable"] == list(diagnose.HAMILTONIAN_CHECKS)
     assert "E-BFMI" not in diagnose.verdict_line(diagnostics)

@@ -1,4 +1,5 @@
-"""The split-t approximation of the SDs' posterior and the chain starts drawn through it."""
+"""The approximations of the SDs' posterior (the split-t that starts NUTS, the scanned
+copula that importance sampling draws from) and the chain starts drawn through them."""
 
 from __future__ import annotations
 
@@ -35,8 +36,13 @@ def fitted() -> proposal.SplitT:
     return proposal.SplitT.fit(skewed_and_folded, res.x, np.array([False, True, False]))
 
 
-def test_the_split_t_density_is_the_density_of_its_draws():
-    q = fitted()
+def copula() -> proposal.ScannedCopula:
+    return proposal.ScannedCopula.of(fitted())
+
+
+@pytest.mark.parametrize("make", [fitted, copula], ids=["split-t", "copula"])
+def test_the_proposal_density_is_the_density_of_its_draws(make):
+    q = make()
     rng = np.random.default_rng(0)
     x = q.draw(rng, 200_000)
     # the folded coordinate takes both signs evenly
@@ -70,6 +76,31 @@ def test_resampled_starts_follow_the_posterior_where_the_mode_does_not(shift):
     # the folded SD: both signs, |w| about its posterior mean (close to 1)
     assert 0.4 < np.mean(starts[:, 1] > 0) < 0.6
     assert abs(np.abs(starts[:, 1]).mean() - 1.0) < 0.05
+
+
+def test_a_scanned_margin_is_a_density_with_exact_quantiles():
+    for margin in copula().margins:
+        t0, t1 = margin.tails
+        grid = np.linspace(margin.knots[0] - 40 * t0, margin.knots[-1] + 40 * t1, 400_001)
+        dens = np.exp(margin.logpdf(grid))
+        cum = np.r_[0.0, np.cumsum((dens[1:] + dens[:-1]) / 2 * np.diff(grid))]
+        assert cum[-1] == pytest.approx(1.0, abs=1e-6)
+        at = grid[::4000]
+        lower, upper = margin.cdf(at)
+        np.testing.assert_allclose(lower, cum[::4000], atol=1e-6)
+        np.testing.assert_allclose(lower + upper, 1.0, atol=1e-12)
+        np.testing.assert_allclose(margin.ppf(lower, upper), at, atol=1e-4)
+
+
+def test_the_copula_weighs_a_skewed_posterior_more_evenly_than_the_split_t():
+    rng = np.random.default_rng(3)
+    ess = {}
+    for name, q in (("split-t", fitted()), ("copula", copula())):
+        x = q.draw(rng, 20_000)
+        target = np.array([skewed_and_folded(row)[0] for row in x])
+        w = proposal.importance_weights(target, q.logpdf(x))
+        ess[name] = 1.0 / np.sum(w**2)
+    assert ess["copula"] > 1.1 * ess["split-t"], ess
 
 
 def test_weights_need_one_finite_target_density():

@@ -422,7 +422,8 @@ REPORT_TEXT = {
         ),
         "sampler_importance": (
             "{backend}-schatter: de variantieparameters met importance sampling uit een "
-            "gesplitste Student-t-benadering bij de modus ({proposals} voorstellen, Pareto k "
+            "benadering bij de modus (de afgetaste dichtheid per parameter, verbonden door een "
+            "Student-t-copula; {proposals} voorstellen, Pareto k "
             "{k} (grens {k_max})), per keten hertrokken uit de eigen voorstellen: {chains} "
             "ketens x {draws} trekkingen; de ESS telt voorstellen, geen trekkingen. Seed {seed}."
         ),
@@ -685,8 +686,9 @@ REPORT_TEXT = {
             "margin: {kept} of at most {most} draws per chain."
         ),
         "sampler_importance": (
-            "{backend} backend: the variance parameters by importance sampling from a split "
-            "Student-t approximation at the mode ({proposals} proposals, Pareto k {k} "
+            "{backend} backend: the variance parameters by importance sampling from an "
+            "approximation at the mode (each parameter's scanned density, joined by a "
+            "Student-t copula; {proposals} proposals, Pareto k {k} "
             "(threshold {k_max})), each chain resampled from its own proposals: {chains} chains "
             "x {draws} draws; the ESS counts proposals, not draws. Seed {seed}."
         ),

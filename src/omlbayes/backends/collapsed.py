@@ -52,6 +52,7 @@ from omlbayes import constants as C
 from omlbayes.backends import density, heap, importance
 from omlbayes.backends.density import CollapsedDensity
 from omlbayes.backends.marginal import MarginalLoglik
+from omlbayes.backends.proposal import ScannedCopula
 from omlbayes.backends.sampling import (
     COLLAPSED_MAX_TREE_DEPTH,
     TARGET_ACCEPT,
@@ -800,7 +801,7 @@ def _sample_importance(density, proposal, settings, *, seed: int, gate, with_coe
     with threadpool_limits(1, user_api="blas"):
         result = importance.sample(
             density.log_density,
-            proposal,
+            ScannedCopula.of(proposal),
             check,
             chains=settings.chains,
             draws=draws,
