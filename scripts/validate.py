@@ -45,6 +45,12 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         "n x 4 microseconds CPU per gradient)",
     )
     p.add_argument("--quick", action="store_true", help="one seed, small sizes (smoke run)")
+    p.add_argument(
+        "--reuse-reference",
+        action="store_true",
+        help="agreement: keep the reference runs in the work folder that a refit would "
+        "repeat (same data, seed, settings and spec; their commit is in the fits table)",
+    )
     return p.parse_args(argv)
 
 
@@ -63,6 +69,7 @@ def main(argv: list[str]) -> int:
             quick=args.quick,
             hard_models=tuple(args.hard_models),
             crosscheck_size=tuple(args.crosscheck_size) if args.crosscheck_size else None,
+            reuse_reference=args.reuse_reference,
         )
     verdict = validation.write_report(args.out)
     print(f"{args.out / 'validation.md'}: {'PASS' if verdict else 'not passed (see its Verdict)'}")

@@ -67,3 +67,41 @@ def test_sbc_default_draws_every_parameter_from_its_prior():
         [b[layout.slices()[big.name]].std() / t[f"{big.name}_sigma"] for t, b, _ in draws]
     )
     assert abs(np.median(cells) - 1) < 0.1
+
+
+def test_a_reference_run_is_reused_only_where_a_refit_would_repeat_it(tmp_path):
+    import json
+    from types import SimpleNamespace
+
+    data = tmp_path / "survey.csv"
+    data.write_text("a,b\n1,2\n", encoding="utf-8")
+    settings = {"chains": 4, "tune": 300, "draws": 4000}
+    default = SimpleNamespace(record=SimpleNamespace(spec_sha256="spec"))
+    folder = tmp_path / "reference_7"
+    assert not agreement._reusable_reference(folder, data, 1007, settings, default)  # none yet
+
+    def write(**changes):
+        import hashlib
+
+        record = {
+            "seed": 1007,
+            "spec_sha256": "spec",
+            "data": {"sha256": hashlib.sha256(data.read_bytes()).hexdigest()},
+            "sampler": {**settings, "early_stop": False, "importance": False},
+        }
+        for key, value in changes.items():
+            record[key] = value
+        folder.mkdir(exist_ok=True)
+        (folder / "run.json").write_text(json.dumps(record), encoding="utf-8")
+
+    write()
+    assert agreement._reusable_reference(folder, data, 1007, settings, default)
+    for changed in (
+        {"seed": 1008},
+        {"spec_sha256": "another spec"},
+        {"data": {"sha256": "other data"}},
+        {"sampler": {**settings, "draws": 1000, "early_stop": False, "importance": False}},
+        {"sampler": {**settings, "early_stop": False, "importance": True}},
+    ):
+        write(**changed)
+        assert not agreement._reusable_reference(folder, data, 1007, settings, default), changed

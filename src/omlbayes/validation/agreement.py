@@ -161,8 +161,35 @@ def rescore(out: Path, seeds: tuple[int, ...] = SEEDS) -> pd.DataFrame:
     return rows
 
 
-def agreement_one(seed: int, *, size: tuple[int, int], work: Path, quick: bool = False):
-    """Fit one survey both ways; ``(quantities, fits)``."""
+def _reusable_reference(folder: Path, data: Path, seed: int, settings: dict, default) -> bool:
+    """Whether ``folder`` holds a reference run of this study on the same data, seed, sampler
+    settings and model spec as a refit would be (the reference's sampler is NUTS without
+    importance sampling or early stop; a change to the default's sampler leaves it as it
+    was)."""
+    import hashlib
+    import json
+
+    path = folder / "run.json"
+    if not path.exists():
+        return False
+    record = json.loads(path.read_text(encoding="utf-8"))
+    sampler = record.get("sampler", {})
+    return (
+        record.get("data", {}).get("sha256") == hashlib.sha256(data.read_bytes()).hexdigest()
+        and record.get("seed") == seed
+        and record.get("spec_sha256") == default.record.spec_sha256
+        and all(sampler.get(key) == value for key, value in settings.items())
+        and sampler.get("early_stop") is False
+        and sampler.get("importance") is False
+    )
+
+
+def agreement_one(
+    seed: int, *, size: tuple[int, int], work: Path, quick: bool = False, reuse: bool = False
+):
+    """Fit one survey both ways; ``(quantities, fits)``. ``reuse``: keep a reference run
+    already in ``work`` where it is the one a refit would make (``_reusable_reference``)."""
+    import omlbayes as ob
     from omlbayes.simulate import survey as simulate
 
     params = simulate.random_truth(seed)
@@ -175,15 +202,23 @@ def agreement_one(seed: int, *, size: tuple[int, int], work: Path, quick: bool =
     ref_argv += ["--draws", str(ref["draws"]), "--no-early-stop", "--no-importance"]
     sides = {"default": (seed, []), "reference": (seed + 1000, ref_argv)}
     out, fits = {}, []
+    runs: dict = {}
     for side, (fit_seed, extra) in sides.items():
-        run, fit_s = er.fit_as_users(
-            data,
-            work,
-            f"{side}_{seed}",
-            seed=fit_seed,
-            extra=tuple(extra),
-            what=f"agreement {side}",
+        folder = work / f"{side}_{seed}"
+        reused = (
+            reuse
+            and side == "reference"
+            and _reusable_reference(folder, data, fit_seed, ref, runs["default"])
         )
+        if reused:
+            run = ob.open_run(folder)
+            fit_s = run.record.timings.get("run_total_s", np.nan)
+        else:
+            run, fit_s = er.fit_as_users(
+                data, work, folder.name, seed=fit_seed, extra=tuple(extra),
+                what=f"agreement {side}",
+            )  # fmt: skip
+        runs[side] = run
         out[side] = _quantities(run, seed)
         diag, sampling = run.diagnostics, run.record.fit.get("sampling", {})
         fits.append(
@@ -196,14 +231,22 @@ def agreement_one(seed: int, *, size: tuple[int, int], work: Path, quick: bool =
              "leapfrog_steps": sampling.get("leapfrog_steps_total"),
              "method": sampling.get("method", "nuts"),
              "proposals": sampling.get("proposals"), "pareto_k": sampling.get("pareto_k"),
-             "git_commit": run.record.git_commit[:7]}
+             "git_commit": run.record.git_commit[:7], "reused": reused}
         )  # fmt: skip
     data.unlink(missing_ok=True)
     return compare(out["default"], out["reference"]), pd.DataFrame(fits)
 
 
-def run_study(out: Path, *, seeds: tuple[int, ...] = SEEDS, quick: bool = False, log=print):
-    """Fit and compare each seed not yet in ``out`` (resumable)."""
+def run_study(
+    out: Path,
+    *,
+    seeds: tuple[int, ...] = SEEDS,
+    quick: bool = False,
+    reuse_reference: bool = False,
+    log=print,
+):
+    """Fit and compare each seed not yet in ``out`` (resumable); ``reuse_reference``: keep
+    the reference runs already in the work folder that a refit would repeat."""
     from omlbayes.validation.studies import _append_csv
 
     rows_path, fits_path = out / ROWS, out / FITS
@@ -212,7 +255,9 @@ def run_study(out: Path, *, seeds: tuple[int, ...] = SEEDS, quick: bool = False,
         if seed in done:
             continue
         size = QUICK_SIZE if quick else SIZE
-        rows, fits = agreement_one(seed, size=size, work=out / "_work" / "agreement", quick=quick)
+        rows, fits = agreement_one(
+            seed, size=size, work=out / "_work" / "agreement", quick=quick, reuse=reuse_reference
+        )
         _append_csv(rows_path, rows)
         _append_csv(fits_path, fits)
         log(

@@ -828,8 +828,10 @@ def run_parts(
     quick: bool = False,
     hard_models: tuple[str, ...] = HARD_MODELS,
     crosscheck_size: tuple[int, int] | None = None,
+    reuse_reference: bool = False,
 ) -> None:
-    """Run the named parts; each writes its CSV (and JSON) under ``out``."""
+    """Run the named parts; each writes its CSV (and JSON) under ``out``
+    (``reuse_reference``: the agreement study's, see ``agreement.run_study``)."""
     out.mkdir(parents=True, exist_ok=True)
     work = out / "_work"
     record_provenance(out, [p for p in parts if p in PROVENANCE_PARTS], quick=quick)
@@ -880,7 +882,7 @@ def run_parts(
     if "estimands" in parts:
         estimand_recovery.run_study(out, quick=quick, log=_log)
     if "agreement" in parts:
-        agreement.run_study(out, quick=quick, log=_log)
+        agreement.run_study(out, quick=quick, reuse_reference=reuse_reference, log=_log)
     if "sbc_default" in parts:
         size = sbc_default.QUICK_SIZE if quick else sbc_default.SIZE
         sbc_default.run_sbc(out, n_sims=4 if quick else sbc_sims, size=size, log=_log)
