@@ -179,14 +179,14 @@ class ScanMargin:
         the highest down to ``MARGIN_DROP`` below it; each tail decays as the end segment
         (no faster than ``min_tail``), which beyond the run is heavier than the density."""
         top = int(np.argmax(log_density))
-        finite = log_density >= log_density[top] - MARGIN_DROP
+        kept = log_density >= log_density[top] - MARGIN_DROP  # False where not finite
         lo, hi = top, top
-        while lo > 0 and finite[lo - 1]:
+        while lo > 0 and kept[lo - 1]:
             lo -= 1
-        while hi < knots.size - 1 and finite[hi + 1]:
+        while hi < knots.size - 1 and kept[hi + 1]:
             hi += 1
         k, ld = knots[lo : hi + 1], log_density[lo : hi + 1] - log_density[top]
-        if k.size < 2:  # a spike: the mode alone is finite
+        if k.size < 2:  # a spike: the mode alone is kept
             k, ld = np.array([-min_tail, min_tail]), np.zeros(2)
         drop = np.maximum(np.array([ld[1] - ld[0], ld[-2] - ld[-1]]), 1e-12)
         tails = np.maximum(np.array([k[1] - k[0], k[-1] - k[-2]]) / drop, min_tail)
