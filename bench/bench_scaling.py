@@ -214,6 +214,7 @@ def _run_fit(name: str, args: list[str], work: Path, *, timeout: float) -> dict:
         s_per_gradient=fit.get(f"{fit.get('kernel')}_s_per_gradient", float("nan")),
         sample_s=record["timings"].get("sample_s", float("nan")),
         draws_kept=fit.get("sampling", {}).get("draws_kept"),
+        sampler=_sampler_text(fit.get("sampling", {})),
         max_rhat=diag["max_r_hat"],
         min_ess_bulk=diag["min_ess_bulk"],
         min_ess_tail=diag["min_ess_tail"],
@@ -222,6 +223,15 @@ def _run_fit(name: str, args: list[str], work: Path, *, timeout: float) -> dict:
         stages={k: v for k, v in record["timings"].items() if k in STAGE_COLUMNS},
     )
     return row
+
+
+def _sampler_text(sampling: dict) -> str:
+    """Which sampler kept the draws: importance sampling (proposals, Pareto k) or NUTS (and
+    why importance sampling, where tried, did not serve)."""
+    if sampling.get("method") == "importance":
+        return f"importance: {sampling['proposals']:,} proposals, k {sampling['pareto_k']:.2f}"
+    tried = sampling.get("importance_tried")
+    return "NUTS" + (f" ({tried.get('reason', '')})" if tried else "")
 
 
 def whole_fits(work: Path, *, quick: bool, timeout: float) -> list[dict]:
