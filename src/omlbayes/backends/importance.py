@@ -44,6 +44,9 @@ from omlbayes.backends.proposal import ScannedCopula, SplitT, _flip_folded
 from omlbayes.backends.psis import _psis_one, good_k, tail_draws
 
 ROUND = 500  # proposals per batch (chain) and round
+# At most 48,000 proposals with 4 chains: about half of what the NUTS fall-back costs (4 x
+# ~750 iterations x ~11 gradients, each 2.6 log densities' worth), so a failed attempt adds
+# at most about half to a fit
 MAX_ROUNDS = 24
 # below this many proposals a k above the threshold is not yet trusted (unless hopeless)
 DECISIVE_PROPOSALS = 10_000
