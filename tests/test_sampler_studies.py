@@ -70,38 +70,45 @@ def test_sbc_default_draws_every_parameter_from_its_prior():
 
 
 def test_a_reference_run_is_reused_only_where_a_refit_would_repeat_it(tmp_path):
+    import hashlib
     import json
-    from types import SimpleNamespace
 
     data = tmp_path / "survey.csv"
     data.write_text("a,b\n1,2\n", encoding="utf-8")
     settings = {"chains": 4, "tune": 300, "draws": 4000}
-    default = SimpleNamespace(record=SimpleNamespace(spec_sha256="spec"))
+    model = {"name": "full", "group": [["school_id"]], "source": "/a/models/full.toml"}
+    default_sampler = {"backend": "collapsed", "sampler": "nutpie", "draws": 1000, "tune": 150,
+                       "chains": 4, "early_stop": True, "importance": True}  # fmt: skip
+    default = tmp_path / "default_7"
+    default.mkdir()
+    (default / "run.json").write_text(
+        json.dumps({"spec": {**model, "sampler": default_sampler}}), encoding="utf-8"
+    )
     folder = tmp_path / "reference_7"
     assert not agreement._reusable_reference(folder, data, 1007, settings, default)  # none yet
 
     def write(**changes):
-        import hashlib
-
+        sampler = {**default_sampler, **settings, "early_stop": False, "importance": False}
         record = {
             "seed": 1007,
-            "spec_sha256": "spec",
+            # the spec's file paths may differ (another clone)
+            "spec": {**model, "source": "/b/models/full.toml", "sampler": sampler},
             "data": {"sha256": hashlib.sha256(data.read_bytes()).hexdigest()},
-            "sampler": {**settings, "early_stop": False, "importance": False},
+            **changes,
         }
-        for key, value in changes.items():
-            record[key] = value
         folder.mkdir(exist_ok=True)
         (folder / "run.json").write_text(json.dumps(record), encoding="utf-8")
 
     write()
     assert agreement._reusable_reference(folder, data, 1007, settings, default)
+    sampler = {**default_sampler, **settings, "early_stop": False, "importance": False}
     for changed in (
         {"seed": 1008},
-        {"spec_sha256": "another spec"},
+        {"spec": {**model, "group": [], "sampler": sampler}},
+        {"spec": {**model, "sampler": {**sampler, "draws": 1000}}},
+        {"spec": {**model, "sampler": {**sampler, "importance": True}}},
+        {"spec": {**model, "sampler": {**sampler, "kernel": "dense"}}},
         {"data": {"sha256": "other data"}},
-        {"sampler": {**settings, "draws": 1000, "early_stop": False, "importance": False}},
-        {"sampler": {**settings, "early_stop": False, "importance": True}},
     ):
         write(**changed)
         assert not agreement._reusable_reference(folder, data, 1007, settings, default), changed

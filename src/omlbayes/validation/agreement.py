@@ -161,11 +161,12 @@ def rescore(out: Path, seeds: tuple[int, ...] = SEEDS) -> pd.DataFrame:
     return rows
 
 
-def _reusable_reference(folder: Path, data: Path, seed: int, settings: dict, default) -> bool:
-    """Whether ``folder`` holds a reference run of this study on the same data, seed, sampler
-    settings and model spec as a refit would be (the reference's sampler is NUTS without
-    importance sampling or early stop; a change to the default's sampler leaves it as it
-    was)."""
+def _reusable_reference(folder: Path, data: Path, seed: int, settings: dict, default: Path) -> bool:
+    """Whether ``folder`` holds a reference run of this study that a refit would repeat:
+    the same data and seed, the model of the ``default`` run (its run.json's spec but for
+    the sampler and the spec's file paths) and its sampler with the reference's settings
+    (NUTS without importance sampling or early stop: a change to the default's sampler
+    leaves it as it was)."""
     import hashlib
     import json
 
@@ -173,14 +174,17 @@ def _reusable_reference(folder: Path, data: Path, seed: int, settings: dict, def
     if not path.exists():
         return False
     record = json.loads(path.read_text(encoding="utf-8"))
-    sampler = record.get("sampler", {})
+    ours = json.loads((default / "run.json").read_text(encoding="utf-8"))
+
+    def model(spec: dict) -> dict:
+        return {k: v for k, v in spec.items() if k not in ("sampler", "source", "findings")}
+
+    sampler = {**ours["spec"]["sampler"], **settings, "early_stop": False, "importance": False}
     return (
         record.get("data", {}).get("sha256") == hashlib.sha256(data.read_bytes()).hexdigest()
         and record.get("seed") == seed
-        and record.get("spec_sha256") == default.record.spec_sha256
-        and all(sampler.get(key) == value for key, value in settings.items())
-        and sampler.get("early_stop") is False
-        and sampler.get("importance") is False
+        and model(record.get("spec", {})) == model(ours["spec"])
+        and record.get("spec", {}).get("sampler") == sampler
     )
 
 
@@ -202,13 +206,12 @@ def agreement_one(
     ref_argv += ["--draws", str(ref["draws"]), "--no-early-stop", "--no-importance"]
     sides = {"default": (seed, []), "reference": (seed + 1000, ref_argv)}
     out, fits = {}, []
-    runs: dict = {}
     for side, (fit_seed, extra) in sides.items():
         folder = work / f"{side}_{seed}"
         reused = (
             reuse
             and side == "reference"
-            and _reusable_reference(folder, data, fit_seed, ref, runs["default"])
+            and _reusable_reference(folder, data, fit_seed, ref, work / f"default_{seed}")
         )
         if reused:
             run = ob.open_run(folder)
@@ -218,7 +221,6 @@ def agreement_one(
                 data, work, folder.name, seed=fit_seed, extra=tuple(extra),
                 what=f"agreement {side}",
             )  # fmt: skip
-        runs[side] = run
         out[side] = _quantities(run, seed)
         diag, sampling = run.diagnostics, run.record.fit.get("sampling", {})
         fits.append(
