@@ -123,3 +123,15 @@ def test_many_folded_sds_keep_one_sign_in_the_proposal_and_flip_after_resampling
     starts = np.array([proposal.resampled_start(folded_modes, q, rng, 64) for _ in range(400)])
     assert 0.4 < np.mean(starts > 0) < 0.6  # both signs, every coordinate pooled
     assert abs(np.abs(starts).mean() - 1.0) < 0.05
+
+
+def test_a_scan_that_rises_again_far_out_keeps_its_tail_short():
+    # the log density falls from the mode, then rises again at the far left end (the scan
+    # runs along a line on which other coordinates move too)
+    knots = np.array([-5.0, -4.0, -2.0, -1.0, 0.0, 1.0, 2.0])
+    log_density = np.array([-27.0, -28.0, -8.0, -2.0, 0.0, -3.0, -12.0])
+    margin = proposal.ScanMargin.of(knots, log_density, min_tail=0.3)
+    assert margin.tails[0] <= knots[-1] - knots[0]
+    assert margin.cum[0] < 1e-6  # no mass is sent far out beyond the scan
+    lower, upper = margin.cdf(np.array([-5.0, 2.0]))
+    assert lower[0] < 1e-6 and upper[1] < 1e-3

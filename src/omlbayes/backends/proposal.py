@@ -177,7 +177,8 @@ class ScanMargin:
     def of(cls, knots: np.ndarray, log_density: np.ndarray, min_tail: float) -> ScanMargin:
         """From a scan's knots and (unnormalised) log densities: the run of knots around
         the highest down to ``MARGIN_DROP`` below it; each tail decays as the end segment
-        (no faster than ``min_tail``), which beyond the run is heavier than the density."""
+        (no faster than ``min_tail``, no slower than over the run's span), which beyond
+        the run is heavier than the density."""
         top = int(np.argmax(log_density))
         kept = log_density >= log_density[top] - MARGIN_DROP  # False where not finite
         lo, hi = top, top
@@ -189,7 +190,10 @@ class ScanMargin:
         if k.size < 2:  # a spike: the mode alone is kept
             k, ld = np.array([-min_tail, min_tail]), np.zeros(2)
         drop = np.maximum(np.array([ld[1] - ld[0], ld[-2] - ld[-1]]), 1e-12)
-        tails = np.maximum(np.array([k[1] - k[0], k[-1] - k[-2]]) / drop, min_tail)
+        # an end segment that does not fall (a scan that rises again far out) would give a
+        # tail of any length: at most the scanned span
+        span = max(k[-1] - k[0], min_tail)
+        tails = np.clip(np.array([k[1] - k[0], k[-1] - k[-2]]) / drop, min_tail, span)
         segments = _segment_mass(k[:-1], np.diff(k), ld[:-1], np.diff(ld) / np.diff(k))
         masses = np.r_[np.exp(ld[0]) * tails[0], segments, np.exp(ld[-1]) * tails[1]]
         total = masses.sum()
