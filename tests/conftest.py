@@ -143,6 +143,24 @@ _NEEDED = pytest.StashKey[set]()
 @pytest.hookimpl(trylast=True)  # after -m and -k have deselected what will not run
 def pytest_collection_modifyitems(session, config, items) -> None:
     config.stash[_NEEDED] = {f for item in items for f in item.fixturenames} & set(SHARED_RUNS)
+    items[:] = _shared_runs_last(items)
+
+
+def _shared_runs_last(items: list[pytest.Item]) -> list[pytest.Item]:
+    """The modules that need no shared run first, then the others in the order their runs
+    end: the in-process tests keep one core busy while the runs use the other, instead of
+    waiting for a run near the start. Each module stays whole and in its own order (its
+    module-scoped fixtures are built once)."""
+    order = list(SHARED_RUNS)
+    modules: dict[str, list[pytest.Item]] = {}
+    for item in items:
+        modules.setdefault(item.nodeid.split("::")[0], []).append(item)
+
+    def last_run_needed(module: list[pytest.Item]) -> int:
+        needed = {f for item in module for f in item.fixturenames} & set(order)
+        return max((order.index(f) for f in needed), default=-1)
+
+    return [item for module in sorted(modules.values(), key=last_run_needed) for item in module]
 
 
 @pytest.fixture(scope="session", autouse=True)
