@@ -89,3 +89,35 @@ def test_bench_scaling_quick_writes_its_section(tmp_path: Path) -> None:
     three = rows["three-level, 2,500 schools in 130 districts"]
     assert three["sparse_s"] < three["dense_s"]
     assert all(r["sparse_s"] > 0 for r in rows.values())
+
+
+def test_bench_default_judges_each_default_against_the_same_surveys_flagship() -> None:
+    sys.path.insert(0, str(ROOT / "bench"))
+    try:
+        from bench_default import judge
+    finally:
+        sys.path.remove(str(ROOT / "bench"))
+
+    def row(wall: float, same: float, passed: bool = True) -> dict:
+        return {"wall_s": wall, "ratio_to_flagship_40k": same, "diagnostics_passed": passed,
+                "ratio_to_flagship_same_survey": same}  # fmt: skip
+
+    rows = {
+        "default_40k": row(120.0, 1.9),
+        "default_harder3": row(160.0, 1.5),  # over 150 s
+        "default_harder4": row(90.0, 2.1),  # over 2x its own flagship
+        "default_harder5": row(90.0, 1.2, passed=False),  # the gate failed
+        "default_200k": {**row(190.0, 2.9), "ratio_to_flagship_40k": 4.2},
+    }
+    judge(rows)
+    verdicts = {name: r["meets_target"] for name, r in rows.items()}
+    assert verdicts == {
+        "default_40k": True,
+        "default_harder3": False,
+        "default_harder4": False,
+        "default_harder5": False,
+        "default_200k": True,  # 2.9x its own flagship; 4.2x the 40k one is not judged
+    }
+    rows["default_200k"]["ratio_to_flagship_same_survey"] = 3.1
+    judge(rows)
+    assert rows["default_200k"]["meets_target"] is False
