@@ -127,6 +127,30 @@ def test_a_high_pareto_k_ends_the_attempt_once_it_can_be_trusted(
         assert "Pareto k" in result.facts["reason"]
 
 
+@pytest.mark.parametrize(
+    ("ess_last", "rounds", "passed"),
+    [
+        (498.0, importance.MAX_ROUNDS + 1, True),  # within reach: one round more
+        (300.0, importance.MAX_ROUNDS, False),  # 350 after every extra round: NUTS at once
+    ],
+)
+def test_a_near_miss_at_the_last_round_gets_a_few_more(fitted, ess_last, rounds, passed):
+    calls = []
+
+    def scripted(points: np.ndarray, index: np.ndarray) -> dict:  # the gate's tail ESS
+        calls.append(index.size)
+        last = len(calls) - importance.MAX_ROUNDS  # 0 at the last regular round
+        ess = 100.0 if last < 0 else ess_last if last == 0 else 600.0
+        return {"passed": ess >= TARGET, "min_ess_bulk": 900.0, "min_ess_tail": ess}
+
+    result = importance.sample(
+        log_gamma_density, fitted, scripted, chains=4, draws=500, seed=2, workers=1,
+        ess_target=TARGET,
+    )  # fmt: skip
+    assert result.passed is passed
+    assert result.facts["rounds"] == len(calls) == rounds
+
+
 def test_ess_of_resampled_draws_counts_proposals():
     rng = np.random.default_rng(2)
     values = rng.normal(size=(4, 250))

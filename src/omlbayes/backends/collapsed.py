@@ -807,6 +807,7 @@ def _sample_importance(density, proposal, settings, *, seed: int, gate, with_coe
             draws=draws,
             seed=derived_seed(seed, "importance"),
             workers=len(os.sched_getaffinity(0)),
+            ess_target=ess_target,
         )
     if not result.passed:
         return None, result.facts

@@ -48,6 +48,10 @@ ROUND = 500  # proposals per batch (chain) and round
 # ~750 iterations x ~11 gradients, each 2.6 log densities' worth), so a failed attempt adds
 # at most about half to a fit
 MAX_ROUNDS = 24
+# Past MAX_ROUNDS, up to EXTRA_ROUNDS more where the gate's smallest ESS, grown in
+# proportion to the proposals, would reach its target within them: a near miss (a harder
+# survey's tail ESS 498 of 500 after 48,000 proposals) costs a round or two, not NUTS
+EXTRA_ROUNDS = 4
 # below this many proposals a k above the threshold is not yet trusted (unless hopeless)
 DECISIVE_PROPOSALS = 10_000
 HOPELESS_K = 1.0  # the weights' tail has no finite mean: more proposals cannot help
@@ -83,20 +87,22 @@ def sample(
     draws: int,
     seed: int,
     workers: int,
+    ess_target: float = np.inf,
 ) -> ImportanceResult:
     """Importance-sample the posterior of ``log_density`` with ``proposal``.
 
     ``check(points, index)``: the gate on resampled draws (chain, draw, coordinate) and
     their proposals' indices (chain, draw), a dict with ``passed`` and its numbers. Returns
     ``chains`` x ``draws`` resampled draws, or ``draws=None`` with the reason where the
-    gate fails (the caller then samples with NUTS).
+    gate fails (the caller then samples with NUTS). ``ess_target``: the ESS the gate asks
+    for (the rounds past ``MAX_ROUNDS``).
     """
     rng = np.random.default_rng(seed)
     t0 = time.perf_counter()
     xs, log_ratio, owner = [], [], []
     facts: dict = {"method": "importance", "proposal": proposal.description}
     with ThreadPoolExecutor(workers) as pool:
-        for round_ in range(1, MAX_ROUNDS + 1):
+        for round_ in range(1, MAX_ROUNDS + EXTRA_ROUNDS + 1):
             x = proposal.draw(rng, chains * ROUND)
             lt = np.fromiter(pool.map(log_density, x), float, count=x.shape[0])
             xs.append(x)
@@ -137,12 +143,22 @@ def sample(
             # tail ESS grows faster than the proposals until the tail is filled (a survey
             # of 1,500 students: 116 after 8,000 proposals, 545 after 18,000)
             facts.update(reason=f"the gate failed after {n} proposals")
+            more = (MAX_ROUNDS + EXTRA_ROUNDS - round_) * chains * ROUND  # proposals left
+            if round_ >= MAX_ROUNDS and not _within_reach(gate, n, more, ess_target):
+                break
     facts["seconds"] = round(time.perf_counter() - t0, 2)
     if "reason" in facts:
         return ImportanceResult(None, None, facts)
     facts["draws_kept"] = draws
     facts["unique_proposals_kept"] = int(np.unique(index).size)
     return ImportanceResult(points, index, facts)
+
+
+def _within_reach(gate: dict, proposals: int, more: int, target: float) -> bool:
+    """Whether the gate's smallest ESS after ``proposals``, grown in proportion to them,
+    reaches ``target`` within ``more`` proposals."""
+    ess = min(gate.get("min_ess_bulk", 0.0), gate.get("min_ess_tail", 0.0))
+    return more > 0 and ess * (proposals + more) / proposals >= target
 
 
 def _resample(rng, w: np.ndarray, owner: np.ndarray, chains: int, draws: int) -> np.ndarray:
