@@ -25,8 +25,9 @@ proposals (``criticism/mcmc_stats.py``, the ``proposal`` coordinate), not over d
 The gate (:func:`sample`): Pareto k at most ArviZ's threshold for the number of
 proposals, and the run's early-stop gate on the resampled draws (R-hat, bulk and tail ESS
 with its margin; the variance parameters first, then every parameter); proposals are
-added in rounds until both hold or ``MAX_ROUNDS`` pass. A k above the threshold ends the
-attempt once ``DECISIVE_PROPOSALS`` are in, or at once where it is above ``HOPELESS_K``:
+added in rounds until both hold or ``MAX_ROUNDS`` pass (up to ``EXTRA_ROUNDS`` more where
+the ESS is within reach). A k above the threshold ends the attempt once
+``DECISIVE_PROPOSALS`` are in, or at once where it is above ``HOPELESS_K``:
 the estimate of k from a few thousand proposals is noisy (a proposal whose k settles near
 0.5 gave 0.96 from 1,000 and 0.74 from 4,000 on a harder survey; bench/RESULTS.md).
 """
