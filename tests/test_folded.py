@@ -48,8 +48,9 @@ def design():
     "prior",
     [
         Prior("HalfNormal", {"sigma": 0.5}),
-        Prior("HalfStudentT", {"nu": 3.0, "sigma": 0.4}),
-        Prior("HalfCauchy", {"beta": 0.3}),
+        # the other folded twins compile their own graphs (6-8 s each): the slow tier
+        pytest.param(Prior("HalfStudentT", {"nu": 3.0, "sigma": 0.4}), marks=pytest.mark.slow),
+        pytest.param(Prior("HalfCauchy", {"beta": 0.3}), marks=pytest.mark.slow),
     ],
 )
 def test_folded_sd_has_the_same_posterior_density(design, prior):
