@@ -2,15 +2,26 @@
 
 from __future__ import annotations
 
+import importlib
 import json
 import subprocess
 import sys
 from pathlib import Path
+from types import ModuleType
 
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "bench" / "bench_fit.py"
+
+
+def _bench_module(name: str) -> ModuleType:
+    """A module of bench/ (scripts, not a package: imported with bench/ on the path)."""
+    sys.path.insert(0, str(ROOT / "bench"))
+    try:
+        return importlib.import_module(name)
+    finally:
+        sys.path.remove(str(ROOT / "bench"))
 
 
 @pytest.mark.bench
@@ -31,11 +42,7 @@ def test_bench_quick_writes_results(tmp_path: Path) -> None:
     done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=900)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
 
-    sys.path.insert(0, str(ROOT / "bench"))
-    try:
-        import bench_fit
-    finally:
-        sys.path.remove(str(ROOT / "bench"))
+    bench_fit = _bench_module("bench_fit")
 
     report = (tmp_path / "RESULTS.md").read_text()
     header = "| " + " | ".join(bench_fit.COLUMNS) + " |"
@@ -92,11 +99,7 @@ def test_bench_scaling_quick_writes_its_section(tmp_path: Path) -> None:
 
 
 def test_bench_default_judges_each_default_against_the_same_surveys_flagship() -> None:
-    sys.path.insert(0, str(ROOT / "bench"))
-    try:
-        from bench_default import judge
-    finally:
-        sys.path.remove(str(ROOT / "bench"))
+    judge = _bench_module("bench_default").judge
 
     def row(wall: float, same: float, passed: bool = True) -> dict:
         return {"wall_s": wall, "ratio_to_flagship_40k": same, "diagnostics_passed": passed,
